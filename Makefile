@@ -1,0 +1,118 @@
+# ATCR appview and hold. `make` builds bin/appview and bin/hold.
+# `make test` installs what is missing, builds (plain and ASan+UBSan) and runs every test.
+# `make bench` runs the benchmarks. `make run` / `make demo` start the services locally.
+
+CC      ?= cc
+PKGS    := libwebsockets hiredis jansson libcurl sqlite3 libuv libzstd libcrypto
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-unused-parameter -Wvla
+CPPFLAGS += -std=c11 -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lresolv -lm
+
+# SAN=1 builds the same tree into build-asan/ with AddressSanitizer and UBSan.
+ifeq ($(SAN),1)
+BUILD   := build-asan
+CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+else
+BUILD   := build
+endif
+BIN     := $(BUILD)/bin
+
+ATPROTO_SRC := $(wildcard atproto/*.c)
+CACHE_LUA   := $(wildcard cache/*.lua)
+CACHE_SRC   := $(wildcard cache/*.c)
+APPVIEW_SRC := $(wildcard appview/*.c)
+HOLD_SRC    := $(wildcard hold/*.c)
+UNIT_SRC    := $(wildcard tests/unit/*.c)
+TOOL_SRC    := $(wildcard tests/tools/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+ATPROTO_OBJ := $(call obj,$(ATPROTO_SRC))
+CACHE_OBJ   := $(call obj,$(CACHE_SRC)) $(if $(CACHE_LUA),$(BUILD)/cache/lua_scripts.o)
+APPVIEW_OBJ := $(call obj,$(APPVIEW_SRC))
+HOLD_OBJ    := $(call obj,$(HOLD_SRC))
+LIBS        := $(BUILD)/libappview.a $(BUILD)/libhold.a $(BUILD)/libcache.a $(BUILD)/libatproto.a
+
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BIN)/unit/%,$(UNIT_SRC))
+TOOL_BIN := $(patsubst tests/tools/%.c,$(BIN)/tools/%,$(TOOL_SRC))
+
+.PHONY: all bins deps test check-asan bench run demo format lint clean
+all: bins
+	@if [ "$(SAN)" != 1 ]; then mkdir -p bin && ln -sf ../$(BIN)/appview bin/appview && ln -sf ../$(BIN)/hold bin/hold; fi
+
+bins: $(BIN)/appview $(BIN)/hold $(UNIT_BIN) $(TOOL_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+# Lua scripts for Valkey are compiled into the binary as C strings.
+$(BUILD)/cache/lua_scripts.c: $(CACHE_LUA) tests/tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tests/tools/embed.sh $(CACHE_LUA) > $@
+$(BUILD)/cache/lua_scripts.o: $(BUILD)/cache/lua_scripts.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+
+$(BUILD)/libatproto.a: $(ATPROTO_OBJ)
+	@mkdir -p $(dir $@); rm -f $@; $(AR) rcs $@ $^
+$(BUILD)/libcache.a: $(CACHE_OBJ)
+	@mkdir -p $(dir $@); rm -f $@; $(AR) rcs $@ $^
+# The service libraries hold everything but main(), so unit tests can link them.
+$(BUILD)/libappview.a: $(filter-out $(BUILD)/appview/main.o,$(APPVIEW_OBJ))
+	@mkdir -p $(dir $@); rm -f $@; $(AR) rcs $@ $^
+$(BUILD)/libhold.a: $(filter-out $(BUILD)/hold/main.o,$(HOLD_OBJ))
+	@mkdir -p $(dir $@); rm -f $@; $(AR) rcs $@ $^
+
+$(BIN)/appview: $(BUILD)/appview/main.o $(BUILD)/libappview.a $(BUILD)/libcache.a $(BUILD)/libatproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BIN)/hold: $(BUILD)/hold/main.o $(BUILD)/libhold.a $(BUILD)/libatproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BIN)/unit/%: $(BUILD)/tests/unit/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(LIBS) $(LDLIBS) -o $@
+$(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libatproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# The resolver test tool exercises appview code.
+$(BIN)/tools/resolve: $(BUILD)/tests/tools/resolve.o $(BUILD)/libappview.a $(BUILD)/libatproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+deps:
+	@sh tests/tools/install-deps.sh
+	@sh tests/tools/install-node.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) SAN=1 bins
+	python3 tests/run.py --bin build-asan/bin
+
+check-asan: test
+
+bench: deps
+	$(MAKE) all
+	sh bench/run.sh
+
+run: deps all
+	sh deploy/run-local.sh
+
+demo: deps all
+	sh deploy/demo.sh
+
+format:
+	clang-format -i $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) $(UNIT_SRC) $(TOOL_SRC) \
+	    $(wildcard */*.h tests/*/*.h)
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	    --suppress=missingIncludeSystem -I. atproto cache appview hold
+
+clean:
+	rm -rf build build-asan bin
+
+-include $(shell find build build-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,23 @@
+/* A growable byte buffer, always NUL-terminated. The owner calls buf_free. */
+#ifndef ATPROTO_BUF_H
+#define ATPROTO_BUF_H
+
+#include <stddef.h>
+
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+} buf;
+
+/* All return 0, or -1 when memory runs out (the buffer is then unchanged). */
+int buf_reserve(buf *b, size_t extra);
+int buf_append(buf *b, const void *data, size_t len);
+int buf_puts(buf *b, const char *s);
+__attribute__((format(printf, 2, 3))) int buf_printf(buf *b, const char *fmt, ...);
+/* Appends s as a JSON string literal, quotes included. */
+int buf_json_string(buf *b, const char *s, size_t len);
+void buf_reset(buf *b);
+void buf_free(buf *b);
+
+#endif

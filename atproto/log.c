@@ -1,0 +1,57 @@
+#include "atproto/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static enum log_level min_level = LOG_INFO;
+
+void log_set_level(enum log_level level)
+{
+    min_level = level;
+}
+
+void log_init_from_env(void)
+{
+    const char *v = getenv("LOG_LEVEL");
+    if (!v) return;
+    if (!strcmp(v, "debug"))
+        min_level = LOG_DEBUG;
+    else if (!strcmp(v, "info"))
+        min_level = LOG_INFO;
+    else if (!strcmp(v, "warn"))
+        min_level = LOG_WARN;
+    else if (!strcmp(v, "error"))
+        min_level = LOG_ERROR;
+}
+
+void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+{
+    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    if (level < min_level) return;
+
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+
+    /* Build the whole line first so concurrent writers never interleave inside a line. */
+    char line[2048];
+    int n = snprintf(line, sizeof line,
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, names[level], component);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2) len = sizeof line - 2;
+    /* A message from the network may carry newlines: keep it one line. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
+    line[len++] = '\n';
+    fwrite(line, 1, len, stderr);
+}

@@ -1,0 +1,126 @@
+/* A server built on atproto/httpd for tests of the HTTP layer itself:
+ *   GET  /xrpc/echo?...      -> the query parameters as JSON
+ *   POST /xrpc/body          -> {"length": N, "sum": byte sum}
+ *   GET  /xrpc/slow?ms=N     -> answers after N ms from a timer (an asynchronous reply)
+ *   GET  /xrpc/header?name=H -> {"value": header H}
+ * Usage: httpd_probe HOST:PORT [MAX_BODY]; prints "port N" once listening. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "atproto/buf.h"
+#include "atproto/httpd.h"
+#include "atproto/log.h"
+#include "atproto/metrics.h"
+
+static void echo(httpd_req *r, void *ud)
+{
+    static const char *names[] = {"a", "b", "actor", "empty"};
+    buf out = {0};
+    buf_puts(&out, "{");
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = httpd_req_param(r, names[i]);
+        if (!v) continue;
+        if (out.len > 1) buf_puts(&out, ",");
+        buf_json_string(&out, names[i], strlen(names[i]));
+        buf_printf(&out, ":{\"count\":%zu,\"first\":", httpd_req_param_count(r, names[i]));
+        buf_json_string(&out, v, strlen(v));
+        buf_puts(&out, "}");
+    }
+    buf_puts(&out, "}");
+    httpd_reply_json(r, 200, out.data, out.len);
+    buf_free(&out);
+}
+
+static void body(httpd_req *r, void *ud)
+{
+    size_t len;
+    const char *b = httpd_req_body(r, &len);
+    unsigned long sum = 0;
+    for (size_t i = 0; i < len; i++)
+        sum += (unsigned char)b[i];
+    char out[96];
+    int n = snprintf(out, sizeof out, "{\"length\":%zu,\"sum\":%lu}", len, sum);
+    httpd_reply_json(r, 200, out, (size_t)n);
+}
+
+static void slow_fire(uv_timer_t *t)
+{
+    httpd_req *r = t->data;
+    httpd_reply_json(r, 200, "{\"slow\":true}", 13);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+}
+
+static void slow(httpd_req *r, void *ud)
+{
+    const char *ms = httpd_req_param(r, "ms");
+    uv_timer_t *t = malloc(sizeof *t);
+    if (!t) {
+        httpd_reply_error(r, 500, "InternalError", "out of memory");
+        return;
+    }
+    uv_timer_init(ud, t);
+    t->data = r;
+    uv_timer_start(t, slow_fire, ms ? strtoull(ms, NULL, 10) : 100, 0);
+}
+
+static void header(httpd_req *r, void *ud)
+{
+    const char *name = httpd_req_param(r, "name");
+    const char *v = name ? httpd_req_header(r, name) : NULL;
+    buf out = {0};
+    buf_puts(&out, "{\"value\":");
+    if (v)
+        buf_json_string(&out, v, strlen(v));
+    else
+        buf_puts(&out, "null");
+    buf_puts(&out, "}");
+    httpd_reply_json(r, 200, out.data, out.len);
+    buf_free(&out);
+}
+
+static void metrics_page(httpd_req *r, void *ud)
+{
+    buf out = {0};
+    metrics_render(&out);
+    httpd_reply(r, 200, "text/plain; version=0.0.4", out.data, out.len);
+    buf_free(&out);
+}
+
+static httpd *server;
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    httpd_stop(server);
+    uv_signal_stop(s);
+    uv_close((uv_handle_t *)s, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: httpd_probe HOST:PORT [MAX_BODY]\n");
+        return 2;
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    httpd_options opt = {
+        .listen = argv[1], .max_body = argc > 2 ? strtoull(argv[2], NULL, 10) : 0, .name = "probe"};
+    server = httpd_new(&loop, &opt);
+    if (!server) return 1;
+    httpd_route(server, "GET", "/xrpc/echo", echo, NULL);
+    httpd_route(server, "POST", "/xrpc/body", body, NULL);
+    httpd_route(server, "GET", "/xrpc/slow", slow, &loop);
+    httpd_route(server, "GET", "/xrpc/header", header, NULL);
+    httpd_route(server, "GET", "/metrics", metrics_page, NULL);
+    printf("port %d\n", httpd_port(server));
+    fflush(stdout);
+    uv_signal_t sig;
+    uv_signal_init(&loop, &sig);
+    uv_signal_start(&sig, on_signal, SIGTERM);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    httpd_free(server);
+    metrics_free_all();
+    return uv_loop_close(&loop) == 0 ? 0 : 1;
+}
