@@ -1,0 +1,124 @@
+#include "hold/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atproto/buf.h"
+#include "atproto/options.h"
+#include "atproto/syntax.h"
+
+static const char *check_did(const char *v)
+{
+    return atp_is_did(v, strlen(v)) ? NULL : "not a valid DID";
+}
+
+static const char *check_http_url(const char *v)
+{
+    return strncmp(v, "http://", 7) && strncmp(v, "https://", 8) ? "expected an http(s) URL" : NULL;
+}
+
+enum { O_LISTEN, O_DB, O_DID, O_PUBLIC_URL, O_TOKENS, O_BLOB_URL, O_DEDUPE, O_COUNT };
+
+static const option_spec SPECS[O_COUNT] = {
+    [O_LISTEN] = OPT_STR("listen", "HOLD_LISTEN", "0.0.0.0:8081", "address to serve XRPC on",
+                         options_check_host_port),
+    [O_DB] = OPT_STR("db", "HOLD_DB", "./var/hold.db", "SQLite database file", NULL),
+    [O_DID] = OPT_STR("did", "HOLD_DID", NULL,
+                      "this hold's DID (default: did:web of the public URL)", check_did),
+    [O_PUBLIC_URL] =
+        OPT_STR("public-url", "HOLD_PUBLIC_URL", NULL,
+                "URL the hold is reached at (default http://localhost:PORT)", check_http_url),
+    [O_TOKENS] = OPT_LIST("service-tokens", "HOLD_SERVICE_TOKENS", NULL,
+                          "bearer tokens accepted by incrementStats", NULL),
+    [O_BLOB_URL] = OPT_STR("blob-url-template", "HOLD_BLOB_URL_TEMPLATE", NULL,
+                           "getBlob redirect target; {did} and {cid} are filled in", NULL),
+    [O_DEDUPE] =
+        OPT_INT("pull-dedupe-seconds", "HOLD_PULL_DEDUPE_SECONDS", "60",
+                "pulls of one digest by one client within this window count once", 0, 86400),
+};
+
+char *hold_did_web_from_url(const char *url)
+{
+    const char *p;
+    if (!strncmp(url, "https://", 8))
+        p = url + 8;
+    else if (!strncmp(url, "http://", 7))
+        p = url + 7;
+    else
+        return NULL;
+    size_t hostlen = strcspn(p, "/?#");
+    if (!hostlen) return NULL;
+    buf b = {0};
+    int rc = buf_puts(&b, "did:web:");
+    for (size_t i = 0; rc == 0 && i < hostlen; i++)
+        rc = p[i] == ':' ? buf_puts(&b, "%3A") : buf_append(&b, &p[i], 1);
+    /* Path segments become ':'-separated parts, as the did:web method defines. */
+    const char *path = p + hostlen;
+    size_t pathlen = strcspn(path, "?#");
+    for (size_t i = 0; rc == 0 && i < pathlen; i++) {
+        if (path[i] == '/') {
+            if (i + 1 < pathlen && path[i + 1] != '/') rc = buf_puts(&b, ":");
+        } else {
+            rc = buf_append(&b, &path[i], 1);
+        }
+    }
+    if (rc != 0 || !atp_is_did(b.data, b.len)) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+static int port_of(const char *listen)
+{
+    return atoi(strrchr(listen, ':') + 1);
+}
+
+int hold_config_load(hold_config *c, int argc, char **argv)
+{
+    option_value v[O_COUNT];
+    memset(c, 0, sizeof *c);
+    int rc = options_parse("hold",
+                           "Counts pulls and pushes per (DID, repository) durably and serves them "
+                           "over XRPC.",
+                           SPECS, O_COUNT, v, argc, argv);
+    if (rc != 0) return rc;
+    c->listen = option_take_str(&v[O_LISTEN]);
+    c->db = option_take_str(&v[O_DB]);
+    c->did = option_take_str(&v[O_DID]);
+    c->public_url = option_take_str(&v[O_PUBLIC_URL]);
+    c->blob_url_template = option_take_str(&v[O_BLOB_URL]);
+    c->tokens = option_take_list(&v[O_TOKENS], &c->ntokens);
+    c->pull_dedupe_seconds = (int)v[O_DEDUPE].num;
+    options_free(v, O_COUNT);
+    if (!c->public_url) {
+        char url[64];
+        snprintf(url, sizeof url, "http://localhost:%d", port_of(c->listen));
+        rc = (c->public_url = strdup(url)) ? 0 : -1;
+    }
+    if (rc == 0) {
+        size_t n = strlen(c->public_url);
+        while (n > 1 && c->public_url[n - 1] == '/')
+            c->public_url[--n] = '\0';
+    }
+    if (rc == 0 && !c->did && !(c->did = hold_did_web_from_url(c->public_url))) {
+        fprintf(stderr, "hold: cannot derive a did:web from HOLD_PUBLIC_URL %s\n", c->public_url);
+        rc = -1;
+    }
+    if (rc < 0) hold_config_free(c);
+    return rc;
+}
+
+void hold_config_free(hold_config *c)
+{
+    free(c->listen);
+    free(c->db);
+    free(c->did);
+    free(c->public_url);
+    free(c->blob_url_template);
+    for (size_t i = 0; i < c->ntokens; i++)
+        free(c->tokens[i]);
+    free(c->tokens);
+    memset(c, 0, sizeof *c);
+}

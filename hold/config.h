@@ -1,0 +1,25 @@
+/* bin/hold configuration: flags override HOLD_* environment variables, which override defaults. */
+#ifndef HOLD_CONFIG_H
+#define HOLD_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct {
+    char *listen;     /* HOLD_LISTEN, default 0.0.0.0:8081 */
+    char *db;         /* HOLD_DB, default ./var/hold.db */
+    char *did;        /* HOLD_DID, default did:web derived from public_url */
+    char *public_url; /* HOLD_PUBLIC_URL, default http://localhost:<listen port> */
+    char **tokens;    /* HOLD_SERVICE_TOKENS, comma-separated */
+    size_t ntokens;
+    char *blob_url_template; /* HOLD_BLOB_URL_TEMPLATE, {did} and {cid} filled; NULL: none */
+    int pull_dedupe_seconds; /* HOLD_PULL_DEDUPE_SECONDS, default 60 */
+} hold_config;
+
+/* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr). */
+int hold_config_load(hold_config *c, int argc, char **argv);
+void hold_config_free(hold_config *c);
+/* did:web for a public URL ("https://h.example:8443/a/b" -> "did:web:h.example%3A8443:a:b").
+ * NULL when the URL is not http(s) with a host. Caller frees. */
+char *hold_did_web_from_url(const char *url);
+
+#endif
