@@ -78,8 +78,9 @@ $(BIN)/unit/%: $(BUILD)/tests/unit/%.o $(LIBS)
 $(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libatproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-# The resolver test tool exercises appview code.
-$(BIN)/tools/resolve: $(BUILD)/tests/tools/resolve.o $(BUILD)/libappview.a $(BUILD)/libatproto.a
+# Test tools that drive appview code (the resolver, the Jetstream client) link it too.
+APPVIEW_TOOLS := $(BIN)/tools/resolve $(BIN)/tools/jetstream_tail
+$(APPVIEW_TOOLS): $(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libappview.a $(BUILD)/libcache.a $(BUILD)/libatproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

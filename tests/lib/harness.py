@@ -105,12 +105,15 @@ class Harness:
         """A project binary: bin/<name> from the build being tested, or its test tools."""
         return os.path.join(self.bindir, name)
 
-    def start_redis(self, port=None, aof=False, name="redis"):
+    def start_redis(self, port=None, aof=False, name="redis", extra=(), data_dir=None):
+        """A redis-server; with aof the data lives in <tmp>/redis-data so a restart on the
+        same port (another name) finds it again."""
         port = port or free_port()
-        d = os.path.join(self.tmp, name)
+        d = data_dir or os.path.join(self.tmp, "redis-data" if aof else name)
         os.makedirs(d, exist_ok=True)
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
-                "--save", "", "--appendonly", "yes" if aof else "no", "--protected-mode", "no"]
+                "--save", "", "--appendonly", "yes" if aof else "no", "--protected-mode", "no",
+                *extra]
         p = self.spawn(name, argv)
         p.port = port
         p.url = f"redis://127.0.0.1:{port}/0"

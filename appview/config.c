@@ -1,0 +1,211 @@
+#include "appview/config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atproto/options.h"
+#include "atproto/syntax.h"
+
+/* True when v is scheme followed by at least one character and no whitespace or control
+ * characters anywhere; the component that dials the URL checks the rest. */
+static bool has_scheme(const char *v, const char *scheme)
+{
+    size_t n = strlen(scheme);
+    if (strncmp(v, scheme, n) || !v[n]) return false;
+    for (const char *p = v; *p; p++)
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) return false;
+    return true;
+}
+
+static const char *check_http_url(const char *v)
+{
+    return has_scheme(v, "https://") || has_scheme(v, "http://") ? NULL
+                                                                 : "expected an http(s):// URL";
+}
+
+static const char *check_valkey_url(const char *v)
+{
+    if (has_scheme(v, "redis://") || has_scheme(v, "unix:///")) return NULL;
+    return "expected redis://HOST:PORT/DB or unix:///PATH";
+}
+
+static const char *check_ws_url(const char *v)
+{
+    return has_scheme(v, "wss://") || has_scheme(v, "ws://") ? NULL
+                                                             : "expected a ws:// or wss:// URL";
+}
+
+static const char *check_did(const char *v)
+{
+    return atp_is_did(v, strlen(v)) ? NULL : "not a valid DID";
+}
+
+/* The prefix is pasted in front of keys that carry {did} hash tags; a brace of its own would
+ * change which part Valkey Cluster hashes. */
+static const char *check_key_prefix(const char *v)
+{
+    for (const char *p = v; *p; p++)
+        if (*p == '{' || *p == '}' || isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+            return "no braces, spaces or control characters allowed";
+    return NULL;
+}
+
+#define DAY 86400L
+#define YEAR (365 * DAY)
+
+enum {
+    O_LISTEN,
+    O_VALKEY_URL,
+    O_JETSTREAM_URLS,
+    O_PLC_URL,
+    O_HANDLE_RESOLVER_URL,
+    O_DATA_DIR,
+    O_DOCKERHUB_URL,
+    O_DOCKERHUB_MAP,
+    O_DOCKERHUB_RATE,
+    O_DOCKERHUB_RATE_WINDOW,
+    O_DOCKERHUB_REFRESH_HOURS,
+    O_HOLDS,
+    O_STATS_CONCURRENCY,
+    O_ALLOW_PRIVATE_NETWORKS,
+    O_RECORD_TTL,
+    O_IDENTITY_TTL,
+    O_STATS_TTL,
+    O_NEGATIVE_TTL,
+    O_KEY_PREFIX,
+    O_LEXICON_DIR,
+    O_JETSTREAM_STALL_SECONDS,
+    O_CURSOR_REWIND_SECONDS,
+    O_INGEST,
+    O_UPSTREAM_TIMEOUT_MS,
+    O_COUNT
+};
+
+static const option_spec SPECS[O_COUNT] = {
+    [O_LISTEN] = OPT_STR("listen", "APPVIEW_LISTEN", "0.0.0.0:8080", "address to serve XRPC on",
+                         options_check_host_port),
+    [O_VALKEY_URL] =
+        OPT_STR("valkey-url", "APPVIEW_VALKEY_URL", "redis://127.0.0.1:6379/0",
+                "Valkey server: redis://HOST:PORT/DB or unix:///PATH", check_valkey_url),
+    [O_JETSTREAM_URLS] = OPT_LIST("jetstream-urls", "APPVIEW_JETSTREAM_URLS",
+                                  "wss://jetstream1.us-east.bsky.network/subscribe,"
+                                  "wss://jetstream2.us-east.bsky.network/subscribe,"
+                                  "wss://jetstream1.us-west.bsky.network/subscribe,"
+                                  "wss://jetstream2.us-west.bsky.network/subscribe",
+                                  "Jetstream endpoints, tried in order", check_ws_url),
+    [O_PLC_URL] = OPT_STR("plc-url", "APPVIEW_PLC_URL", "https://plc.directory",
+                          "PLC directory for did:plc documents", check_http_url),
+    [O_HANDLE_RESOLVER_URL] =
+        OPT_STR("handle-resolver-url", "APPVIEW_HANDLE_RESOLVER_URL", NULL,
+                "XRPC service asked for resolveHandle when DNS and HTTPS fail", check_http_url),
+    [O_DATA_DIR] = OPT_STR("data-dir", "APPVIEW_DATA_DIR", "./var/appview",
+                           "directory for the stats history database", NULL),
+    [O_DOCKERHUB_URL] = OPT_STR("dockerhub-url", "APPVIEW_DOCKERHUB_URL", "https://hub.docker.com",
+                                "Docker Hub API base URL", check_http_url),
+    [O_DOCKERHUB_MAP] = OPT_STR("dockerhub-map", "APPVIEW_DOCKERHUB_MAP", NULL,
+                                "file of 'did/repository = namespace/name' lines", NULL),
+    [O_DOCKERHUB_RATE] = OPT_INT("dockerhub-rate", "APPVIEW_DOCKERHUB_RATE", "180",
+                                 "Docker Hub requests allowed per rate window", 1, 100000),
+    [O_DOCKERHUB_RATE_WINDOW] = OPT_INT("dockerhub-rate-window", "APPVIEW_DOCKERHUB_RATE_WINDOW",
+                                        "60", "Docker Hub rate window in seconds", 1, DAY),
+    [O_DOCKERHUB_REFRESH_HOURS] =
+        OPT_INT("dockerhub-refresh-hours", "APPVIEW_DOCKERHUB_REFRESH_HOURS", "24",
+                "hours between Docker Hub re-syncs of an image", 1, 24 * 366),
+    [O_HOLDS] =
+        OPT_LIST("holds", "APPVIEW_HOLDS", NULL, "hold DIDs always asked for stats", check_did),
+    [O_STATS_CONCURRENCY] = OPT_INT("stats-concurrency", "APPVIEW_STATS_CONCURRENCY", "8",
+                                    "holds asked at once for one getStats", 1, 256),
+    [O_ALLOW_PRIVATE_NETWORKS] =
+        OPT_BOOL("allow-private-networks", "APPVIEW_ALLOW_PRIVATE_NETWORKS", "off",
+                 "allow loopback/private hosts and plain http upstream (local test networks)"),
+    [O_RECORD_TTL] =
+        OPT_INT("record-ttl", "APPVIEW_RECORD_TTL", "3600", "seconds cached records live", 1, YEAR),
+    [O_IDENTITY_TTL] = OPT_INT("identity-ttl", "APPVIEW_IDENTITY_TTL", "3600",
+                               "seconds resolved identities live", 1, YEAR),
+    [O_STATS_TTL] =
+        OPT_INT("stats-ttl", "APPVIEW_STATS_TTL", "300", "seconds aggregated stats live", 1, YEAR),
+    [O_NEGATIVE_TTL] = OPT_INT("negative-ttl", "APPVIEW_NEGATIVE_TTL", "60",
+                               "seconds a not-found answer is remembered", 1, YEAR),
+    [O_KEY_PREFIX] = OPT_STR("key-prefix", "APPVIEW_KEY_PREFIX",
+                             "atcr:", "prefix of every Valkey key", check_key_prefix),
+    [O_LEXICON_DIR] =
+        OPT_STR("lexicon-dir", "APPVIEW_LEXICON_DIR", "./lexicons",
+                "directory of lexicon JSON files records are validated against", NULL),
+    [O_JETSTREAM_STALL_SECONDS] =
+        OPT_INT("jetstream-stall-seconds", "APPVIEW_JETSTREAM_STALL_SECONDS", "30",
+                "silence after which a Jetstream socket is replaced", 1, 3600),
+    [O_CURSOR_REWIND_SECONDS] = OPT_INT("cursor-rewind-seconds", "APPVIEW_CURSOR_REWIND_SECONDS",
+                                        "5", "how far before the saved cursor to resume", 0, 3600),
+    [O_INGEST] = OPT_BOOL("ingest", "APPVIEW_INGEST", "on",
+                          "whether this replica reads the firehose (off: serve reads only)"),
+    [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
+                                      "total time allowed for one upstream HTTP call", 100, 600000),
+};
+
+static void free_list(char **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
+void appview_config_free(appview_config *c)
+{
+    free(c->listen);
+    free(c->valkey_url);
+    free_list(c->jetstream_urls, c->njetstream_urls);
+    free(c->plc_url);
+    free(c->handle_resolver_url);
+    free(c->data_dir);
+    free(c->dockerhub_url);
+    free(c->dockerhub_map);
+    free_list(c->holds, c->nholds);
+    free(c->key_prefix);
+    free(c->lexicon_dir);
+    memset(c, 0, sizeof *c);
+}
+
+int appview_config_load(appview_config *c, int argc, char **argv)
+{
+    option_value v[O_COUNT];
+    memset(c, 0, sizeof *c);
+    int rc = options_parse("appview",
+                           "Indexes io.atcr.* records from the Jetstream firehose into Valkey and "
+                           "serves them over XRPC.",
+                           SPECS, O_COUNT, v, argc, argv);
+    if (rc != 0) return rc;
+    c->listen = option_take_str(&v[O_LISTEN]);
+    c->valkey_url = option_take_str(&v[O_VALKEY_URL]);
+    c->jetstream_urls = option_take_list(&v[O_JETSTREAM_URLS], &c->njetstream_urls);
+    c->plc_url = option_take_str(&v[O_PLC_URL]);
+    c->handle_resolver_url = option_take_str(&v[O_HANDLE_RESOLVER_URL]);
+    c->data_dir = option_take_str(&v[O_DATA_DIR]);
+    c->dockerhub_url = option_take_str(&v[O_DOCKERHUB_URL]);
+    c->dockerhub_map = option_take_str(&v[O_DOCKERHUB_MAP]);
+    c->dockerhub_rate = (int)v[O_DOCKERHUB_RATE].num;
+    c->dockerhub_rate_window = (int)v[O_DOCKERHUB_RATE_WINDOW].num;
+    c->dockerhub_refresh_hours = (int)v[O_DOCKERHUB_REFRESH_HOURS].num;
+    c->holds = option_take_list(&v[O_HOLDS], &c->nholds);
+    c->stats_concurrency = (int)v[O_STATS_CONCURRENCY].num;
+    c->allow_private_networks = v[O_ALLOW_PRIVATE_NETWORKS].num;
+    c->record_ttl = (int)v[O_RECORD_TTL].num;
+    c->identity_ttl = (int)v[O_IDENTITY_TTL].num;
+    c->stats_ttl = (int)v[O_STATS_TTL].num;
+    c->negative_ttl = (int)v[O_NEGATIVE_TTL].num;
+    c->key_prefix = option_take_str(&v[O_KEY_PREFIX]);
+    c->lexicon_dir = option_take_str(&v[O_LEXICON_DIR]);
+    c->jetstream_stall_seconds = (int)v[O_JETSTREAM_STALL_SECONDS].num;
+    c->cursor_rewind_seconds = (int)v[O_CURSOR_REWIND_SECONDS].num;
+    c->ingest = v[O_INGEST].num;
+    c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
+    options_free(v, O_COUNT);
+    if (c->ingest && !c->njetstream_urls) {
+        fprintf(stderr, "appview: --jetstream-urls (APPVIEW_JETSTREAM_URLS) is empty but ingest "
+                        "is on (set --ingest=off for a read-only replica)\n");
+        appview_config_free(c);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,43 @@
+/* bin/appview configuration: flags (--listen, --valkey-url, ...) override APPVIEW_* environment
+ * variables, which override the defaults below. Every value is validated at load. */
+#ifndef APPVIEW_CONFIG_H
+#define APPVIEW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    char *listen;          /* APPVIEW_LISTEN, host:port, default 0.0.0.0:8080 */
+    char *valkey_url;      /* APPVIEW_VALKEY_URL, redis://host:port/db or unix:///path */
+    char **jetstream_urls; /* APPVIEW_JETSTREAM_URLS, ws:// or wss://, tried in order */
+    size_t njetstream_urls;
+    char *plc_url;               /* APPVIEW_PLC_URL, default https://plc.directory */
+    char *handle_resolver_url;   /* APPVIEW_HANDLE_RESOLVER_URL; NULL: none */
+    char *data_dir;              /* APPVIEW_DATA_DIR, default ./var/appview */
+    char *dockerhub_url;         /* APPVIEW_DOCKERHUB_URL, default https://hub.docker.com */
+    char *dockerhub_map;         /* APPVIEW_DOCKERHUB_MAP, a file path; NULL: none */
+    int dockerhub_rate;          /* APPVIEW_DOCKERHUB_RATE, requests per window, default 180 */
+    int dockerhub_rate_window;   /* APPVIEW_DOCKERHUB_RATE_WINDOW, seconds, default 60 */
+    int dockerhub_refresh_hours; /* APPVIEW_DOCKERHUB_REFRESH_HOURS, default 24 */
+    char **holds;                /* APPVIEW_HOLDS, hold DIDs always asked for stats */
+    size_t nholds;
+    int stats_concurrency;       /* APPVIEW_STATS_CONCURRENCY, default 8 */
+    bool allow_private_networks; /* APPVIEW_ALLOW_PRIVATE_NETWORKS, default off */
+    int record_ttl;              /* APPVIEW_RECORD_TTL, seconds, default 3600 */
+    int identity_ttl;            /* APPVIEW_IDENTITY_TTL, seconds, default 3600 */
+    int stats_ttl;               /* APPVIEW_STATS_TTL, seconds, default 300 */
+    int negative_ttl;            /* APPVIEW_NEGATIVE_TTL, seconds, default 60 */
+    char *key_prefix;            /* APPVIEW_KEY_PREFIX, default atcr: */
+    char *lexicon_dir;           /* APPVIEW_LEXICON_DIR, default ./lexicons */
+    int jetstream_stall_seconds; /* APPVIEW_JETSTREAM_STALL_SECONDS, default 30 */
+    int cursor_rewind_seconds;   /* APPVIEW_CURSOR_REWIND_SECONDS, default 5 */
+    bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
+    int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
+} appview_config;
+
+/* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr).
+ * Only on 0 does c need appview_config_free. */
+int appview_config_load(appview_config *c, int argc, char **argv);
+void appview_config_free(appview_config *c);
+
+#endif

@@ -1,0 +1,56 @@
+/* One Jetstream message, read into what the fold needs.
+ *
+ * event_parse decides with a byte scan, before any JSON parse, whether a message can concern
+ * the index: commits of collections other than io.atcr.* are only read for their cursor.
+ * The rest is parsed with jansson and checked: syntax of DID, NSID, rkey, TID, CID, and the
+ * record against its lexicon. A message that fails gets EVENT_INVALID and a short reason
+ * suitable as a metric label. */
+#ifndef APPVIEW_EVENT_H
+#define APPVIEW_EVENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "appview/jetstream.h"
+#include "atproto/lexicon.h"
+
+typedef enum {
+    EVENT_SKIP,     /* valid enough to carry a cursor, not for us */
+    EVENT_COMMIT,   /* an io.atcr.* record created, updated or deleted */
+    EVENT_IDENTITY, /* a DID's handle or PDS changed */
+    EVENT_ACCOUNT,  /* an account's status changed */
+    EVENT_INVALID,  /* dropped: see reason */
+} event_kind;
+
+typedef enum { RECORD_MANIFEST = 'm', RECORD_TAG = 't', RECORD_HOLD_STATS = 's' } record_kind;
+
+typedef struct {
+    event_kind kind;
+    const char *reason; /* EVENT_INVALID: static label, e.g. "bad_json", "invalid_record" */
+    uint64_t cursor;    /* time_us (v1) or seq (v2); 0 when the message had none */
+    uint64_t time_us;
+    json_t *root; /* owned; the strings below point into it */
+    const char *did;
+    /* EVENT_COMMIT */
+    int is_delete;
+    const char *collection, *rkey, *rev, *cid;
+    json_t *record; /* NULL for a delete */
+    record_kind record_kind;
+    const char *repository; /* manifest and tag: the OCI repository */
+    const char *key;        /* manifest: its digest; tag: the tag name */
+    char digest[136];       /* the manifest digest a tag points at, or the manifest's own */
+    int64_t created_ms;
+    /* EVENT_ACCOUNT */
+    int purge; /* inactive with status deleted or takendown */
+} event;
+
+/* Fills ev from one message. Always returns ev->kind; call event_clear afterwards. */
+event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, size_t len,
+                       const lexicon_set *lexicons);
+void event_clear(event *ev);
+
+/* RFC 3339 datetime to Unix milliseconds; -1 when it does not parse. */
+int64_t event_datetime_ms(const char *s);
+
+#endif

@@ -1,0 +1,31 @@
+/* How events change the index: one event becomes one atomic script call on its DID's slot
+ * (cache/apply.lua, purge.lua, identity.lua) plus the follow-ups outside that slot (the global
+ * recent list, handle keys). See cache/SCHEMA.md for the keys. */
+#ifndef APPVIEW_FOLD_H
+#define APPVIEW_FOLD_H
+
+#include <stdint.h>
+
+#include "appview/event.h"
+#include "cache/valkey.h"
+
+typedef struct fold fold;
+
+typedef struct {
+    const char *prefix;  /* key prefix, e.g. "atcr:" */
+    unsigned record_ttl; /* seconds */
+    unsigned gone_ttl;   /* how long a purged DID ignores older commits; 0 means 1 day */
+} fold_options;
+
+/* Called once per event when every write it caused was answered; ok=0 when one failed
+ * (connection lost or an error reply): the event must be folded again later. */
+typedef void (*fold_done_cb)(void *ud, int ok);
+
+/* Registers the scripts on v, so call it before valkey_start. */
+fold *fold_new(valkey *v, const fold_options *opt);
+/* 0: writes sent, cb will run; 1: nothing to write (cb will not run); -1: Valkey not ready or
+ * out of memory (cb will not run; the event must be folded again later). */
+int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud);
+void fold_free(fold *f);
+
+#endif

@@ -1,0 +1,422 @@
+#include "appview/ingest.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "appview/event.h"
+#include "appview/jetstream.h"
+#include "atproto/log.h"
+#include "atproto/metrics.h"
+
+/* Backpressure: stop reading the socket above HIGH commands in flight, resume below LOW. */
+#define PENDING_HIGH 20000
+#define PENDING_LOW 5000
+#define PERSIST_EVERY_MS 200
+/* A repository record is at most 1 MiB; the event around it adds little. Larger messages are
+ * skipped (and counted) by the client before any parse. */
+#define MAX_EVENT_BYTES (1024 * 1024 + 16 * 1024)
+
+static const char *const wanted_collections[] = {"io.atcr.manifest", "io.atcr.tag",
+                                                 "io.atcr.hold.stats"};
+
+/* The events of one loop iteration. Batches complete in order (replies on one connection come
+ * back in order), and the cursor moves to a batch's last event only when it completes. */
+typedef struct batch {
+    struct batch *next;
+    ingest *in;
+    jetstream_flavor flavor;
+    unsigned epoch; /* batches of an epoch that saw a failure never move the cursor */
+    uint64_t max_cursor, max_time_us;
+    unsigned outstanding;
+    int sealed;
+} batch;
+
+struct ingest {
+    uv_loop_t *loop;
+    valkey *v;
+    fold *f;
+    const lexicon_set *lexicons;
+    jetstream *js;
+    jetstream_options js_opt;
+    char *prefix;
+    unsigned rewind_seconds;
+
+    batch *head, *tail; /* tail is open while the iteration adds events to it */
+    unsigned epoch;
+    uint64_t acked[3]; /* per flavor: the cursor every write up to which was acknowledged */
+    uint64_t acked_time_us;
+    uint64_t persisted[3];
+    int persist_inflight;
+    int cursor_loading, cursor_loaded;
+    int paused_for_pending, valkey_up, replay_needed, stopping;
+
+    uv_check_t check;
+    uv_timer_t persist_timer;
+
+    uint64_t *events_total, *skipped_total, *folded_total, *replays_total;
+};
+
+/* ---- drop reasons, as metric labels ---- */
+
+static uint64_t *dropped_counter(const char *reason)
+{
+    enum { MAX_REASONS = 24 };
+    static struct {
+        const char *reason;
+        uint64_t *counter;
+    } seen[MAX_REASONS];
+    static int nseen;
+    for (int i = 0; i < nseen; i++)
+        if (seen[i].reason == reason) return seen[i].counter;
+    char name[128];
+    snprintf(name, sizeof name, "appview_events_dropped_total{reason=\"%s\"}", reason);
+    uint64_t *c = metrics_counter(name, "Events dropped as invalid, by reason");
+    if (nseen < MAX_REASONS) {
+        seen[nseen].reason = reason;
+        seen[nseen++].counter = c;
+    }
+    return c;
+}
+
+/* ---- batches and the cursor ---- */
+
+static void complete_batches(ingest *in)
+{
+    while (in->head && in->head->sealed && in->head->outstanding == 0) {
+        batch *b = in->head;
+        if (b->epoch == in->epoch && !in->replay_needed) {
+            if (b->max_cursor > in->acked[b->flavor]) in->acked[b->flavor] = b->max_cursor;
+            if (b->max_time_us > in->acked_time_us) in->acked_time_us = b->max_time_us;
+        }
+        in->head = b->next;
+        if (!in->head) in->tail = NULL;
+        free(b);
+    }
+}
+
+static batch *open_batch(ingest *in, jetstream_flavor flavor)
+{
+    if (in->tail && !in->tail->sealed && in->tail->flavor == flavor) return in->tail;
+    if (in->tail) in->tail->sealed = 1;
+    batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->in = in;
+    b->flavor = flavor;
+    b->epoch = in->epoch;
+    if (in->tail)
+        in->tail->next = b;
+    else
+        in->head = b;
+    in->tail = b;
+    return b;
+}
+
+/* Writes were lost: whatever came after the last acknowledged cursor is read again once
+ * Valkey is back. Folding is idempotent, so reading an event twice is harmless. */
+static void need_replay(ingest *in)
+{
+    if (in->replay_needed) return;
+    in->replay_needed = 1;
+    in->epoch++;
+    if (in->js) jetstream_pause(in->js, 1);
+}
+
+static void on_folded(void *ud, int ok)
+{
+    batch *b = ud;
+    ingest *in = b->in;
+    b->outstanding--;
+    if (!ok && b->epoch == in->epoch) need_replay(in);
+    complete_batches(in);
+}
+
+static void on_message(void *ud, jetstream_flavor flavor, const char *data, size_t len)
+{
+    ingest *in = ud;
+    (*in->events_total)++;
+    batch *b = open_batch(in, flavor);
+    if (!b) {
+        need_replay(in);
+        return;
+    }
+    event ev;
+    switch (event_parse(&ev, flavor, data, len, in->lexicons)) {
+    case EVENT_SKIP:
+        (*in->skipped_total)++;
+        break;
+    case EVENT_INVALID:
+        (*dropped_counter(ev.reason))++;
+        break;
+    default:
+        switch (fold_apply(in->f, &ev, on_folded, b)) {
+        case 0:
+            b->outstanding++;
+            (*in->folded_total)++;
+            break;
+        case 1:
+            break;
+        default:
+            need_replay(in);
+        }
+    }
+    if (ev.cursor > b->max_cursor) b->max_cursor = ev.cursor;
+    if (ev.time_us > b->max_time_us) b->max_time_us = ev.time_us;
+    event_clear(&ev);
+}
+
+/* After each loop iteration's I/O: close the batch, and adjust reading to Valkey's pace. */
+static void on_check(uv_check_t *h)
+{
+    ingest *in = h->data;
+    if (in->tail) in->tail->sealed = 1;
+    complete_batches(in);
+    if (!in->js || in->replay_needed || !in->valkey_up || in->stopping) return;
+    size_t pending = valkey_pending(in->v);
+    if (!in->paused_for_pending && pending > PENDING_HIGH) {
+        in->paused_for_pending = 1;
+        jetstream_pause(in->js, 1);
+    } else if (in->paused_for_pending && pending < PENDING_LOW) {
+        in->paused_for_pending = 0;
+        jetstream_pause(in->js, 0);
+    }
+}
+
+static uint64_t resume_cursor(void *ud, jetstream_flavor flavor)
+{
+    ingest *in = ud;
+    uint64_t c = in->acked[flavor];
+    if (flavor == JETSTREAM_V1 && c) {
+        uint64_t rewind = (uint64_t)in->rewind_seconds * 1000000u;
+        c = c > rewind ? c - rewind : 1;
+    }
+    return c;
+}
+
+static void on_js_state(void *ud, int connected)
+{
+    ingest *in = ud;
+    /* A new connection starts a new stream: failures of the old one are behind us. */
+    if (connected && in->valkey_up && in->head == NULL) in->replay_needed = 0;
+}
+
+static void cursor_key(const ingest *in, int flavor, char *out, size_t n)
+{
+    snprintf(out, n, "%scursor:v%d", in->prefix, flavor);
+}
+
+typedef struct {
+    ingest *in;
+    int flavor;
+    uint64_t value;
+} persist_req;
+
+static void on_persisted(redisReply *r, void *ud)
+{
+    persist_req *p = ud;
+    p->in->persist_inflight--;
+    if (r && r->type != REDIS_REPLY_ERROR && p->value > p->in->persisted[p->flavor])
+        p->in->persisted[p->flavor] = p->value;
+    free(p);
+}
+
+static void persist_cursors(ingest *in)
+{
+    if (!in->valkey_up || !in->cursor_loaded) return;
+    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++) {
+        if (in->acked[fl] <= in->persisted[fl]) continue;
+        persist_req *p = malloc(sizeof *p);
+        if (!p) return;
+        *p = (persist_req){in, fl, in->acked[fl]};
+        char key[256], val[24];
+        cursor_key(in, fl, key, sizeof key);
+        snprintf(val, sizeof val, "%llu", (unsigned long long)p->value);
+        if (valkey_command(in->v, on_persisted, p, 3, (const char *[]){"SET", key, val}, NULL) <
+            0) {
+            free(p);
+            return;
+        }
+        in->persist_inflight++;
+    }
+}
+
+static void on_persist_timer(uv_timer_t *t)
+{
+    persist_cursors(t->data);
+}
+
+static void start_stream(ingest *in)
+{
+    if (in->js || in->stopping) return;
+    in->js_opt.on_message = on_message;
+    in->js_opt.cursor = resume_cursor;
+    in->js_opt.on_state = on_js_state;
+    in->js_opt.ud = in;
+    in->js = jetstream_new(in->loop, &in->js_opt);
+    if (!in->js) {
+        log_error("ingest", "cannot create the Jetstream client");
+        return;
+    }
+    log_info("ingest", "resuming v1 from %llu, v2 from %llu",
+             (unsigned long long)in->acked[JETSTREAM_V1],
+             (unsigned long long)in->acked[JETSTREAM_V2]);
+    jetstream_start(in->js);
+}
+
+static uint64_t reply_uint(const redisReply *r)
+{
+    return (r && r->type == REDIS_REPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
+}
+
+static void on_cursor_loaded(redisReply *r, void *ud)
+{
+    ingest *in = ud;
+    in->cursor_loading = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return; /* retried on next up */
+    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
+        in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
+    in->acked_time_us = in->acked[JETSTREAM_V1];
+    in->cursor_loaded = 1;
+    start_stream(in);
+}
+
+void ingest_on_valkey_state(ingest *in, int up)
+{
+    in->valkey_up = up;
+    if (!up) {
+        need_replay(in);
+        return;
+    }
+    if (!in->cursor_loaded) {
+        if (in->cursor_loading) return;
+        char k1[256], k2[256];
+        cursor_key(in, 1, k1, sizeof k1);
+        cursor_key(in, 2, k2, sizeof k2);
+        if (valkey_command(in->v, on_cursor_loaded, in, 3, (const char *[]){"MGET", k1, k2},
+                           NULL) == 0)
+            in->cursor_loading = 1;
+        return;
+    }
+    if (in->js && in->replay_needed && !in->stopping) {
+        (*in->replays_total)++;
+        log_info("ingest", "Valkey is back: reading again from the last acknowledged cursor");
+        in->paused_for_pending = 0;
+        jetstream_reconnect(in->js);
+        jetstream_pause(in->js, 0);
+    }
+}
+
+/* ---- gauges and accessors ---- */
+
+double ingest_lag_seconds(const ingest *in)
+{
+    if (!in->acked_time_us) return 0;
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    double lag = (double)now.tv_sec + now.tv_usec / 1e6 - (double)in->acked_time_us / 1e6;
+    return lag > 0 ? lag : 0;
+}
+
+static double gauge_lag(void *ud)
+{
+    return ingest_lag_seconds(ud);
+}
+
+static double gauge_cursor(void *ud)
+{
+    return (double)ingest_cursor(ud);
+}
+
+int ingest_connected(const ingest *in)
+{
+    return in->js && jetstream_connected(in->js);
+}
+
+uint64_t ingest_cursor(const ingest *in)
+{
+    return in->acked[JETSTREAM_V2] ? in->acked[JETSTREAM_V2] : in->acked[JETSTREAM_V1];
+}
+
+const char *ingest_url(const ingest *in)
+{
+    return in->js ? jetstream_url(in->js) : "";
+}
+
+ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
+                   const ingest_options *opt)
+{
+    ingest *in = calloc(1, sizeof *in);
+    if (!in) return NULL;
+    in->loop = loop;
+    in->v = v;
+    in->f = f;
+    in->lexicons = lexicons;
+    in->rewind_seconds = opt->rewind_seconds;
+    in->prefix = strdup(opt->prefix);
+    if (!in->prefix) {
+        free(in);
+        return NULL;
+    }
+    in->js_opt = (jetstream_options){.urls = opt->urls,
+                                     .nurls = opt->nurls,
+                                     .collections = wanted_collections,
+                                     .ncollections =
+                                         sizeof wanted_collections / sizeof wanted_collections[0],
+                                     .stall_seconds = opt->stall_seconds,
+                                     .max_message = MAX_EVENT_BYTES};
+    in->events_total =
+        metrics_counter("appview_jetstream_events_total", "Jetstream messages consumed");
+    in->skipped_total = metrics_counter("appview_events_skipped_total",
+                                        "Events of collections the appview does not index");
+    in->folded_total = metrics_counter("appview_events_folded_total", "Events written to Valkey");
+    in->replays_total = metrics_counter("appview_ingest_replays_total",
+                                        "Times the stream was read again after lost writes");
+    metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
+                  in);
+    metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);
+    uv_check_init(loop, &in->check);
+    in->check.data = in;
+    uv_check_start(&in->check, on_check);
+    uv_timer_init(loop, &in->persist_timer);
+    in->persist_timer.data = in;
+    uv_timer_start(&in->persist_timer, on_persist_timer, PERSIST_EVERY_MS, PERSIST_EVERY_MS);
+    return in;
+}
+
+void ingest_stop(ingest *in)
+{
+    in->stopping = 1;
+    if (in->js) jetstream_pause(in->js, 1);
+    if (in->tail) in->tail->sealed = 1;
+    complete_batches(in);
+}
+
+int ingest_idle(const ingest *in)
+{
+    if (in->head) return 0;
+    /* Everything acknowledged: one last write of the cursor, then done. */
+    persist_cursors((ingest *)in);
+    return in->persist_inflight == 0;
+}
+
+static void free_when_closed(uv_handle_t *h)
+{
+    ingest *in = h->data;
+    if (h == (uv_handle_t *)&in->persist_timer) {
+        free(in->prefix);
+        free(in);
+    }
+}
+
+void ingest_free(ingest *in)
+{
+    if (!in) return;
+    if (in->js) jetstream_free(in->js);
+    while (in->head) {
+        batch *b = in->head;
+        in->head = b->next;
+        free(b);
+    }
+    uv_close((uv_handle_t *)&in->check, NULL);
+    uv_close((uv_handle_t *)&in->persist_timer, free_when_closed);
+}

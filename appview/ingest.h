@@ -1,0 +1,42 @@
+/* The firehose into the index: Jetstream messages are parsed (appview/event.h) and folded
+ * (appview/fold.h) in batches, one batch per loop iteration. The cursor advances only past a
+ * batch whose writes, and every earlier batch's, were acknowledged; it is persisted in Valkey
+ * (P cursor:v1 / cursor:v2) and resumed from on restart, rewound a little (v1: time_us). When
+ * Valkey falls behind, reading pauses; when writes fail or Valkey goes away, the stream is
+ * reconnected from the last acknowledged cursor once Valkey is back, so nothing is lost. */
+#ifndef APPVIEW_INGEST_H
+#define APPVIEW_INGEST_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "appview/fold.h"
+#include "atproto/lexicon.h"
+#include "cache/valkey.h"
+
+typedef struct ingest ingest;
+
+typedef struct {
+    const char *const *urls;
+    size_t nurls;
+    const char *prefix;
+    unsigned stall_seconds;
+    unsigned rewind_seconds; /* v1 resume rewind */
+} ingest_options;
+
+ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
+                   const ingest_options *opt);
+/* Call from the valkey state callback: ingest starts once Valkey is up and has the cursor. */
+void ingest_on_valkey_state(ingest *in, int up);
+/* For health: connected?, last acknowledged cursor, and its lag in seconds (v1 time_us). */
+int ingest_connected(const ingest *in);
+uint64_t ingest_cursor(const ingest *in);
+double ingest_lag_seconds(const ingest *in);
+const char *ingest_url(const ingest *in);
+/* Stops reading, persists the acknowledged cursor once pending writes are answered; call
+ * ingest_idle to know when it is safe to free. */
+void ingest_stop(ingest *in);
+int ingest_idle(const ingest *in);
+void ingest_free(ingest *in);
+
+#endif

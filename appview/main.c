@@ -1,0 +1,186 @@
+/* bin/appview: follows Jetstream into Valkey (appview/ingest.h) and answers XRPC queries. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "appview/config.h"
+#include "appview/fold.h"
+#include "appview/ingest.h"
+#include "atproto/buf.h"
+#include "atproto/httpd.h"
+#include "atproto/lexicon.h"
+#include "atproto/log.h"
+#include "atproto/metrics.h"
+#include "cache/valkey.h"
+
+#define APPVIEW_VERSION "0.1.0"
+#define DRAIN_TIMEOUT_MS 10000
+
+typedef struct {
+    appview_config cfg;
+    uv_loop_t *loop;
+    lexicon_set *lexicons;
+    valkey *v;
+    fold *f;
+    ingest *in;
+    httpd *http;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain;
+    uint64_t drain_started;
+    int stopping;
+} app;
+
+static void on_valkey_state(int up, void *ud)
+{
+    app *a = ud;
+    if (a->in) ingest_on_valkey_state(a->in, up);
+}
+
+static void health(httpd_req *r, void *ud)
+{
+    app *a = ud;
+    int up = valkey_ready(a->v);
+    buf out = {0};
+    int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f},",
+                        APPVIEW_VERSION, up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
+    if (a->in) {
+        rc |= buf_printf(&out, "\"jetstream\":{\"connected\":%s,\"url\":",
+                         ingest_connected(a->in) ? "true" : "false");
+        const char *url = ingest_url(a->in);
+        rc |= buf_json_string(&out, url, strlen(url));
+        rc |= buf_printf(&out, ",\"cursor\":%llu,\"lagSeconds\":%.3f}}",
+                         (unsigned long long)ingest_cursor(a->in), ingest_lag_seconds(a->in));
+    } else {
+        rc |= buf_puts(&out, "\"jetstream\":null}");
+    }
+    if (rc)
+        httpd_reply_error(r, 500, "InternalServerError", "out of memory");
+    else
+        httpd_reply_json(r, up ? 200 : 503, out.data, out.len);
+    buf_free(&out);
+}
+
+static void metrics_page(httpd_req *r, void *ud)
+{
+    buf out = {0};
+    metrics_render(&out);
+    httpd_reply(r, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len);
+    buf_free(&out);
+}
+
+/* SIGTERM: stop taking requests and reading the stream, let writes in flight be acknowledged
+ * and the cursor saved, then leave the loop. */
+static void on_drain_tick(uv_timer_t *t)
+{
+    app *a = t->data;
+    int idle = httpd_inflight(a->http) == 0 && (!a->in || ingest_idle(a->in));
+    if (!idle && uv_now(a->loop) - a->drain_started < DRAIN_TIMEOUT_MS) return;
+    if (!idle) log_warn("appview", "drain timed out; stopping anyway");
+    uv_close((uv_handle_t *)&a->drain, NULL);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_stop(a->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    app *a = s->data;
+    if (a->stopping) return;
+    a->stopping = 1;
+    log_info("appview", "signal %d: draining", signum);
+    httpd_stop(a->http);
+    if (a->in) ingest_stop(a->in);
+    a->drain_started = uv_now(a->loop);
+    uv_timer_start(&a->drain, on_drain_tick, 0, 20);
+}
+
+static int start(app *a)
+{
+    char err[512];
+    a->lexicons = lexicon_load_dir(a->cfg.lexicon_dir, err, sizeof err);
+    if (!a->lexicons) {
+        log_error("appview", "lexicons in %s: %s", a->cfg.lexicon_dir, err);
+        return -1;
+    }
+    valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
+    a->v = valkey_new(a->loop, &vo);
+    if (!a->v) return -1;
+    fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
+    a->f = fold_new(a->v, &fo);
+    if (!a->f) return -1;
+    if (a->cfg.ingest) {
+        ingest_options io = {.urls = (const char *const *)a->cfg.jetstream_urls,
+                             .nurls = a->cfg.njetstream_urls,
+                             .prefix = a->cfg.key_prefix,
+                             .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
+                             .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds};
+        a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
+        if (!a->in) return -1;
+    }
+    httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
+    a->http = httpd_new(a->loop, &ho);
+    if (!a->http) return -1;
+    if (httpd_route(a->http, "GET", "/xrpc/_health", health, a) < 0 ||
+        httpd_route(a->http, "GET", "/metrics", metrics_page, a) < 0)
+        return -1;
+    valkey_start(a->v);
+    return 0;
+}
+
+static void stop(app *a)
+{
+    /* Valkey first: failing its pending commands runs fold and ingest callbacks, which must
+     * still find their state. */
+    if (a->v) valkey_free(a->v);
+    if (a->in) ingest_free(a->in);
+    if (a->f) fold_free(a->f);
+    if (a->http)
+        httpd_free(a->http); /* runs the loop until every handle is closed */
+    else
+        uv_run(a->loop, UV_RUN_DEFAULT);
+    lexicon_free(a->lexicons);
+}
+
+int main(int argc, char **argv)
+{
+    log_init_from_env();
+    signal(SIGPIPE, SIG_IGN);
+    app a;
+    memset(&a, 0, sizeof a);
+    int rc = appview_config_load(&a.cfg, argc, argv);
+    if (rc != 0) return rc > 0 ? 0 : 2;
+    a.loop = uv_default_loop();
+    srand((unsigned)uv_hrtime());
+
+    uv_signal_init(a.loop, &a.sigterm);
+    uv_signal_init(a.loop, &a.sigint);
+    uv_timer_init(a.loop, &a.drain);
+    a.sigterm.data = a.sigint.data = a.drain.data = &a;
+    if (start(&a) < 0) {
+        log_error("appview", "start-up failed");
+        uv_close((uv_handle_t *)&a.drain, NULL);
+        uv_close((uv_handle_t *)&a.sigterm, NULL);
+        uv_close((uv_handle_t *)&a.sigint, NULL);
+        stop(&a);
+        appview_config_free(&a.cfg);
+        metrics_free_all();
+        return 1;
+    }
+    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a.sigint, on_signal, SIGINT);
+    log_info("appview", "version %s: listening on %s (port %d), Valkey %s, ingest %s",
+             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), a.cfg.valkey_url,
+             a.cfg.ingest ? "on" : "off");
+
+    uv_run(a.loop, UV_RUN_DEFAULT);
+
+    stop(&a);
+    rc = uv_loop_close(a.loop) == 0 ? 0 : 1;
+    if (rc) log_warn("appview", "event loop closed with handles still open");
+    appview_config_free(&a.cfg);
+    metrics_free_all();
+    log_info("appview", "stopped");
+    return rc;
+}

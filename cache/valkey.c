@@ -1,0 +1,487 @@
+#include "cache/valkey.h"
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atproto/log.h"
+#include "atproto/metrics.h"
+
+#define MAX_SCRIPTS 16
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 3000
+#define WATCHDOG_MS 250
+
+enum state { VK_DOWN, VK_CONNECTING, VK_LOADING, VK_READY };
+
+/* One command on the wire. Replies come back in order on one connection, so the list is a
+ * queue and its head is the oldest: the watchdog only has to look there. */
+typedef struct pending {
+    struct pending *prev, *next;
+    valkey *v;
+    valkey_reply_cb cb;
+    void *ud;
+    uint64_t sent_ns;
+} pending;
+
+typedef struct {
+    char *name;
+    char *source;
+    char sha[41];
+} script;
+
+struct valkey {
+    uv_loop_t *loop;
+    redisAsyncContext *ac;
+    enum state state;
+    /* parsed URL */
+    char *host;
+    int port;
+    char *unix_path;
+    int db;
+    char *user, *password;
+    uint64_t timeout_ns;
+    valkey_state_cb on_state;
+    void *state_ud;
+
+    script scripts[MAX_SCRIPTS];
+    int nscripts;
+    int loading; /* setup replies still expected before READY */
+
+    pending head; /* sentinel of the in-flight queue */
+    size_t npending;
+
+    uv_timer_t reconnect_timer;
+    uv_timer_t watchdog;
+    unsigned backoff_ms;
+    uint64_t connect_started_ns;
+    int freeing;
+    int open_handles; /* timers not yet closed; the last close frees the struct */
+
+    uint64_t *commands_total;
+    uint64_t *failures_total;
+    uint64_t *reconnects_total;
+    metrics_histogram *latency;
+};
+
+static void schedule_reconnect(valkey *v);
+
+/* ---- URL ---- */
+
+static char *dup_range(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static int parse_db(const char *s, int *db)
+{
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (end == s || *end || n < 0 || n > 1000) return -1;
+    *db = (int)n;
+    return 0;
+}
+
+static int parse_url(valkey *v, const char *url)
+{
+    if (!strncmp(url, "unix://", 7)) {
+        const char *path = url + 7;
+        const char *q = strchr(path, '?');
+        v->unix_path = dup_range(path, q ? (size_t)(q - path) : strlen(path));
+        if (!v->unix_path || !*v->unix_path) return -1;
+        if (q) return strncmp(q, "?db=", 4) ? -1 : parse_db(q + 4, &v->db);
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8)) return -1;
+    const char *p = url + 8;
+    const char *at = strchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p && !(v->user = dup_range(p, (size_t)(colon - p)))) return -1;
+            if (!(v->password = dup_range(colon + 1, (size_t)(at - colon - 1)))) return -1;
+        } else if (!(v->password = dup_range(p, (size_t)(at - p)))) {
+            return -1;
+        }
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
+    const char *colon = memchr(p, ':', hostport);
+    v->port = 6379;
+    if (colon) {
+        char portbuf[8];
+        size_t n = hostport - (size_t)(colon - p) - 1;
+        if (n == 0 || n >= sizeof portbuf) return -1;
+        memcpy(portbuf, colon + 1, n);
+        portbuf[n] = '\0';
+        char *end;
+        long port = strtol(portbuf, &end, 10);
+        if (*end || port <= 0 || port > 65535) return -1;
+        v->port = (int)port;
+        hostport = (size_t)(colon - p);
+    }
+    if (!hostport || !(v->host = dup_range(p, hostport))) return -1;
+    if (slash && slash[1]) return parse_db(slash + 1, &v->db);
+    return 0;
+}
+
+/* ---- in-flight queue ---- */
+
+static void queue_push(valkey *v, pending *p)
+{
+    p->prev = v->head.prev;
+    p->next = &v->head;
+    v->head.prev->next = p;
+    v->head.prev = p;
+    v->npending++;
+}
+
+static void queue_remove(valkey *v, pending *p)
+{
+    p->prev->next = p->next;
+    p->next->prev = p->prev;
+    v->npending--;
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    pending *p = privdata;
+    valkey *v = p->v;
+    queue_remove(v, p);
+    if (reply) {
+        metrics_observe(v->latency, (double)(uv_hrtime() - p->sent_ns) / 1e9);
+        const redisReply *r = reply;
+        if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) && !v->freeing) {
+            /* Someone flushed the script cache: reconnecting loads the scripts again. */
+            log_warn("valkey", "scripts missing on the server (SCRIPT FLUSH?): reconnecting");
+            redisAsyncDisconnect(ac);
+        }
+    } else {
+        (*v->failures_total)++;
+    }
+    p->cb(reply, p->ud);
+    free(p);
+}
+
+static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
+                     const size_t *argvlen)
+{
+    pending *p = malloc(sizeof *p);
+    if (!p) return -1;
+    p->v = v;
+    p->cb = cb;
+    p->ud = ud;
+    p->sent_ns = uv_hrtime();
+    if (redisAsyncCommandArgv(v->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
+        free(p);
+        return -1;
+    }
+    queue_push(v, p);
+    (*v->commands_total)++;
+    return 0;
+}
+
+/* ---- connection life cycle ---- */
+
+static void set_state(valkey *v, enum state s)
+{
+    int was_ready = v->state == VK_READY;
+    v->state = s;
+    if (v->on_state && !v->freeing && was_ready != (s == VK_READY))
+        v->on_state(s == VK_READY, v->state_ud);
+}
+
+static void on_setup_reply(redisReply *reply, void *ud)
+{
+    valkey *v = ud;
+    if (!reply) return; /* the disconnect path handles it */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_error("valkey", "connection setup refused: %s", reply->str);
+        redisAsyncDisconnect(v->ac);
+        return;
+    }
+    if (--v->loading == 0) {
+        v->backoff_ms = 0;
+        log_info("valkey", "ready (%d scripts loaded)", v->nscripts);
+        set_state(v, VK_READY);
+    }
+}
+
+static void send_setup(valkey *v)
+{
+    v->loading = 0;
+    int rc = 0;
+    if (v->password) {
+        const char *argv[3] = {"AUTH", v->user ? v->user : v->password, v->password};
+        rc |= send_argv(v, on_setup_reply, v, v->user ? 3 : 2, argv, NULL);
+        v->loading++;
+    }
+    if (v->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", v->db);
+        const char *argv[2] = {"SELECT", db};
+        rc |= send_argv(v, on_setup_reply, v, 2, argv, NULL);
+        v->loading++;
+    }
+    for (int i = 0; i < v->nscripts; i++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", v->scripts[i].source};
+        rc |= send_argv(v, on_setup_reply, v, 3, argv, NULL);
+        v->loading++;
+    }
+    if (rc) {
+        redisAsyncDisconnect(v->ac);
+        return;
+    }
+    if (v->loading == 0) {
+        v->backoff_ms = 0;
+        set_state(v, VK_READY);
+    }
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    valkey *v = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback, without a disconnect callback. */
+        log_warn("valkey", "connect failed: %s", ac->errstr);
+        v->ac = NULL;
+        set_state(v, VK_DOWN);
+        schedule_reconnect(v);
+        return;
+    }
+    log_info("valkey", "connected");
+    set_state(v, VK_LOADING);
+    send_setup(v);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    valkey *v = ac->data;
+    v->ac = NULL;
+    if (v->freeing) return;
+    log_warn("valkey", "disconnected%s%s", status == REDIS_OK ? "" : ": ",
+             status == REDIS_OK ? "" : ac->errstr);
+    set_state(v, VK_DOWN);
+    schedule_reconnect(v);
+}
+
+static void connect_now(valkey *v)
+{
+    redisAsyncContext *ac =
+        v->unix_path ? redisAsyncConnectUnix(v->unix_path) : redisAsyncConnect(v->host, v->port);
+    if (!ac || ac->err) {
+        log_warn("valkey", "connect failed: %s", ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        schedule_reconnect(v);
+        return;
+    }
+    ac->data = v;
+    if (redisLibuvAttach(ac, v->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        schedule_reconnect(v);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    v->ac = ac;
+    v->connect_started_ns = uv_hrtime();
+    set_state(v, VK_CONNECTING);
+}
+
+static void on_reconnect_timer(uv_timer_t *t)
+{
+    valkey *v = t->data;
+    (*v->reconnects_total)++;
+    connect_now(v);
+}
+
+static void schedule_reconnect(valkey *v)
+{
+    if (v->freeing) return;
+    v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (v->backoff_ms > BACKOFF_MAX_MS) v->backoff_ms = BACKOFF_MAX_MS;
+    /* Full jitter: replicas that lost the same server do not come back in lockstep. */
+    uint64_t delay = BACKOFF_MIN_MS / 2 + (uint64_t)rand() % v->backoff_ms;
+    uv_timer_start(&v->reconnect_timer, on_reconnect_timer, delay, 0);
+}
+
+/* A stalled server (frozen, network black hole) answers nothing and closes nothing: drop the
+ * connection when the oldest command or the connect attempt is older than the timeout. */
+static void on_watchdog(uv_timer_t *t)
+{
+    valkey *v = t->data;
+    uint64_t now = uv_hrtime();
+    if (v->state == VK_CONNECTING &&
+        now - v->connect_started_ns > CONNECT_TIMEOUT_MS * 1000000ull) {
+        log_warn("valkey", "connect timed out");
+        /* Not yet connected: hiredis calls neither callback when freeing it. */
+        redisAsyncFree(v->ac);
+        v->ac = NULL;
+        set_state(v, VK_DOWN);
+        schedule_reconnect(v);
+        return;
+    }
+    pending *oldest = v->head.next;
+    if (v->ac && oldest != &v->head && now - oldest->sent_ns > v->timeout_ns) {
+        log_warn("valkey", "no reply for %.1f s with %zu commands in flight: reconnecting",
+                 (double)(now - oldest->sent_ns) / 1e9, v->npending);
+        redisAsyncDisconnect(v->ac);
+    }
+}
+
+/* ---- public ---- */
+
+static double gauge_pending(void *ud)
+{
+    return (double)((valkey *)ud)->npending;
+}
+
+static double gauge_up(void *ud)
+{
+    return ((valkey *)ud)->state == VK_READY;
+}
+
+valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
+{
+    valkey *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    v->loop = loop;
+    v->head.next = v->head.prev = &v->head;
+    v->timeout_ns = (uint64_t)((opt->command_timeout > 0 ? opt->command_timeout : 5) * 1e9);
+    v->on_state = opt->on_state;
+    v->state_ud = opt->state_ud;
+    if (parse_url(v, opt->url) < 0) {
+        log_error("valkey", "bad URL '%s' (want redis://host:port/db or unix:///path)", opt->url);
+        valkey_free(v);
+        return NULL;
+    }
+    v->commands_total = metrics_counter("valkey_commands_total", "Commands sent to Valkey");
+    v->failures_total =
+        metrics_counter("valkey_command_failures_total", "Commands lost to a failed connection");
+    v->reconnects_total = metrics_counter("valkey_reconnects_total", "Reconnection attempts");
+    v->latency = metrics_histogram_get("valkey_command_seconds", "Valkey round-trip time");
+    metrics_gauge("valkey_pending_commands", "Commands awaiting a reply", gauge_pending, v);
+    metrics_gauge("valkey_up", "1 when the connection is ready", gauge_up, v);
+    uv_timer_init(loop, &v->reconnect_timer);
+    uv_timer_init(loop, &v->watchdog);
+    v->reconnect_timer.data = v->watchdog.data = v;
+    v->open_handles = 2;
+    return v;
+}
+
+int valkey_register_script(valkey *v, const char *name, const char *source)
+{
+    if (v->nscripts == MAX_SCRIPTS) return -1;
+    script *s = &v->scripts[v->nscripts];
+    s->name = strdup(name);
+    s->source = strdup(source);
+    if (!s->name || !s->source) {
+        free(s->name);
+        free(s->source);
+        return -1;
+    }
+    /* The server names a script by the SHA-1 of its text. */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(source, strlen(source), md, &mdlen, EVP_sha1(), NULL) || mdlen != 20) {
+        free(s->name);
+        free(s->source);
+        return -1;
+    }
+    for (int i = 0; i < 20; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+    return v->nscripts++;
+}
+
+void valkey_start(valkey *v)
+{
+    uv_timer_start(&v->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
+    connect_now(v);
+}
+
+int valkey_ready(const valkey *v)
+{
+    return v->state == VK_READY;
+}
+
+size_t valkey_pending(const valkey *v)
+{
+    return v->npending;
+}
+
+int valkey_command(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
+                   const size_t *argvlen)
+{
+    if (v->state != VK_READY || !v->ac) return -1;
+    return send_argv(v, cb, ud, argc, argv, argvlen);
+}
+
+int valkey_eval(valkey *v, int id, valkey_reply_cb cb, void *ud, int nkeys, int argc,
+                const char **argv, const size_t *argvlen)
+{
+    enum { MAX_ARGS = 32 };
+    if (id < 0 || id >= v->nscripts || argc + 3 > MAX_ARGS) return -1;
+    const char *full[MAX_ARGS];
+    size_t lens[MAX_ARGS];
+    char nk[12];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    full[0] = "EVALSHA";
+    lens[0] = 7;
+    full[1] = v->scripts[id].sha;
+    lens[1] = 40;
+    full[2] = nk;
+    lens[2] = strlen(nk);
+    for (int i = 0; i < argc; i++) {
+        full[3 + i] = argv[i];
+        lens[3 + i] = argvlen ? argvlen[i] : strlen(argv[i]);
+    }
+    return valkey_command(v, cb, ud, argc + 3, full, lens);
+}
+
+double valkey_latency_p99(const valkey *v)
+{
+    return metrics_quantile(v->latency, 0.99);
+}
+
+static void release(valkey *v)
+{
+    for (int i = 0; i < v->nscripts; i++) {
+        free(v->scripts[i].name);
+        free(v->scripts[i].source);
+    }
+    free(v->host);
+    free(v->unix_path);
+    free(v->user);
+    free(v->password);
+    free(v);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    valkey *v = h->data;
+    if (--v->open_handles == 0) release(v);
+}
+
+void valkey_free(valkey *v)
+{
+    if (!v) return;
+    v->freeing = 1;
+    /* Runs every pending callback with NULL; no disconnect callback state change follows. */
+    if (v->ac) redisAsyncFree(v->ac);
+    v->ac = NULL;
+    if (!v->open_handles) {
+        release(v);
+        return;
+    }
+    uv_close((uv_handle_t *)&v->reconnect_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&v->watchdog, on_handle_closed);
+}

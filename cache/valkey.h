@@ -1,0 +1,53 @@
+/* An asynchronous Valkey connection on a libuv loop (hiredis), that reconnects by itself.
+ *
+ * Commands issued in one loop iteration leave in one write (pipelining). Every command's
+ * callback runs exactly once: with the reply, or with NULL when the connection failed, the
+ * command timed out (the connection is then dropped and reconnected: a stalled server must not
+ * hold requests forever), or the client is being freed. Lua scripts registered before
+ * valkey_start are loaded on every (re)connect, so EVALSHA works after a server restart. */
+#ifndef CACHE_VALKEY_H
+#define CACHE_VALKEY_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct valkey valkey;
+
+/* reply is NULL on failure; it is freed by hiredis after the callback returns. */
+typedef void (*valkey_reply_cb)(redisReply *reply, void *ud);
+/* Called when the connection becomes ready (up=1, scripts loaded) or is lost (up=0). */
+typedef void (*valkey_state_cb)(int up, void *ud);
+
+typedef struct {
+    const char *url;          /* redis://host:port/db or unix:///path[?db=N] */
+    double command_timeout;   /* seconds; 0 means 5 */
+    valkey_state_cb on_state; /* may be NULL */
+    void *state_ud;
+} valkey_options;
+
+/* Parses the URL; NULL (logged) when it is not one of the forms above. */
+valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt);
+/* Registers a script; returns its id for valkey_eval, or -1. Before valkey_start only. */
+int valkey_register_script(valkey *v, const char *name, const char *source);
+/* Starts connecting (and keeps reconnecting with backoff while the server is away). */
+void valkey_start(valkey *v);
+int valkey_ready(const valkey *v);
+/* Commands sent and not yet answered. */
+size_t valkey_pending(const valkey *v);
+
+/* Returns 0 when queued; -1 when not connected or out of memory (cb is then NOT called). */
+int valkey_command(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
+                   const size_t *argvlen);
+/* EVALSHA of a registered script with nkeys keys followed by the arguments. */
+int valkey_eval(valkey *v, int script, valkey_reply_cb cb, void *ud, int nkeys, int argc,
+                const char **argv, const size_t *argvlen);
+
+/* Round-trip latency of recent commands, for /metrics and /xrpc/_health. */
+double valkey_latency_p99(const valkey *v);
+
+/* Fails pending commands (callbacks with NULL), closes the connection and frees. The loop must
+ * run afterwards so the connection's handles close. */
+void valkey_free(valkey *v);
+
+#endif

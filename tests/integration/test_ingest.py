@@ -1,0 +1,307 @@
+"""End to end: a local Jetstream replay server -> bin/appview -> a real redis-server.
+
+The fold is checked through the Valkey keys of cache/SCHEMA.md (a contract the web UI reads
+directly). Crash tests fold the same stream twice, once without and once with the failure
+(SIGKILL of the appview, SIGKILL of Valkey), and require the same final index.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from harness import free_port, wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+PREFIX = "atcr:"
+
+
+def start_replay(h, events, extra=(), name="replay"):
+    port = free_port()
+    p = h.spawn(name, [h.binary("tools/jetstream_replay"), "--listen", f"127.0.0.1:{port}",
+                       "--events", events, *extra])
+    wait_for(lambda: h.http("GET", f"http://127.0.0.1:{port}/_stats")[0] == 200,
+             what="replay server")
+    p.port = port
+    return p
+
+
+def start_appview(h, redis, urls, name="appview", env=None):
+    port = free_port()
+    full = {"APPVIEW_VALKEY_URL": redis.url, "APPVIEW_JETSTREAM_URLS": ",".join(urls),
+            "APPVIEW_LISTEN": f"127.0.0.1:{port}", "APPVIEW_LEXICON_DIR": "lexicons",
+            "APPVIEW_CURSOR_REWIND_SECONDS": "1"}
+    full.update(env or {})
+    p = h.spawn(name, [h.binary("appview")], env=full, sanitized=True)
+    p.base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: h.http("GET", p.base + "/xrpc/_health")[0] in (200, 503), what="appview")
+    return p
+
+
+WANTED = ("io.atcr.manifest", "io.atcr.tag", "io.atcr.hold.stats")
+
+
+def last_event(path):
+    """(time_us, seq) of the last event the server sends an appview (it filters commits by
+    the collections the appview asks for; identity and account events always pass)."""
+    n, last = 0, (None, None)
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            n += 1
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(ev, dict) or not isinstance(ev.get("time_us"), int):
+                continue
+            if ev.get("kind") == "commit" and \
+                    (ev.get("commit") or {}).get("collection") not in WANTED:
+                continue
+            last = (ev["time_us"], n)
+    return last
+
+
+def wait_cursor(h, redis, flavor, value, timeout=60):
+    key = f"{PREFIX}cursor:v{flavor}"
+    wait_for(lambda: int(h.redis(redis, "GET", key) or 0) >= value, timeout=timeout,
+             what=f"{key} >= {value}")
+
+
+def snapshot(h, redis):
+    """The index as a plain structure: {did: {repo: {manifests, tags}}}, recent, gone DIDs."""
+    raw = h.redis_raw(redis, "KEYS", PREFIX + "{*").split("\n")
+    index, gone = {}, set()
+    for key in filter(None, raw):
+        did = key[len(PREFIX) + 1:key.index("}")]
+        rest = key[key.index("}") + 2:]
+        if rest == "gone":
+            gone.add(did)
+        if not rest.startswith("repo/"):
+            continue
+        repo, kind = rest[5:].rsplit("/", 1)
+        entry = index.setdefault(did, {}).setdefault(repo, {"manifests": {}, "tags": {}})
+        if kind == "manifests":
+            vals = h.redis_raw(redis, "ZRANGE", key, 0, -1, "WITHSCORES").split("\n")
+            entry["manifests"] = dict(zip(vals[0:-1:2], vals[1::2]))
+        elif kind == "tagdigest":
+            vals = h.redis_raw(redis, "HGETALL", key).split("\n")
+            entry["tags"] = dict(zip(vals[0:-1:2], vals[1::2]))
+    for repos in index.values():  # a repository whose index keys are all empty is gone
+        for r in [r for r, e in repos.items() if not e["manifests"] and not e["tags"]]:
+            del repos[r]
+    recent = h.redis_raw(redis, "ZRANGE", PREFIX + "recent", 0, -1).split("\n")
+    return {"index": {d: r for d, r in index.items() if r}, "recent": sorted(filter(None, recent)),
+            "gone": sorted(gone)}
+
+
+def assert_same_index(got, want):
+    """Equality, with the first differences named when it fails."""
+    if got == want:
+        return
+    diffs = []
+    for part in ("recent", "gone"):
+        if got[part] != want[part]:
+            diffs.append(f"{part}: extra {sorted(set(got[part]) - set(want[part]))[:5]} "
+                         f"missing {sorted(set(want[part]) - set(got[part]))[:5]}")
+    for did in sorted(set(got["index"]) | set(want["index"])):
+        g, w = got["index"].get(did), want["index"].get(did)
+        if g != w:
+            diffs.append(f"{did}: got {json.dumps(g)[:600]}\n   want {json.dumps(w)[:600]}")
+    raise AssertionError("index differs from the uninterrupted run:\n" + "\n".join(diffs[:6]))
+
+
+def metric_sum(h, base, prefix):
+    return sum(v for k, v in h.metrics(base).items() if k.startswith(prefix))
+
+
+def check_basic_fold(h, redis):
+    with open(os.path.join(FIXTURES, "basic.expected.json")) as f:
+        expected = json.load(f)
+    snap = snapshot(h, redis)
+    want = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
+                  for repo, r in d["repositories"].items()}
+            for did, d in expected["dids"].items()}
+    got = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
+                 for repo, r in repos.items()}
+           for did, repos in snap["index"].items()}
+    assert got == want, f"fold differs:\n got {json.dumps(got, indent=1)}\nwant {json.dumps(want, indent=1)}"
+    assert snap["gone"] == sorted(expected["purged"])
+    want_recent = sorted(f"{r['did']} {r['repository']} {r['digest']}" for r in expected["recent"])
+    assert snap["recent"] == want_recent
+    for did in expected["purged"]:
+        keys = h.redis_raw(redis, "KEYS", f"{PREFIX}{{{did}}}*").split()
+        assert sorted(keys) == [f"{PREFIX}{{{did}}}/gone", f"{PREFIX}{{{did}}}/gone-recent"], keys
+
+
+def test_fold_v1(h):
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "basic.jsonl")
+    replay = start_replay(h, fixture)
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    time_us, _ = last_event(fixture)
+    wait_cursor(h, redis, 1, time_us)
+    check_basic_fold(h, redis)
+    m = h.metrics(app.base)
+    assert m["appview_records_stale_total"] >= 1  # the fixture replays an event after its delete
+    assert m["appview_accounts_purged_total"] == 1
+    # Records carry TTLs; the cursor has none.
+    any_rec = h.redis_raw(redis, "KEYS", PREFIX + "{*}/rec/*").split()[0]
+    assert 0 < int(h.redis_raw(redis, "TTL", any_rec)) <= 3600
+    assert int(h.redis_raw(redis, "TTL", PREFIX + "cursor:v1")) == -1
+    assert app.stop() == 0
+
+
+def test_fold_v2_endpoint(h):
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "basic.jsonl")
+    replay = start_replay(h, fixture)
+    start_appview(h, redis, [
+        f"ws://127.0.0.1:{replay.port}/xrpc/network.bsky.jetstream.subscribeEvents"])
+    _, seq = last_event(fixture)
+    wait_cursor(h, redis, 2, seq)
+    check_basic_fold(h, redis)
+    _, _, body = h.http("GET", f"http://127.0.0.1:{replay.port}/_stats")
+    assert "collections=io.atcr.manifest" in body.decode(), body
+
+
+def test_restart_resumes_from_cursor(h):
+    """A second appview on the same Valkey asks the server for the persisted cursor."""
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "basic.jsonl")
+    replay = start_replay(h, fixture)
+    url = f"ws://127.0.0.1:{replay.port}/subscribe"
+    app = start_appview(h, redis, [url])
+    time_us, _ = last_event(fixture)
+    wait_cursor(h, redis, 1, time_us)
+    assert app.stop() == 0
+    app2 = start_appview(h, redis, [url], name="appview2")
+    wait_for(lambda: h.metrics(app2.base).get("appview_jetstream_connected") == 1,
+             what="second connection")
+    _, _, body = h.http("GET", f"http://127.0.0.1:{replay.port}/_stats")
+    assert f"cursor={time_us - 1_000_000}" in body.decode(), body
+    check_basic_fold(h, redis)
+
+
+def generate(h, n, seed=7):
+    path = os.path.join(h.tmp, f"events-{n}-{seed}.jsonl")
+    subprocess.run([h.binary("tools/gen_events"), "-n", str(n), "--seed", str(seed),
+                    "--atcr-percent", "40", "--dids", "30", "-o", path], check=True,
+                   capture_output=True)
+    return path
+
+
+def reference_fold(h, events):
+    """The index an uninterrupted run builds from this stream."""
+    redis = h.start_redis(name="redis-ref")
+    replay = start_replay(h, events, name="replay-ref")
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"], name="appview-ref")
+    time_us, _ = last_event(events)
+    wait_cursor(h, redis, 1, time_us)
+    snap = snapshot(h, redis)
+    app.stop()
+    assert snap["index"], "the reference run indexed nothing"
+    return snap
+
+
+def test_sigkill_midstream_loses_nothing(h):
+    events = generate(h, 20000)
+    want = reference_fold(h, events)
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "4000"])
+    url = f"ws://127.0.0.1:{replay.port}/subscribe"
+    time_us, _ = last_event(events)
+    for i in range(3):
+        app = start_appview(h, redis, [url], name=f"appview-{i}")
+        time.sleep(0.8 + 0.3 * i)
+        app.kill()
+    assert int(h.redis(redis, "GET", PREFIX + "cursor:v1") or 0) < time_us, "finished too early"
+    start_appview(h, redis, [url], name="appview-final")
+    wait_cursor(h, redis, 1, time_us)
+    assert_same_index(snapshot(h, redis), want)
+
+
+def test_valkey_restart_midstream_loses_nothing(h):
+    events = generate(h, 20000, seed=11)
+    want = reference_fold(h, events)
+    port = free_port()
+    aof = ("--appendfsync", "always")
+    redis = h.start_redis(port=port, aof=True, extra=aof)
+    replay = start_replay(h, events, ["--rate", "4000"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    time_us, _ = last_event(events)
+    for i in range(2):
+        time.sleep(1.0)
+        redis.kill()
+        time.sleep(0.5)
+        assert app.alive()
+        redis = h.start_redis(port=port, aof=True, extra=aof, name=f"redis-{i}")
+    wait_cursor(h, redis, 1, time_us)
+    assert h.metrics(app.base)["appview_ingest_replays_total"] >= 1
+    assert_same_index(snapshot(h, redis), want)
+
+
+def test_malformed_input_is_dropped_and_counted(h):
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "malformed.jsonl")
+    with open(os.path.join(FIXTURES, "malformed.expected.json")) as f:
+        expected = json.load(f)
+    # Add a 2 MB record and a record with invalid UTF-8 to the fixture's own bad lines.
+    events = os.path.join(h.tmp, "bad.jsonl")
+    with open(fixture, "rb") as src, open(events, "wb") as out:
+        lines = [l for l in src.read().split(b"\n") if l.strip()]
+        t = json.loads(lines[-1])["time_us"]
+        big = {"did": "did:plc:bigbbbbbbbbbbbbbbbbbbbbb", "time_us": t + 1, "kind": "commit",
+               "commit": {"rev": "3l3qo2vutsw2b", "operation": "create",
+                          "collection": "io.atcr.manifest", "rkey": "abc",
+                          "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
+                          "record": {"$type": "io.atcr.manifest", "repository": "x" * 2_000_000}}}
+        bad_utf8 = (b'{"did":"did:plc:utfuuuuuuuuuuuuuuuuuuuuu","time_us":%d,"kind":"commit",'
+                    b'"commit":{"rev":"3l3qo2vutsw2c","operation":"create","collection":'
+                    b'"io.atcr.tag","rkey":"x","cid":"bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",'
+                    b'"record":{"tag":"\xff\xfe"}}}' % (t + 2))
+        out.write(b"\n".join(lines + [json.dumps(big).encode(), bad_utf8]) + b"\n")
+    replay = start_replay(h, events, ["--malformed", "3"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_cursor(h, redis, 1, t + 2)
+    dropped = metric_sum(h, app.base, "appview_events_dropped_total")
+    oversize = h.metrics(app.base)["appview_jetstream_oversize_total"]
+    assert oversize >= 2, oversize  # the fixture's and ours
+    assert dropped + oversize >= expected["malformedLines"] + 2, (dropped, oversize)
+    snap = snapshot(h, redis)
+    want = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
+                  for repo, r in d["repositories"].items()}
+            for did, d in expected["dids"].items()}
+    got = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
+                 for repo, r in repos.items()} for did, repos in snap["index"].items()}
+    assert got == want, f"got {got}\nwant {want}"
+    status, health = h.get_json(app.base + "/xrpc/_health")
+    assert status == 200 and health["valkey"]["up"] is True
+    assert app.stop() == 0
+
+
+def test_falls_over_to_second_url(h):
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "basic.jsonl")
+    replay = start_replay(h, fixture)
+    dead = f"ws://127.0.0.1:{free_port()}/subscribe"
+    start_appview(h, redis, [dead, f"ws://127.0.0.1:{replay.port}/subscribe"])
+    time_us, _ = last_event(fixture)
+    wait_cursor(h, redis, 1, time_us)
+    check_basic_fold(h, redis)
+
+
+def test_health_reports_valkey_down(h):
+    redis = h.start_redis()
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{free_port()}/subscribe"])
+    status, body = h.get_json(app.base + "/xrpc/_health")
+    assert status == 200 and body["valkey"]["up"] is True
+    redis.kill()
+    wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[0] == 503, what="503 health")
+    status, body = h.get_json(app.base + "/xrpc/_health")
+    assert body["valkey"]["up"] is False
+    assert app.alive()
+    status, body = h.get_json(app.base + "/xrpc/io.atcr.repo.noSuchMethod")
+    assert status == 501 and body["error"] == "MethodNotImplemented"
