@@ -108,7 +108,7 @@ static int tag_digest(event *ev)
     return oci_is_digest(ev->digest, strlen(ev->digest)) ? 0 : -1;
 }
 
-static event_kind parse_record_fields(event *ev)
+static event_kind record_fields(event *ev)
 {
     ev->repository = get_string(ev->record, "repository");
     if (!valid(oci_is_repository, ev->repository)) return invalid(ev, "bad_repository");
@@ -133,6 +133,37 @@ static event_kind parse_record_fields(event *ev)
     return ev->kind = EVENT_COMMIT;
 }
 
+/* The checks of a created or updated record, whether it came from the firehose or a PDS
+ * listing. */
+static event_kind check_record(event *ev, const lexicon_set *lexicons)
+{
+    if (!valid(atp_is_rkey, ev->rkey)) return invalid(ev, "bad_rkey");
+    if (!valid(atp_is_tid, ev->rev)) return invalid(ev, "bad_rev");
+    if (!valid(atp_is_cid, ev->cid)) return invalid(ev, "bad_cid");
+    if (!json_is_object(ev->record)) return invalid(ev, "invalid_record");
+    char why[160];
+    if (lexicon_validate_record(lexicons, ev->collection, ev->record, why, sizeof why) < 0)
+        return invalid(ev, "invalid_record");
+    return record_fields(ev);
+}
+
+event_kind event_from_record(event *ev, const char *did, const char *collection, const char *rkey,
+                             const char *rev, const char *cid, json_t *record,
+                             const lexicon_set *lexicons)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->did = did;
+    ev->collection = collection;
+    ev->rkey = rkey;
+    ev->rev = rev;
+    ev->cid = cid;
+    ev->record = record;
+    if (!valid(atp_is_did, did)) return invalid(ev, "bad_did");
+    if (!collection || !lexicon_is_record_type(lexicons, collection))
+        return invalid(ev, "bad_collection");
+    return check_record(ev, lexicons);
+}
+
 static event_kind parse_commit(event *ev, const lexicon_set *lexicons)
 {
     json_t *commit = json_object_get(ev->root, "commit");
@@ -144,21 +175,16 @@ static event_kind parse_commit(event *ev, const lexicon_set *lexicons)
     if (strncmp(ev->collection, ATCR_PREFIX, strlen(ATCR_PREFIX)) ||
         !lexicon_is_record_type(lexicons, ev->collection))
         return ev->kind = EVENT_SKIP;
-    if (!valid(atp_is_rkey, ev->rkey)) return invalid(ev, "bad_rkey");
-    if (!valid(atp_is_tid, ev->rev)) return invalid(ev, "bad_rev");
     if (!strcmp(op, "delete")) {
+        if (!valid(atp_is_rkey, ev->rkey)) return invalid(ev, "bad_rkey");
+        if (!valid(atp_is_tid, ev->rev)) return invalid(ev, "bad_rev");
         ev->is_delete = 1;
         return ev->kind = EVENT_COMMIT;
     }
     if (strcmp(op, "create") && strcmp(op, "update")) return invalid(ev, "bad_operation");
     ev->cid = get_string(commit, "cid");
     ev->record = json_object_get(commit, "record");
-    if (!valid(atp_is_cid, ev->cid)) return invalid(ev, "bad_cid");
-    if (!json_is_object(ev->record)) return invalid(ev, "invalid_record");
-    char why[160];
-    if (lexicon_validate_record(lexicons, ev->collection, ev->record, why, sizeof why) < 0)
-        return invalid(ev, "invalid_record");
-    return parse_record_fields(ev);
+    return check_record(ev, lexicons);
 }
 
 static event_kind parse_account(event *ev)

@@ -50,6 +50,13 @@ event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, siz
                        const lexicon_set *lexicons);
 void event_clear(event *ev);
 
+/* The same checks for a record that did not come from the firehose (a PDS listing): fills ev
+ * (time_us 0, root NULL) pointing into the caller's strings and record, which must outlive it.
+ * Returns EVENT_COMMIT or EVENT_INVALID with a reason. */
+event_kind event_from_record(event *ev, const char *did, const char *collection, const char *rkey,
+                             const char *rev, const char *cid, json_t *record,
+                             const lexicon_set *lexicons);
+
 /* RFC 3339 datetime to Unix milliseconds; -1 when it does not parse. */
 int64_t event_datetime_ms(const char *s);
 

@@ -8,6 +8,10 @@
 #include "appview/config.h"
 #include "appview/fold.h"
 #include "appview/ingest.h"
+#include "appview/loader.h"
+#include "appview/reads.h"
+#include "appview/resolver.h"
+#include "atproto/http_client.h"
 #include "atproto/buf.h"
 #include "atproto/httpd.h"
 #include "atproto/lexicon.h"
@@ -25,6 +29,10 @@ typedef struct {
     valkey *v;
     fold *f;
     ingest *in;
+    http_client *upstream;
+    resolver *identities;
+    loader *ld;
+    reads *rd;
     httpd *http;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain;
@@ -119,9 +127,30 @@ static int start(app *a)
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
         if (!a->in) return -1;
     }
+    /* Addresses from DID documents are untrusted: private ones, and plain http, only when the
+     * operator allows them (a local test network). */
+    http_client_options hco = {.timeout_ms = a->cfg.upstream_timeout_ms,
+                               .allow_private = a->cfg.allow_private_networks,
+                               .allow_http = a->cfg.allow_private_networks};
+    a->upstream = http_client_new(a->loop, &hco);
+    if (!a->upstream) return -1;
+    resolver_options ro = {.plc_url = a->cfg.plc_url,
+                           .handle_resolver_url = a->cfg.handle_resolver_url,
+                           .allow_private = a->cfg.allow_private_networks};
+    a->identities = resolver_new(a->loop, a->upstream, &ro);
+    if (!a->identities) return -1;
+    loader_options lo = {.prefix = a->cfg.key_prefix,
+                         .identity_ttl = (unsigned)a->cfg.identity_ttl,
+                         .negative_ttl = (unsigned)a->cfg.negative_ttl,
+                         .record_ttl = (unsigned)a->cfg.record_ttl};
+    a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
+    if (!a->ld) return -1;
     httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
     a->http = httpd_new(a->loop, &ho);
     if (!a->http) return -1;
+    reads_options rdo = {.prefix = a->cfg.key_prefix};
+    a->rd = reads_new(a->http, a->v, a->ld, &rdo);
+    if (!a->rd) return -1;
     if (httpd_route(a->http, "GET", "/xrpc/_health", health, a) < 0 ||
         httpd_route(a->http, "GET", "/metrics", metrics_page, a) < 0)
         return -1;
@@ -131,9 +160,14 @@ static int start(app *a)
 
 static void stop(app *a)
 {
-    /* Valkey first: failing its pending commands runs fold and ingest callbacks, which must
-     * still find their state. */
+    /* The loader stops starting work first; then Valkey, whose failing commands run loader,
+     * fold, ingest and reads callbacks, which must still find their state; then the network
+     * clients, whose cancelled requests finish the loader's last callbacks. */
+    if (a->ld) loader_free(a->ld);
     if (a->v) valkey_free(a->v);
+    if (a->identities) resolver_free(a->identities);
+    if (a->upstream) http_client_free(a->upstream);
+    if (a->rd) reads_free(a->rd);
     if (a->in) ingest_free(a->in);
     if (a->f) fold_free(a->f);
     if (a->http)

@@ -1,0 +1,1049 @@
+#include "appview/loader.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atproto/buf.h"
+#include "atproto/log.h"
+#include "atproto/metrics.h"
+#include "atproto/syntax.h"
+
+#define NBUCKETS 1024
+#define PAGE_SIZE 100
+#define PAGE_LIMIT "100"
+/* 1000 pages of 100: a repository larger than that is refused rather than listed forever. */
+#define MAX_PAGES 1000
+
+static const char *const collections[] = {"io.atcr.manifest", "io.atcr.tag"};
+#define NCOLLECTIONS 2
+
+/* What the identity path knows about an actor; strings valid during the callback only. */
+typedef struct {
+    load_status status;
+    const char *did, *handle, *pds, *error;
+} ident;
+
+typedef void (*ident_cb)(const ident *id, void *ud);
+
+typedef struct id_waiter {
+    ident_cb cb;
+    void *ud;
+    struct id_waiter *next;
+} id_waiter;
+
+typedef struct repo_waiter {
+    loader_cb cb;
+    void *ud;
+    struct repo_waiter *next;
+} repo_waiter;
+
+/* One identity lookup in progress, keyed by the normalised actor. */
+typedef struct id_flight {
+    struct id_flight *next;
+    loader *l;
+    char *key;
+    int is_did;
+    id_waiter *waiters;
+    int replies; /* Valkey replies still expected for the current step */
+    int broken;  /* a command of the step could not be sent: treat the step as a miss */
+    int negative;
+    char *did; /* handle path: what P handle:<h> pointed at */
+    char *handle, *pds;
+    int id_hit;
+    int did_step; /* handle path: the P{D}/id lookup was made */
+} id_flight;
+
+typedef enum { STAGE_CHECK, STAGE_LISTING, STAGE_PRUNE, STAGE_MARK } repo_stage;
+
+/* One repository load in progress, keyed by DID. */
+typedef struct repo_flight {
+    struct repo_flight *next;
+    loader *l;
+    char *did;
+    repo_waiter *waiters;
+    repo_stage stage;
+    int outstanding; /* fetches, folds and Valkey commands of the current stage */
+    int complete;    /* STAGE_CHECK: P{D}/complete exists */
+    char *handle, *pds, *rev;
+    load_status fail_status; /* LOAD_OK while nothing failed */
+    char *fail_error;
+    char **seen; /* "<collection>/<rkey>" of every listed record, for the prune */
+    size_t nseen, seen_cap;
+} repo_flight;
+
+/* The pages of one collection. */
+typedef struct listing {
+    repo_flight *rf;
+    const char *collection;
+    char *cursor;
+    int pages;
+} listing;
+
+struct loader {
+    uv_loop_t *loop;
+    valkey *v;
+    fold *f;
+    resolver *r;
+    http_client *http;
+    const lexicon_set *lexicons;
+    char *prefix;
+    unsigned identity_ttl, negative_ttl, record_ttl;
+    char s_identity_ttl[16], s_negative_ttl[16], s_record_ttl[16];
+    id_flight *ids[NBUCKETS];
+    repo_flight *repos[NBUCKETS];
+    unsigned live; /* flights in progress */
+    int closing;
+    uint64_t *runs_total, *coalesced_total, *records_total, *invalid_total, *pruned_total;
+    uint64_t *id_hits_total, *id_misses_total;
+    uint64_t *up_latest_total, *up_list_total;
+    uint64_t *fail_total, *timeout_total, *notfound_total;
+};
+
+/* ---- small helpers ---- */
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    int n = vasprintf(&s, f, ap);
+    va_end(ap);
+    return n < 0 ? NULL : s;
+}
+
+static unsigned bucket(const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % NBUCKETS;
+}
+
+static int pct_encode(buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || strchr("-._~:", *p)) {
+            if (buf_append(b, p, 1) < 0) return -1;
+        } else {
+            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+            if (buf_append(b, e, 3) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_ignored(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR) log_warn("loader", "cache write refused: %s", r->str);
+}
+
+/* A cache write nobody waits for: the identity path answers without it. */
+static void write_quiet(loader *l, int argc, const char **argv)
+{
+    if (valkey_command(l->v, on_ignored, NULL, argc, argv, NULL) < 0)
+        log_debug("loader", "cache write skipped: Valkey not ready");
+}
+
+/* Adds a key of D to P{D}/keys so an account purge drops it. The set keeps the longest TTL of
+ * its members: NX gives a new set one, GT only lengthens it. */
+static void add_to_keyset(loader *l, const char *did, const char *key, const char *ttl)
+{
+    char *keys = fmt("%s{%s}/keys", l->prefix, did);
+    if (!keys) return;
+    write_quiet(l, 3, (const char *[]){"SADD", keys, key});
+    write_quiet(l, 4, (const char *[]){"EXPIRE", keys, ttl, "NX"});
+    write_quiet(l, 4, (const char *[]){"EXPIRE", keys, ttl, "GT"});
+    free(keys);
+}
+
+static load_status status_of_http(const http_result *res)
+{
+    return res->error == HTTP_E_TIMEOUT ? LOAD_UPSTREAM_TIMEOUT : LOAD_UPSTREAM_FAILURE;
+}
+
+static void count_status(loader *l, load_status st)
+{
+    if (st == LOAD_UPSTREAM_FAILURE) (*l->fail_total)++;
+    if (st == LOAD_UPSTREAM_TIMEOUT) (*l->timeout_total)++;
+    if (st == LOAD_NOT_FOUND) (*l->notfound_total)++;
+}
+
+static void maybe_release(loader *l);
+
+/* ==== identity ==== */
+
+static void id_finish(id_flight *f, load_status st, const char *did, const char *handle,
+                      const char *pds, const char *error)
+{
+    loader *l = f->l;
+    id_flight **pp = &l->ids[bucket(f->key)];
+    while (*pp != f)
+        pp = &(*pp)->next;
+    *pp = f->next;
+    ident id = {st, st == LOAD_OK ? did : NULL, st == LOAD_OK ? handle : NULL,
+                st == LOAD_OK ? pds : NULL, error ? error : ""};
+    for (id_waiter *w = f->waiters, *next; w; w = next) {
+        next = w->next;
+        w->cb(&id, w->ud);
+        free(w);
+    }
+    free(f->key);
+    free(f->did);
+    free(f->handle);
+    free(f->pds);
+    free(f);
+    l->live--;
+    maybe_release(l);
+}
+
+static void cache_identity(loader *l, const char *did, const char *handle, const char *pds)
+{
+    char *id = fmt("%s{%s}/id", l->prefix, did);
+    if (!id) return;
+    write_quiet(l, 6, (const char *[]){"HSET", id, "handle", handle, "pds", pds});
+    write_quiet(l, 3, (const char *[]){"EXPIRE", id, l->s_identity_ttl});
+    add_to_keyset(l, did, id, l->s_identity_ttl);
+    free(id);
+    if (*handle) {
+        char *hk = fmt("%shandle:%s", l->prefix, handle);
+        if (!hk) return;
+        write_quiet(l, 5, (const char *[]){"SET", hk, did, "EX", l->s_identity_ttl});
+        free(hk);
+    }
+}
+
+static void cache_negative(loader *l, const char *actor, int is_did)
+{
+    char *k =
+        is_did ? fmt("%s{%s}/neg", l->prefix, actor) : fmt("%shandle-neg:%s", l->prefix, actor);
+    if (!k) return;
+    write_quiet(l, 5, (const char *[]){"SET", k, "1", "EX", l->s_negative_ttl});
+    free(k);
+}
+
+static void on_resolved(const resolver_identity *id, void *ud)
+{
+    id_flight *f = ud;
+    loader *l = f->l;
+    switch (id->status) {
+    case RESOLVER_OK:
+        break;
+    case RESOLVER_NOT_FOUND:
+        if (!l->closing) cache_negative(l, f->key, f->is_did);
+        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, id->error);
+        return;
+    case RESOLVER_INVALID: {
+        /* A malformed actor is the caller's fault; a valid one whose document or endpoint is
+         * unusable (garbage, a private address) is the network's, and not cached: it may be
+         * fixed at any time. */
+        int malformed = f->is_did ? !atp_is_did(f->key, strlen(f->key))
+                                  : !atp_is_handle(f->key, strlen(f->key));
+        id_finish(f, malformed ? LOAD_INVALID : LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, id->error);
+        return;
+    }
+    case RESOLVER_UPSTREAM_TIMEOUT:
+        id_finish(f, LOAD_UPSTREAM_TIMEOUT, NULL, NULL, NULL, id->error);
+        return;
+    default:
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, id->error);
+        return;
+    }
+    const char *pds = id->pds ? id->pds : "";
+    if (id->handle_state == RESOLVER_HANDLE_UNCHECKED) {
+        /* The DID is sound but the handle could not be checked: answer, cache nothing. */
+        if (f->is_did)
+            id_finish(f, LOAD_OK, id->did, NULL, pds, NULL);
+        else
+            id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, "handle could not be verified");
+        return;
+    }
+    if (!f->is_did && id->handle_state == RESOLVER_HANDLE_INVALID) {
+        /* The handle points at a DID whose document does not claim it: serving that DID's
+         * data under this name would let anyone pose as anyone. What the DID's real handle
+         * is was not checked here, so its identity is not cached either. */
+        if (!l->closing) cache_negative(l, f->key, 0);
+        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, "handle does not match its DID document");
+        return;
+    }
+    const char *handle =
+        id->handle_state == RESOLVER_HANDLE_VERIFIED && id->handle ? id->handle : "";
+    if (!l->closing) cache_identity(l, id->did, handle, pds);
+    id_finish(f, LOAD_OK, id->did, *handle ? handle : NULL, pds, NULL);
+}
+
+static int id_network(id_flight *f)
+{
+    (*f->l->id_misses_total)++;
+    return resolver_resolve(f->l->r, f->key, on_resolved, f);
+}
+
+static void id_network_or_fail(id_flight *f)
+{
+    if (f->l->closing) {
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, "shutting down");
+    } else if (id_network(f) < 0) {
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, "out of memory");
+    }
+}
+
+static int reply_is_string(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_STRING;
+}
+
+/* HMGET P{D}/id handle pds: a hit when pds is present (possibly empty: no PDS). */
+static void take_id_reply(id_flight *f, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    if (!reply_is_string(r->element[1])) return;
+    f->pds = strdup(r->element[1]->str);
+    f->handle = strdup(reply_is_string(r->element[0]) ? r->element[0]->str : "");
+    f->id_hit = f->pds && f->handle;
+}
+
+static void id_step_done(id_flight *f);
+
+static void on_id_reply(redisReply *r, void *ud)
+{
+    id_flight *f = ud;
+    if (!r) {
+        f->broken = 1;
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        f->negative |= r->integer > 0; /* EXISTS of a negative key */
+    } else if (r->type == REDIS_REPLY_STRING && !f->is_did && !f->did) {
+        f->did = strdup(r->str); /* GET P handle:<h> */
+    } else if (r->type == REDIS_REPLY_ARRAY) {
+        take_id_reply(f, r);
+    }
+    if (--f->replies == 0) id_step_done(f);
+}
+
+static void id_send(id_flight *f, int argc, const char **argv)
+{
+    if (valkey_command(f->l->v, on_id_reply, f, argc, argv, NULL) == 0)
+        f->replies++;
+    else
+        f->broken = 1;
+}
+
+/* Sends the lookups of the next step; 0 when at least one is in flight. */
+static int id_lookup_did(id_flight *f, const char *did)
+{
+    loader *l = f->l;
+    char *id = fmt("%s{%s}/id", l->prefix, did);
+    if (!id) return -1;
+    f->did_step = !f->is_did;
+    if (f->is_did) {
+        char *neg = fmt("%s{%s}/neg", l->prefix, did);
+        if (neg) id_send(f, 2, (const char *[]){"EXISTS", neg});
+        free(neg);
+    }
+    id_send(f, 4, (const char *[]){"HMGET", id, "handle", "pds"});
+    free(id);
+    return f->replies ? 0 : -1;
+}
+
+static void id_step_done(id_flight *f)
+{
+    loader *l = f->l;
+    if (f->negative) {
+        (*l->id_hits_total)++;
+        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, "not found (cached)");
+        return;
+    }
+    if (f->broken || l->closing) {
+        id_network_or_fail(f);
+        return;
+    }
+    if (f->id_hit) {
+        const char *did = f->is_did ? f->key : f->did;
+        /* By handle, P handle:<h> is trusted only when the DID's identity names it back. */
+        if (f->is_did || !strcmp(f->handle, f->key)) {
+            (*l->id_hits_total)++;
+            id_finish(f, LOAD_OK, did, *f->handle ? f->handle : NULL, f->pds, NULL);
+            return;
+        }
+        id_network_or_fail(f);
+        return;
+    }
+    if (!f->is_did && f->did && !f->did_step && atp_is_did(f->did, strlen(f->did)) &&
+        id_lookup_did(f, f->did) == 0)
+        return;
+    id_network_or_fail(f);
+}
+
+/* Starts the first step; -1 when nothing could be started (caller cleans up). */
+static int id_start(id_flight *f)
+{
+    loader *l = f->l;
+    size_t n = strlen(f->key);
+    int wellformed = f->is_did ? atp_is_did(f->key, n) : atp_is_handle(f->key, n);
+    if (!wellformed) return id_network(f);
+    if (f->is_did) {
+        if (id_lookup_did(f, f->key) == 0) return 0;
+    } else {
+        char *neg = fmt("%shandle-neg:%s", l->prefix, f->key);
+        char *hk = fmt("%shandle:%s", l->prefix, f->key);
+        if (neg && hk) {
+            id_send(f, 2, (const char *[]){"EXISTS", neg});
+            id_send(f, 2, (const char *[]){"GET", hk});
+        }
+        free(neg);
+        free(hk);
+        if (f->replies) return 0;
+    }
+    f->broken = 0;
+    return id_network(f);
+}
+
+static int ident_resolve(loader *l, const char *actor, ident_cb cb, void *ud)
+{
+    id_waiter *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    w->cb = cb;
+    w->ud = ud;
+    int is_did = !strncmp(actor, "did:", 4);
+    char *key = strdup(actor);
+    if (!key) {
+        free(w);
+        return -1;
+    }
+    if (!is_did)
+        for (char *p = key; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    unsigned b = bucket(key);
+    for (id_flight *f = l->ids[b]; f; f = f->next) {
+        if (!strcmp(f->key, key)) {
+            free(key);
+            w->next = f->waiters;
+            f->waiters = w;
+            (*l->coalesced_total)++;
+            return 0;
+        }
+    }
+    id_flight *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(key);
+        free(w);
+        return -1;
+    }
+    f->l = l;
+    f->key = key;
+    f->is_did = is_did;
+    f->waiters = w;
+    if (id_start(f) < 0) {
+        free(f->key);
+        free(f);
+        free(w);
+        return -1;
+    }
+    /* Replies always come later, so registering after the sends is safe. */
+    f->next = l->ids[b];
+    l->ids[b] = f;
+    l->live++;
+    return 0;
+}
+
+typedef struct {
+    loader_cb cb;
+    void *ud;
+} public_waiter;
+
+static void on_public_ident(const ident *id, void *ud)
+{
+    public_waiter *w = ud;
+    load_result res = {id->status, id->did, id->handle, id->error};
+    w->cb(&res, w->ud);
+    free(w);
+}
+
+int loader_resolve(loader *l, const char *actor, loader_cb cb, void *ud)
+{
+    public_waiter *w = malloc(sizeof *w);
+    if (!w) return -1;
+    w->cb = cb;
+    w->ud = ud;
+    if (ident_resolve(l, actor, on_public_ident, w) < 0) {
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
+/* ==== records: listing entry -> event ==== */
+
+static const char *get_string(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* ==== repositories ==== */
+
+static void rf_free(repo_flight *rf)
+{
+    for (size_t i = 0; i < rf->nseen; i++)
+        free(rf->seen[i]);
+    free(rf->seen);
+    free(rf->did);
+    free(rf->handle);
+    free(rf->pds);
+    free(rf->rev);
+    free(rf->fail_error);
+    free(rf);
+}
+
+static void rf_finish(repo_flight *rf, load_status st, const char *error)
+{
+    loader *l = rf->l;
+    repo_flight **pp = &l->repos[bucket(rf->did)];
+    while (*pp != rf)
+        pp = &(*pp)->next;
+    *pp = rf->next;
+    count_status(l, st);
+    if (st != LOAD_OK && st != LOAD_NOT_FOUND)
+        log_warn("loader", "loading %s failed: %s", rf->did, error ? error : "");
+    load_result res = {st, st == LOAD_OK ? rf->did : NULL, st == LOAD_OK ? rf->handle : NULL,
+                       error ? error : ""};
+    for (repo_waiter *w = rf->waiters, *next; w; w = next) {
+        next = w->next;
+        w->cb(&res, w->ud);
+        free(w);
+    }
+    rf_free(rf);
+    l->live--;
+    maybe_release(l);
+}
+
+/* Records the first failure; the flight ends once everything it started has come back. */
+static void rf_fail(repo_flight *rf, load_status st, const char *error)
+{
+    if (rf->fail_status != LOAD_OK) return;
+    rf->fail_status = st;
+    rf->fail_error = strdup(error);
+}
+
+static void rf_next(repo_flight *rf);
+
+static void rf_release(repo_flight *rf)
+{
+    if (--rf->outstanding == 0) rf_next(rf);
+}
+
+static void on_fold(void *ud, int ok)
+{
+    repo_flight *rf = ud;
+    if (!ok) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache write failed");
+    rf_release(rf);
+}
+
+static void rf_fold(repo_flight *rf, const event *ev)
+{
+    int rc = fold_apply(rf->l->f, ev, on_fold, rf);
+    if (rc == 0)
+        rf->outstanding++;
+    else if (rc < 0)
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache unavailable");
+}
+
+static int seen_add(repo_flight *rf, const char *collection, const char *rkey)
+{
+    if (rf->nseen == rf->seen_cap) {
+        size_t cap = rf->seen_cap ? rf->seen_cap * 2 : 64;
+        char **s = realloc(rf->seen, cap * sizeof *s);
+        if (!s) return -1;
+        rf->seen = s;
+        rf->seen_cap = cap;
+    }
+    char *k = fmt("%s/%s", collection, rkey);
+    if (!k) return -1;
+    rf->seen[rf->nseen++] = k;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One listRecords entry: {"uri": "at://D/<collection>/<rkey>", "cid", "value"}. */
+static void take_record(listing *ls, json_t *item)
+{
+    repo_flight *rf = ls->rf;
+    loader *l = rf->l;
+    const char *uri = get_string(item, "uri");
+    const char *cid = get_string(item, "cid");
+    json_t *value = json_object_get(item, "value");
+    char *prefix = fmt("at://%s/%s/", rf->did, ls->collection);
+    if (!prefix) {
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+        return;
+    }
+    size_t pn = strlen(prefix);
+    const char *rkey = uri && !strncmp(uri, prefix, pn) ? uri + pn : NULL;
+    free(prefix);
+    event ev;
+    if (event_from_record(&ev, rf->did, ls->collection, rkey, rf->rev, cid, value, l->lexicons) !=
+        EVENT_COMMIT) {
+        (*l->invalid_total)++;
+        log_info("loader", "%s: skipping record %s: %s", rf->did, uri ? uri : "(no uri)",
+                 ev.reason);
+        /* Still listed: the prune must not delete what the PDS holds, even if unusable. */
+        if (rkey && seen_add(rf, ls->collection, rkey) < 0)
+            rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+        return;
+    }
+    (*l->records_total)++;
+    if (seen_add(rf, ls->collection, rkey) < 0) {
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+        return;
+    }
+    rf_fold(rf, &ev);
+}
+
+/* The XRPC error name of a response, e.g. "RepoNotFound"; "" when none. */
+static const char *xrpc_error_name(const http_result *res, json_t **root)
+{
+    json_error_t err;
+    *root = json_loadb(res->body, res->len, 0, &err);
+    const char *e = get_string(*root, "error");
+    return e ? e : "";
+}
+
+/* Sorts an upstream answer: 0 when it is a 200 to parse, else the status to end with. */
+static load_status classify(repo_flight *rf, const http_result *res, const char *what, char *msg,
+                            size_t msglen)
+{
+    if (res->error != HTTP_OK) {
+        snprintf(msg, msglen, "%s: %s", what, res->error_text);
+        return status_of_http(res);
+    }
+    if (res->status == 200) return LOAD_OK;
+    json_t *root = NULL;
+    const char *name = xrpc_error_name(res, &root);
+    load_status st = LOAD_UPSTREAM_FAILURE;
+    if (res->status == 404 || !strcmp(name, "RepoNotFound") || !strcmp(name, "RepoDeactivated") ||
+        !strcmp(name, "RepoTakendown") || !strcmp(name, "RepoSuspended"))
+        st = LOAD_NOT_FOUND;
+    snprintf(msg, msglen, "%s: HTTP %ld %s", what, res->status, *name ? name : "");
+    json_decref(root);
+    if (st == LOAD_NOT_FOUND && !rf->l->closing) cache_negative(rf->l, rf->did, 1);
+    return st;
+}
+
+static int list_page(listing *ls);
+
+static void listing_end(listing *ls)
+{
+    repo_flight *rf = ls->rf;
+    free(ls->cursor);
+    free(ls);
+    rf_release(rf);
+}
+
+static void on_page(const http_result *res, void *ud)
+{
+    listing *ls = ud;
+    repo_flight *rf = ls->rf;
+    char msg[256];
+    load_status st = classify(rf, res, "listRecords", msg, sizeof msg);
+    if (st != LOAD_OK) {
+        rf_fail(rf, st, msg);
+        listing_end(ls);
+        return;
+    }
+    json_error_t err;
+    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *records = json_object_get(root, "records");
+    if (!json_is_array(records)) {
+        json_decref(root);
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "listRecords: malformed response");
+        listing_end(ls);
+        return;
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach(records, i, item)
+    {
+        if (json_is_object(item)) take_record(ls, item);
+    }
+    const char *cursor = get_string(root, "cursor");
+    /* A short page is the last one (the PDS still names a cursor there). */
+    int more = cursor && *cursor && json_array_size(records) >= PAGE_SIZE &&
+               (!ls->cursor || strcmp(cursor, ls->cursor));
+    char *next = more ? strdup(cursor) : NULL;
+    json_decref(root);
+    if (!more || rf->fail_status != LOAD_OK) {
+        free(next);
+        listing_end(ls);
+        return;
+    }
+    free(ls->cursor);
+    ls->cursor = next;
+    if (!next || ++ls->pages >= MAX_PAGES || rf->l->closing || list_page(ls) < 0) {
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE,
+                ls->pages >= MAX_PAGES ? "repository too large" : "listing interrupted");
+        listing_end(ls);
+    }
+}
+
+static int list_page(listing *ls)
+{
+    repo_flight *rf = ls->rf;
+    buf url = {0};
+    int rc = buf_printf(&url, "%s/xrpc/com.atproto.repo.listRecords?repo=", rf->pds);
+    rc |= pct_encode(&url, rf->did);
+    rc |= buf_printf(&url, "&collection=%s&limit=" PAGE_LIMIT, ls->collection);
+    if (ls->cursor) {
+        rc |= buf_puts(&url, "&cursor=");
+        rc |= pct_encode(&url, ls->cursor);
+    }
+    if (rc == 0) rc = http_get(rf->l->http, url.data, NULL, on_page, ls);
+    buf_free(&url);
+    if (rc == 0) (*rf->l->up_list_total)++;
+    return rc;
+}
+
+static void start_listing(repo_flight *rf)
+{
+    rf->stage = STAGE_LISTING;
+    rf->outstanding = 1; /* held until both listings are started */
+    for (int i = 0; i < NCOLLECTIONS; i++) {
+        listing *ls = calloc(1, sizeof *ls);
+        if (!ls) {
+            rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+            break;
+        }
+        ls->rf = rf;
+        ls->collection = collections[i];
+        if (list_page(ls) < 0) {
+            free(ls);
+            rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+            break;
+        }
+        rf->outstanding++;
+    }
+    rf_release(rf);
+}
+
+static void on_latest_commit(const http_result *res, void *ud)
+{
+    repo_flight *rf = ud;
+    char msg[256];
+    load_status st = classify(rf, res, "getLatestCommit", msg, sizeof msg);
+    if (st != LOAD_OK) {
+        rf_finish(rf, st, msg);
+        return;
+    }
+    json_error_t err;
+    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    const char *rev = get_string(root, "rev");
+    if (rev && atp_is_tid(rev, strlen(rev))) rf->rev = strdup(rev);
+    json_decref(root);
+    if (!rf->rev) {
+        rf_finish(rf, LOAD_UPSTREAM_FAILURE, "getLatestCommit: malformed response");
+        return;
+    }
+    if (rf->l->closing) {
+        rf_finish(rf, LOAD_UPSTREAM_FAILURE, "shutting down");
+        return;
+    }
+    start_listing(rf);
+}
+
+static void on_repo_ident(const ident *id, void *ud)
+{
+    repo_flight *rf = ud;
+    loader *l = rf->l;
+    if (id->status != LOAD_OK) {
+        rf_finish(rf, id->status, id->error);
+        return;
+    }
+    if (!id->pds || !*id->pds) {
+        rf_finish(rf, LOAD_NOT_FOUND, "the DID document names no PDS");
+        return;
+    }
+    rf->pds = strdup(id->pds);
+    free(rf->handle);
+    rf->handle = id->handle ? strdup(id->handle) : NULL;
+    if (!rf->pds || (id->handle && !rf->handle) || l->closing) {
+        rf_finish(rf, LOAD_UPSTREAM_FAILURE, l->closing ? "shutting down" : "out of memory");
+        return;
+    }
+    (*l->runs_total)++;
+    buf url = {0};
+    int rc = buf_printf(&url, "%s/xrpc/com.atproto.sync.getLatestCommit?did=", rf->pds);
+    rc |= pct_encode(&url, rf->did);
+    if (rc == 0) rc = http_get(l->http, url.data, NULL, on_latest_commit, rf);
+    buf_free(&url);
+    if (rc < 0) {
+        rf_finish(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+        return;
+    }
+    (*l->up_latest_total)++;
+}
+
+/* Records of D in Valkey that the listing did not return were deleted on the PDS (a delete
+ * the firehose did not deliver): they get a delete at the listing's rev, which apply.lua
+ * ignores for any record written by a newer commit than the listing. */
+static void on_keyset(redisReply *r, void *ud)
+{
+    repo_flight *rf = ud;
+    loader *l = rf->l;
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache unavailable");
+        rf_release(rf);
+        return;
+    }
+    char *base = fmt("%s{%s}/rec/", l->prefix, rf->did);
+    if (!base) {
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+        rf_release(rf);
+        return;
+    }
+    size_t bn = strlen(base);
+    if (rf->nseen) qsort(rf->seen, rf->nseen, sizeof *rf->seen, cmp_str);
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *m = r->element[i];
+        if (m->type != REDIS_REPLY_STRING || strncmp(m->str, base, bn)) continue;
+        const char *rest = m->str + bn; /* <collection>/<rkey> */
+        const char *slash = strchr(rest, '/');
+        if (!slash) continue;
+        size_t cn = (size_t)(slash - rest);
+        int listed_collection = 0;
+        for (int c = 0; c < NCOLLECTIONS; c++)
+            listed_collection |= strlen(collections[c]) == cn && !strncmp(rest, collections[c], cn);
+        if (!listed_collection ||
+            (rf->nseen && bsearch(&rest, rf->seen, rf->nseen, sizeof *rf->seen, cmp_str)))
+            continue;
+        char *collection = strndup(rest, cn);
+        if (!collection) {
+            rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+            break;
+        }
+        event ev = {.kind = EVENT_COMMIT,
+                    .did = rf->did,
+                    .is_delete = 1,
+                    .collection = collection,
+                    .rkey = slash + 1,
+                    .rev = rf->rev};
+        rf_fold(rf, &ev);
+        (*l->pruned_total)++;
+        free(collection);
+    }
+    free(base);
+    rf_release(rf);
+}
+
+static void on_marked(redisReply *r, void *ud)
+{
+    repo_flight *rf = ud;
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache write failed");
+    rf_release(rf);
+}
+
+static int rf_send(repo_flight *rf, valkey_reply_cb cb, int argc, const char **argv)
+{
+    if (valkey_command(rf->l->v, cb, rf, argc, argv, NULL) < 0) return -1;
+    rf->outstanding++;
+    return 0;
+}
+
+/* Runs when everything of a stage has come back. */
+static void rf_next(repo_flight *rf)
+{
+    loader *l = rf->l;
+    if (rf->fail_status != LOAD_OK) {
+        rf_finish(rf, rf->fail_status, rf->fail_error);
+        return;
+    }
+    if (l->closing) {
+        rf_finish(rf, LOAD_UPSTREAM_FAILURE, "shutting down");
+        return;
+    }
+    int rc = -1;
+    switch (rf->stage) {
+    case STAGE_CHECK:
+        if (rf->complete) {
+            rf_finish(rf, LOAD_OK, NULL);
+            return;
+        }
+        if (ident_resolve(l, rf->did, on_repo_ident, rf) < 0)
+            rf_finish(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+        return;
+    case STAGE_LISTING: {
+        rf->stage = STAGE_PRUNE;
+        char *keys = fmt("%s{%s}/keys", l->prefix, rf->did);
+        if (keys)
+            rc = valkey_command(l->v, on_keyset, rf, 2, (const char *[]){"SMEMBERS", keys}, NULL);
+        free(keys);
+        if (rc == 0) {
+            rf->outstanding++;
+            return;
+        }
+        break;
+    }
+    case STAGE_PRUNE: {
+        rf->stage = STAGE_MARK;
+        char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
+        if (complete) {
+            rc =
+                valkey_command(l->v, on_marked, rf, 5,
+                               (const char *[]){"SET", complete, "1", "EX", l->s_record_ttl}, NULL);
+            if (rc == 0) {
+                rf->outstanding++;
+                add_to_keyset(l, rf->did, complete, l->s_record_ttl);
+            }
+        }
+        free(complete);
+        if (rc == 0) return;
+        break;
+    }
+    case STAGE_MARK:
+        log_info("loader", "loaded %s from %s at rev %s (%zu records)", rf->did, rf->pds, rf->rev,
+                 rf->nseen);
+        rf_finish(rf, LOAD_OK, NULL);
+        return;
+    }
+    rf_finish(rf, LOAD_UPSTREAM_FAILURE, "cache unavailable");
+}
+
+static void on_check(redisReply *r, void *ud)
+{
+    repo_flight *rf = ud;
+    if (r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "1")) rf->complete = 1;
+    rf_release(rf);
+}
+
+static void on_check_handle(redisReply *r, void *ud)
+{
+    repo_flight *rf = ud;
+    if (r && r->type == REDIS_REPLY_STRING && r->len && !rf->handle) rf->handle = strdup(r->str);
+    rf_release(rf);
+}
+
+static int rf_start(repo_flight *rf)
+{
+    loader *l = rf->l;
+    rf->stage = STAGE_CHECK;
+    if (atp_is_did(rf->did, strlen(rf->did))) {
+        char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
+        char *id = fmt("%s{%s}/id", l->prefix, rf->did);
+        if (complete && id && rf_send(rf, on_check, 2, (const char *[]){"GET", complete}) == 0)
+            rf_send(rf, on_check_handle, 3, (const char *[]){"HGET", id, "handle"});
+        free(complete);
+        free(id);
+        if (rf->outstanding) return 0;
+    }
+    /* Malformed, or Valkey away: the identity path reports it (always later). */
+    return ident_resolve(l, rf->did, on_repo_ident, rf);
+}
+
+int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
+{
+    repo_waiter *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    w->cb = cb;
+    w->ud = ud;
+    unsigned b = bucket(did);
+    for (repo_flight *rf = l->repos[b]; rf; rf = rf->next) {
+        if (!strcmp(rf->did, did)) {
+            w->next = rf->waiters;
+            rf->waiters = w;
+            (*l->coalesced_total)++;
+            return 0;
+        }
+    }
+    repo_flight *rf = calloc(1, sizeof *rf);
+    if (!rf || !(rf->did = strdup(did))) {
+        free(rf);
+        free(w);
+        return -1;
+    }
+    rf->l = l;
+    rf->waiters = w;
+    rf->fail_status = LOAD_OK;
+    if (rf_start(rf) < 0) {
+        rf->waiters = NULL;
+        rf_free(rf);
+        free(w);
+        return -1;
+    }
+    rf->next = l->repos[b];
+    l->repos[b] = rf;
+    l->live++;
+    return 0;
+}
+
+/* ==== lifetime ==== */
+
+loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client *http,
+                   const lexicon_set *lexicons, const loader_options *opt)
+{
+    loader *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->loop = loop;
+    l->v = v;
+    l->f = f;
+    l->r = r;
+    l->http = http;
+    l->lexicons = lexicons;
+    l->prefix = strdup(opt->prefix);
+    if (!l->prefix) {
+        free(l);
+        return NULL;
+    }
+    l->identity_ttl = opt->identity_ttl;
+    l->negative_ttl = opt->negative_ttl;
+    l->record_ttl = opt->record_ttl;
+    snprintf(l->s_identity_ttl, sizeof l->s_identity_ttl, "%u", opt->identity_ttl);
+    snprintf(l->s_negative_ttl, sizeof l->s_negative_ttl, "%u", opt->negative_ttl);
+    snprintf(l->s_record_ttl, sizeof l->s_record_ttl, "%u", opt->record_ttl);
+    l->runs_total = metrics_counter("appview_loader_runs_total",
+                                    "Repository loads that listed a PDS (cache misses)");
+    l->coalesced_total = metrics_counter("appview_loader_coalesced_total",
+                                         "Loader calls that joined a load already in flight");
+    l->records_total =
+        metrics_counter("appview_loader_records_total", "Records folded from PDS listings");
+    l->invalid_total = metrics_counter("appview_loader_invalid_records_total",
+                                       "Listed records skipped as invalid");
+    l->pruned_total =
+        metrics_counter("appview_loader_pruned_total",
+                        "Cached records absent from a full PDS listing, folded as deletes");
+    l->id_hits_total = metrics_counter("appview_identity_cache_hits_total",
+                                       "Identity lookups answered from Valkey");
+    l->id_misses_total = metrics_counter("appview_identity_cache_misses_total",
+                                         "Identity lookups that went to the network");
+    l->up_latest_total =
+        metrics_counter("appview_upstream_requests_total{method=\"getLatestCommit\"}",
+                        "Requests to PDSes by XRPC method");
+    l->up_list_total = metrics_counter("appview_upstream_requests_total{method=\"listRecords\"}",
+                                       "Requests to PDSes by XRPC method");
+    l->fail_total = metrics_counter("appview_loader_failures_total{status=\"upstream_failure\"}",
+                                    "Repository loads that failed, by outcome");
+    l->timeout_total = metrics_counter("appview_loader_failures_total{status=\"upstream_timeout\"}",
+                                       "Repository loads that failed, by outcome");
+    l->notfound_total = metrics_counter("appview_loader_failures_total{status=\"not_found\"}",
+                                        "Repository loads that failed, by outcome");
+    return l;
+}
+
+static void maybe_release(loader *l)
+{
+    if (!l->closing || l->live) return;
+    free(l->prefix);
+    free(l);
+}
+
+void loader_free(loader *l)
+{
+    if (!l) return;
+    l->closing = 1;
+    maybe_release(l);
+}

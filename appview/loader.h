@@ -1,0 +1,53 @@
+/* The cache-miss path: what the appview does when Valkey does not have what a query needs.
+ *
+ * loader_resolve turns an actor (DID or handle) into a DID, from Valkey (P handle:<h>, P{D}/id)
+ * or else the network (appview/resolver.h), caching identities and negative results with
+ * their TTLs. loader_ensure_repo makes a DID's index complete: unless P{D}/complete exists it
+ * lists the DID's io.atcr.manifest and io.atcr.tag records on its PDS (all pages) and writes
+ * them through the same fold as the firehose (appview/fold.h), so the result is exactly what
+ * ingest would have written, then sets P{D}/complete. Concurrent calls for one key share one
+ * upstream fetch (single flight). */
+#ifndef APPVIEW_LOADER_H
+#define APPVIEW_LOADER_H
+
+#include <uv.h>
+
+#include "appview/fold.h"
+#include "appview/resolver.h"
+#include "atproto/http_client.h"
+#include "atproto/lexicon.h"
+#include "cache/valkey.h"
+
+typedef struct loader loader;
+
+typedef enum {
+    LOAD_OK,
+    LOAD_NOT_FOUND,        /* the actor or repo does not exist (cached as a negative entry) */
+    LOAD_UPSTREAM_FAILURE, /* the network failed: 502 unless something stale can be served */
+    LOAD_UPSTREAM_TIMEOUT, /* 504 unless something stale can be served */
+    LOAD_INVALID,          /* malformed actor */
+} load_status;
+
+typedef struct {
+    load_status status;
+    const char *did;    /* LOAD_OK */
+    const char *handle; /* verified handle, or NULL */
+    const char *error;  /* a message for the XRPC error envelope */
+} load_result;
+
+/* res and its strings are valid during the call only. */
+typedef void (*loader_cb)(const load_result *res, void *ud);
+
+typedef struct {
+    const char *prefix;
+    unsigned identity_ttl, negative_ttl, record_ttl;
+} loader_options;
+
+loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client *http,
+                   const lexicon_set *lexicons, const loader_options *opt);
+/* Both return 0 and call cb exactly once later, or -1 (out of memory; cb not called). */
+int loader_resolve(loader *l, const char *actor, loader_cb cb, void *ud);
+int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud);
+void loader_free(loader *l);
+
+#endif
