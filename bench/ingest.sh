@@ -1,0 +1,277 @@
+#!/bin/sh
+# Ingest benchmark: bin/appview consuming 1,000,000 synthetic Jetstream events (90% other
+# collections, 10% io.atcr.* commits) from the local replay server into a fresh redis-server,
+# first with no server-side filtering (the appview must discard the 90% itself), then with the
+# replay server filtering to what the appview asked for. Yardsticks measured in the same run:
+# redis-benchmark -P 64 SET on the same redis-server, and the replay server's send rate to
+# ws_discard, a client that reads and discards every frame.
+# Run from the repository root after `make` (make bench does both).
+#   BENCH_EVENTS=N (default 1000000), BENCH_TIMEOUT=seconds per appview run (default 120)
+set -eu
+N=${BENCH_EVENTS:-1000000}
+TIMEOUT=${BENCH_TIMEOUT:-120}
+BIN=${BIN_DIR:-build/bin}
+TOOLS=$BIN/tools
+DIR=var/bench/ingest
+# The cached file is named for the generator's source, so a changed generator makes a new one.
+EVENTS=var/bench/events-$N-$(cksum <tests/tools/gen_events.c | cut -d' ' -f1).jsonl
+mkdir -p var/bench && rm -rf "$DIR" && mkdir -p "$DIR"
+
+for t in gen_events jetstream_replay ws_discard; do
+    [ -x "$TOOLS/$t" ] || make -s "$TOOLS/$t" >/dev/null
+done
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "ingest bench: redis-server and redis-benchmark are needed (make deps)" >&2
+    exit 1
+fi
+
+PIDS=""
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() { # port seconds
+    python3 - "$1" "$2" <<'EOF'
+import socket, sys, time
+deadline = time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+EOF
+}
+field() { # key, from "k=v k=v" on stdin
+    tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
+}
+
+# ---- events (cached: the same seed gives the same file) ----
+if [ ! -s "$EVENTS" ] || [ ! -s "$EVENTS.summary" ]; then
+    echo "generating $N events into $EVENTS ..." >&2
+    "$TOOLS/gen_events" -n "$N" -o "$EVENTS.tmp" 2>"$EVENTS.summary.tmp"
+    mv "$EVENTS.tmp" "$EVENTS" && mv "$EVENTS.summary.tmp" "$EVENTS.summary"
+fi
+ATCR=$(field atcr <"$EVENTS.summary")
+MB=$(($(stat -c %s "$EVENTS") / 1000000))
+
+# ---- redis-server and its yardstick ----
+RPORT=$(free_port)
+mkdir -p "$DIR/redis"
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
+    --protected-mode no >"$DIR/redis.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; cat "$DIR/redis.log" >&2; exit 1; }
+echo "measuring redis-benchmark -P 64 -t set -n 2000000 ..." >&2
+REDIS_SET=$(redis-benchmark -p "$RPORT" -P 64 -t set -n 2000000 -q 2>/dev/null | tr '\r' '\n' |
+    awk '/^SET: .*requests per second/ {v = $2} END {printf "%.0f", v}')
+redis-cli -p "$RPORT" FLUSHALL >/dev/null
+
+# ---- replay servers: one sending everything, one honouring wantedCollections ----
+start_replay() { # port, extra flags
+    port=$1; shift
+    "$TOOLS/jetstream_replay" --listen "127.0.0.1:$port" --events "$EVENTS" "$@" \
+        >>"$DIR/replay-$port.log" 2>&1 &
+    PIDS="$PIDS $!"
+    wait_port "$port" 60 || { echo "replay server did not start" >&2; cat "$DIR/replay-$port.log" >&2; exit 1; }
+}
+PORT_ALL=$(free_port)
+PORT_FILTER=$(free_port)
+echo "starting replay servers (indexing $MB MB) ..." >&2
+start_replay "$PORT_ALL" --no-filter
+start_replay "$PORT_FILTER"
+
+# Best of three: the machine is shared, and the yardstick should be what the server can do.
+best_discard() { # url count [--lws]
+    best=""
+    for _ in 1 2 3; do
+        # shellcheck disable=SC2086 # $3 is an optional flag: absent means no argument
+        out=$("$TOOLS/ws_discard" "$1" --count "$2" --seconds 60 ${3:-} || true)
+        r=$(echo "$out" | field events_per_s)
+        [ -n "$r" ] || continue
+        if [ -z "$best" ] || [ "$r" -gt "$(echo "$best" | field events_per_s)" ]; then best=$out; fi
+    done
+    echo "$best"
+}
+echo "measuring replay -> ws_discard ..." >&2
+D_ALL=$(best_discard "ws://127.0.0.1:$PORT_ALL/subscribe" "$N")
+D_LWS=$(best_discard "ws://127.0.0.1:$PORT_ALL/subscribe" "$N" --lws)
+WANTED="wantedCollections=io.atcr.manifest&wantedCollections=io.atcr.tag&wantedCollections=io.atcr.hold.stats"
+FILTERED=$(grep -c -E '"collection":"io\.atcr\.(manifest|tag|hold\.stats)"|"kind":"(identity|account)"' "$EVENTS")
+D_FILTER=$(best_discard "ws://127.0.0.1:$PORT_FILTER/subscribe?$WANTED" "$FILTERED")
+
+# ---- the appview ----
+# Polls the appview's /metrics and the replay server's /_stats until every event the server
+# sent was consumed and the server has nothing more to send; prints the figures as k=v.
+# The replay server's and redis' counters are read before the appview starts (the yardstick
+# runs went through the same replay server): only the deltas count.
+counters() { # replay_port -> "events_sent redis_commands"
+    python3 - "$1" "$RPORT" <<'EOF'
+import json, subprocess, sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_stats", timeout=5) as r:
+    sent = json.load(r)["eventsSent"]
+out = subprocess.run(["redis-cli", "-p", sys.argv[2], "INFO", "stats"], capture_output=True, text=True).stdout
+print(sent, next(l.split(":")[1].strip() for l in out.splitlines() if l.startswith("total_commands_processed:")))
+EOF
+}
+measure() { # appview_pid http_port replay_port events_sent0 redis_commands0
+    python3 - "$@" "$RPORT" "$TIMEOUT" <<'EOF'
+import json, subprocess, sys, time, urllib.request
+pid, hport, rport, sent0, cmds0, redis_port, timeout = sys.argv[1:8]
+sent0, cmds0, timeout = int(sent0), int(cmds0), float(timeout)
+
+def metric(text, name):
+    total = None
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total = (total or 0) + float(line.rsplit(" ", 1)[1])
+    return total or 0
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+def redis_commands():
+    out = subprocess.run(["redis-cli", "-p", redis_port, "INFO", "stats"], capture_output=True, text=True).stdout
+    return int(next(l.split(":")[1] for l in out.splitlines() if l.startswith("total_commands_processed:")))
+
+def alive():
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except OSError:
+        return False
+
+def sent_total():
+    return json.loads(get(f"http://127.0.0.1:{rport}/_stats"))["eventsSent"]
+
+t0 = time.time()
+deadline = t0 + timeout
+first = done_at = None
+last_sent, stable_since = -1, time.time()
+events = records = 0
+while True:
+    now = time.time()
+    if now > deadline:
+        sys.exit(f"timed out after {timeout:.0f}s: {events:.0f} events consumed")
+    if not alive():
+        sys.exit("the appview exited during the run")
+    try:
+        m = get(f"http://127.0.0.1:{hport}/metrics")
+    except OSError:
+        time.sleep(0.05)
+        continue
+    sent = sent_total() - sent0
+    events = metric(m, "appview_jetstream_events_total")
+    records = metric(m, "appview_records_indexed_total")
+    if events > 0 and first is None:
+        first = now
+    if sent != last_sent:
+        last_sent, stable_since = sent, now
+    if sent > 0 and events >= sent:
+        done_at = done_at or now
+        if now - stable_since > 0.5 and now - done_at > 0.3:
+            break
+    else:
+        done_at = None
+    time.sleep(0.02)
+# Records trail events while writes are in flight: wait for that counter to settle too, and
+# time records from the first event to the last record indexed.
+rec_done, last_records = done_at, metric(m, "appview_records_indexed_total")
+settled = time.time()
+while time.time() - settled < 0.5 and time.time() < deadline:
+    time.sleep(0.02)
+    records = metric(get(f"http://127.0.0.1:{hport}/metrics"), "appview_records_indexed_total")
+    if records != last_records:
+        last_records, settled = records, time.time()
+        rec_done = settled
+cmds = redis_commands() - cmds0
+with open(f"/proc/{pid}/status") as f:
+    rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+el = max(done_at - first, 1e-3)
+rel = max(rec_done - first, 1e-3)
+print(f"events={events:.0f} records={last_records:.0f} seconds={el:.3f} events_per_s={events / el:.0f} "
+      f"record_seconds={rel:.3f} records_per_s={last_records / rel:.0f} commands={cmds} "
+      f"commands_per_s={cmds / rel:.0f} rss_kb={rss}")
+EOF
+}
+
+run_appview() { # replay_port path label -> prints k=v figures or "error=..."
+    HPORT=$(free_port)
+    redis-cli -p "$RPORT" FLUSHALL >/dev/null
+    c0=$(counters "$1")
+    mkdir -p "$DIR/appview-$3"
+    APPVIEW_ALLOW_PRIVATE_NETWORKS=1 \
+    APPVIEW_VALKEY_URL=redis://127.0.0.1:$RPORT/0 \
+    APPVIEW_JETSTREAM_URLS=ws://127.0.0.1:$1$2 \
+    APPVIEW_LISTEN=127.0.0.1:$HPORT \
+    APPVIEW_DATA_DIR=$DIR/appview-$3 \
+    LOG_LEVEL=${LOG_LEVEL:-warn} \
+        "$BIN/appview" >"$DIR/appview-$3.log" 2>&1 &
+    apid=$!
+    PIDS="$PIDS $apid"
+    # shellcheck disable=SC2086 # c0 is two numbers, split on purpose
+    if ! wait_port "$HPORT" 20; then
+        echo "error=the appview did not listen on $HPORT (see $DIR/appview-$3.log)"
+    elif ! measure "$apid" "$HPORT" "$1" $c0 2>"$DIR/measure-$3.err"; then
+        echo "error=$(tail -1 "$DIR/measure-$3.err") (see $DIR/appview-$3.log)"
+    fi
+    kill "$apid" 2>/dev/null || true
+    wait "$apid" 2>/dev/null || true
+}
+
+if [ -x "$BIN/appview" ]; then
+    echo "running the appview, no server-side filter ..." >&2
+    A_ALL=$(run_appview "$PORT_ALL" /subscribe all)
+    echo "running the appview, server-side filter ..." >&2
+    A_FILTER=$(run_appview "$PORT_FILTER" /subscribe filter)
+else
+    A_ALL="error=$BIN/appview is not built"
+    A_FILTER=$A_ALL
+fi
+
+# ---- report ----
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+num() { awk -v a="$1" 'BEGIN { if (a == "") print "-"; else printf "%.0f", a }'; }
+row() { printf '  %-58s %10s  %s\n' "$1" "$2" "$3"; }
+
+DA_R=$(echo "$D_ALL" | field events_per_s)
+DA_MB=$(echo "$D_ALL" | field mb_per_s)
+DF_R=$(echo "$D_FILTER" | field events_per_s)
+echo
+echo "Ingest benchmark: $N events ($ATCR io.atcr.* commits, $FILTERED after server-side filtering), $MB MB"
+echo "yardsticks"
+row "redis-benchmark -P 64 -t set (SET/s)" "$(num "$REDIS_SET")" ""
+row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
+row "replay -> ws_discard, io.atcr filter (events/s)" "$(num "$DF_R")" ""
+row "replay -> libwebsockets client, no-op callback (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
+    "$(echo "$D_LWS" | field mb_per_s) MB/s: the ceiling for an lws-based consumer"
+status=0
+report() { # label figures yardstick_rate
+    echo "appview, $1"
+    err=$(echo "$2" | sed -n 's/^error=//p')
+    if [ -n "$err" ]; then
+        echo "  not measured: $err"
+        status=1
+        return
+    fi
+    ev=$(echo "$2" | field events_per_s)
+    rec=$(echo "$2" | field records_per_s)
+    cmd=$(echo "$2" | field commands_per_s)
+    rss=$(echo "$2" | field rss_kb)
+    row "events/s consumed" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000 ($(echo "$2" | field events) in $(echo "$2" | field seconds) s)"
+    row "io.atcr records/s indexed" "$(num "$rec")" "target 100000 ($(echo "$2" | field records) in $(echo "$2" | field record_seconds) s)"
+    row "Valkey commands/s" "$(num "$cmd")" "$(ratio "$cmd" "$REDIS_SET") of redis-benchmark SET/s"
+    row "peak RSS (MB)" "$((rss / 1024))" ""
+}
+report "no server-side filter" "$A_ALL" "$DA_R"
+report "server-side filter (io.atcr.* only)" "$A_FILTER" "$DF_R"
+exit $status
