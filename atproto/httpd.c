@@ -15,6 +15,12 @@
 #define MAX_PARAMS 32
 #define MAX_PARAM_BYTES 8192
 #define MAX_ROUTES 64
+/* Largest lws_write; lws hands the kernel at most the protocol's tx_packet_size per send and
+ * keeps what the kernel refuses, so one write of this size costs one send when the socket has
+ * room. Larger answers go out in pieces from the writable callback. */
+#define WRITE_CHUNK 65536
+/* Request headers in total (lws' max_http_header_data): room for long bearer tokens. */
+#define MAX_HEADER_BYTES 16384
 
 typedef struct route {
     char method[8];
@@ -33,8 +39,11 @@ struct httpd {
     size_t nroutes;
     unsigned inflight;
     int stopping;
+    /* The connection whose LWS_CALLBACK_HTTP is running, if any. */
+    struct lws *in_http_callback;
     uint64_t *requests_total;
     uint64_t *errors_total;
+    uint64_t *bad_requests_total;
     metrics_histogram *latency;
 };
 
@@ -50,6 +59,9 @@ typedef struct param {
     char *value;
 } param;
 
+/* Where a chunked request body's decoder is (lws 4.1 passes such bodies through raw). */
+enum chunk_state { CHUNK_SIZE, CHUNK_EXT, CHUNK_DATA, CHUNK_DATA_END, CHUNK_TRAILER, CHUNK_DONE };
+
 struct httpd_req {
     httpd *server;
     struct lws *wsi; /* NULL once the client went away */
@@ -60,22 +72,34 @@ struct httpd_req {
     char *param_storage;
     buf body;
     int body_too_large;
-    char peer[64];
+    /* lws reads a body after LWS_CALLBACK_HTTP returns: completing the transaction inside
+     * that callback would leave lws reading the body of a request already finished. */
+    int expects_body;
+    int chunked;
+    enum chunk_state chunk_state;
+    size_t chunk_left;
+    int chunk_line_empty;
+    int dispatched;
+    char peer[64]; /* empty until httpd_req_peer asks */
     header_copy *headers;
     uint64_t started_ns;
-    /* The answer, kept until lws says the socket is writable. */
     int answered;
     int status;
-    char content_type[64];
+    /* Connection ends after the answer: the body's end is unknown to lws (chunked, or no
+     * length at all), so the connection cannot carry another request. */
+    int close_after;
+    /* The whole answer, status line and headers then body, after LWS_PRE bytes of headroom
+     * that lws_write needs. */
+    unsigned char *out;
+    size_t out_len;
+    size_t out_sent;
     char *location;
-    buf response;
-    size_t response_sent;
-    int headers_sent;
 };
 
-/* One per HTTP connection; a keep-alive connection carries one request at a time. */
+/* One per HTTP connection and transaction (lws reallocates it for each keep-alive request). */
 typedef struct session {
     httpd_req *req;
+    int close_pending; /* answered; close at the next writable callback */
 } session;
 
 static void req_free(httpd_req *r)
@@ -90,7 +114,7 @@ static void req_free(httpd_req *r)
         r->headers = next;
     }
     buf_free(&r->body);
-    buf_free(&r->response);
+    free(r->out);
     free(r);
 }
 
@@ -132,7 +156,7 @@ static int collect_params(httpd_req *r, struct lws *wsi)
     return 0;
 }
 
-static const char *method_of(struct lws *wsi, int *uri_token)
+static const char *method_of(struct lws *wsi)
 {
     static const struct {
         enum lws_token_indexes tok;
@@ -142,10 +166,7 @@ static const char *method_of(struct lws *wsi, int *uri_token)
                    {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
                    {WSI_TOKEN_PATCH_URI, "PATCH"}};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (lws_hdr_total_length(wsi, methods[i].tok) > 0) {
-            *uri_token = methods[i].tok;
-            return methods[i].name;
-        }
+        if (lws_hdr_total_length(wsi, methods[i].tok) > 0) return methods[i].name;
     return NULL;
 }
 
@@ -169,6 +190,7 @@ static const route *find_route(const httpd *h, const char *method, const char *p
 static void dispatch(httpd_req *r)
 {
     httpd *h = r->server;
+    r->dispatched = 1;
     if (h->stopping) {
         httpd_reply_error(r, 503, "ServiceUnavailable", "server is shutting down");
         return;
@@ -191,10 +213,20 @@ static void dispatch(httpd_req *r)
         httpd_reply_error(r, 404, "NotFound", "no such path");
 }
 
+/* Answers a request the server refuses before any handler sees it (counted, logged). */
+static void refuse(httpd_req *r, int status, const char *error, const char *why)
+{
+    httpd *h = r->server;
+    (*h->bad_requests_total)++;
+    log_warn(h->name, "%s %s from %s: %s", r->method, r->path, httpd_req_peer(r), why);
+    r->dispatched = 1;
+    r->close_after = 1;
+    httpd_reply_error(r, status, error, "%s", why);
+}
+
 static httpd_req *req_new(httpd *h, struct lws *wsi, const char *uri)
 {
-    int uri_token;
-    const char *method = method_of(wsi, &uri_token);
+    const char *method = method_of(wsi);
     httpd_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->server = h;
@@ -206,47 +238,12 @@ static httpd_req *req_new(httpd *h, struct lws *wsi, const char *uri)
         req_free(r);
         return NULL;
     }
-    lws_get_peer_simple(wsi, r->peer, sizeof r->peer);
     h->inflight++;
     (*h->requests_total)++;
     return r;
 }
 
 /* ---- writing the answer ---- */
-
-static int write_answer(httpd_req *r, struct lws *wsi)
-{
-    if (!r->headers_sent) {
-        unsigned char hdr[LWS_PRE + 1024];
-        unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
-        if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
-                                        (lws_filepos_t)r->response.len, &p, end))
-            return -1;
-        if (r->location && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_LOCATION,
-                                                        (const unsigned char *)r->location,
-                                                        (int)strlen(r->location), &p, end))
-            return -1;
-        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-                                        (const unsigned char *)"no-store", 8, &p, end))
-            return -1;
-        if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
-        r->headers_sent = 1;
-        if (r->response.len == 0) return 1;
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
-    /* lws keeps what the kernel does not take and sends it before the next writable. */
-    size_t chunk = r->response.len - r->response_sent;
-    if (chunk > 65536) chunk = 65536;
-    int final = r->response_sent + chunk == r->response.len;
-    if (lws_write(wsi, (unsigned char *)r->response.data + LWS_PRE + r->response_sent, chunk,
-                  final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)chunk)
-        return -1;
-    r->response_sent += chunk;
-    if (final) return 1;
-    lws_callback_on_writable(wsi);
-    return 0;
-}
 
 static void req_done(httpd_req *r)
 {
@@ -258,6 +255,82 @@ static void req_done(httpd_req *r)
     req_free(r);
 }
 
+/* Status line and headers, then the body, into r->out. */
+static int build_answer(httpd_req *r, const char *content_type, const char *body, size_t len)
+{
+    struct lws *wsi = r->wsi;
+    size_t room = 512 + strlen(content_type) + (r->location ? strlen(r->location) : 0);
+    r->out = malloc(LWS_PRE + room + len);
+    if (!r->out) return -1;
+    unsigned char *start = r->out + LWS_PRE, *p = start, *end = start + room;
+    if (lws_add_http_common_headers(wsi, (unsigned)r->status, content_type, (lws_filepos_t)len, &p,
+                                    end))
+        return -1;
+    if (r->location && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_LOCATION,
+                                                    (const unsigned char *)r->location,
+                                                    (int)strlen(r->location), &p, end))
+        return -1;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (r->close_after && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+                                                       (const unsigned char *)"close", 5, &p, end))
+        return -1;
+    if (lws_finalize_http_header(wsi, &p, end)) return -1;
+    if (!strcmp(r->method, "HEAD")) len = 0; /* the length header stays, the body goes */
+    if (len) memcpy(p, body, len);
+    r->out_len = (size_t)(p - start) + len;
+    return 0;
+}
+
+/* Writes the next piece of the answer. 1 when all of it is written (lws may still hold some
+ * of it, which it sends before anything else), 0 when more remains, -1 on a dead socket. */
+static int write_some(httpd_req *r)
+{
+    size_t chunk = r->out_len - r->out_sent;
+    if (chunk > WRITE_CHUNK) chunk = WRITE_CHUNK;
+    int final = r->out_sent + chunk == r->out_len;
+    if (lws_write(r->wsi, r->out + LWS_PRE + r->out_sent, chunk,
+                  final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)chunk)
+        return -1;
+    r->out_sent += chunk;
+    return final;
+}
+
+/* After the last write: frees the request and readies the connection for the next one.
+ * -1 when the connection must close instead. */
+static int finish(httpd_req *r)
+{
+    struct lws *wsi = r->wsi;
+    session *s = lws_wsi_user(wsi);
+    if (s) s->req = NULL;
+    int close_after = r->close_after;
+    req_done(r);
+    if (close_after) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Closes from outside the connection's callbacks, where returning -1 is not possible. (A kill
+ * by lws_set_timeout would be postponed by lws resetting the timeout while it reads a body.) */
+static void close_soon(struct lws *wsi)
+{
+    session *s = lws_wsi_user(wsi);
+    if (s) s->close_pending = 1;
+    lws_callback_on_writable(wsi);
+}
+
+/* Writes as much as it may now. Returns -1 when the connection must close. */
+static int send_answer(httpd_req *r)
+{
+    int rc = write_some(r);
+    if (rc < 0) return -1;
+    if (rc == 0) {
+        lws_callback_on_writable(r->wsi);
+        return 0;
+    }
+    return finish(r);
+}
+
 void httpd_reply(httpd_req *r, int status, const char *content_type, const char *body, size_t len)
 {
     if (r->answered) {
@@ -266,22 +339,32 @@ void httpd_reply(httpd_req *r, int status, const char *content_type, const char 
     }
     r->answered = 1;
     r->status = status;
-    snprintf(r->content_type, sizeof r->content_type, "%s", content_type);
-    /* LWS_PRE bytes of headroom in front of the body, which lws_write needs. */
-    if (buf_reserve(&r->response, LWS_PRE + len) < 0) {
-        r->status = 500;
-        snprintf(r->content_type, sizeof r->content_type, "text/plain");
-        len = 0;
-        body = "";
-    }
-    memset(r->response.data, 0, LWS_PRE);
-    if (len) memcpy(r->response.data + LWS_PRE, body, len);
-    r->response.len = len;
     if (!r->wsi) {
         req_done(r); /* the client is gone: nobody to tell */
         return;
     }
-    lws_callback_on_writable(r->wsi);
+    struct lws *wsi = r->wsi;
+    if (build_answer(r, content_type, body, len) < 0) {
+        log_error(r->server->name, "out of memory answering %s", r->path);
+        r->status = 500;
+        r->close_after = 1;
+        free(r->out);
+        r->out = NULL;
+        if (build_answer(r, "text/plain", "", 0) < 0) {
+            close_soon(wsi);
+            return; /* freed when lws reports the close */
+        }
+    }
+    /* lws_write is legal outside the writable callback on HTTP/1: what the kernel refuses lws
+     * keeps and sends first when the socket drains. Writing now saves the POLLOUT round trip
+     * (two epoll_ctl and a loop turn) per answer. The exception is a request answered inside
+     * LWS_CALLBACK_HTTP while lws has yet to read its body: that one goes through the
+     * writable callback, after lws set up the body read it will discard. */
+    if (r->server->in_http_callback == wsi && r->expects_body && !r->close_after) {
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    if (send_answer(r) < 0) close_soon(wsi);
 }
 
 void httpd_reply_json(httpd_req *r, int status, const char *json, size_t len)
@@ -322,30 +405,131 @@ void httpd_reply_redirect(httpd_req *r, int status, const char *location)
 
 /* ---- lws callback ---- */
 
+static int header_is(struct lws *wsi, enum lws_token_indexes tok, const char *want)
+{
+    char v[64];
+    return lws_hdr_copy(wsi, v, sizeof v, tok) > 0 && strcasestr(v, want) != NULL;
+}
+
 static int on_http(struct lws *wsi, session *s, const char *uri)
 {
     httpd *h = lws_context_user(lws_get_context(wsi));
     httpd_req *r = req_new(h, wsi, uri);
     if (!r) return -1; /* out of memory or absurd query: drop the connection */
     s->req = r;
-    if (!strcmp(r->method, "POST") || !strcmp(r->method, "PUT")) {
-        char cl[32];
-        if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-            strtoull(cl, NULL, 10) > h->max_body)
-            r->body_too_large = 1;
+    char cl[32] = "";
+    int has_length = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+    int length_ok =
+        !has_length || (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+                        strspn(cl, "0123456789") == strlen(cl));
+    unsigned long long length = length_ok ? strtoull(cl, NULL, 10) : 0;
+    int posts = !strcmp(r->method, "POST") || !strcmp(r->method, "PUT");
+    r->expects_body = posts || length > 0;
+    /* r and s may both be freed by an answer written below (lws reallocates s per request) */
+    h->in_http_callback = wsi;
+    if (!length_ok) {
+        refuse(r, 400, "InvalidRequest", "malformed Content-Length");
+    } else if (posts && !has_length) {
+        /* lws 4.1 would read whatever follows as this request's body, so the connection ends
+         * with the answer. */
+        r->close_after = 1;
+        if (header_is(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, "chunked"))
+            r->chunked = 1;
         else
-            return 0; /* wait for the body */
+            dispatch(r); /* neither length nor chunked: no body (RFC 9112 6.3) */
+    } else if (length > h->max_body) {
+        r->body_too_large = 1;
+        dispatch(r); /* lws reads and discards the body, then the 413 goes out */
+    } else if (!posts) {
+        dispatch(r);
     }
-    dispatch(r);
+    /* otherwise wait for the body: LWS_CALLBACK_HTTP_BODY_COMPLETION dispatches */
+    h->in_http_callback = NULL;
     return 0;
+}
+
+/* Decodes a chunked body (RFC 9112 7.1) into r->body. 1 once the last chunk and trailers are
+ * in, 0 for more, -1 when it is malformed. */
+static int dechunk(httpd_req *r, const unsigned char *in, size_t len)
+{
+    for (size_t i = 0; i < len && r->chunk_state != CHUNK_DONE; i++) {
+        unsigned char c = in[i];
+        switch (r->chunk_state) {
+        case CHUNK_SIZE: {
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d >= 0) {
+                if (r->chunk_left > SIZE_MAX / 32) return -1;
+                r->chunk_left = r->chunk_left * 16 + (size_t)d;
+            } else if (c == ';' || c == ' ' || c == '\t' || c == '\r') {
+                r->chunk_state = CHUNK_EXT;
+            } else if (c == '\n') {
+                r->chunk_state = r->chunk_left ? CHUNK_DATA : CHUNK_TRAILER;
+                r->chunk_line_empty = 1;
+            } else {
+                return -1;
+            }
+            break;
+        }
+        case CHUNK_EXT:
+            if (c == '\n') {
+                r->chunk_state = r->chunk_left ? CHUNK_DATA : CHUNK_TRAILER;
+                r->chunk_line_empty = 1;
+            }
+            break;
+        case CHUNK_DATA: {
+            size_t n = len - i < r->chunk_left ? len - i : r->chunk_left;
+            if (!r->body_too_large) {
+                if (r->body.len + n > r->server->max_body) {
+                    r->body_too_large = 1;
+                    buf_free(&r->body);
+                } else if (buf_append(&r->body, in + i, n) < 0) {
+                    return -1;
+                }
+            }
+            r->chunk_left -= n;
+            i += n - 1;
+            if (!r->chunk_left) r->chunk_state = CHUNK_DATA_END;
+            break;
+        }
+        case CHUNK_DATA_END:
+            if (c == '\n')
+                r->chunk_state = CHUNK_SIZE;
+            else if (c != '\r')
+                return -1;
+            break;
+        case CHUNK_TRAILER:
+            if (c == '\n') {
+                if (r->chunk_line_empty) r->chunk_state = CHUNK_DONE;
+                r->chunk_line_empty = 1;
+            } else if (c != '\r') {
+                r->chunk_line_empty = 0;
+            }
+            break;
+        case CHUNK_DONE:
+            break;
+        }
+    }
+    return r->chunk_state == CHUNK_DONE;
 }
 
 static int on_body(session *s, const void *in, size_t len)
 {
     httpd_req *r = s->req;
-    if (!r || r->body_too_large) return 0;
+    if (!r || r->dispatched) return 0;
+    if (r->chunked) {
+        int rc = dechunk(r, in, len);
+        if (rc < 0)
+            refuse(r, 400, "InvalidRequest", "malformed chunked request body");
+        else if (rc > 0 || r->body_too_large)
+            dispatch(r); /* a 413 goes out as soon as the body is known to be too large */
+        return 0;
+    }
+    if (r->body_too_large) return 0;
     if (r->body.len + len > r->server->max_body) {
-        r->body_too_large = 1;
+        r->body_too_large = 1; /* the client sent more than its Content-Length said */
         buf_free(&r->body);
         return 0;
     }
@@ -362,25 +546,22 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_HTTP_BODY:
         return on_body(s, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (s->req && !s->req->answered) dispatch(s->req);
+        if (s->req && !s->req->dispatched) dispatch(s->req);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (s->close_pending) return -1;
         httpd_req *r = s->req;
         if (!r || !r->answered) return 0;
-        int rc = write_answer(r, wsi);
-        if (rc < 0) return -1;
-        if (rc == 0) return 0;
-        s->req = NULL;
-        req_done(r);
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+        return send_answer(r);
     }
     case LWS_CALLBACK_CLOSED_HTTP:
         if (s && s->req) {
             httpd_req *r = s->req;
             s->req = NULL;
             r->wsi = NULL;
-            if (r->answered) req_done(r); /* answer was queued but never sent */
-            /* otherwise the handler still owns it and its reply will free it */
+            /* answered but not all sent, or never handed to a handler: nobody else will free it;
+             * otherwise the handler still owns it and its reply frees it */
+            if (r->answered || !r->dispatched) req_done(r);
         }
         return 0;
     default:
@@ -389,8 +570,11 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 }
 
 static const struct lws_protocols protocols[] = {
-    {"http", callback_http, sizeof(session), 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
+    {.name = "http",
+     .callback = callback_http,
+     .per_session_data_size = sizeof(session),
+     .tx_packet_size = WRITE_CHUNK},
+    {0},
 };
 
 /* ---- server life cycle ---- */
@@ -432,6 +616,8 @@ httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt)
     h->requests_total = metrics_counter("http_requests_total", "HTTP requests received");
     h->errors_total =
         metrics_counter("http_server_errors_total", "HTTP answers with status >= 500");
+    h->bad_requests_total =
+        metrics_counter("http_bad_requests_total", "HTTP requests refused as malformed");
     h->latency = metrics_histogram_get("http_request_duration_seconds",
                                        "Time from request arrival to answer queued");
 
@@ -448,7 +634,7 @@ httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt)
     info.user = h;
     info.timeout_secs = 30;
     info.keepalive_timeout = 60;
-    info.max_http_header_data = 8192;
+    info.max_http_header_data = MAX_HEADER_BYTES;
     h->ctx = lws_create_context(&info);
     if (!h->ctx) {
         log_error(name, "cannot create the HTTP server on %s", opt->listen);
@@ -555,20 +741,22 @@ const char *httpd_req_header(const httpd_req *r, const char *name)
         if (!strcmp(c->name, name)) return c->value;
     if (!r->wsi) return NULL;
 
-    char value[4096];
-    int n, tok = header_token(name);
-    if (tok >= 0) {
-        n = lws_hdr_copy(r->wsi, value, sizeof value, (enum lws_token_indexes)tok);
-    } else {
-        char key[40];
-        int klen = snprintf(key, sizeof key, "%s:", name);
-        n = lws_hdr_custom_copy(r->wsi, value, sizeof value, key, klen);
-    }
-    if (n <= 0) return NULL;
-    header_copy *c = malloc(sizeof *c + (size_t)n + 1);
+    /* Sized from lws' own length: values run up to max_http_header_data (long bearer tokens). */
+    int tok = header_token(name);
+    char key[40];
+    int klen = snprintf(key, sizeof key, "%s:", name);
+    int total = tok >= 0 ? lws_hdr_total_length(r->wsi, (enum lws_token_indexes)tok)
+                         : lws_hdr_custom_length(r->wsi, key, klen);
+    if (total <= 0) return NULL;
+    header_copy *c = malloc(sizeof *c + (size_t)total + 1);
     if (!c) return NULL;
+    int n = tok >= 0 ? lws_hdr_copy(r->wsi, c->value, total + 1, (enum lws_token_indexes)tok)
+                     : lws_hdr_custom_copy(r->wsi, c->value, total + 1, key, klen);
+    if (n <= 0) {
+        free(c);
+        return NULL;
+    }
     snprintf(c->name, sizeof c->name, "%s", name);
-    memcpy(c->value, value, (size_t)n + 1);
     /* The accessor is logically const: it only fills a cache that lives with the request. */
     httpd_req *mut = (httpd_req *)r;
     c->next = mut->headers;
@@ -578,6 +766,14 @@ const char *httpd_req_header(const httpd_req *r, const char *name)
 
 const char *httpd_req_peer(const httpd_req *r)
 {
+    /* Looked up on first use: getpeername on every request costs more than most handlers. */
+    if (!r->peer[0] && r->wsi) {
+        httpd_req *mut = (httpd_req *)r;
+        lws_get_peer_simple(r->wsi, mut->peer, sizeof mut->peer);
+        /* lws listens dual-stack: show IPv4 clients as IPv4, not v4-mapped v6 */
+        if (!strncmp(mut->peer, "::ffff:", 7) && strchr(mut->peer, '.'))
+            memmove(mut->peer, mut->peer + 7, strlen(mut->peer + 7) + 1);
+    }
     return r->peer;
 }
 

@@ -5,7 +5,11 @@
  * or later from any callback on the same loop (an asynchronous Valkey or upstream reply).
  * The request object stays valid until it is answered, even if the client went away, in
  * which case the reply is dropped. Unknown /xrpc/ paths get 501 MethodNotImplemented, other
- * unknown paths 404, bodies over the limit 413, all in the XRPC error envelope. */
+ * unknown paths 404, a known path with another method 405, bodies over the limit 413, all in
+ * the XRPC error envelope. Request bodies come with a Content-Length or chunked.
+ * Connections are HTTP/1.1 keep-alive; request headers may total up to 16 KiB (larger ones are
+ * refused by closing the connection). Answers are written at once when the socket has room,
+ * so a handler may reply from its own stack frame without waiting a loop turn. */
 #ifndef ATPROTO_HTTPD_H
 #define ATPROTO_HTTPD_H
 
@@ -29,11 +33,15 @@ httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt);
 int httpd_route(httpd *h, const char *method, const char *path, httpd_handler fn, void *ud);
 /* The port actually bound (useful with port 0). */
 int httpd_port(const httpd *h);
-/* Stops accepting; requests in flight may still be answered. Then httpd_free after the
- * loop has run until the in-flight count reaches zero. */
+/* Stops taking requests: new ones are answered 503 ServiceUnavailable (the socket keeps
+ * listening until httpd_free), requests in flight may still be answered. Run the loop until
+ * httpd_inflight is zero (e.g. poll it from a timer, then uv_stop), then httpd_free. */
 void httpd_stop(httpd *h);
 unsigned httpd_inflight(const httpd *h);
-/* Tears the lws context down (runs the loop briefly to let lws close its handles). */
+/* Tears the lws context down: runs uv_run(UV_RUN_DEFAULT) on the loop until no handle at all
+ * remains, so the caller must first close (uv_close) every handle of its own on that loop
+ * (timers, signals, hiredis, curl), or this never returns. Call it once httpd_inflight is
+ * zero: a request still unanswered then is never freed, and answering it later is a bug. */
 void httpd_free(httpd *h);
 
 /* Request accessors; strings belong to the request and live until it is answered. */
@@ -46,7 +54,7 @@ size_t httpd_req_param_count(const httpd_req *r, const char *name);
 const char *httpd_req_param_at(const httpd_req *r, const char *name, size_t i);
 /* Header value (name lower case, e.g. "authorization"); NULL when absent. */
 const char *httpd_req_header(const httpd_req *r, const char *name);
-/* Client address as text ("127.0.0.1", "::1"). */
+/* Client address as text ("127.0.0.1", "::1"); "" if first asked after the client left. */
 const char *httpd_req_peer(const httpd_req *r);
 const char *httpd_req_body(const httpd_req *r, size_t *len);
 /* Seconds since the request arrived (for latency metrics). */

@@ -3,7 +3,11 @@
  *   POST /xrpc/body          -> {"length": N, "sum": byte sum}
  *   GET  /xrpc/slow?ms=N     -> answers after N ms from a timer (an asynchronous reply)
  *   GET  /xrpc/header?name=H -> {"value": header H}
- * Usage: httpd_probe HOST:PORT [MAX_BODY]; prints "port N" once listening. */
+ *   GET  /xrpc/big?n=N       -> N bytes of text (answers larger than one write)
+ *   GET  /xrpc/peer          -> {"peer": client address}
+ *   GET  /metrics            -> Prometheus text
+ * Usage: httpd_probe HOST:PORT [MAX_BODY]; prints "port N" once listening. On SIGTERM it stops
+ * taking requests, waits until those in flight are answered, and exits 0. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +84,28 @@ static void header(httpd_req *r, void *ud)
     buf_free(&out);
 }
 
+static void big(httpd_req *r, void *ud)
+{
+    const char *n = httpd_req_param(r, "n");
+    size_t len = n ? strtoull(n, NULL, 10) : 0;
+    char *text = malloc(len + 1);
+    if (!text) {
+        httpd_reply_error(r, 500, "InternalError", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < len; i++)
+        text[i] = (char)('a' + i % 26);
+    httpd_reply(r, 200, "text/plain", text, len);
+    free(text);
+}
+
+static void peer(httpd_req *r, void *ud)
+{
+    char out[128];
+    int n = snprintf(out, sizeof out, "{\"peer\":\"%s\"}", httpd_req_peer(r));
+    httpd_reply_json(r, 200, out, (size_t)n);
+}
+
 static void metrics_page(httpd_req *r, void *ud)
 {
     buf out = {0};
@@ -89,12 +115,23 @@ static void metrics_page(httpd_req *r, void *ud)
 }
 
 static httpd *server;
+static uv_signal_t sigterm;
+static uv_timer_t drain;
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    if (httpd_inflight(server) > 0) return;
+    uv_close((uv_handle_t *)&drain, NULL);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_stop(t->loop);
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
+    log_info("probe", "signal %d: draining %u requests", signum, httpd_inflight(server));
     httpd_stop(server);
     uv_signal_stop(s);
-    uv_close((uv_handle_t *)s, NULL);
+    uv_timer_start(&drain, on_drain_tick, 0, 10);
 }
 
 int main(int argc, char **argv)
@@ -104,21 +141,26 @@ int main(int argc, char **argv)
         return 2;
     }
     uv_loop_t loop;
-    uv_loop_init(&loop);
+    if (uv_loop_init(&loop) != 0) return 1;
     httpd_options opt = {
         .listen = argv[1], .max_body = argc > 2 ? strtoull(argv[2], NULL, 10) : 0, .name = "probe"};
     server = httpd_new(&loop, &opt);
     if (!server) return 1;
-    httpd_route(server, "GET", "/xrpc/echo", echo, NULL);
-    httpd_route(server, "POST", "/xrpc/body", body, NULL);
-    httpd_route(server, "GET", "/xrpc/slow", slow, &loop);
-    httpd_route(server, "GET", "/xrpc/header", header, NULL);
-    httpd_route(server, "GET", "/metrics", metrics_page, NULL);
+    if (httpd_route(server, "GET", "/xrpc/echo", echo, NULL) < 0 ||
+        httpd_route(server, "POST", "/xrpc/body", body, NULL) < 0 ||
+        httpd_route(server, "GET", "/xrpc/slow", slow, &loop) < 0 ||
+        httpd_route(server, "GET", "/xrpc/header", header, NULL) < 0 ||
+        httpd_route(server, "GET", "/xrpc/big", big, NULL) < 0 ||
+        httpd_route(server, "GET", "/xrpc/peer", peer, NULL) < 0 ||
+        httpd_route(server, "GET", "/metrics", metrics_page, NULL) < 0) {
+        httpd_free(server);
+        return 1;
+    }
     printf("port %d\n", httpd_port(server));
     fflush(stdout);
-    uv_signal_t sig;
-    uv_signal_init(&loop, &sig);
-    uv_signal_start(&sig, on_signal, SIGTERM);
+    uv_signal_init(&loop, &sigterm);
+    uv_timer_init(&loop, &drain);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_run(&loop, UV_RUN_DEFAULT);
     httpd_free(server);
     metrics_free_all();
