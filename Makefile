@@ -112,6 +112,8 @@ format:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem -I. atproto cache appview hold
+	clang-tidy --quiet $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) -- \
+	    $(filter-out -MMD -MP,$(CPPFLAGS))
 
 clean:
 	rm -rf build build-asan bin

@@ -571,7 +571,7 @@ static struct type *find_def(const lexicon_set *set, const char *fqn)
 
 static bool resolve(lexicon_set *set, char *err, size_t errlen)
 {
-    qsort(set->defs, set->n_defs, sizeof *set->defs, def_cmp);
+    if (set->n_defs) qsort(set->defs, set->n_defs, sizeof *set->defs, def_cmp);
     for (size_t i = 0; i < set->n_pending; i++) {
         struct type *t = set->pending[i];
         if (t->kind == K_REF) {
