@@ -15,6 +15,8 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 3000
 #define WATCHDOG_MS 250
+/* An idle connection is pinged this often, so a dead server is noticed without traffic. */
+#define IDLE_PING_MS 1000
 
 enum state { VK_DOWN, VK_CONNECTING, VK_LOADING, VK_READY };
 
@@ -44,6 +46,7 @@ struct valkey {
     char *unix_path;
     int db;
     char *user, *password;
+    char *client_name;
     uint64_t timeout_ns;
     valkey_state_cb on_state;
     void *state_ud;
@@ -59,6 +62,7 @@ struct valkey {
     uv_timer_t watchdog;
     unsigned backoff_ms;
     uint64_t connect_started_ns;
+    uint64_t last_sent_ns;
     int freeing;
     int open_handles; /* timers not yet closed; the last close frees the struct */
 
@@ -187,6 +191,7 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
     }
     queue_push(v, p);
     (*v->commands_total)++;
+    v->last_sent_ns = p->sent_ns;
     return 0;
 }
 
@@ -230,6 +235,11 @@ static void send_setup(valkey *v)
         snprintf(db, sizeof db, "%d", v->db);
         const char *argv[2] = {"SELECT", db};
         rc |= send_argv(v, on_setup_reply, v, 2, argv, NULL);
+        v->loading++;
+    }
+    if (v->client_name) {
+        const char *argv[3] = {"CLIENT", "SETNAME", v->client_name};
+        rc |= send_argv(v, on_setup_reply, v, 3, argv, NULL);
         v->loading++;
     }
     for (int i = 0; i < v->nscripts; i++) {
@@ -314,6 +324,29 @@ static void schedule_reconnect(valkey *v)
     uv_timer_start(&v->reconnect_timer, on_reconnect_timer, delay, 0);
 }
 
+/* Tears the connection down now, failing every pending command. hiredis' graceful
+ * redisAsyncDisconnect waits for the pending replies, which a dead or frozen server never
+ * sends; and the 0.14 libuv adapter drops socket errors (a reset from a killed server) without
+ * telling hiredis, so a broken connection can look alive until this runs. */
+static void drop_connection(valkey *v, const char *why)
+{
+    redisAsyncContext *ac = v->ac;
+    if (!ac) return;
+    log_warn("valkey", "%s: reconnecting", why);
+    set_state(v, VK_DOWN); /* commands issued from the failing callbacks are refused */
+    redisAsyncFree(ac);    /* runs on_disconnect when it was connected */
+    if (v->ac == ac) {     /* it was not: no disconnect callback came */
+        v->ac = NULL;
+        schedule_reconnect(v);
+    }
+}
+
+static void on_ping(redisReply *reply, void *ud)
+{
+    (void)reply;
+    (void)ud;
+}
+
 /* A stalled server (frozen, network black hole) answers nothing and closes nothing: drop the
  * connection when the oldest command or the connect attempt is older than the timeout. */
 static void on_watchdog(uv_timer_t *t)
@@ -322,19 +355,21 @@ static void on_watchdog(uv_timer_t *t)
     uint64_t now = uv_hrtime();
     if (v->state == VK_CONNECTING &&
         now - v->connect_started_ns > CONNECT_TIMEOUT_MS * 1000000ull) {
-        log_warn("valkey", "connect timed out");
-        /* Not yet connected: hiredis calls neither callback when freeing it. */
-        redisAsyncFree(v->ac);
-        v->ac = NULL;
-        set_state(v, VK_DOWN);
-        schedule_reconnect(v);
+        drop_connection(v, "connect timed out");
         return;
     }
     pending *oldest = v->head.next;
     if (v->ac && oldest != &v->head && now - oldest->sent_ns > v->timeout_ns) {
-        log_warn("valkey", "no reply for %.1f s with %zu commands in flight: reconnecting",
+        char why[96];
+        snprintf(why, sizeof why, "no reply for %.1f s with %zu commands in flight",
                  (double)(now - oldest->sent_ns) / 1e9, v->npending);
-        redisAsyncDisconnect(v->ac);
+        drop_connection(v, why);
+        return;
+    }
+    if (v->state == VK_READY && v->npending == 0 &&
+        now - v->last_sent_ns > IDLE_PING_MS * 1000000ull) {
+        const char *argv[1] = {"PING"};
+        send_argv(v, on_ping, NULL, 1, argv, NULL);
     }
 }
 
@@ -359,6 +394,10 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     v->timeout_ns = (uint64_t)((opt->command_timeout > 0 ? opt->command_timeout : 5) * 1e9);
     v->on_state = opt->on_state;
     v->state_ud = opt->state_ud;
+    if (opt->client_name && !(v->client_name = strdup(opt->client_name))) {
+        valkey_free(v);
+        return NULL;
+    }
     if (parse_url(v, opt->url) < 0) {
         log_error("valkey", "bad URL '%s' (want redis://host:port/db or unix:///path)", opt->url);
         valkey_free(v);
@@ -462,6 +501,7 @@ static void release(valkey *v)
     free(v->unix_path);
     free(v->user);
     free(v->password);
+    free(v->client_name);
     free(v);
 }
 
