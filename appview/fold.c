@@ -7,25 +7,27 @@
 #include "atproto/buf.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
-
 #include "cache/scripts.h"
 
 /* The recent list keeps the newest manifests only; trimming on every add would double the
  * commands, so it is trimmed every TRIM_EVERY adds. */
 #define RECENT_KEEP 10000
 #define TRIM_EVERY 1000
+/* outbox_done takes member, change pairs; larger outboxes are cleared over several calls. */
+#define OUTBOX_BATCH 12
 
 struct fold {
     valkey *v;
     char *prefix;
     char ttl[16];
     char gone_ttl[16];
-    int script_apply, script_purge, script_identity;
+    int script_apply, script_purge, script_identity, script_outbox_done;
     unsigned adds_since_trim;
     uint64_t *applied_total;
     uint64_t *stale_total;
     uint64_t *purges_total;
     uint64_t *write_errors_total;
+    uint64_t *outbox_total;
 };
 
 /* The writes of one event; freed when the last reply arrived. */
@@ -35,11 +37,10 @@ typedef struct op {
     void *ud;
     int outstanding;
     int failed;
-    char *did;
-    char *repository; /* for the recent list */
-    char *key;
-    int64_t created_ms;
-    int is_manifest_put;
+    char *outbox_key;
+    /* Changes of the DID's outbox applied to the recent list, to clear once acknowledged. */
+    char **done;
+    size_t ndone;
 } op;
 
 fold *fold_new(valkey *v, const fold_options *opt)
@@ -53,7 +54,9 @@ fold *fold_new(valkey *v, const fold_options *opt)
     f->script_apply = valkey_register_script(v, "apply", lua_apply);
     f->script_purge = valkey_register_script(v, "purge", lua_purge);
     f->script_identity = valkey_register_script(v, "identity", lua_identity);
-    if (!f->prefix || f->script_apply < 0 || f->script_purge < 0 || f->script_identity < 0) {
+    f->script_outbox_done = valkey_register_script(v, "outbox_done", lua_outbox_done);
+    if (!f->prefix || f->script_apply < 0 || f->script_purge < 0 || f->script_identity < 0 ||
+        f->script_outbox_done < 0) {
         fold_free(f);
         return NULL;
     }
@@ -65,6 +68,8 @@ fold *fold_new(valkey *v, const fold_options *opt)
         metrics_counter("appview_accounts_purged_total", "Accounts deleted or taken down");
     f->write_errors_total =
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
+    f->outbox_total = metrics_counter("appview_recent_changes_total",
+                                      "Changes of the recent list driven from DID outboxes");
     return f;
 }
 
@@ -77,17 +82,11 @@ void fold_free(fold *f)
 
 static void op_free(op *o)
 {
-    free(o->did);
-    free(o->repository);
-    free(o->key);
+    for (size_t i = 0; i < o->ndone; i++)
+        free(o->done[i]);
+    free(o->done);
+    free(o->outbox_key);
     free(o);
-}
-
-static void op_finish_one(op *o)
-{
-    if (--o->outstanding > 0) return;
-    o->cb(o->ud, !o->failed);
-    op_free(o);
 }
 
 static int reply_ok(op *o, const redisReply *r)
@@ -99,8 +98,21 @@ static int reply_ok(op *o, const redisReply *r)
         return 0;
     }
     /* Not retried: the same event would be refused again and stall the stream behind it. */
-    log_warn("fold", "write refused for %s: %s", o->did, r->str);
+    log_warn("fold", "write refused for %s: %s", o->outbox_key, r->str);
     return 0;
+}
+
+static void clear_outbox(op *o);
+
+static void op_finish_one(op *o)
+{
+    if (--o->outstanding > 0) return;
+    if (o->ndone && !o->failed) {
+        clear_outbox(o); /* one more round: the event completes when the outbox is cleared */
+        if (o->outstanding > 0) return;
+    }
+    o->cb(o->ud, !o->failed);
+    op_free(o);
 }
 
 static void on_followup(redisReply *r, void *ud)
@@ -119,67 +131,83 @@ static void followup(op *o, int argc, const char **argv)
         o->failed = 1;
 }
 
-static char *recent_member(const char *did, const char *repo, const char *digest)
+static void clear_outbox(op *o)
 {
-    buf b = {0};
-    if (buf_printf(&b, "%s %s %s", did, repo, digest) < 0) return NULL;
-    return b.data;
+    fold *f = o->f;
+    size_t n = o->ndone;
+    o->ndone = 0;
+    for (size_t i = 0; i < n; i += 2 * OUTBOX_BATCH) {
+        const char *argv[1 + 2 * OUTBOX_BATCH];
+        int argc = 0;
+        argv[argc++] = o->outbox_key;
+        for (size_t j = i; j < n && j < i + 2 * OUTBOX_BATCH; j++)
+            argv[argc++] = o->done[j];
+        if (valkey_eval(f->v, f->script_outbox_done, on_followup, o, 1, argc, argv, NULL) == 0)
+            o->outstanding++;
+        else
+            o->failed = 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(o->done[i]);
 }
 
-static void recent_key(const fold *f, char *out, size_t n)
+/* Applies the outbox pairs r->element[first..] to the recent list, and remembers them so
+ * they are cleared from the outbox once acknowledged. */
+static void drive_outbox(op *o, const redisReply *r, size_t first)
 {
-    snprintf(out, n, "%srecent", f->prefix);
+    fold *f = o->f;
+    if (r->elements <= first) return;
+    char key[256];
+    snprintf(key, sizeof key, "%srecent", f->prefix);
+    char **done = realloc(o->done, (r->elements - first) * sizeof *done);
+    if (!done) {
+        o->failed = 1;
+        return;
+    }
+    o->done = done;
+    for (size_t i = first; i + 1 < r->elements; i += 2) {
+        const redisReply *member = r->element[i], *change = r->element[i + 1];
+        if (member->type != REDIS_REPLY_STRING || change->type != REDIS_REPLY_STRING ||
+            change->len < 1)
+            continue;
+        (*f->outbox_total)++;
+        if (change->str[0] == '+') {
+            followup(o, 4, (const char *[]){"ZADD", key, change->str + 1, member->str});
+            if (++f->adds_since_trim >= TRIM_EVERY) {
+                f->adds_since_trim = 0;
+                char stop[24];
+                snprintf(stop, sizeof stop, "%d", -RECENT_KEEP - 1);
+                followup(o, 4, (const char *[]){"ZREMRANGEBYRANK", key, "0", stop});
+            }
+        } else {
+            followup(o, 3, (const char *[]){"ZREM", key, member->str});
+        }
+        char *m = strdup(member->str), *c = strdup(change->str);
+        if (!m || !c) {
+            free(m);
+            free(c);
+            o->failed = 1;
+            return;
+        }
+        o->done[o->ndone++] = m;
+        o->done[o->ndone++] = c;
+    }
 }
 
 static void on_apply(redisReply *r, void *ud)
 {
     op *o = ud;
     fold *f = o->f;
-    if (!reply_ok(o, r)) {
-        op_finish_one(o);
-        return;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 5) {
-        o->failed = 1;
-        op_finish_one(o);
-        return;
-    }
-    int applied = r->element[0]->integer == 1;
-    int replayed = r->element[4]->integer == 1;
-    if (!applied)
-        (*f->stale_total)++;
-    else
-        (*f->applied_total)++;
-    char rk[256];
-    recent_key(f, rk, sizeof rk);
-    const redisReply *old_repo = r->element[1], *old_key = r->element[2], *old_kind = r->element[3];
-    int old_is_manifest = old_kind->type == REDIS_REPLY_STRING && !strcmp(old_kind->str, "m");
-    int same_member = o->is_manifest_put && old_repo->type == REDIS_REPLY_STRING &&
-                      old_key->type == REDIS_REPLY_STRING &&
-                      !strcmp(old_repo->str, o->repository) && !strcmp(old_key->str, o->key);
-    if ((applied || replayed) && old_is_manifest && !same_member) {
-        char *m = recent_member(o->did, r->element[1]->str, r->element[2]->str);
-        if (m)
-            followup(o, 3, (const char *[]){"ZREM", rk, m});
-        else
+    if (reply_ok(o, r)) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER) {
+            if (r->element[0]->integer == 1)
+                (*f->applied_total)++;
+            else
+                (*f->stale_total)++;
+            drive_outbox(o, r, 1);
+        } else {
             o->failed = 1;
-        free(m);
-    }
-    /* ZADD is idempotent, so a replayed event repeats it in case a crash lost the first. */
-    if ((applied || replayed) && o->is_manifest_put) {
-        char *m = recent_member(o->did, o->repository, o->key);
-        char score[24];
-        snprintf(score, sizeof score, "%lld", (long long)o->created_ms);
-        if (m)
-            followup(o, 4, (const char *[]){"ZADD", rk, score, m});
-        else
-            o->failed = 1;
-        free(m);
-        if (++f->adds_since_trim >= TRIM_EVERY) {
-            f->adds_since_trim = 0;
-            char stop[24];
-            snprintf(stop, sizeof stop, "%d", -RECENT_KEEP - 1);
-            followup(o, 4, (const char *[]){"ZREMRANGEBYRANK", rk, "0", stop});
         }
     }
     op_finish_one(o);
@@ -191,22 +219,13 @@ static void on_purge(redisReply *r, void *ud)
     fold *f = o->f;
     if (reply_ok(o, r) && r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
         (*f->purges_total)++;
-        char rk[256];
-        recent_key(f, rk, sizeof rk);
-        for (size_t i = 0; i + 1 < r->elements; i += 2) {
-            char *m = recent_member(o->did, r->element[i]->str, r->element[i + 1]->str);
-            if (m)
-                followup(o, 3, (const char *[]){"ZREM", rk, m});
-            else
-                o->failed = 1;
-            free(m);
-        }
-        const redisReply *handle = r->element[r->elements - 1];
+        const redisReply *handle = r->element[0];
         if (handle->type == REDIS_REPLY_STRING && handle->len) {
             char hk[512];
             snprintf(hk, sizeof hk, "%shandle:%s", f->prefix, handle->str);
             followup(o, 2, (const char *[]){"DEL", hk});
         }
+        drive_outbox(o, r, 1);
     }
     op_finish_one(o);
 }
@@ -222,7 +241,7 @@ static void on_identity(redisReply *r, void *ud)
     op_finish_one(o);
 }
 
-static op *op_new(fold *f, const event *ev, fold_done_cb cb, void *ud)
+static op *op_new(fold *f, const char *base, fold_done_cb cb, void *ud)
 {
     op *o = calloc(1, sizeof *o);
     if (!o) return NULL;
@@ -230,11 +249,12 @@ static op *op_new(fold *f, const event *ev, fold_done_cb cb, void *ud)
     o->cb = cb;
     o->ud = ud;
     o->outstanding = 1; /* the script call */
-    o->did = strdup(ev->did);
-    if (!o->did) {
+    buf key = {0};
+    if (buf_printf(&key, "%soutbox", base) < 0) {
         op_free(o);
         return NULL;
     }
+    o->outbox_key = key.data;
     return o;
 }
 
@@ -246,7 +266,7 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
     snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
     snprintf(at, sizeof at, "%lld", (long long)ev->created_ms);
     char *val = ev->record ? json_dumps(ev->record, JSON_COMPACT) : NULL;
-    const char *argv[14] = {key.data,
+    const char *argv[16] = {key.data,
                             base,
                             ev->is_delete ? "del" : "put",
                             ev->rev,
@@ -259,10 +279,12 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
                             ev->key ? ev->key : "",
                             ev->digest,
                             at,
-                            ev->rkey};
+                            ev->rkey,
+                            ev->did,
+                            f->gone_ttl};
     int rc = (ev->record && !val)
                  ? -1
-                 : valkey_eval(f->v, f->script_apply, on_apply, o, 1, 14, argv, NULL);
+                 : valkey_eval(f->v, f->script_apply, on_apply, o, 1, 16, argv, NULL);
     free(val);
     buf_free(&key);
     return rc;
@@ -273,29 +295,19 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
     if (ev->kind == EVENT_ACCOUNT && !ev->purge) return 1;
     if (ev->kind != EVENT_COMMIT && ev->kind != EVENT_ACCOUNT && ev->kind != EVENT_IDENTITY)
         return 1;
-    op *o = op_new(f, ev, cb, ud);
-    if (!o) return -1;
     char base[2200];
     snprintf(base, sizeof base, "%s{%s}/", f->prefix, ev->did);
+    op *o = op_new(f, base, cb, ud);
+    if (!o) return -1;
     int rc;
     if (ev->kind == EVENT_COMMIT) {
-        if (!ev->is_delete && ev->record_kind == RECORD_MANIFEST) {
-            o->is_manifest_put = 1;
-            o->created_ms = ev->created_ms;
-            o->repository = strdup(ev->repository);
-            o->key = strdup(ev->key);
-            if (!o->repository || !o->key) {
-                op_free(o);
-                return -1;
-            }
-        }
         rc = send_apply(f, ev, o, base);
     } else if (ev->kind == EVENT_ACCOUNT) {
         char keys[2300], time_us[24];
         snprintf(keys, sizeof keys, "%skeys", base);
         snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
-        rc = valkey_eval(f->v, f->script_purge, on_purge, o, 1, 4,
-                         (const char *[]){keys, base, time_us, f->gone_ttl}, NULL);
+        rc = valkey_eval(f->v, f->script_purge, on_purge, o, 1, 5,
+                         (const char *[]){keys, base, time_us, f->gone_ttl, ev->did}, NULL);
     } else {
         char id[2300];
         snprintf(id, sizeof id, "%sid", base);

@@ -48,13 +48,15 @@ struct ingest {
     uint64_t acked_time_us;
     uint64_t persisted[3];
     int persist_inflight;
+    long long own_client_id;
+    int fencing; /* replies awaited before resuming after a (re)connect */
     int cursor_loading, cursor_loaded;
     int paused_for_pending, valkey_up, replay_needed, stopping;
 
     uv_check_t check;
     uv_timer_t persist_timer;
 
-    uint64_t *events_total, *skipped_total, *folded_total, *replays_total;
+    uint64_t *events_total, *skipped_total, *folded_total, *replays_total, *fenced_total;
 };
 
 /* ---- drop reasons, as metric labels ---- */
@@ -280,13 +282,10 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     start_stream(in);
 }
 
-void ingest_on_valkey_state(ingest *in, int up)
+/* Valkey is ready and no predecessor's commands can still run: load the cursor (first time)
+ * or read the stream again from the last acknowledged cursor. */
+static void resume(ingest *in)
 {
-    in->valkey_up = up;
-    if (!up) {
-        need_replay(in);
-        return;
-    }
     if (!in->cursor_loaded) {
         if (in->cursor_loading) return;
         char k1[256], k2[256];
@@ -304,6 +303,70 @@ void ingest_on_valkey_state(ingest *in, int up)
         jetstream_reconnect(in->js);
         jetstream_pause(in->js, 0);
     }
+}
+
+void ingest_client_name(const char *prefix, char *out, size_t n)
+{
+    snprintf(out, n, "%singest", prefix);
+}
+
+static void on_own_id(redisReply *r, void *ud)
+{
+    ingest *in = ud;
+    in->own_client_id = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+}
+
+static void on_fenced(redisReply *r, void *ud)
+{
+    (void)r; /* a client that left meanwhile makes KILL fail: it is gone either way */
+    ingest *in = ud;
+    if (--in->fencing == 0) resume(in);
+}
+
+/* CLIENT LIST lines look like "id=7 addr=... name=atcr:ingest ...". */
+static void on_client_list(redisReply *r, void *ud)
+{
+    ingest *in = ud;
+    if (!r || r->type != REDIS_REPLY_STRING || in->own_client_id < 0) {
+        in->fencing = 0; /* the connection failed: the next "up" fences again */
+        return;
+    }
+    char name[160], want[160];
+    ingest_client_name(in->prefix, want, sizeof want);
+    in->fencing = 1; /* held until every kill below was answered */
+    for (const char *line = r->str; line && *line; line = strchr(line, '\n'), line += !!line) {
+        long long id;
+        const char *at = strstr(line, " name=");
+        const char *eol = strchr(line, '\n');
+        if (sscanf(line, "id=%lld", &id) != 1 || !at || (eol && at > eol)) continue;
+        if (sscanf(at, " name=%159s", name) != 1 || strcmp(name, want) || id == in->own_client_id)
+            continue;
+        char idbuf[24];
+        snprintf(idbuf, sizeof idbuf, "%lld", id);
+        if (valkey_command(in->v, on_fenced, in, 4, (const char *[]){"CLIENT", "KILL", "ID", idbuf},
+                           NULL) == 0) {
+            in->fencing++;
+            (*in->fenced_total)++;
+            log_info("ingest", "fencing off an earlier ingest connection (client %s)", idbuf);
+        }
+    }
+    on_fenced(NULL, in);
+}
+
+void ingest_on_valkey_state(ingest *in, int up)
+{
+    in->valkey_up = up;
+    if (!up) {
+        need_replay(in);
+        return;
+    }
+    if (in->fencing) return;
+    in->own_client_id = -1;
+    if (valkey_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
+        valkey_command(in->v, on_client_list, in, 4,
+                       (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
+        return; /* not connected after all: the next "up" tries again */
+    in->fencing = 1;
 }
 
 /* ---- gauges and accessors ---- */
@@ -371,6 +434,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     in->folded_total = metrics_counter("appview_events_folded_total", "Events written to Valkey");
     in->replays_total = metrics_counter("appview_ingest_replays_total",
                                         "Times the stream was read again after lost writes");
+    in->fenced_total = metrics_counter("appview_ingest_fenced_total",
+                                       "Earlier ingest connections killed before resuming");
     metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
                   in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);

@@ -3,7 +3,13 @@
  * batch whose writes, and every earlier batch's, were acknowledged; it is persisted in Valkey
  * (P cursor:v1 / cursor:v2) and resumed from on restart, rewound a little (v1: time_us). When
  * Valkey falls behind, reading pauses; when writes fail or Valkey goes away, the stream is
- * reconnected from the last acknowledged cursor once Valkey is back, so nothing is lost. */
+ * reconnected from the last acknowledged cursor once Valkey is back, so nothing is lost.
+ *
+ * Commands a previous ingester (a crashed process, or this one's own lost connection) sent
+ * may still sit unexecuted in Valkey's input buffers and would run interleaved with the
+ * replay. So the ingest connection carries a name (ingest_client_name), and every time ingest
+ * (re)starts it first kills the other connections of that name: Valkey drops their unexecuted
+ * commands, and the replay redoes whatever they left half done. */
 #ifndef APPVIEW_INGEST_H
 #define APPVIEW_INGEST_H
 
@@ -26,6 +32,9 @@ typedef struct {
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
                    const ingest_options *opt);
+/* The Valkey client name the ingest connection must carry (valkey_options.client_name), for
+ * the given key prefix; written into out. */
+void ingest_client_name(const char *prefix, char *out, size_t n);
 /* Call from the valkey state callback: ingest starts once Valkey is up and has the cursor. */
 void ingest_on_valkey_state(ingest *in, int up);
 /* For health: connected?, last acknowledged cursor, and its lag in seconds (v1 time_us). */

@@ -3,31 +3,44 @@
 -- KEYS[1] record key P{D}/rec/<collection>/<rkey>
 -- ARGV: 1 base "P{D}/", 2 op "put"|"del", 3 rev, 4 time_us (0: not from the firehose),
 --       5 ttl, 6 kind "m"|"t"|"s", 7 cid, 8 record JSON, 9 repository, 10 key (digest or tag),
---       11 digest the tag points at, 12 createdAt ms, 13 rkey
--- Returns {applied, old repository, old key, old kind, replayed}: old* name the record this
--- event replaced (false when none); replayed is 1 when this very event (same rev) was applied
--- before, and old* are then what it replaced back then, so the caller can repeat its
--- follow-ups outside this slot (the recent list), which a crash may have lost. For that, a
--- record keeps what it replaced (prepo, pkey, pkind) and a tombstone what it deleted.
+--       11 digest the tag points at, 12 createdAt ms, 13 rkey, 14 D, 15 outbox ttl
+-- Returns {applied, member, change, member, change, ...}: changes of the recent list (below).
+--
+-- The global recent list lives outside this DID's slot, so this script cannot change it.
+-- It writes the change it wants ("+<score>" to add, "-" to remove a "D R G" member) into the
+-- DID's outbox P{D}/outbox, atomically with the record, and returns it. The caller applies
+-- the changes, then clears the ones still unchanged (outbox_done.lua). A crash in between
+-- loses nothing: the changes stay in the outbox, and an event that does not apply (which is
+-- what a replay after a crash is) returns the whole outbox, so the replay drives them again.
 --
 -- This runs for every indexed event, so it does as few calls as it can: the purge mark is
 -- read only when the record is absent (a purged DID has no records: whatever exists was
--- written after the purge, by a later rev), keys join the purge set only when they are new, and an update that keeps its repository and key leaves the index
--- entries where they are.
+-- written after the purge, by a later rev), keys join the purge set only when they are new,
+-- and an update that keeps its repository and key leaves the index entries where they are.
 local rk, base = KEYS[1], ARGV[1]
 local op, rev, time_us, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local kind, repo, key, rkey = ARGV[6], ARGV[9], ARGV[10], ARGV[13]
-local keyset = base .. 'keys'
+local kind, repo, key, rkey, did = ARGV[6], ARGV[9], ARGV[10], ARGV[13], ARGV[14]
+local keyset, outbox = base .. 'keys', base .. 'outbox'
+local mine = {1}
+
+local function owe(member, change)
+  redis.call('HSET', outbox, member, change)
+  mine[#mine + 1] = member
+  mine[#mine + 1] = change
+end
+
+local function not_applied()
+  local out = redis.call('HGETALL', outbox)
+  table.insert(out, 1, 0)
+  return out
+end
 
 local cur = redis.call('HMGET', rk, 'rev', 'repo', 'key', 'del', 'kind')
 if not cur[1] then
   local gone = redis.call('GET', base .. 'gone')
-  if gone and time_us > 0 and time_us <= tonumber(gone) then return {0, false, false, false, 0} end
+  if gone and time_us > 0 and time_us <= tonumber(gone) then return not_applied() end
 elseif cur[1] >= rev then
-  if cur[1] ~= rev then return {0, false, false, false, 0} end
-  if cur[4] == '1' then return {0, cur[2] or false, cur[3] or false, cur[5] or false, 1} end
-  local prev = redis.call('HMGET', rk, 'prepo', 'pkey', 'pkind')
-  return {0, prev[1] or false, prev[2] or false, prev[3] or false, 1}
+  return not_applied()
 end
 
 local function repo_prefix(r) return base .. 'repo/' .. r .. '/' end
@@ -39,6 +52,7 @@ local function unindex(k, r, oldkey)
     if redis.call('HGET', p .. 'mrkey', oldkey) == rkey then
       redis.call('ZREM', p .. 'manifests', oldkey)
       redis.call('HDEL', p .. 'mrkey', oldkey)
+      owe(did .. ' ' .. r .. ' ' .. oldkey, '-')
     end
   elseif k == 't' then
     redis.call('ZREM', p .. 'tags', oldkey)
@@ -59,6 +73,7 @@ local function index(at)
     zset, hash = p .. 'manifests', p .. 'mrkey'
     redis.call('ZADD', zset, at, key)
     redis.call('HSET', hash, key, rkey)
+    owe(did .. ' ' .. repo .. ' ' .. key, '+' .. at)
   else
     redis.call('ZADD', zset, at, key)
     redis.call('HSET', hash, key, ARGV[11])
@@ -79,21 +94,15 @@ if had and moved then unindex(cur[5], cur[2], cur[3]) end
 
 if op == 'del' then
   redis.call('DEL', rk)
-  if had then
-    redis.call('HSET', rk, 'rev', rev, 'del', '1', 'repo', cur[2], 'key', cur[3], 'kind', cur[5])
-  else
-    redis.call('HSET', rk, 'rev', rev, 'del', '1')
-  end
+  redis.call('HSET', rk, 'rev', rev, 'del', '1')
 else
   redis.call('HSET', rk, 'rev', rev, 'cid', ARGV[7], 'val', ARGV[8], 'repo', repo, 'key', key,
-             'digest', ARGV[11], 'at', ARGV[12], 'kind', kind, 'del', '0',
-             'prepo', had and cur[2] or '', 'pkey', had and cur[3] or '',
-             'pkind', had and cur[5] or '')
+             'digest', ARGV[11], 'at', ARGV[12], 'kind', kind, 'del', '0')
   index(ARGV[12])
 end
 redis.call('EXPIRE', rk, ttl)
 if not cur[1] then redis.call('SADD', keyset, rk) end
 -- The purge set must outlive every key it lists.
 redis.call('EXPIRE', keyset, ttl)
-if had then return {1, cur[2], cur[3], cur[5], 0} end
-return {1, false, false, false, 0}
+if redis.call('EXISTS', outbox) == 1 then redis.call('EXPIRE', outbox, ARGV[15]) end
+return mine

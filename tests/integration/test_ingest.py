@@ -66,7 +66,7 @@ def last_event(path):
 
 def wait_cursor(h, redis, flavor, value, timeout=60):
     key = f"{PREFIX}cursor:v{flavor}"
-    wait_for(lambda: int(h.redis(redis, "GET", key) or 0) >= value, timeout=timeout,
+    wait_for(lambda: int(h.redis_raw(redis, "GET", key).strip() or 0) >= value, timeout=timeout,
              what=f"{key} >= {value}")
 
 
@@ -133,7 +133,7 @@ def check_basic_fold(h, redis):
     assert snap["recent"] == want_recent
     for did in expected["purged"]:
         keys = h.redis_raw(redis, "KEYS", f"{PREFIX}{{{did}}}*").split()
-        assert sorted(keys) == [f"{PREFIX}{{{did}}}/gone", f"{PREFIX}{{{did}}}/gone-recent"], keys
+        assert keys == [f"{PREFIX}{{{did}}}/gone"], keys  # the outbox was drained and cleared
 
 
 def test_fold_v1(h):
@@ -217,7 +217,8 @@ def test_sigkill_midstream_loses_nothing(h):
         app = start_appview(h, redis, [url], name=f"appview-{i}")
         time.sleep(0.8 + 0.3 * i)
         app.kill()
-    assert int(h.redis(redis, "GET", PREFIX + "cursor:v1") or 0) < time_us, "finished too early"
+    saved = h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip()
+    assert int(saved or 0) < time_us, "the stream was folded before the kills: nothing tested"
     start_appview(h, redis, [url], name="appview-final")
     wait_cursor(h, redis, 1, time_us)
     assert_same_index(snapshot(h, redis), want)

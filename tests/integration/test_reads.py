@@ -109,6 +109,10 @@ class Resp:
         self.sock.close()
 
 
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 class Seeder:
     def __init__(self, port):
         self.r = Resp(port)
@@ -125,8 +129,17 @@ class Seeder:
         base = self.base(did)
         res = self.r.cmd("EVALSHA", self.sha, 1, f"{base}rec/{coll}/{rkey}", base, "put", rev, 0,
                          3600, kind, "bafyrei" + ("%010d" % self.rev), json.dumps(
-                             record, separators=(",", ":")), repo, key, digest, ms, rkey)
+                             record, separators=(",", ":")), repo, key, digest, ms, rkey, did,
+                         86400)
         assert res[0] == 1, res
+        # What the fold does with the DID's outbox: apply it to the recent list, then clear it.
+        for member, change in zip(res[1::2], res[2::2]):
+            member, change = _text(member), _text(change)
+            if change.startswith("+"):
+                self.r.cmd("ZADD", PREFIX + "recent", change[1:], member)
+            else:
+                self.r.cmd("ZREM", PREFIX + "recent", member)
+            self.r.cmd("HDEL", base + "outbox", member)
 
     def manifest(self, did, repo, digest, ms, hold="did:web:hold.example.com"):
         rkey = digest.split(":", 1)[1]
@@ -134,8 +147,6 @@ class Seeder:
                "mediaType": MEDIA, "schemaVersion": 2, "createdAt": "2025-11-22T11:50:00Z",
                "holdDid": hold}
         self._apply(did, "io.atcr.manifest", rkey, "m", rec, repo, digest, "", ms)
-        # The fold's follow-up for a manifest put: the global recent list.
-        self.r.cmd("ZADD", PREFIX + "recent", ms, f"{did} {repo} {digest}")
 
     def tag(self, did, repo, tag, digest, ms):
         rkey = f"{repo.replace('/', '_')}_{tag}"
