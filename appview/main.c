@@ -11,6 +11,7 @@
 #include "appview/loader.h"
 #include "appview/reads.h"
 #include "appview/resolver.h"
+#include "appview/stats.h"
 #include "atproto/http_client.h"
 #include "atproto/buf.h"
 #include "atproto/httpd.h"
@@ -33,6 +34,7 @@ typedef struct {
     resolver *identities;
     loader *ld;
     reads *rd;
+    stats *st;
     httpd *http;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain;
@@ -112,7 +114,12 @@ static int start(app *a)
         log_error("appview", "lexicons in %s: %s", a->cfg.lexicon_dir, err);
         return -1;
     }
-    valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
+    char ingest_name[160];
+    ingest_client_name(a->cfg.key_prefix, ingest_name, sizeof ingest_name);
+    valkey_options vo = {.url = a->cfg.valkey_url,
+                         .on_state = on_valkey_state,
+                         .state_ud = a,
+                         .client_name = a->cfg.ingest ? ingest_name : NULL};
     a->v = valkey_new(a->loop, &vo);
     if (!a->v) return -1;
     fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
@@ -151,6 +158,21 @@ static int start(app *a)
     reads_options rdo = {.prefix = a->cfg.key_prefix};
     a->rd = reads_new(a->http, a->v, a->ld, &rdo);
     if (!a->rd) return -1;
+    stats_options so = {.prefix = a->cfg.key_prefix,
+                        .holds = (const char *const *)a->cfg.holds,
+                        .nholds = a->cfg.nholds,
+                        .concurrency = a->cfg.stats_concurrency,
+                        .hold_timeout_ms = a->cfg.upstream_timeout_ms,
+                        .stats_ttl = (unsigned)a->cfg.stats_ttl,
+                        .data_dir = a->cfg.data_dir,
+                        .dockerhub_url = a->cfg.dockerhub_url,
+                        .dockerhub_map = a->cfg.dockerhub_map,
+                        .dockerhub_rate = a->cfg.dockerhub_rate,
+                        .dockerhub_rate_window = a->cfg.dockerhub_rate_window,
+                        .refresh_hours = (unsigned)a->cfg.dockerhub_refresh_hours,
+                        .allow_private = a->cfg.allow_private_networks};
+    a->st = stats_new(a->loop, a->http, a->v, a->ld, a->identities, &so);
+    if (!a->st) return -1;
     if (httpd_route(a->http, "GET", "/xrpc/_health", health, a) < 0 ||
         httpd_route(a->http, "GET", "/metrics", metrics_page, a) < 0)
         return -1;
@@ -160,12 +182,14 @@ static int start(app *a)
 
 static void stop(app *a)
 {
-    /* The loader stops starting work first; then Valkey, whose failing commands run loader,
-     * fold, ingest and reads callbacks, which must still find their state; then the network
+    /* Stats and the loader stop starting work first; then Valkey, whose failing commands run
+     * loader, fold, ingest and reads callbacks, which must still find their state; then the network
      * clients, whose cancelled requests finish the loader's last callbacks. */
+    stats_stop(a->st);
     if (a->ld) loader_free(a->ld);
     if (a->v) valkey_free(a->v);
     if (a->identities) resolver_free(a->identities);
+    stats_free(a->st);
     if (a->upstream) http_client_free(a->upstream);
     if (a->rd) reads_free(a->rd);
     if (a->in) ingest_free(a->in);

@@ -1,0 +1,37 @@
+-- Which holds serve a repository, for io.atcr.repo.getStats (appview/stats.c). Read only.
+-- KEYS[1] P{D}/repo/<R>/mrkey; ARGV: 1 base "P{D}/", 2 repository
+-- Returns {complete, manifests, source, n, hold_1..hold_n, field, value, ...}: complete 1 when
+-- P{D}/complete exists; manifests the number of live manifest records; source the first
+-- org.opencontainers.image.source annotation seen ('' if none); the holds as "d:<did>" (holdDid,
+-- or a hold that reported counts: P{D}/repo/<R>/holds) or "e:<url>" (deprecated holdEndpoint);
+-- then the last known per-hold counts, P{D}/repo/<R>/holdstats as field/value pairs.
+local base, repo = ARGV[1], ARGV[2]
+local complete = redis.call('EXISTS', base .. 'complete')
+local seen, holds, source, live = {}, {}, '', 0
+local function add(h)
+  if not seen[h] then
+    seen[h] = true
+    holds[#holds + 1] = h
+  end
+end
+local rkeys = redis.call('HVALS', KEYS[1])
+for i = 1, math.min(#rkeys, 1000) do
+  local rec = redis.call('HMGET', base .. 'rec/io.atcr.manifest/' .. rkeys[i], 'del', 'repo', 'val')
+  if rec[1] == '0' and rec[2] == repo and rec[3] then
+    live = live + 1
+    local ok, v = pcall(cjson.decode, rec[3])
+    if ok and type(v) == 'table' then
+      if type(v.holdDid) == 'string' then add('d:' .. v.holdDid)
+      elseif type(v.holdEndpoint) == 'string' then add('e:' .. v.holdEndpoint) end
+      local a = v.annotations
+      if source == '' and type(a) == 'table' and type(a['org.opencontainers.image.source']) == 'string' then
+        source = a['org.opencontainers.image.source']
+      end
+    end
+  end
+end
+for _, h in ipairs(redis.call('SMEMBERS', base .. 'repo/' .. repo .. '/holds')) do add('d:' .. h) end
+local out = {complete, live, source, #holds}
+for _, h in ipairs(holds) do out[#out + 1] = h end
+for _, x in ipairs(redis.call('HGETALL', base .. 'repo/' .. repo .. '/holdstats')) do out[#out + 1] = x end
+return out
