@@ -3,13 +3,16 @@
 set -e
 PKGS="build-essential pkg-config libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
 libjansson-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev libzstd-dev redis-server redis-tools
-python3 wrk nginx-light ca-certificates nodejs npm"
+python3 wrk nginx-light ca-certificates curl nodejs npm"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-# node/npm may come from elsewhere than Debian (a preinstalled toolchain): accept any on PATH.
-case "$missing" in *nodejs*) command -v node >/dev/null && missing=$(echo "$missing" | sed 's/ nodejs//; s/ npm//');; esac
+# node and npm may come from elsewhere than Debian (nodesource's nodejs bundles npm, and
+# Debian's npm package conflicts with it): any node and npm on PATH will do.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    missing=$(echo "$missing" | sed 's/ nodejs//; s/ npm//')
+fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing packages:$missing (run as root or install them)" >&2
