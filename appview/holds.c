@@ -306,28 +306,6 @@ int holds_ask(holds *h, const char *const *dids, size_t n, const char *path_quer
     return 0;
 }
 
-char *holds_did_from_endpoint(const char *url)
-{
-    const char *p;
-    if (!strncmp(url, "https://", 8))
-        p = url + 8;
-    else if (!strncmp(url, "http://", 7))
-        p = url + 7;
-    else
-        return NULL;
-    size_t hostlen = strcspn(p, "/?#");
-    if (!hostlen || (p[hostlen] && strspn(p + hostlen, "/") != strlen(p + hostlen))) return NULL;
-    buf b = {0};
-    int rc = buf_puts(&b, "did:web:");
-    for (size_t i = 0; rc == 0 && i < hostlen; i++)
-        rc = p[i] == ':' ? buf_puts(&b, "%3A") : buf_append(&b, &p[i], 1);
-    if (rc != 0 || !atp_is_did(b.data, b.len)) {
-        buf_free(&b);
-        return NULL;
-    }
-    return b.data;
-}
-
 void holds_free(holds *h)
 {
     if (!h) return;

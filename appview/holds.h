@@ -39,8 +39,6 @@ holds *holds_new(uv_loop_t *loop, resolver *r, const holds_options *opt);
  * Returns 0 and calls cb exactly once later, or -1 (cb not called). */
 int holds_ask(holds *h, const char *const *dids, size_t n, const char *path_query, holds_done_cb cb,
               void *ud);
-/* did:web of a deprecated holdEndpoint URL (https://host[:port]); NULL when not usable. */
-char *holds_did_from_endpoint(const char *url);
 /* Rounds in progress finish at once with what they have. Call before resolver_free. */
 void holds_free(holds *h);
 

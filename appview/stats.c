@@ -10,6 +10,7 @@
 #include "appview/dockerhub.h"
 #include "appview/history.h"
 #include "appview/holds.h"
+#include "atproto/did_doc.h"
 #include "atproto/buf.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -614,7 +615,7 @@ static void on_holds_read(redisReply *reply, void *ud)
         if (!strncmp(e->str, "d:", 2)) {
             err = add_hold(f, e->str + 2);
         } else {
-            char *did = holds_did_from_endpoint(e->str + 2);
+            char *did = did_web_from_url(e->str + 2);
             if (did) err = add_hold(f, did);
             free(did);
         }

@@ -1,5 +1,7 @@
 #include "atproto/did_doc.h"
 
+#include "atproto/buf.h"
+
 #include <ctype.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -310,4 +312,36 @@ int did_web_url(const char *did, bool allow_http, char *out, size_t outlen)
     int w = snprintf(out, outlen, "%s://%s/.well-known/did.json",
                      allow_http && local_host(host) ? "http" : "https", host);
     return w < 0 || (size_t)w >= outlen ? -1 : 0;
+}
+
+char *did_web_from_url(const char *url)
+{
+    const char *p;
+    if (!strncmp(url, "https://", 8))
+        p = url + 8;
+    else if (!strncmp(url, "http://", 7))
+        p = url + 7;
+    else
+        return NULL;
+    size_t hostlen = strcspn(p, "/?#");
+    if (!hostlen) return NULL;
+    buf b = {0};
+    int rc = buf_puts(&b, "did:web:");
+    for (size_t i = 0; rc == 0 && i < hostlen; i++)
+        rc = p[i] == ':' ? buf_puts(&b, "%3A") : buf_append(&b, &p[i], 1);
+    /* Path segments become ':'-separated parts, as the did:web method defines. */
+    const char *path = p + hostlen;
+    size_t pathlen = strcspn(path, "?#");
+    for (size_t i = 0; rc == 0 && i < pathlen; i++) {
+        if (path[i] == '/') {
+            if (i + 1 < pathlen && path[i + 1] != '/') rc = buf_puts(&b, ":");
+        } else {
+            rc = buf_append(&b, &path[i], 1);
+        }
+    }
+    if (rc != 0 || !atp_is_did(b.data, b.len)) {
+        buf_free(&b);
+        return NULL;
+    }
+    return b.data;
 }

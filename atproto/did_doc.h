@@ -39,5 +39,9 @@ const char *did_doc_pds(const did_doc *d);
  * *.internal) use http:// instead. DIDs with path segments are refused, as AT Protocol does.
  * 0, or -1 when not a usable did:web or out does not fit. */
 int did_web_url(const char *did, bool allow_http, char *out, size_t outlen);
+/* The inverse: the did:web of a service URL ("https://h.example:8443/a/b" ->
+ * "did:web:h.example%3A8443:a:b"). NULL when the URL is not http(s) with a host, or the result
+ * is not a valid DID. The caller frees. */
+char *did_web_from_url(const char *url);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/did_doc.h"
 #include "atproto/options.h"
 #include "atproto/syntax.h"
 
@@ -38,38 +39,6 @@ static const option_spec SPECS[O_COUNT] = {
                 "pulls of one digest by one client within this window count once", 0, 86400),
 };
 
-char *hold_did_web_from_url(const char *url)
-{
-    const char *p;
-    if (!strncmp(url, "https://", 8))
-        p = url + 8;
-    else if (!strncmp(url, "http://", 7))
-        p = url + 7;
-    else
-        return NULL;
-    size_t hostlen = strcspn(p, "/?#");
-    if (!hostlen) return NULL;
-    buf b = {0};
-    int rc = buf_puts(&b, "did:web:");
-    for (size_t i = 0; rc == 0 && i < hostlen; i++)
-        rc = p[i] == ':' ? buf_puts(&b, "%3A") : buf_append(&b, &p[i], 1);
-    /* Path segments become ':'-separated parts, as the did:web method defines. */
-    const char *path = p + hostlen;
-    size_t pathlen = strcspn(path, "?#");
-    for (size_t i = 0; rc == 0 && i < pathlen; i++) {
-        if (path[i] == '/') {
-            if (i + 1 < pathlen && path[i + 1] != '/') rc = buf_puts(&b, ":");
-        } else {
-            rc = buf_append(&b, &path[i], 1);
-        }
-    }
-    if (rc != 0 || !atp_is_did(b.data, b.len)) {
-        buf_free(&b);
-        return NULL;
-    }
-    return b.data;
-}
-
 static int port_of(const char *listen)
 {
     return atoi(strrchr(listen, ':') + 1);
@@ -102,7 +71,7 @@ int hold_config_load(hold_config *c, int argc, char **argv)
         while (n > 1 && c->public_url[n - 1] == '/')
             c->public_url[--n] = '\0';
     }
-    if (rc == 0 && !c->did && !(c->did = hold_did_web_from_url(c->public_url))) {
+    if (rc == 0 && !c->did && !(c->did = did_web_from_url(c->public_url))) {
         fprintf(stderr, "hold: cannot derive a did:web from HOLD_PUBLIC_URL %s\n", c->public_url);
         rc = -1;
     }

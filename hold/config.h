@@ -18,8 +18,5 @@ typedef struct {
 /* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr). */
 int hold_config_load(hold_config *c, int argc, char **argv);
 void hold_config_free(hold_config *c);
-/* did:web for a public URL ("https://h.example:8443/a/b" -> "did:web:h.example%3A8443:a:b").
- * NULL when the URL is not http(s) with a host. Caller frees. */
-char *hold_did_web_from_url(const char *url);
 
 #endif

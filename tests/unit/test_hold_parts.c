@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "hold/cid.h"
+#include "atproto/did_doc.h"
 #include "hold/config.h"
 #include "hold/dedupe.h"
 #include "tests/unit/check.h"
@@ -55,7 +56,7 @@ static void test_did_web_from_url(void)
         {"example.com", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *got = hold_did_web_from_url(cases[i].url);
+        char *got = did_web_from_url(cases[i].url);
         if (cases[i].did)
             CHECK(got && !strcmp(got, cases[i].did));
         else
