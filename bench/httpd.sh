@@ -4,49 +4,22 @@
 # same size, in the same run, with the same wrk settings (default -t1 -c50, as the design asks).
 # Run from the repository root after `make build/bin/tools/httpd_probe`.
 set -eu
+. "$(dirname "$0")/lib.sh"
 BIN=${BIN:-build/bin/tools/httpd_probe}
 DUR=${BENCH_SECONDS:-5}
 CONNS=${BENCH_CONNS:-50}
 DIR=$(pwd)/var/bench/httpd
 rm -rf "$DIR" && mkdir -p "$DIR/www"
 command -v wrk >/dev/null || { echo "httpd bench: wrk is not installed" >&2; exit 1; }
-command -v nginx >/dev/null || NGINX=/usr/sbin/nginx
-NGINX=${NGINX:-nginx}
 [ -x "$BIN" ] || { echo "httpd bench: $BIN is not built" >&2; exit 1; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 NPORT=$(free_port)
 PPORT=$(free_port)
 while [ "$PPORT" = "$NPORT" ]; do PPORT=$(free_port); done
 
 # The probe's answer to /xrpc/echo?a=1, byte for byte, is what nginx serves.
 printf '{"a":{"count":1,"first":"1"}}' >"$DIR/www/echo.json"
-cat >"$DIR/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $DIR/nginx.pid;
-error_log $DIR/nginx.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    default_type application/json;
-    keepalive_requests 100000;
-    client_body_temp_path $DIR/tmp;
-    proxy_temp_path $DIR/tmp;
-    fastcgi_temp_path $DIR/tmp;
-    uwsgi_temp_path $DIR/tmp;
-    scgi_temp_path $DIR/tmp;
-    server {
-        listen 127.0.0.1:$NPORT;
-        location / { root $DIR/www; }
-    }
-}
-EOF
-mkdir -p "$DIR/tmp"
-"$NGINX" -c "$DIR/nginx.conf" -p "$DIR" >"$DIR/nginx.log" 2>&1 &
-NGINX_PID=$!
+start_nginx "$DIR" "$NPORT"
 LOG_LEVEL=warn "$BIN" "127.0.0.1:$PPORT" >"$DIR/probe.log" 2>&1 &
 PROBE_PID=$!
 trap 'kill $NGINX_PID $PROBE_PID 2>/dev/null || true' EXIT

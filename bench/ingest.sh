@@ -8,6 +8,7 @@
 # Run from the repository root after `make` (make bench does both).
 #   BENCH_EVENTS=N (default 1000000), BENCH_TIMEOUT=seconds per appview run (default 120)
 set -eu
+. "$(dirname "$0")/lib.sh"
 N=${BENCH_EVENTS:-1000000}
 TIMEOUT=${BENCH_TIMEOUT:-120}
 BIN=${BIN_DIR:-build/bin}
@@ -34,9 +35,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 wait_port() { # port seconds
     python3 - "$1" "$2" <<'EOF'
 import socket, sys, time

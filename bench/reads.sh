@@ -6,6 +6,7 @@
 # Target (issue 2): appview >= 0.5 x nginx requests/s, p99 < 5 ms.
 # Run from the repository root after `make build/bin/appview` (BIN= to use another build).
 set -eu
+. "$(dirname "$0")/lib.sh"
 BIN=${BIN:-build/bin/appview}
 DUR=${BENCH_SECONDS:-5}
 CONNS=${BENCH_CONNS:-50}
@@ -14,13 +15,8 @@ DIR=$(pwd)/var/bench/reads
 rm -rf "$DIR" && mkdir -p "$DIR/www" "$DIR/redis" "$DIR/tmp"
 command -v wrk >/dev/null || { echo "reads bench: wrk is not installed" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "reads bench: redis-server is not installed" >&2; exit 1; }
-NGINX=nginx
-command -v nginx >/dev/null || NGINX=/usr/sbin/nginx
 [ -x "$BIN" ] || { echo "reads bench: $BIN is not built" >&2; exit 1; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 RPORT=$(free_port)
 NPORT=$(free_port)
 APORT=$(free_port)
@@ -53,29 +49,7 @@ EOF
 APPVIEW_VALKEY_URL="redis://127.0.0.1:$RPORT/0" APPVIEW_LISTEN="127.0.0.1:$APORT" \
     APPVIEW_INGEST=off LOG_LEVEL=warn "$BIN" >"$DIR/appview.log" 2>&1 &
 APPVIEW_PID=$!
-cat >"$DIR/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $DIR/nginx.pid;
-error_log $DIR/nginx.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    default_type application/json;
-    keepalive_requests 100000;
-    client_body_temp_path $DIR/tmp;
-    proxy_temp_path $DIR/tmp;
-    fastcgi_temp_path $DIR/tmp;
-    uwsgi_temp_path $DIR/tmp;
-    scgi_temp_path $DIR/tmp;
-    server {
-        listen 127.0.0.1:$NPORT;
-        location / { root $DIR/www; }
-    }
-}
-EOF
-"$NGINX" -c "$DIR/nginx.conf" -p "$DIR" >"$DIR/nginx.log" 2>&1 &
-NGINX_PID=$!
+start_nginx "$DIR" "$NPORT"
 trap 'kill $NGINX_PID $APPVIEW_PID $REDIS_PID 2>/dev/null || true' EXIT
 
 fetch() {
