@@ -9,7 +9,7 @@ else
     names="ingest hold reads"
     for f in bench/*.sh; do
         n=$(basename "$f" .sh)
-        case " run $names " in *" $n "*) ;; *) names="$names $n" ;; esac
+        case " run lib $names " in *" $n "*) ;; *) names="$names $n" ;; esac
     done
 fi
 status=0
