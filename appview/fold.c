@@ -15,13 +15,15 @@
 #define TRIM_EVERY 1000
 /* outbox_done takes member, change pairs; larger outboxes are cleared over several calls. */
 #define OUTBOX_BATCH 12
+/* How long a hold's counts from its io.atcr.hold.stats record are kept as last known values. */
+#define HOLD_STATS_TTL "2592000"
 
 struct fold {
     valkey *v;
     char *prefix;
     char ttl[16];
     char gone_ttl[16];
-    int script_apply, script_purge, script_identity, script_outbox_done;
+    int script_apply, script_purge, script_identity, script_outbox_done, script_hold_stats;
     unsigned adds_since_trim;
     uint64_t *applied_total;
     uint64_t *stale_total;
@@ -55,8 +57,9 @@ fold *fold_new(valkey *v, const fold_options *opt)
     f->script_purge = valkey_register_script(v, "purge", lua_purge);
     f->script_identity = valkey_register_script(v, "identity", lua_identity);
     f->script_outbox_done = valkey_register_script(v, "outbox_done", lua_outbox_done);
+    f->script_hold_stats = valkey_register_script(v, "hold_stats", lua_hold_stats);
     if (!f->prefix || f->script_apply < 0 || f->script_purge < 0 || f->script_identity < 0 ||
-        f->script_outbox_done < 0) {
+        f->script_outbox_done < 0 || f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
     }
@@ -290,6 +293,40 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
     return rc;
 }
 
+static const char *time_or_dash(const json_t *record, const char *field)
+{
+    const char *t = json_string_value(json_object_get(record, field));
+    return t && *t && !strchr(t, ' ') ? t : "-";
+}
+
+/* A hold's stats record also updates the user's per-hold last known values (in the user's
+ * slot, so a script of its own next to the record's). */
+static int send_hold_stats(fold *f, const event *ev, op *o)
+{
+    const json_t *rec = ev->record;
+    json_int_t pulls = json_integer_value(json_object_get(rec, "pullCount"));
+    json_int_t pushes = json_integer_value(json_object_get(rec, "pushCount"));
+    char value[160], at[24];
+    snprintf(value, sizeof value, "%lld %lld %s %s", (long long)pulls, (long long)pushes,
+             time_or_dash(rec, "lastPull"), time_or_dash(rec, "lastPush"));
+    snprintf(at, sizeof at, "%lld", (long long)ev->created_ms);
+    buf k[5] = {{0}};
+    static const char *const suffix[4] = {"holdstats", "holds", "holdstats-at", "stats"};
+    int rc = 0;
+    for (int i = 0; i < 4; i++)
+        rc |= buf_printf(&k[i], "%s{%s}/repo/%s/%s", f->prefix, ev->key, ev->repository, suffix[i]);
+    rc |= buf_printf(&k[4], "%s{%s}/keys", f->prefix, ev->key);
+    if (rc == 0)
+        rc = valkey_eval(f->v, f->script_hold_stats, on_followup, o, 5, 9,
+                         (const char *[]){k[0].data, k[1].data, k[2].data, k[3].data, k[4].data,
+                                          ev->did, value, at, HOLD_STATS_TTL},
+                         NULL);
+    for (int i = 0; i < 5; i++)
+        buf_free(&k[i]);
+    if (rc == 0) o->outstanding++;
+    return rc;
+}
+
 int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
 {
     if (ev->kind == EVENT_ACCOUNT && !ev->purge) return 1;
@@ -302,6 +339,9 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
     int rc;
     if (ev->kind == EVENT_COMMIT) {
         rc = send_apply(f, ev, o, base);
+        if (rc == 0 && !ev->is_delete && ev->record_kind == RECORD_HOLD_STATS &&
+            send_hold_stats(f, ev, o) < 0)
+            o->failed = 1; /* the record was sent: its reply still finishes the op */
     } else if (ev->kind == EVENT_ACCOUNT) {
         char keys[2300], time_us[24];
         snprintf(keys, sizeof keys, "%skeys", base);
