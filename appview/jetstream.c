@@ -127,6 +127,8 @@ static void lws_log_to_ours(int level, const char *line)
 
 /* ---- URLs ---- */
 
+/* buf_url_encode, except that '*' stays literal: Jetstream reads "io.atcr.*" in
+ * wantedCollections as a prefix wildcard, and not every server decodes %2A there. */
 static int query_escape(buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";

@@ -123,20 +123,6 @@ static unsigned bucket(const char *key)
     return h % NBUCKETS;
 }
 
-static int pct_encode(buf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || strchr("-._~:", *p)) {
-            if (buf_append(b, p, 1) < 0) return -1;
-        } else {
-            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            if (buf_append(b, e, 3) < 0) return -1;
-        }
-    }
-    return 0;
-}
-
 static void on_ignored(redisReply *r, void *ud)
 {
     (void)ud;
@@ -697,11 +683,11 @@ static int list_page(listing *ls)
     repo_flight *rf = ls->rf;
     buf url = {0};
     int rc = buf_printf(&url, "%s/xrpc/com.atproto.repo.listRecords?repo=", rf->pds);
-    rc |= pct_encode(&url, rf->did);
+    rc |= buf_url_encode(&url, rf->did);
     rc |= buf_printf(&url, "&collection=%s&limit=" PAGE_LIMIT, ls->collection);
     if (ls->cursor) {
         rc |= buf_puts(&url, "&cursor=");
-        rc |= pct_encode(&url, ls->cursor);
+        rc |= buf_url_encode(&url, ls->cursor);
     }
     if (rc == 0) rc = http_get(rf->l->http, url.data, NULL, on_page, ls);
     buf_free(&url);
@@ -778,7 +764,7 @@ static void on_repo_ident(const ident *id, void *ud)
     (*l->runs_total)++;
     buf url = {0};
     int rc = buf_printf(&url, "%s/xrpc/com.atproto.sync.getLatestCommit?did=", rf->pds);
-    rc |= pct_encode(&url, rf->did);
+    rc |= buf_url_encode(&url, rf->did);
     if (rc == 0) rc = http_get(l->http, url.data, NULL, on_latest_commit, rf);
     buf_free(&url);
     if (rc < 0) {

@@ -94,21 +94,6 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int url_encode(buf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int err = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p && !err; p++) {
-        if (isalnum(*p) || strchr("-._~", *p)) {
-            err = buf_append(b, p, 1);
-        } else {
-            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-            err = buf_append(b, e, 3);
-        }
-    }
-    return err;
-}
-
 static const char *lookup_map(stats *s, const char *did, const char *repo)
 {
     size_t dl = strlen(did);
@@ -635,9 +620,9 @@ static void on_holds_read(redisReply *reply, void *ud)
     buf pq = {0};
     err |= buf_puts(&pq, f->history ? "/xrpc/io.atcr.hold.getStatsHistory?did="
                                     : "/xrpc/io.atcr.hold.getStats?did=");
-    err |= url_encode(&pq, f->did);
+    err |= buf_url_encode(&pq, f->did);
     err |= buf_puts(&pq, "&repository=");
-    err |= url_encode(&pq, f->repo);
+    err |= buf_url_encode(&pq, f->repo);
     if (f->history) err |= buf_printf(&pq, "&days=%d", f->days);
     if (err) {
         buf_free(&pq);

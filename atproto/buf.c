@@ -46,6 +46,19 @@ int buf_printf(buf *b, const char *fmt, ...)
     return 0;
 }
 
+int buf_url_encode(buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int unreserved = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                         (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' ||
+                         *p == '~';
+        char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+        if (unreserved ? buf_append(b, p, 1) : buf_append(b, e, 3)) return -1;
+    }
+    return 0;
+}
+
 int buf_json_string(buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
