@@ -1,6 +1,5 @@
 #include "cache/valkey.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -19,6 +18,8 @@
 #define IDLE_PING_MS 1000
 
 enum state { VK_DOWN, VK_CONNECTING, VK_LOADING, VK_READY };
+
+typedef struct vk_io vk_io;
 
 /* One command on the wire. Replies come back in order on one connection, so the list is a
  * queue and its head is the oldest: the watchdog only has to look there. */
@@ -60,11 +61,13 @@ struct valkey {
 
     uv_timer_t reconnect_timer;
     uv_timer_t watchdog;
+    uv_prepare_t flush; /* writes queued commands once per loop iteration */
     unsigned backoff_ms;
     uint64_t connect_started_ns;
     uint64_t last_sent_ns;
     int freeing;
     int open_handles; /* timers not yet closed; the last close frees the struct */
+    vk_io *io;        /* the connection's poll handle, owned by hiredis' cleanup */
 
     uint64_t *commands_total;
     uint64_t *failures_total;
@@ -284,6 +287,126 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     schedule_reconnect(v);
 }
 
+/* ---- the event-loop adapter ----
+ *
+ * hiredis 0.14's own libuv adapter arms POLLOUT for every command batch and disarms it after
+ * the write (two epoll_ctl calls per loop iteration with traffic), and it drops socket errors
+ * without telling hiredis. Here queued commands are written directly once per loop iteration,
+ * from a prepare handle (before the loop blocks), and POLLOUT is armed only while connecting
+ * or when the kernel's buffer is full; a socket error is handed to hiredis as a read, which
+ * makes it see the broken connection. */
+struct vk_io {
+    valkey *v;
+    redisAsyncContext *ac; /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;     /* what the poll handle watches */
+    int want_flush; /* commands queued, not yet written */
+    int flushing;
+};
+
+static void on_io(uv_poll_t *h, int status, int events);
+
+static void io_watch(vk_io *io, int events)
+{
+    if (events == io->events) return;
+    io->events = events;
+    if (events)
+        uv_poll_start(&io->poll, events, on_io);
+    else
+        uv_poll_stop(&io->poll);
+}
+
+static void on_io(uv_poll_t *h, int status, int events)
+{
+    vk_io *io = h->data;
+    if (status < 0) {
+        if (io->ac) redisAsyncHandleRead(io->ac); /* the read fails: hiredis disconnects */
+        return;
+    }
+    if (io->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(io->ac);
+    if (io->ac && (events & UV_READABLE)) redisAsyncHandleRead(io->ac);
+}
+
+static void on_flush(uv_prepare_t *h);
+
+static void io_add_read(void *p)
+{
+    vk_io *io = p;
+    io_watch(io, io->events | UV_READABLE);
+}
+
+static void io_del_read(void *p)
+{
+    vk_io *io = p;
+    io_watch(io, io->events & ~UV_READABLE);
+}
+
+static void io_add_write(void *p)
+{
+    vk_io *io = p;
+    /* Before the connection is up, writability is how it reports being up; during a flush,
+     * hiredis asking again means the kernel's buffer is full. */
+    if (!(io->ac->c.flags & REDIS_CONNECTED) || io->flushing) {
+        io_watch(io, io->events | UV_WRITABLE);
+        return;
+    }
+    io->want_flush = 1;
+    uv_prepare_start(&io->v->flush, on_flush);
+}
+
+static void io_del_write(void *p)
+{
+    vk_io *io = p;
+    io->want_flush = 0;
+    io_watch(io, io->events & ~UV_WRITABLE);
+}
+
+static void io_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void io_cleanup(void *p)
+{
+    vk_io *io = p;
+    io->ac = NULL;
+    if (io->v->io == io) io->v->io = NULL;
+    uv_close((uv_handle_t *)&io->poll, io_free);
+}
+
+static void on_flush(uv_prepare_t *h)
+{
+    valkey *v = h->data;
+    vk_io *io = v->io;
+    uv_prepare_stop(h);
+    if (!io || !io->ac || !io->want_flush) return;
+    io->want_flush = 0;
+    io->flushing = 1;
+    redisAsyncHandleWrite(io->ac); /* may free the context on a write error */
+    if (v->io == io) io->flushing = 0;
+}
+
+static int io_attach(valkey *v, redisAsyncContext *ac)
+{
+    vk_io *io = calloc(1, sizeof *io);
+    if (!io) return -1;
+    io->v = v;
+    io->ac = ac;
+    if (uv_poll_init_socket(v->loop, &io->poll, ac->c.fd) != 0) {
+        free(io);
+        return -1;
+    }
+    io->poll.data = io;
+    ac->ev.data = io;
+    ac->ev.addRead = io_add_read;
+    ac->ev.delRead = io_del_read;
+    ac->ev.addWrite = io_add_write;
+    ac->ev.delWrite = io_del_write;
+    ac->ev.cleanup = io_cleanup;
+    v->io = io;
+    return 0;
+}
+
 static void connect_now(valkey *v)
 {
     redisAsyncContext *ac =
@@ -295,7 +418,7 @@ static void connect_now(valkey *v)
         return;
     }
     ac->data = v;
-    if (redisLibuvAttach(ac, v->loop) != REDIS_OK) {
+    if (io_attach(v, ac) < 0) {
         redisAsyncFree(ac);
         schedule_reconnect(v);
         return;
@@ -412,8 +535,9 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     metrics_gauge("valkey_up", "1 when the connection is ready", gauge_up, v);
     uv_timer_init(loop, &v->reconnect_timer);
     uv_timer_init(loop, &v->watchdog);
-    v->reconnect_timer.data = v->watchdog.data = v;
-    v->open_handles = 2;
+    uv_prepare_init(loop, &v->flush);
+    v->reconnect_timer.data = v->watchdog.data = v->flush.data = v;
+    v->open_handles = 3;
     return v;
 }
 
@@ -524,4 +648,5 @@ void valkey_free(valkey *v)
     }
     uv_close((uv_handle_t *)&v->reconnect_timer, on_handle_closed);
     uv_close((uv_handle_t *)&v->watchdog, on_handle_closed);
+    uv_close((uv_handle_t *)&v->flush, on_handle_closed);
 }
