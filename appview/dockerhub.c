@@ -55,8 +55,12 @@ struct dockerhub {
     entry *entries;
     fetch *qhead, *qtail;
     fetch *ready; /* answered from memory on the next pump */
-    double tokens;
-    uint64_t refilled_at, parked_until;
+    /* Loop times of the last `rate` requests, a ring whose oldest entry is sent[next_sent]: a
+     * request goes out only when fewer than `rate` went out in the last window, so no window
+     * (not only the aligned ones) ever holds more than Hub's budget. */
+    uint64_t *sent;
+    int nsent, next_sent;
+    uint64_t parked_until;
     uv_timer_t *pump;
     int closing;
     uint64_t *requests_total, *parked_total, *denied_total, *missing_total, *retries_total,
@@ -315,12 +319,13 @@ static void send_fetch(fetch *f)
     buf_free(&url);
 }
 
-static void refill(dockerhub *d, uint64_t now)
+/* 0 when a request may go out now, else how long until the oldest of the window's ends. */
+static uint64_t budget_wait(const dockerhub *d, uint64_t now)
 {
-    double per_ms = (double)d->opt.rate / ((double)d->opt.window_s * 1000.0);
-    d->tokens += (double)(now - d->refilled_at) * per_ms;
-    if (d->tokens > d->opt.rate) d->tokens = d->opt.rate;
-    d->refilled_at = now;
+    uint64_t window = (uint64_t)d->opt.window_s * 1000;
+    if (d->nsent < d->opt.rate) return 0;
+    uint64_t oldest = d->sent[d->next_sent];
+    return now - oldest >= window ? 0 : oldest + window - now;
 }
 
 static void on_pump(uv_timer_t *t)
@@ -337,17 +342,17 @@ static void on_pump(uv_timer_t *t)
         uv_timer_start(d->pump, on_pump, d->parked_until - now, 0);
         return;
     }
-    refill(d, now);
-    while (d->qhead && d->tokens >= 1.0 && d->parked_until <= uv_now(d->loop)) {
+    while (d->qhead && budget_wait(d, now) == 0 && d->parked_until <= uv_now(d->loop)) {
         fetch *f = d->qhead;
         d->qhead = f->qnext;
         if (!d->qhead) d->qtail = NULL;
-        d->tokens -= 1.0;
+        d->sent[d->next_sent] = now;
+        d->next_sent = (d->next_sent + 1) % d->opt.rate;
+        if (d->nsent < d->opt.rate) d->nsent++;
         send_fetch(f);
     }
     if (d->qhead) {
-        double per_ms = (double)d->opt.rate / ((double)d->opt.window_s * 1000.0);
-        uint64_t wait = (uint64_t)((1.0 - d->tokens) / per_ms) + 1;
+        uint64_t wait = budget_wait(d, now);
         if (d->parked_until > now && d->parked_until - now > wait) wait = d->parked_until - now;
         uv_timer_start(d->pump, on_pump, wait, 0);
     }
@@ -369,13 +374,15 @@ dockerhub *dockerhub_new(uv_loop_t *loop, const dockerhub_options *opt)
     if (d->opt.window_s < 1) d->opt.window_s = 1;
     d->base = strdup(opt->base_url);
     d->pump = malloc(sizeof *d->pump);
+    d->sent = calloc((size_t)d->opt.rate, sizeof *d->sent);
     /* Retries, parks and backoff are ours: the client makes one attempt. */
     http_client_options ho = {.timeout_ms = opt->timeout_ms,
                               .max_attempts = 1,
                               .max_body_bytes = 256 * 1024,
                               .max_redirects = 0};
-    d->http = d->base && d->pump ? http_client_new(loop, &ho) : NULL;
+    d->http = d->base && d->pump && d->sent ? http_client_new(loop, &ho) : NULL;
     if (!d->http) {
+        free(d->sent);
         free(d->base);
         free(d->pump);
         free(d);
@@ -386,8 +393,6 @@ dockerhub *dockerhub_new(uv_loop_t *loop, const dockerhub_options *opt)
         d->base[--n] = '\0';
     uv_timer_init(loop, d->pump);
     d->pump->data = d;
-    d->tokens = d->opt.rate;
-    d->refilled_at = uv_now(loop);
     d->requests_total =
         metrics_counter("appview_dockerhub_requests_total", "Requests sent to Docker Hub");
     d->parked_total = metrics_counter("appview_dockerhub_parked_total",
@@ -474,6 +479,7 @@ void dockerhub_free(dockerhub *d)
         free(e->last_updated);
         free(e);
     }
+    free(d->sent);
     free(d->base);
     free(d);
 }

@@ -1,7 +1,8 @@
 /* Docker Hub's public repository API: GET {base}/v2/repositories/{namespace}/{name}/ for
  * pull_count, star_count and last_updated.
  *
- * Every call goes through one token bucket (rate per window: Hub's budget is per IP). A 429,
+ * Every call goes through one sliding-window limiter: at most `rate` requests in any `window_s`
+ * seconds (Hub's budget is per IP). A 429,
  * or X-RateLimit-Remaining: 0, parks every call until X-RateLimit-Reset / Retry-After: no
  * request is sent while parked, and the wait does not use up a request's attempts. 500, 502,
  * 503, 504 and connection failures are tried at most 3 times with backoff. 404 is remembered

@@ -327,8 +327,11 @@ static void finish_stats(flight *f)
                 if (strncmp(json_string_value(val), "0 0 ", 4)) argv[n++] = hold;
             }
             f->refs++;
-            if (valkey_eval(s->v, s->script_save, on_saved, f, 4, (int)n, argv, NULL) < 0)
+            if (valkey_eval(s->v, s->script_save, on_saved, f, 4, (int)n, argv, NULL) < 0) {
                 f->refs--;
+                log_warn("stats", "could not store the stats of %s %s (Valkey down?)", f->did,
+                         f->repo);
+            }
         }
         free(argv);
         buf_free(&k1);

@@ -591,23 +591,30 @@ int valkey_command(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char
 int valkey_eval(valkey *v, int id, valkey_reply_cb cb, void *ud, int nkeys, int argc,
                 const char **argv, const size_t *argvlen)
 {
-    enum { MAX_ARGS = 32 };
-    if (id < 0 || id >= v->nscripts || argc + 3 > MAX_ARGS) return -1;
-    const char *full[MAX_ARGS];
-    size_t lens[MAX_ARGS];
-    char nk[12];
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    full[0] = "EVALSHA";
-    lens[0] = 7;
-    full[1] = v->scripts[id].sha;
-    lens[1] = 40;
-    full[2] = nk;
-    lens[2] = strlen(nk);
-    for (int i = 0; i < argc; i++) {
-        full[3 + i] = argv[i];
-        lens[3 + i] = argvlen ? argvlen[i] : strlen(argv[i]);
+    if (id < 0 || id >= v->nscripts || argc < 0) return -1;
+    /* Callers' argument counts grow with their data (a getStats save has 8 + 3 per hold). */
+    size_t n = (size_t)argc + 3;
+    const char **full = malloc(n * sizeof *full);
+    size_t *lens = malloc(n * sizeof *lens);
+    int rc = -1;
+    if (full && lens) {
+        char nk[12];
+        snprintf(nk, sizeof nk, "%d", nkeys);
+        full[0] = "EVALSHA";
+        lens[0] = 7;
+        full[1] = v->scripts[id].sha;
+        lens[1] = 40;
+        full[2] = nk;
+        lens[2] = strlen(nk);
+        for (int i = 0; i < argc; i++) {
+            full[3 + i] = argv[i];
+            lens[3 + i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        }
+        rc = valkey_command(v, cb, ud, argc + 3, full, lens);
     }
-    return valkey_command(v, cb, ud, argc + 3, full, lens);
+    free(full);
+    free(lens);
+    return rc;
 }
 
 double valkey_latency_p99(const valkey *v)

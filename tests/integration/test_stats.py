@@ -203,3 +203,25 @@ def test_concurrent_requests_share_one_fanout(h):
     m = h.metrics(av.url)
     assert m["appview_hold_requests_total"] <= 3, m["appview_hold_requests_total"]
     assert av.stop() == 0
+
+
+def test_many_holds_are_cached_like_one(h):
+    """The stored aggregate and per-hold values grow with the number of holds; nine holds
+    (which once overflowed a fixed argument array, so nothing was stored) are cached too."""
+    redis = h.start_redis()
+    seed = Seeder(redis.port)
+    holds = [start_hold(h, f"hold-{i}") for i in range(9)]
+    for i, hd in enumerate(holds):
+        pulls(h, hd, i + 1)
+        seed.manifest(ALICE, "app", digest(i + 1), T0 + i, hold=hold_did(hd))
+    seed.complete(ALICE)
+    av = start_appview(h, redis)
+    status, first = get_stats(h, av, actor=ALICE, repository="app")[:2]
+    assert status == 200 and first["pullCount"] == sum(range(1, 10)), first
+    asked = h.metrics(av.url)["appview_hold_requests_total"]
+    status, second = get_stats(h, av, actor=ALICE, repository="app")[:2]
+    assert status == 200 and second == first
+    assert h.metrics(av.url)["appview_hold_requests_total"] == asked  # served from the cache
+    known = h.redis_raw(redis, "HLEN", f"{PREFIX}{{{ALICE}}}/repo/app/holdstats").strip()
+    assert known == "9", known
+    assert av.stop() == 0
