@@ -5,6 +5,7 @@
 # (WAL, synchronous=FULL): the per-request cost the group commit avoids.
 # Run from the repository root after `make` (make bench does both).
 set -eu
+. "$(dirname "$0")/lib.sh"
 BIN=${BIN:-build/bin/hold}
 DUR=${BENCH_SECONDS:-5}
 BATCHES=${BENCH_BATCHES:-100 1000}
@@ -19,22 +20,11 @@ HOLD_LISTEN=127.0.0.1:$PORT HOLD_DB=$DIR/hold.db HOLD_SERVICE_TOKENS=$TOKEN LOG_
 HOLD_PID=$!
 trap 'kill $HOLD_PID 2>/dev/null || true' EXIT
 BASE=http://127.0.0.1:$PORT
-fetch() {
-    python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
-}
-i=0
-until fetch "$BASE/xrpc/_health" >/dev/null 2>&1; do
-    i=$((i + 1)); [ $i -gt 100 ] && { echo "hold did not start" >&2; cat "$DIR/hold.log" >&2; exit 1; }
-    sleep 0.1
-done
+await_url hold "$BASE/xrpc/_health" || { cat "$DIR/hold.log" >&2; exit 1; }
 
 applied() { fetch "$BASE/metrics" | awk '$1 == "hold_increments_applied_total" {print $2}'; }
 commits() { fetch "$BASE/metrics" | awk '$1 == "hold_commits_total" {print $2}'; }
 
-# wrk's latency lines are like "50%  1.23ms": normalise to milliseconds.
-ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-    if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"; }
 
 printf '%-9s %5s %14s %12s %10s %10s %9s %8s\n' mode conns "increments/s" "requests/s" "p50 ms" \
     "p99 ms" "per-fsync" errors
@@ -52,7 +42,7 @@ for n in 1 $BATCHES; do
             sub(/[a-z]+$/, "", v); if (u == "m") v *= 60; print v}' "$DIR/wrk.out")
         printf '%-9s %5d %14.0f %12.0f %10s %10s %9.1f %8s\n' $mode $c \
             "$(echo "$a1 $a0 $secs" | awk '{print ($1 - $2) / $3}')" "$rps" \
-            "$(ms 50% "$DIR/wrk.out")" "$(ms 99% "$DIR/wrk.out")" \
+            "$(_wrk_ms 50% "$DIR/wrk.out")" "$(_wrk_ms 99% "$DIR/wrk.out")" \
             "$(echo "$a1 $a0 $k1 $k0" | awk '{d = $3 - $4; print d ? ($1 - $2) / d : 0}')" \
             "${errs:-0}"
     done
@@ -61,8 +51,8 @@ done
 # Ceiling of the HTTP layer in the same run: a GET answered synchronously (did.json).
 wrk -t2 -c64 -d${DUR}s --latency "$BASE/.well-known/did.json" >"$DIR/wrk.out" 2>&1
 printf 'http ceiling: GET did.json (no store) at 64 connections: %.0f requests/s, p50 %s ms, p99 %s ms\n' \
-    "$(awk '/^Requests\/sec:/ {print $2}' "$DIR/wrk.out")" "$(ms 50% "$DIR/wrk.out")" \
-    "$(ms 99% "$DIR/wrk.out")"
+    "$(awk '/^Requests\/sec:/ {print $2}' "$DIR/wrk.out")" "$(_wrk_ms 50% "$DIR/wrk.out")" \
+    "$(_wrk_ms 99% "$DIR/wrk.out")"
 
 # Yardstick: the same durability paid per row, by the sqlite3 CLI.
 Y=$DIR/yardstick.db

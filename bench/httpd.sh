@@ -24,41 +24,13 @@ LOG_LEVEL=warn "$BIN" "127.0.0.1:$PPORT" >"$DIR/probe.log" 2>&1 &
 PROBE_PID=$!
 trap 'kill $NGINX_PID $PROBE_PID 2>/dev/null || true' EXIT
 
-fetch() {
-    python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
-}
-for url in "http://127.0.0.1:$NPORT/echo.json" "http://127.0.0.1:$PPORT/xrpc/echo?a=1"; do
-    i=0
-    until fetch "$url" >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -gt 100 ] && { echo "httpd bench: $url did not answer" >&2; cat "$DIR"/*.log >&2; exit 1; }
-        sleep 0.1
-    done
-done
+await_url nginx "http://127.0.0.1:$NPORT/echo.json" || exit 1
+await_url httpd_probe "http://127.0.0.1:$PPORT/xrpc/echo?a=1" || { cat "$DIR"/*.log >&2; exit 1; }
 [ "$(fetch "http://127.0.0.1:$PPORT/xrpc/echo?a=1")" = "$(cat "$DIR/www/echo.json")" ] ||
     { echo "httpd bench: probe and nginx bodies differ" >&2; exit 1; }
 
-# wrk's latency lines are like "99%  1.23ms": normalise to milliseconds.
-ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-    if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"; }
-run() {
-    wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$2" >"$DIR/$1.out" 2>&1
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' "$DIR/$1.out")
-    [ -z "$errs" ] || echo "httpd bench: $1: $errs" >&2
-    awk '/^Requests\/sec:/ {print $2}' "$DIR/$1.out" >"$DIR/$1.rps"
-    ms 50% "$DIR/$1.out" >"$DIR/$1.p50"
-    ms 99% "$DIR/$1.out" >"$DIR/$1.p99"
-}
-run nginx "http://127.0.0.1:$NPORT/echo.json"
-run httpd "http://127.0.0.1:$PPORT/xrpc/echo?a=1"
-
-printf '%-24s %12s %9s %9s\n' "server (wrk -t1 -c$CONNS)" requests/s "p50 ms" "p99 ms"
-for s in httpd nginx; do
-    printf '%-24s %12.0f %9s %9s\n' $s "$(cat "$DIR/$s.rps")" "$(cat "$DIR/$s.p50")" "$(cat "$DIR/$s.p99")"
-done
-printf 'httpd / nginx requests/s: %.2f\n' "$(echo "$(cat "$DIR/httpd.rps") $(cat "$DIR/nginx.rps")" |
-    awk '{print $1 / $2}')"
+wrk_vs_nginx "$DIR" httpd "http://127.0.0.1:$PPORT/xrpc/echo?a=1" "http://127.0.0.1:$NPORT/echo.json" \
+    "$CONNS" "$DUR"
 
 kill -TERM $PROBE_PID
 wait $PROBE_PID || { echo "httpd_probe exited with an error" >&2; exit 1; }

@@ -52,48 +52,15 @@ APPVIEW_PID=$!
 start_nginx "$DIR" "$NPORT"
 trap 'kill $NGINX_PID $APPVIEW_PID $REDIS_PID 2>/dev/null || true' EXIT
 
-fetch() {
-    python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
-}
 URL="http://127.0.0.1:$APORT/xrpc/io.atcr.repo.listTags?actor=$DID&repository=app"
-i=0
-until fetch "$URL" >"$DIR/www/tags.json" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -gt 100 ] && { echo "reads bench: appview did not answer" >&2; cat "$DIR"/*.log >&2; exit 1; }
-    sleep 0.1
-done
+await_url appview "$URL" "$DIR/www/tags.json" || { cat "$DIR"/*.log >&2; exit 1; }
 grep -q "\"tag\":\"v1.$((TAGS - 1)).0\"" "$DIR/www/tags.json" ||
     { echo "reads bench: unexpected listTags answer: $(cat "$DIR/www/tags.json")" >&2; exit 1; }
-i=0
-until fetch "http://127.0.0.1:$NPORT/tags.json" >/dev/null 2>&1; do
-    i=$((i + 1))
-    [ $i -gt 100 ] && { echo "reads bench: nginx did not answer" >&2; cat "$DIR"/nginx.* >&2; exit 1; }
-    sleep 0.1
-done
-
-# wrk's latency lines are like "99%  1.23ms": normalise to milliseconds.
-ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-    if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"; }
-run() {
-    wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$2" >"$DIR/$1.out" 2>&1
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' "$DIR/$1.out")
-    [ -z "$errs" ] || echo "reads bench: $1: $errs" >&2
-    awk '/^Requests\/sec:/ {print $2}' "$DIR/$1.out" >"$DIR/$1.rps"
-    ms 50% "$DIR/$1.out" >"$DIR/$1.p50"
-    ms 99% "$DIR/$1.out" >"$DIR/$1.p99"
-}
-run nginx "http://127.0.0.1:$NPORT/tags.json"
-run appview "$URL"
+await_url nginx "http://127.0.0.1:$NPORT/tags.json" || exit 1
 
 printf 'listTags, %d tags, %d-byte body, warm cache\n' "$TAGS" "$(wc -c <"$DIR/www/tags.json")"
-printf '%-24s %12s %9s %9s\n' "server (wrk -t1 -c$CONNS)" requests/s "p50 ms" "p99 ms"
-for s in appview nginx; do
-    printf '%-24s %12.0f %9s %9s\n' $s "$(cat "$DIR/$s.rps")" "$(cat "$DIR/$s.p50")" "$(cat "$DIR/$s.p99")"
-done
-printf 'appview / nginx requests/s: %.2f (target >= 0.5), appview p99 %s ms (target < 5)\n' \
-    "$(echo "$(cat "$DIR/appview.rps") $(cat "$DIR/nginx.rps")" | awk '{print $1 / $2}')" \
-    "$(cat "$DIR/appview.p99")"
+wrk_vs_nginx "$DIR" appview "$URL" "http://127.0.0.1:$NPORT/tags.json" "$CONNS" "$DUR"
+printf 'targets: appview / nginx >= 0.5 (%s), appview p99 < 5 ms (%s ms)\n' "$VS_RATIO" "$VS_P99"
 
 kill -TERM $APPVIEW_PID
 wait $APPVIEW_PID || { echo "appview exited with an error" >&2; exit 1; }

@@ -105,49 +105,17 @@ PIDS="$PIDS $APPVIEW_PID"
 start_nginx "$DIR" "$NPORT"
 PIDS="$PIDS $NGINX_PID"
 
-fetch() {
-    python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
-}
 URL="http://127.0.0.1:$APORT/xrpc/io.atcr.repo.getStats?actor=$DID&repository=warm"
-i=0
-until fetch "$URL" >"$DIR/www/stats.json" 2>/dev/null; do
-    i=$((i + 1))
-    [ $i -gt 100 ] && { echo "stats bench: appview did not answer" >&2; cat "$DIR"/*.log >&2; exit 1; }
-    sleep 0.1
-done
+await_url appview "$URL" "$DIR/www/stats.json" || { cat "$DIR"/*.log >&2; exit 1; }
 if ! grep -q '"status":"ok"' "$DIR/www/stats.json" || ! grep -q '"pullCount":1,' "$DIR/www/stats.json"; then
     echo "stats bench: unexpected getStats answer: $(cat "$DIR/www/stats.json")" >&2
     exit 1
 fi
-i=0
-until fetch "http://127.0.0.1:$NPORT/stats.json" >/dev/null 2>&1; do
-    i=$((i + 1))
-    [ $i -gt 100 ] && { echo "stats bench: nginx did not answer" >&2; cat "$DIR"/nginx.* >&2; exit 1; }
-    sleep 0.1
-done
-
-# wrk's latency lines are like "99%  1.23ms": normalise to milliseconds.
-ms() { awk -v p="$1" '$1 == p { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-    if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"; }
-run() {
-    wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$2" >"$DIR/$1.out" 2>&1
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' "$DIR/$1.out")
-    [ -z "$errs" ] || echo "stats bench: $1: $errs" >&2
-    awk '/^Requests\/sec:/ {print $2}' "$DIR/$1.out" >"$DIR/$1.rps"
-    ms 50% "$DIR/$1.out" >"$DIR/$1.p50"
-    ms 99% "$DIR/$1.out" >"$DIR/$1.p99"
-}
-run nginx "http://127.0.0.1:$NPORT/stats.json"
-run appview "$URL"
+await_url nginx "http://127.0.0.1:$NPORT/stats.json" || exit 1
 
 printf '(a) getStats, warm cache (1 hold), %d-byte body\n' "$(wc -c <"$DIR/www/stats.json")"
-printf '%-24s %12s %9s %9s\n' "server (wrk -t1 -c$CONNS)" requests/s "p50 ms" "p99 ms"
-for s in appview nginx; do
-    printf '%-24s %12.0f %9s %9s\n' $s "$(cat "$DIR/$s.rps")" "$(cat "$DIR/$s.p50")" "$(cat "$DIR/$s.p99")"
-done
-printf 'appview / nginx requests/s: %.2f\n\n' \
-    "$(echo "$(cat "$DIR/appview.rps") $(cat "$DIR/nginx.rps")" | awk '{print $1 / $2}')"
+wrk_vs_nginx "$DIR" appview "$URL" "http://127.0.0.1:$NPORT/stats.json" "$CONNS" "$DUR"
+echo
 
 # (b) One client, one request at a time; every appview sample must be a real fan-out, which
 # the appview's own hold request counter confirms.
