@@ -36,6 +36,15 @@ typedef struct {
     int is_delete;
     const char *collection, *rkey, *rev, *cid;
     json_t *record; /* NULL for a delete */
+    /* Create and update from event_parse: the record exactly as the message wrote it (not
+     * NUL-terminated), pointing into the data given to event_parse, so valid only while that
+     * is. The bytes are valid JSON equal to record, but keep the writer's spacing and string
+     * escapes. NULL (and 0) when they cannot be used as they are, and the fold then serializes
+     * record itself: for a record from event_from_record, a record written with whitespace
+     * other than spaces (a raw newline, tab or carriage return), a "commit" or "record" member
+     * name spelled with escapes, or nesting deeper than 64 levels. */
+    const char *record_json;
+    size_t record_json_len;
     record_kind record_kind;
     const char *repository; /* manifest and tag: the OCI repository */
     const char *key;        /* manifest: its digest; tag: the tag name */

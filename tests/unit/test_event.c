@@ -1,0 +1,257 @@
+/* event_parse against the project's own lexicons/ (tests run from the repo root), here for the
+ * record's own bytes (record_json): the exact span of commit.record in v1 and v2 frames, with
+ * look-alike text inside strings, any spacing, and the cases that must leave it unset. */
+#include "appview/event.h"
+#include "tests/unit/check.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static lexicon_set *lex;
+
+#define HEX "6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b"
+#define DIGEST "sha256:" HEX
+#define DID "did:plc:7iza6de2dwap2sbkpav7c6c6"
+#define CID "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+#define REV "3lbbuqg2k36wa"
+
+#define V1_HEAD "{\"did\":\"" DID "\",\"time_us\":1732000000000036,\"kind\":\"commit\","
+#define V2_HEAD                                                                                    \
+    "{\"$type\":\"network.bsky.jetstream.subscribeEvents#commit\",\"seq\":4000000001,"             \
+    "\"did\":\"" DID "\",\"time_us\":1732000000000036,\"kind\":\"commit\","
+#define COMMIT(op, coll, rkey)                                                                     \
+    "\"commit\":{\"rev\":\"" REV "\",\"operation\":\"" op "\",\"collection\":\"" coll "\","        \
+    "\"rkey\":\"" rkey "\","
+#define TAIL ",\"cid\":\"" CID "\"}}"
+
+#define MANIFEST                                                                                   \
+    "{\"$type\":\"io.atcr.manifest\",\"repository\":\"tools/cli\",\"digest\":\"" DIGEST "\","      \
+    "\"holdDid\":\"did:web:hold.example.com\",\"mediaType\":"                                      \
+    "\"application/vnd.oci.image.manifest.v1+json\",\"schemaVersion\":2,\"config\":{"              \
+    "\"mediaType\":\"application/"                                                                 \
+    "vnd.oci.image.config.v1+json\",\"size\":1470,\"digest\":\"" DIGEST                            \
+    "\"},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","              \
+    "\"size\":3208,\"digest\":\"" DIGEST "\"}],\"createdAt\":\"2025-01-12T23:20:50.123Z\"}"
+#define TAG                                                                                        \
+    "{\"$type\":\"io.atcr.tag\",\"repository\":\"myapp\",\"tag\":\"latest\",\"manifest\":"         \
+    "\"at://" DID "/io.atcr.manifest/" HEX "\",\"createdAt\":\"2025-01-12T23:20:50Z\"}"
+
+static event ev;
+static char *copy; /* the message being parsed, in a buffer of its exact size (no NUL) */
+
+static event_kind parse(jetstream_flavor flavor, const char *msg)
+{
+    event_clear(&ev);
+    free(copy);
+    size_t len = strlen(msg);
+    copy = malloc(len);
+    if (!copy) abort();
+    memcpy(copy, msg, len);
+    return event_parse(&ev, flavor, copy, len, lex);
+}
+
+/* The event's span is exactly the one occurrence of record in msg, and parses to ev.record. */
+static int span_is(const char *msg, const char *record)
+{
+    const char *at = strstr(msg, record);
+    if (!at || strstr(at + 1, record)) {
+        fprintf(stderr, "    the record text must occur once in the message\n");
+        return 0;
+    }
+    if (ev.record_json != copy + (at - msg) || ev.record_json_len != strlen(record)) {
+        fprintf(stderr, "    span at %td+%zu, want %td+%zu\n",
+                ev.record_json ? ev.record_json - copy : -1, ev.record_json_len, at - msg,
+                strlen(record));
+        return 0;
+    }
+    json_error_t err;
+    json_t *again = json_loadb(ev.record_json, ev.record_json_len, 0, &err);
+    int same = json_equal(again, ev.record);
+    json_decref(again);
+    return same;
+}
+
+static void v1_manifest_and_tag(void)
+{
+    const char *m = V1_HEAD COMMIT("create", "io.atcr.manifest", HEX) "\"record\":" MANIFEST TAIL;
+    CHECK(parse(JETSTREAM_V1, m) == EVENT_COMMIT);
+    CHECK(ev.record_kind == RECORD_MANIFEST);
+    CHECK(span_is(m, MANIFEST));
+
+    const char *t = V1_HEAD COMMIT("update", "io.atcr.tag", "myapp_latest") "\"record\":" TAG TAIL;
+    CHECK(parse(JETSTREAM_V1, t) == EVENT_COMMIT);
+    CHECK(ev.record_kind == RECORD_TAG);
+    CHECK(span_is(t, TAG));
+}
+
+static void v2_manifest_and_tag(void)
+{
+    const char *m = V2_HEAD COMMIT("create", "io.atcr.manifest", HEX) "\"record\":" MANIFEST TAIL;
+    CHECK(parse(JETSTREAM_V2, m) == EVENT_COMMIT);
+    CHECK(ev.cursor == 4000000001u);
+    CHECK(span_is(m, MANIFEST));
+
+    const char *t = V2_HEAD COMMIT("create", "io.atcr.tag", "myapp_latest") "\"record\":" TAG TAIL;
+    CHECK(parse(JETSTREAM_V2, t) == EVENT_COMMIT);
+    CHECK(span_is(t, TAG));
+}
+
+/* Text that looks like structure inside strings, every kind of value, members named like
+ * "record" and "commit" elsewhere, and the record last in its commit. */
+static void lookalikes_inside_strings(void)
+{
+#define TRICKY                                                                                     \
+    "{\"$type\":\"io.atcr.manifest\",\"repository\":\"tools/cli\",\"digest\":\"" DIGEST "\","      \
+    "\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"schemaVersion\":2,"            \
+    "\"annotations\":{\"a\":\"\\\"record\\\":{\\\"x\\\":1}}\",\"b\":\"}]},\\\\\",\"c\":"           \
+    "\"\\u00e9\\/\\b\\f\\n\\r\\t\\uD83D\\uDE00\",\"record\":{\"commit\":[]},\"\\\"\":\"\\\\\"},"   \
+    "\"extra\":{\"n\":[-0,0,-1.5e+3,0.25E-2,12,1e9,true,false,null,[],{},[[{}]]],\"s\":\"{\"},"    \
+    "\"createdAt\":\"2025-01-12T23:20:50Z\"}"
+    const char *m = V1_HEAD "\"record\":{\"not\":\"this one\"},\"commitment\":{\"record\":1},"
+                            "\"commit\":{\"cid\":\"" CID "\",\"records\":[{}],\"recor\":2,"
+                            "\"rev\":\"" REV "\",\"operation\":\"create\",\"collection\":"
+                            "\"io.atcr.manifest\",\"rkey\":\"" HEX "\",\"record\":" TRICKY "}}";
+    CHECK(parse(JETSTREAM_V1, m) == EVENT_COMMIT);
+    CHECK(span_is(m, TRICKY));
+    CHECK(
+        !strcmp(json_string_value(json_object_get(json_object_get(ev.record, "annotations"), "a")),
+                "\"record\":{\"x\":1}}"));
+#undef TRICKY
+}
+
+static void spaces_between_tokens(void)
+{
+#define SPACED                                                                                     \
+    "{ \"$type\" : \"io.atcr.tag\" , \"repository\":\"myapp\",\"tag\" :\"v1\",  \"manifest\":"     \
+    "\"at://" DID "/io.atcr.manifest/" HEX "\" , \"createdAt\": \"2025-01-12T23:20:50Z\" , "       \
+    "\"x\" : [ 1 , { } , [ ] ] }"
+    /* Tabs and newlines outside the record do not matter. */
+    const char *t = " \t{ \"did\" : \"" DID "\" ,\n\"time_us\": 1732000000000036 , \"kind\" : "
+                    "\"commit\" ,\r\n \"commit\" : { \"rev\" : \"" REV "\" , \"operation\" : "
+                    "\"create\" , \"collection\" : \"io.atcr.tag\" , \"rkey\" : \"myapp_v1\" , "
+                    "\"record\" :\t " SPACED " \n, \"cid\" : \"" CID "\" } }\n";
+    CHECK(parse(JETSTREAM_V1, t) == EVENT_COMMIT);
+    CHECK(span_is(t, SPACED));
+#undef SPACED
+}
+
+/* A tag create whose record has %s where members may be added. */
+#define TAG_EVENT_WITH                                                                             \
+    V1_HEAD COMMIT("create", "io.atcr.tag",                                                        \
+                   "myapp_latest") "\"record\":{\"$type\":\"io.atcr.tag\","                        \
+                                   "%s\"repository\":\"myapp\",\"tag\":"                           \
+                                   "\"latest\",\"manifestDigest\":\"" DIGEST "\",\"createdAt\":"   \
+                                   "\"2025-01-12T23:20:50Z\"}" TAIL
+
+/* Whitespace other than spaces inside the record: parsed and indexed, but without the span. */
+static void control_whitespace_in_record(void)
+{
+    static const char *const ws[] = {"\n", "\t", "\r", "\"x\":[1,\n2],"};
+    for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+        char m[2048];
+        snprintf(m, sizeof m, TAG_EVENT_WITH, ws[i]);
+        CHECK(parse(JETSTREAM_V1, m) == EVENT_COMMIT);
+        CHECK(ev.record != NULL);
+        CHECK(ev.record_json == NULL && ev.record_json_len == 0);
+    }
+}
+
+/* jansson accepts a member name spelled with escapes; the span is then given up, not guessed. */
+static void escaped_member_name(void)
+{
+    const char *m =
+        V1_HEAD COMMIT("create", "io.atcr.tag", "myapp_latest") "\"rec\\u006frd\":" TAG TAIL;
+    CHECK(parse(JETSTREAM_V1, m) == EVENT_COMMIT);
+    CHECK(ev.record != NULL);
+    CHECK(ev.record_json == NULL);
+}
+
+/* The record with n arrays nested in it. */
+static event_kind parse_nested(int n, char *m, size_t size)
+{
+    char member[256] = "\"x\":";
+    size_t len = strlen(member);
+    for (int i = 0; i < n; i++)
+        member[len++] = '[';
+    for (int i = 0; i < n; i++)
+        member[len++] = ']';
+    member[len++] = ',';
+    member[len] = 0;
+    snprintf(m, size, TAG_EVENT_WITH, member);
+    return parse(JETSTREAM_V1, m);
+}
+
+/* Up to 64 levels counting the record itself; deeper, the span is given up. */
+static void deep_record(void)
+{
+    char m[2048];
+    CHECK(parse_nested(63, m, sizeof m) == EVENT_COMMIT);
+    CHECK(ev.record_json != NULL && ev.record_json[ev.record_json_len - 1] == '}');
+    CHECK(parse_nested(64, m, sizeof m) == EVENT_COMMIT);
+    CHECK(ev.record != NULL && ev.record_json == NULL);
+    CHECK(parse_nested(100, m, sizeof m) == EVENT_COMMIT);
+    CHECK(ev.record_json == NULL);
+}
+
+static void unset_without_a_record(void)
+{
+    const char *del = V1_HEAD COMMIT("delete", "io.atcr.manifest", HEX) "\"x\":1}}";
+    CHECK(parse(JETSTREAM_V1, del) == EVENT_COMMIT);
+    CHECK(ev.is_delete && ev.record == NULL && ev.record_json == NULL);
+
+    const char *other =
+        V1_HEAD COMMIT("create", "app.bsky.feed.like", REV) "\"record\":{\"$type\":"
+                                                            "\"app.bsky.feed.like\"}" TAIL;
+    CHECK(parse(JETSTREAM_V1, other) == EVENT_SKIP);
+    CHECK(ev.record_json == NULL);
+
+    const char *bad = V1_HEAD COMMIT("create", "io.atcr.tag", "myapp_latest") "\"record\":{\"$ty";
+    CHECK(parse(JETSTREAM_V1, bad) == EVENT_INVALID);
+    CHECK(!strcmp(ev.reason, "bad_json"));
+    CHECK(ev.record_json == NULL);
+
+    const char *dup = V1_HEAD COMMIT("create", "io.atcr.tag",
+                                     "myapp_latest") "\"record\":" TAG ",\"record\":" TAG TAIL;
+    CHECK(parse(JETSTREAM_V1, dup) == EVENT_INVALID);
+    CHECK(ev.record_json == NULL);
+
+    const char *invalid = V1_HEAD COMMIT("create", "io.atcr.tag",
+                                         "myapp_latest") "\"record\":{\"$type\":\"io.atcr.tag\","
+                                                         "\"repository\":7}" TAIL;
+    CHECK(parse(JETSTREAM_V1, invalid) == EVENT_INVALID);
+    CHECK(!strcmp(ev.reason, "invalid_record"));
+    CHECK(ev.record_json == NULL);
+
+    json_error_t err;
+    json_t *rec = json_loads(TAG, 0, &err);
+    CHECK(rec != NULL);
+    event from;
+    CHECK(event_from_record(&from, DID, "io.atcr.tag", "myapp_latest", REV, CID, rec, lex) ==
+          EVENT_COMMIT);
+    CHECK(from.record_json == NULL && from.record_json_len == 0);
+    event_clear(&from);
+    json_decref(rec);
+}
+
+int main(void)
+{
+    char err[256];
+    lex = lexicon_load_dir("lexicons", err, sizeof err);
+    if (!lex) {
+        fprintf(stderr, "lexicons: %s\n", err);
+        return 1;
+    }
+    RUN(v1_manifest_and_tag);
+    RUN(v2_manifest_and_tag);
+    RUN(lookalikes_inside_strings);
+    RUN(spaces_between_tokens);
+    RUN(control_whitespace_in_record);
+    RUN(escaped_member_name);
+    RUN(deep_record);
+    RUN(unset_without_a_record);
+    event_clear(&ev);
+    free(copy);
+    lexicon_free(lex);
+    CHECK_EXIT();
+}
