@@ -10,11 +10,9 @@
 #include "cache/scripts.h"
 
 /* The recent list keeps the newest manifests only; trimming on every add would double the
- * commands, so it is trimmed every TRIM_EVERY adds. */
-#define RECENT_KEEP 10000
+ * commands, so apply.lua trims it every TRIM_EVERY events. */
+#define RECENT_KEEP "10000"
 #define TRIM_EVERY 1000
-/* outbox_done takes member, change pairs; larger outboxes are cleared over several calls. */
-#define OUTBOX_BATCH 12
 /* How long a hold's counts from its io.atcr.hold.stats record are kept as last known values. */
 #define HOLD_STATS_TTL "2592000"
 
@@ -23,13 +21,13 @@ struct fold {
     char *prefix;
     char ttl[16];
     char gone_ttl[16];
-    int script_apply, script_purge, script_identity, script_outbox_done, script_hold_stats;
-    unsigned adds_since_trim;
+    int script_apply, script_purge, script_identity, script_hold_stats;
+    unsigned since_trim;
+    char *recent_key;
     uint64_t *applied_total;
     uint64_t *stale_total;
     uint64_t *purges_total;
     uint64_t *write_errors_total;
-    uint64_t *outbox_total;
 };
 
 /* The writes of one event; freed when the last reply arrived. */
@@ -39,10 +37,7 @@ typedef struct op {
     void *ud;
     int outstanding;
     int failed;
-    char *outbox_key;
-    /* Changes of the DID's outbox applied to the recent list, to clear once acknowledged. */
-    char **done;
-    size_t ndone;
+    char did[]; /* for the log line of a refused write */
 } op;
 
 fold *fold_new(valkey *v, const fold_options *opt)
@@ -51,15 +46,16 @@ fold *fold_new(valkey *v, const fold_options *opt)
     if (!f) return NULL;
     f->v = v;
     f->prefix = strdup(opt->prefix);
+    buf recent = {0};
+    if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
     snprintf(f->ttl, sizeof f->ttl, "%u", opt->record_ttl);
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
     f->script_apply = valkey_register_script(v, "apply", lua_apply);
     f->script_purge = valkey_register_script(v, "purge", lua_purge);
     f->script_identity = valkey_register_script(v, "identity", lua_identity);
-    f->script_outbox_done = valkey_register_script(v, "outbox_done", lua_outbox_done);
     f->script_hold_stats = valkey_register_script(v, "hold_stats", lua_hold_stats);
-    if (!f->prefix || f->script_apply < 0 || f->script_purge < 0 || f->script_identity < 0 ||
-        f->script_outbox_done < 0 || f->script_hold_stats < 0) {
+    if (!f->prefix || !f->recent_key || f->script_apply < 0 || f->script_purge < 0 ||
+        f->script_identity < 0 || f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
     }
@@ -71,8 +67,6 @@ fold *fold_new(valkey *v, const fold_options *opt)
         metrics_counter("appview_accounts_purged_total", "Accounts deleted or taken down");
     f->write_errors_total =
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
-    f->outbox_total = metrics_counter("appview_recent_changes_total",
-                                      "Changes of the recent list driven from DID outboxes");
     return f;
 }
 
@@ -80,16 +74,8 @@ void fold_free(fold *f)
 {
     if (!f) return;
     free(f->prefix);
+    free(f->recent_key);
     free(f);
-}
-
-static void op_free(op *o)
-{
-    for (size_t i = 0; i < o->ndone; i++)
-        free(o->done[i]);
-    free(o->done);
-    free(o->outbox_key);
-    free(o);
 }
 
 static int reply_ok(op *o, const redisReply *r)
@@ -101,21 +87,15 @@ static int reply_ok(op *o, const redisReply *r)
         return 0;
     }
     /* Not retried: the same event would be refused again and stall the stream behind it. */
-    log_warn("fold", "write refused for %s: %s", o->outbox_key, r->str);
+    log_warn("fold", "write refused for %s: %s", o->did, r->str);
     return 0;
 }
-
-static void clear_outbox(op *o);
 
 static void op_finish_one(op *o)
 {
     if (--o->outstanding > 0) return;
-    if (o->ndone && !o->failed) {
-        clear_outbox(o); /* one more round: the event completes when the outbox is cleared */
-        if (o->outstanding > 0) return;
-    }
     o->cb(o->ud, !o->failed);
-    op_free(o);
+    free(o);
 }
 
 static void on_followup(redisReply *r, void *ud)
@@ -134,84 +114,26 @@ static void followup(op *o, int argc, const char **argv)
         o->failed = 1;
 }
 
-static void clear_outbox(op *o)
+/* Drops P handle:<handle> once the DID's cached identity is gone. */
+static void drop_handle(op *o, const redisReply *handle)
 {
-    fold *f = o->f;
-    size_t n = o->ndone;
-    o->ndone = 0;
-    for (size_t i = 0; i < n; i += 2 * OUTBOX_BATCH) {
-        const char *argv[1 + 2 * OUTBOX_BATCH];
-        int argc = 0;
-        argv[argc++] = o->outbox_key;
-        for (size_t j = i; j < n && j < i + 2 * OUTBOX_BATCH; j++)
-            argv[argc++] = o->done[j];
-        if (valkey_eval(f->v, f->script_outbox_done, on_followup, o, 1, argc, argv, NULL) == 0)
-            o->outstanding++;
-        else
-            o->failed = 1;
-    }
-    for (size_t i = 0; i < n; i++)
-        free(o->done[i]);
-}
-
-/* Applies the outbox pairs r->element[first..] to the recent list, and remembers them so
- * they are cleared from the outbox once acknowledged. */
-static void drive_outbox(op *o, const redisReply *r, size_t first)
-{
-    fold *f = o->f;
-    if (r->elements <= first) return;
-    char key[256];
-    snprintf(key, sizeof key, "%srecent", f->prefix);
-    char **done = realloc(o->done, (r->elements - first) * sizeof *done);
-    if (!done) {
+    if (handle->type != REDIS_REPLY_STRING || !handle->len) return;
+    buf key = {0};
+    if (buf_printf(&key, "%shandle:%s", o->f->prefix, handle->str) == 0)
+        followup(o, 2, (const char *[]){"DEL", key.data});
+    else
         o->failed = 1;
-        return;
-    }
-    o->done = done;
-    for (size_t i = first; i + 1 < r->elements; i += 2) {
-        const redisReply *member = r->element[i], *change = r->element[i + 1];
-        if (member->type != REDIS_REPLY_STRING || change->type != REDIS_REPLY_STRING ||
-            change->len < 1)
-            continue;
-        (*f->outbox_total)++;
-        if (change->str[0] == '+') {
-            followup(o, 4, (const char *[]){"ZADD", key, change->str + 1, member->str});
-            if (++f->adds_since_trim >= TRIM_EVERY) {
-                f->adds_since_trim = 0;
-                char stop[24];
-                snprintf(stop, sizeof stop, "%d", -RECENT_KEEP - 1);
-                followup(o, 4, (const char *[]){"ZREMRANGEBYRANK", key, "0", stop});
-            }
-        } else {
-            followup(o, 3, (const char *[]){"ZREM", key, member->str});
-        }
-        char *m = strdup(member->str), *c = strdup(change->str);
-        if (!m || !c) {
-            free(m);
-            free(c);
-            o->failed = 1;
-            return;
-        }
-        o->done[o->ndone++] = m;
-        o->done[o->ndone++] = c;
-    }
+    buf_free(&key);
 }
 
 static void on_apply(redisReply *r, void *ud)
 {
     op *o = ud;
-    fold *f = o->f;
     if (reply_ok(o, r)) {
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-            r->element[0]->type == REDIS_REPLY_INTEGER) {
-            if (r->element[0]->integer == 1)
-                (*f->applied_total)++;
-            else
-                (*f->stale_total)++;
-            drive_outbox(o, r, 1);
-        } else {
+        if (r->type == REDIS_REPLY_INTEGER)
+            (*(r->integer == 1 ? o->f->applied_total : o->f->stale_total))++;
+        else
             o->failed = 1;
-        }
     }
     op_finish_one(o);
 }
@@ -219,16 +141,9 @@ static void on_apply(redisReply *r, void *ud)
 static void on_purge(redisReply *r, void *ud)
 {
     op *o = ud;
-    fold *f = o->f;
-    if (reply_ok(o, r) && r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
-        (*f->purges_total)++;
-        const redisReply *handle = r->element[0];
-        if (handle->type == REDIS_REPLY_STRING && handle->len) {
-            char hk[512];
-            snprintf(hk, sizeof hk, "%shandle:%s", f->prefix, handle->str);
-            followup(o, 2, (const char *[]){"DEL", hk});
-        }
-        drive_outbox(o, r, 1);
+    if (reply_ok(o, r)) {
+        (*o->f->purges_total)++;
+        drop_handle(o, r);
     }
     op_finish_one(o);
 }
@@ -236,60 +151,72 @@ static void on_purge(redisReply *r, void *ud)
 static void on_identity(redisReply *r, void *ud)
 {
     op *o = ud;
-    if (reply_ok(o, r) && r->type == REDIS_REPLY_STRING && r->len) {
-        char hk[512];
-        snprintf(hk, sizeof hk, "%shandle:%s", o->f->prefix, r->str);
-        followup(o, 2, (const char *[]){"DEL", hk});
-    }
+    if (reply_ok(o, r)) drop_handle(o, r);
     op_finish_one(o);
 }
 
-static op *op_new(fold *f, const char *base, fold_done_cb cb, void *ud)
+static op *op_new(fold *f, const event *ev, fold_done_cb cb, void *ud)
 {
-    op *o = calloc(1, sizeof *o);
+    size_t n = strlen(ev->did) + 1;
+    op *o = calloc(1, sizeof *o + n);
     if (!o) return NULL;
+    memcpy(o->did, ev->did, n);
     o->f = f;
     o->cb = cb;
     o->ud = ud;
     o->outstanding = 1; /* the script call */
-    buf key = {0};
-    if (buf_printf(&key, "%soutbox", base) < 0) {
-        op_free(o);
-        return NULL;
-    }
-    o->outbox_key = key.data;
     return o;
 }
 
 static int send_apply(fold *f, const event *ev, op *o, const char *base)
 {
-    buf key = {0};
-    if (buf_printf(&key, "%srec/%s/%s", base, ev->collection, ev->rkey) < 0) return -1;
+    buf recs = {0}, field = {0};
+    if (buf_printf(&recs, "%srecs", base) < 0 ||
+        buf_printf(&field, "%s/%s", ev->collection, ev->rkey) < 0) {
+        buf_free(&recs);
+        return -1;
+    }
     char time_us[24], at[24], kind[2] = {(char)ev->record_kind, 0};
     snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
     snprintf(at, sizeof at, "%lld", (long long)ev->created_ms);
-    char *val = ev->record ? json_dumps(ev->record, JSON_COMPACT) : NULL;
-    const char *argv[16] = {key.data,
+    const char *json = ev->record_json;
+    size_t json_len = ev->record_json_len;
+    char *dumped = NULL;
+    if (ev->record && !json) {
+        json = dumped = json_dumps(ev->record, JSON_COMPACT);
+        json_len = dumped ? strlen(dumped) : 0;
+    }
+    int trim =
+        !ev->is_delete && ev->record_kind == RECORD_MANIFEST && ++f->since_trim >= TRIM_EVERY;
+    if (trim) f->since_trim = 0;
+    const char *argv[19] = {recs.data,
+                            f->recent_key,
                             base,
+                            field.data,
                             ev->is_delete ? "del" : "put",
                             ev->rev,
                             time_us,
                             f->ttl,
                             ev->is_delete ? "" : kind,
                             ev->cid ? ev->cid : "",
-                            val ? val : "",
+                            json ? json : "",
                             ev->repository ? ev->repository : "",
                             ev->key ? ev->key : "",
                             ev->digest,
                             at,
                             ev->rkey,
                             ev->did,
-                            f->gone_ttl};
-    int rc = (ev->record && !val)
+                            trim ? "1" : "0",
+                            RECENT_KEEP};
+    size_t lens[19];
+    for (int i = 0; i < 19; i++)
+        lens[i] = i == 10 ? json_len : strlen(argv[i]);
+    int rc = (ev->record && !json)
                  ? -1
-                 : valkey_eval(f->v, f->script_apply, on_apply, o, 1, 16, argv, NULL);
-    free(val);
-    buf_free(&key);
+                 : valkey_eval(f->v, f->script_apply, on_apply, o, 2, 19, argv, lens);
+    free(dumped);
+    buf_free(&recs);
+    buf_free(&field);
     return rc;
 }
 
@@ -334,7 +261,7 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
         return 1;
     char base[2200];
     snprintf(base, sizeof base, "%s{%s}/", f->prefix, ev->did);
-    op *o = op_new(f, base, cb, ud);
+    op *o = op_new(f, ev, cb, ud);
     if (!o) return -1;
     int rc;
     if (ev->kind == EVENT_COMMIT) {
@@ -346,8 +273,9 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
         char keys[2300], time_us[24];
         snprintf(keys, sizeof keys, "%skeys", base);
         snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
-        rc = valkey_eval(f->v, f->script_purge, on_purge, o, 1, 5,
-                         (const char *[]){keys, base, time_us, f->gone_ttl, ev->did}, NULL);
+        rc = valkey_eval(f->v, f->script_purge, on_purge, o, 2, 6,
+                         (const char *[]){keys, f->recent_key, base, time_us, f->gone_ttl, ev->did},
+                         NULL);
     } else {
         char id[2300];
         snprintf(id, sizeof id, "%sid", base);
@@ -355,7 +283,7 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
             valkey_eval(f->v, f->script_identity, on_identity, o, 1, 1, (const char *[]){id}, NULL);
     }
     if (rc < 0) {
-        op_free(o);
+        free(o);
         return -1;
     }
     return 0;

@@ -270,11 +270,39 @@ static uint64_t reply_uint(const redisReply *r)
     return (r && r->type == REDIS_REPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
 }
 
+/* The layout cache/SCHEMA.md describes; an index written in another one is not read. */
+#define SCHEMA_VERSION "2"
+
+static void on_schema_written(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR) log_warn("ingest", "schema mark refused: %s", r->str);
+}
+
 static void on_cursor_loaded(redisReply *r, void *ud)
 {
     ingest *in = ud;
     in->cursor_loading = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return; /* retried on next up */
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) return; /* retried on next up */
+    const redisReply *schema = r->element[2];
+    int had_cursor =
+        r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
+    const char *found = schema->type == REDIS_REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
+    if (found && strcmp(found, SCHEMA_VERSION) != 0) {
+        /* Folding on top of another layout would serve a mix of both: an operator decides. */
+        log_error("ingest",
+                  "Valkey holds key schema %s under prefix %s, this appview writes %s: not "
+                  "ingesting; delete the prefix's keys or choose another APPVIEW_KEY_PREFIX",
+                  found, in->prefix, SCHEMA_VERSION);
+        return;
+    }
+    if (!found) {
+        char key[256];
+        snprintf(key, sizeof key, "%sschema", in->prefix);
+        if (valkey_command(in->v, on_schema_written, NULL, 3,
+                           (const char *[]){"SET", key, SCHEMA_VERSION}, NULL) < 0)
+            return; /* retried on next up */
+    }
     for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
         in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
     in->acked_time_us = in->acked[JETSTREAM_V1];
@@ -288,10 +316,11 @@ static void resume(ingest *in)
 {
     if (!in->cursor_loaded) {
         if (in->cursor_loading) return;
-        char k1[256], k2[256];
+        char k1[256], k2[256], schema[256];
         cursor_key(in, 1, k1, sizeof k1);
         cursor_key(in, 2, k2, sizeof k2);
-        if (valkey_command(in->v, on_cursor_loaded, in, 3, (const char *[]){"MGET", k1, k2},
+        snprintf(schema, sizeof schema, "%sschema", in->prefix);
+        if (valkey_command(in->v, on_cursor_loaded, in, 4, (const char *[]){"MGET", k1, k2, schema},
                            NULL) == 0)
             in->cursor_loading = 1;
         return;

@@ -136,18 +136,6 @@ static void write_quiet(loader *l, int argc, const char **argv)
         log_debug("loader", "cache write skipped: Valkey not ready");
 }
 
-/* Adds a key of D to P{D}/keys so an account purge drops it. The set keeps the longest TTL of
- * its members: NX gives a new set one, GT only lengthens it. */
-static void add_to_keyset(loader *l, const char *did, const char *key, const char *ttl)
-{
-    char *keys = fmt("%s{%s}/keys", l->prefix, did);
-    if (!keys) return;
-    write_quiet(l, 3, (const char *[]){"SADD", keys, key});
-    write_quiet(l, 4, (const char *[]){"EXPIRE", keys, ttl, "NX"});
-    write_quiet(l, 4, (const char *[]){"EXPIRE", keys, ttl, "GT"});
-    free(keys);
-}
-
 static load_status status_of_http(const http_result *res)
 {
     return res->error == HTTP_E_TIMEOUT ? LOAD_UPSTREAM_TIMEOUT : LOAD_UPSTREAM_FAILURE;
@@ -194,7 +182,6 @@ static void cache_identity(loader *l, const char *did, const char *handle, const
     if (!id) return;
     write_quiet(l, 6, (const char *[]){"HSET", id, "handle", handle, "pds", pds});
     write_quiet(l, 3, (const char *[]){"EXPIRE", id, l->s_identity_ttl});
-    add_to_keyset(l, did, id, l->s_identity_ttl);
     free(id);
     if (*handle) {
         char *hk = fmt("%shandle:%s", l->prefix, handle);
@@ -777,7 +764,7 @@ static void on_repo_ident(const ident *id, void *ud)
 /* Records of D in Valkey that the listing did not return were deleted on the PDS (a delete
  * the firehose did not deliver): they get a delete at the listing's rev, which apply.lua
  * ignores for any record written by a newer commit than the listing. */
-static void on_keyset(redisReply *r, void *ud)
+static void on_recs(redisReply *r, void *ud)
 {
     repo_flight *rf = ud;
     loader *l = rf->l;
@@ -786,18 +773,11 @@ static void on_keyset(redisReply *r, void *ud)
         rf_release(rf);
         return;
     }
-    char *base = fmt("%s{%s}/rec/", l->prefix, rf->did);
-    if (!base) {
-        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
-        rf_release(rf);
-        return;
-    }
-    size_t bn = strlen(base);
     if (rf->nseen) qsort(rf->seen, rf->nseen, sizeof *rf->seen, cmp_str);
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *m = r->element[i];
-        if (m->type != REDIS_REPLY_STRING || strncmp(m->str, base, bn)) continue;
-        const char *rest = m->str + bn; /* <collection>/<rkey> */
+        if (m->type != REDIS_REPLY_STRING) continue;
+        const char *rest = m->str; /* <collection>/<rkey>, or another field of the hash */
         const char *slash = strchr(rest, '/');
         if (!slash) continue;
         size_t cn = (size_t)(slash - rest);
@@ -822,7 +802,6 @@ static void on_keyset(redisReply *r, void *ud)
         (*l->pruned_total)++;
         free(collection);
     }
-    free(base);
     rf_release(rf);
 }
 
@@ -865,10 +844,9 @@ static void rf_next(repo_flight *rf)
         return;
     case STAGE_LISTING: {
         rf->stage = STAGE_PRUNE;
-        char *keys = fmt("%s{%s}/keys", l->prefix, rf->did);
-        if (keys)
-            rc = valkey_command(l->v, on_keyset, rf, 2, (const char *[]){"SMEMBERS", keys}, NULL);
-        free(keys);
+        char *recs = fmt("%s{%s}/recs", l->prefix, rf->did);
+        if (recs) rc = valkey_command(l->v, on_recs, rf, 2, (const char *[]){"HKEYS", recs}, NULL);
+        free(recs);
         if (rc == 0) {
             rf->outstanding++;
             return;
@@ -882,10 +860,7 @@ static void rf_next(repo_flight *rf)
             rc =
                 valkey_command(l->v, on_marked, rf, 5,
                                (const char *[]){"SET", complete, "1", "EX", l->s_record_ttl}, NULL);
-            if (rc == 0) {
-                rf->outstanding++;
-                add_to_keyset(l, rf->did, complete, l->s_record_ttl);
-            }
+            if (rc == 0) rf->outstanding++;
         }
         free(complete);
         if (rc == 0) return;

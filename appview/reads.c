@@ -564,7 +564,7 @@ static void run_read(rq *q)
         err |= buf_printf(&key, "%srepo/%s/tags", base.data, q->repository);
         break;
     case M_MANIFEST:
-        err |= buf_printf(&key, "%srepo/%s/mrkey", base.data, q->repository);
+        err |= buf_printf(&key, "%srecs", base.data);
         break;
     default:
         err |= buf_printf(&key, "%srecent", r->prefix);

@@ -657,7 +657,7 @@ static void run_holds(flight *f)
     stats *s = f->s;
     buf key = {0}, base = {0};
     int rc = -1;
-    if (buf_printf(&key, "%s{%s}/repo/%s/mrkey", s->prefix, f->did, f->repo) == 0 &&
+    if (buf_printf(&key, "%s{%s}/recs", s->prefix, f->did) == 0 &&
         buf_printf(&base, "%s{%s}/", s->prefix, f->did) == 0) {
         const char *argv[] = {key.data, base.data, f->repo};
         f->refs++;

@@ -13,5 +13,8 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[4]) -- the cached aggregate no longer adds up
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
-if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('SADD', KEYS[5], KEYS[1], KEYS[2], KEYS[3]) end
+-- The keys join P{U}/keys so an account purge removes them too.
+redis.call('SADD', KEYS[5], KEYS[1], KEYS[2], KEYS[3])
+redis.call('EXPIRE', KEYS[5], ARGV[4], 'NX')
+redis.call('EXPIRE', KEYS[5], ARGV[4], 'GT')
 return 1

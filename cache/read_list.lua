@@ -40,7 +40,7 @@ if mode == 'recent' then
 else
   local complete = redis.call('EXISTS', base .. 'complete')
   local known = complete
-  if known == 0 then known = redis.call('EXISTS', base .. 'keys', base .. 'id') > 0 and 1 or 0 end
+  if known == 0 then known = redis.call('EXISTS', base .. 'recs', base .. 'id') > 0 and 1 or 0 end
   local found = redis.call('EXISTS', key)
   head = {complete, known, redis.call('HGET', base .. 'id', 'handle') or '', found}
 end
@@ -53,7 +53,9 @@ elseif mode == 'tags' then
   for i = 1, #items, 2 do tags[#tags + 1] = items[i] end
   local digests = {}
   if #tags > 0 then
-    digests = redis.call('HMGET', base .. 'repo/' .. ARGV[6] .. '/tagdigest', unpack(tags))
+    local fields = {}
+    for i = 1, #tags do fields[i] = 't/' .. ARGV[6] .. '/' .. tags[i] end
+    digests = redis.call('HMGET', base .. 'recs', unpack(fields))
   end
   for i = 1, #tags do
     head[#head + 1] = tags[i]

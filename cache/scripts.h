@@ -6,7 +6,6 @@
 extern const char lua_apply[];
 extern const char lua_purge[];
 extern const char lua_identity[];
-extern const char lua_outbox_done[];
 extern const char lua_hold_stats[];
 
 #endif

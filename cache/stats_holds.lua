@@ -1,5 +1,5 @@
 -- Which holds serve a repository, for io.atcr.repo.getStats (appview/stats.c). Read only.
--- KEYS[1] P{D}/repo/<R>/mrkey; ARGV: 1 base "P{D}/", 2 repository
+-- KEYS[1] P{D}/recs; ARGV: 1 base "P{D}/", 2 repository
 -- Returns {complete, manifests, source, n, hold_1..hold_n, field, value, ...}: complete 1 when
 -- P{D}/complete exists; manifests the number of live manifest records; source the first
 -- org.opencontainers.image.source annotation seen ('' if none); the holds as "d:<did>" (holdDid,
@@ -14,12 +14,18 @@ local function add(h)
     holds[#holds + 1] = h
   end
 end
-local rkeys = redis.call('HVALS', KEYS[1])
-for i = 1, math.min(#rkeys, 1000) do
-  local rec = redis.call('HMGET', base .. 'rec/io.atcr.manifest/' .. rkeys[i], 'del', 'repo', 'val')
-  if rec[1] == '0' and rec[2] == repo and rec[3] then
+local digests = redis.call('ZRANGE', base .. 'repo/' .. repo .. '/manifests', 0, 999)
+local fields = {}
+for i, g in ipairs(digests) do fields[i] = 'm/' .. repo .. '/' .. g end
+local rkeys = #fields > 0 and redis.call('HMGET', KEYS[1], unpack(fields)) or {}
+for i = 1, #fields do
+  local rec = rkeys[i] and redis.call('HGET', KEYS[1], 'io.atcr.manifest/' .. rkeys[i])
+  local nl = rec and string.find(rec, '\n', 1, true)
+  local kind, rrepo
+  if nl then kind, rrepo = string.match(rec, '^%S+ (%S+) (%S+)') end
+  if kind == 'm' and rrepo == repo then
     live = live + 1
-    local ok, v = pcall(cjson.decode, rec[3])
+    local ok, v = pcall(cjson.decode, string.sub(rec, nl + 1))
     if ok and type(v) == 'table' then
       if type(v.holdDid) == 'string' then add('d:' .. v.holdDid)
       elseif type(v.holdEndpoint) == 'string' then add('e:' .. v.holdEndpoint) end

@@ -2,6 +2,7 @@
 PLC (tests/lib/devnet.py), bin/appview pointed at them, no firehose (the Jetstream URL is a
 closed port), so everything the appview knows comes from the loader."""
 import atexit
+import json
 import os
 import time
 import urllib.parse
@@ -141,10 +142,11 @@ def test_every_read_cold_by_did_and_handle(h):
     assert h.redis(redis, "GET", base + "complete") == "1"
     assert h.redis(redis, "HGET", base + "id", "handle") == "alice.test"
     assert h.redis(redis, "GET", f"{PREFIX}handle:alice.test") == alice["did"]
-    assert h.redis(redis, "HGET", base + "repo/myapp/tagdigest", "v3") == digest(3)
-    members = h.redis_raw(redis, "SMEMBERS", base + "keys").split()
-    assert base + "id" in members and base + "complete" in members, members
-    assert base + "rec/io.atcr.tag/myapp_v1" in members, members
+    assert h.redis(redis, "HGET", base + "recs", "t/myapp/v3") == digest(3)
+    record = h.redis_raw(redis, "HGET", base + "recs", "io.atcr.tag/myapp_v1")
+    head, body = record.split("\n", 1)
+    assert head.split(" ")[1:4] == ["t", "myapp", "v1"], head
+    assert json.loads(body)["tag"] == "v1", body
 
     # A user with no records: an empty but complete answer, not an error.
     st, body = xrpc(h, app, "listRepositories", actor="bob.test")
@@ -193,7 +195,8 @@ def test_deleted_on_pds_and_missed_on_firehose(h):
     assert tags() == ["t5", "t6"]
     m = h.metrics(app.base)
     assert m["appview_loader_pruned_total"] == 2, m
-    assert h.redis(redis, "HGET", base + f"rec/io.atcr.manifest/{digest(4)[7:]}", "del") == "1"
+    tombstone = h.redis(redis, "HGET", base + "recs", f"io.atcr.manifest/{digest(4)[7:]}")
+    assert tombstone.split(" ")[1] == "-", tombstone  # a tombstone: rev, then no kind
     st, body = xrpc(h, app, "listRepositories", actor=carol["did"])
     assert st == 200 and body["repositories"][0]["manifestCount"] == 1, body
 

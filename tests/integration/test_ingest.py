@@ -79,6 +79,12 @@ def snapshot(h, redis):
         rest = key[key.index("}") + 2:]
         if rest == "gone":
             gone.add(did)
+        if rest == "recs":  # tag -> digest mappings live in the DID's record hash as t/<R>/<T>
+            fields = h.redis_raw(redis, "HKEYS", key).split("\n")
+            for field in [f for f in fields if f.startswith("t/")]:
+                repo, tag = field[2:].rsplit("/", 1)
+                entry = index.setdefault(did, {}).setdefault(repo, {"manifests": {}, "tags": {}})
+                entry["tags"][tag] = h.redis_raw(redis, "HGET", key, field).strip()
         if not rest.startswith("repo/"):
             continue
         repo, kind = rest[5:].rsplit("/", 1)
@@ -86,9 +92,6 @@ def snapshot(h, redis):
         if kind == "manifests":
             vals = h.redis_raw(redis, "ZRANGE", key, 0, -1, "WITHSCORES").split("\n")
             entry["manifests"] = dict(zip(vals[0:-1:2], vals[1::2]))
-        elif kind == "tagdigest":
-            vals = h.redis_raw(redis, "HGETALL", key).split("\n")
-            entry["tags"] = dict(zip(vals[0:-1:2], vals[1::2]))
     for repos in index.values():  # a repository whose index keys are all empty is gone
         for r in [r for r, e in repos.items() if not e["manifests"] and not e["tags"]]:
             del repos[r]
@@ -133,7 +136,7 @@ def check_basic_fold(h, redis):
     assert snap["recent"] == want_recent
     for did in expected["purged"]:
         keys = h.redis_raw(redis, "KEYS", f"{PREFIX}{{{did}}}*").split()
-        assert keys == [f"{PREFIX}{{{did}}}/gone"], keys  # the outbox was drained and cleared
+        assert keys == [f"{PREFIX}{{{did}}}/gone"], keys  # nothing but the purge mark is left
 
 
 def test_fold_v1(h):
@@ -148,7 +151,7 @@ def test_fold_v1(h):
     assert m["appview_records_stale_total"] >= 1  # the fixture replays an event after its delete
     assert m["appview_accounts_purged_total"] == 1
     # Records carry TTLs; the cursor has none.
-    any_rec = h.redis_raw(redis, "KEYS", PREFIX + "{*}/rec/*").split()[0]
+    any_rec = h.redis_raw(redis, "KEYS", PREFIX + "{*}/recs").split()[0]
     assert 0 < int(h.redis_raw(redis, "TTL", any_rec)) <= 3600
     assert int(h.redis_raw(redis, "TTL", PREFIX + "cursor:v1")) == -1
     assert app.stop() == 0
@@ -306,3 +309,27 @@ def test_health_reports_valkey_down(h):
     assert app.alive()
     status, body = h.get_json(app.base + "/xrpc/io.atcr.repo.noSuchMethod")
     assert status == 501 and body["error"] == "MethodNotImplemented"
+
+
+def test_other_schema_is_not_ingested_into(h):
+    """An index of another layout (here version 1, which wrote a cursor but no schema mark) is
+    left alone: folding on top of it would serve a mix of both."""
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "basic.jsonl")
+    replay = start_replay(h, fixture)
+    h.redis(redis, "SET", PREFIX + "cursor:v1", "1")
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_for(lambda: "key schema 1" in app.log(), what="the schema complaint")
+    time.sleep(0.5)
+    assert h.get_json(f"http://127.0.0.1:{replay.port}/_stats")[1]["eventsSent"] == 0
+    assert h.redis(redis, "GET", PREFIX + "cursor:v1") == "1"
+    assert h.redis(redis, "EXISTS", PREFIX + "schema") == "(integer) 0"
+    assert app.alive()
+
+    # A fresh index gets the mark, and an appview that finds it ingests.
+    h.redis(redis, "FLUSHALL")
+    app.stop()
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"], name="appview2")
+    wait_cursor(h, redis, 1, last_event(fixture)[0])
+    assert h.redis(redis, "GET", PREFIX + "schema") == "2"
+    check_basic_fold(h, redis)

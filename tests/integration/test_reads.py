@@ -109,10 +109,6 @@ class Resp:
         self.sock.close()
 
 
-def _text(v):
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 class Seeder:
     def __init__(self, port):
         self.r = Resp(port)
@@ -127,19 +123,12 @@ class Seeder:
         self.rev += 1
         rev = "3l%011d" % self.rev
         base = self.base(did)
-        res = self.r.cmd("EVALSHA", self.sha, 1, f"{base}rec/{coll}/{rkey}", base, "put", rev, 0,
-                         3600, kind, "bafyrei" + ("%010d" % self.rev), json.dumps(
-                             record, separators=(",", ":")), repo, key, digest, ms, rkey, did,
-                         86400)
-        assert res[0] == 1, res
-        # What the fold does with the DID's outbox: apply it to the recent list, then clear it.
-        for member, change in zip(res[1::2], res[2::2]):
-            member, change = _text(member), _text(change)
-            if change.startswith("+"):
-                self.r.cmd("ZADD", PREFIX + "recent", change[1:], member)
-            else:
-                self.r.cmd("ZREM", PREFIX + "recent", member)
-            self.r.cmd("HDEL", base + "outbox", member)
+        res = self.r.cmd("EVALSHA", self.sha, 2, f"{base}recs", PREFIX + "recent", base,
+                         f"{coll}/{rkey}", "put", rev, 0, 3600, kind,
+                         "bafyrei" + ("%010d" % self.rev),
+                         json.dumps(record, separators=(",", ":")), repo, key, digest, ms, rkey,
+                         did, "0", 10000)
+        assert res == 1, res
 
     def manifest(self, did, repo, digest, ms, hold="did:web:hold.example.com"):
         rkey = digest.split(":", 1)[1]
