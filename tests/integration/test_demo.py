@@ -124,9 +124,17 @@ def start_run_local(h, run_dir, ports, replay_url, name):
     return p
 
 
-def ctrl_c(p):
+def ctrl_c(p, log):
+    """Ctrl-C to the whole process group, as a terminal does; on a hang, says who is left."""
     os.killpg(p.pid, signal.SIGINT)
-    return p.wait(30)
+    try:
+        return p.wait(30)
+    except subprocess.TimeoutExpired:
+        left = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-g", str(p.pid)],
+                              capture_output=True, text=True).stdout
+        os.killpg(p.pid, signal.SIGKILL)
+        raise AssertionError(f"run-local did not stop within 30 s; still running:\n{left}\n"
+                             f"log tail:\n{open(log).read()[-3000:]}")
 
 
 def test_run_local_restarts_on_its_own_state(h):
@@ -160,7 +168,7 @@ def test_run_local_restarts_on_its_own_state(h):
         cursor = health["jetstream"]["cursor"]
         assert status == 200 and cursor > 0
     finally:
-        rc = ctrl_c(p)
+        rc = ctrl_c(p, log1)
     assert rc == 0, open(log1).read()[-3000:]
     assert not leftovers(run_dir), leftovers(run_dir)
 
@@ -179,7 +187,7 @@ def test_run_local_restarts_on_its_own_state(h):
         status, stats = h.get_json(f"{hold}/xrpc/io.atcr.hold.getStats?did={ALICE}&repository=webapp")
         assert status == 200 and stats["pullCount"] == 1
     finally:
-        rc = ctrl_c(p)
+        rc = ctrl_c(p, log2)
     assert rc == 0, open(log2).read()[-3000:]
     assert not leftovers(run_dir), leftovers(run_dir)
 
