@@ -79,6 +79,7 @@ enum {
     O_JETSTREAM_STALL_SECONDS,
     O_CURSOR_REWIND_SECONDS,
     O_INGEST,
+    O_INGEST_LEASE_SECONDS,
     O_UPSTREAM_TIMEOUT_MS,
     O_COUNT
 };
@@ -139,7 +140,12 @@ static const option_spec SPECS[O_COUNT] = {
     [O_CURSOR_REWIND_SECONDS] = OPT_INT("cursor-rewind-seconds", "APPVIEW_CURSOR_REWIND_SECONDS",
                                         "5", "how far before the saved cursor to resume", 0, 3600),
     [O_INGEST] = OPT_BOOL("ingest", "APPVIEW_INGEST", "on",
-                          "whether this replica reads the firehose (off: serve reads only)"),
+                          "whether this replica may read the firehose (off: serve reads only)"),
+    [O_INGEST_LEASE_SECONDS] =
+        OPT_INT("ingest-lease-seconds", "APPVIEW_INGEST_LEASE_SECONDS", "10",
+                "lease electing the one ingesting replica: a standby takes over this long "
+                "after the ingester stopped renewing it",
+                1, 600),
     [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
                                       "total time allowed for one upstream HTTP call", 100, 600000),
 };
@@ -199,6 +205,7 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->jetstream_stall_seconds = (int)v[O_JETSTREAM_STALL_SECONDS].num;
     c->cursor_rewind_seconds = (int)v[O_CURSOR_REWIND_SECONDS].num;
     c->ingest = v[O_INGEST].num;
+    c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
     c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {

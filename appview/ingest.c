@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "appview/event.h"
+#include "appview/lease.h"
 #include "appview/jetstream.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -39,6 +40,7 @@ struct ingest {
     const lexicon_set *lexicons;
     jetstream *js;
     jetstream_options js_opt;
+    lease *lease;
     char *prefix;
     unsigned rewind_seconds;
 
@@ -284,6 +286,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     ingest *in = ud;
     in->cursor_loading = 0;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) return; /* retried on next up */
+    if (!lease_held(in->lease)) return; /* read again when the lease comes back */
     const redisReply *schema = r->element[2];
     int had_cursor =
         r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
@@ -314,6 +317,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
  * or read the stream again from the last acknowledged cursor. */
 static void resume(ingest *in)
 {
+    if (!lease_held(in->lease) || in->stopping) return;
     if (!in->cursor_loaded) {
         if (in->cursor_loading) return;
         char k1[256], k2[256], schema[256];
@@ -343,6 +347,12 @@ static void on_own_id(redisReply *r, void *ud)
 {
     ingest *in = ud;
     in->own_client_id = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+}
+
+static void on_named(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR) log_warn("ingest", "CLIENT SETNAME refused: %s", r->str);
 }
 
 static void on_fenced(redisReply *r, void *ud)
@@ -382,6 +392,23 @@ static void on_client_list(redisReply *r, void *ud)
     on_fenced(NULL, in);
 }
 
+/* The lease holder names its connection, so a successor can find it, and kills the other
+ * connections of that name before its first write. */
+static void begin_fencing(ingest *in)
+{
+    if (in->fencing || !in->valkey_up || !lease_held(in->lease)) return;
+    char name[160];
+    ingest_client_name(in->prefix, name, sizeof name);
+    in->own_client_id = -1;
+    if (valkey_command(in->v, on_named, in, 3, (const char *[]){"CLIENT", "SETNAME", name}, NULL) <
+            0 ||
+        valkey_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
+        valkey_command(in->v, on_client_list, in, 4,
+                       (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
+        return; /* not connected after all: the next "up" tries again */
+    in->fencing = 1;
+}
+
 void ingest_on_valkey_state(ingest *in, int up)
 {
     in->valkey_up = up;
@@ -389,13 +416,24 @@ void ingest_on_valkey_state(ingest *in, int up)
         need_replay(in);
         return;
     }
-    if (in->fencing) return;
-    in->own_client_id = -1;
-    if (valkey_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
-        valkey_command(in->v, on_client_list, in, 4,
-                       (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
-        return; /* not connected after all: the next "up" tries again */
-    in->fencing = 1;
+    lease_start(in->lease);
+    begin_fencing(in);
+}
+
+/* Another replica ingests now: stop reading, and read the cursor again (it moved on) when
+ * the lease comes back. Writes in flight finish; folding is idempotent. */
+static void on_lease(int held, void *ud)
+{
+    ingest *in = ud;
+    if (held) {
+        begin_fencing(in);
+        return;
+    }
+    if (in->js) jetstream_free(in->js);
+    in->js = NULL;
+    in->cursor_loaded = 0;
+    in->replay_needed = 0;
+    in->paused_for_pending = 0;
 }
 
 /* ---- gauges and accessors ---- */
@@ -445,7 +483,12 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
     in->prefix = strdup(opt->prefix);
-    if (!in->prefix) {
+    char lease_key[256];
+    snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
+    in->lease = lease_new(loop, v, lease_key, opt->lease_ms ? opt->lease_ms : 10000, on_lease, in);
+    if (!in->prefix || !in->lease) {
+        if (in->lease) lease_free(in->lease);
+        free(in->prefix);
         free(in);
         return NULL;
     }
@@ -485,12 +528,20 @@ void ingest_stop(ingest *in)
     complete_batches(in);
 }
 
-int ingest_idle(const ingest *in)
+int ingest_idle(ingest *in)
 {
     if (in->head) return 0;
-    /* Everything acknowledged: one last write of the cursor, then done. */
-    persist_cursors((ingest *)in);
-    return in->persist_inflight == 0;
+    /* Everything acknowledged: one last write of the cursor, then the lease goes to a
+     * standby, which resumes from that cursor. */
+    persist_cursors(in);
+    if (in->persist_inflight) return 0;
+    lease_release(in->lease);
+    return !lease_releasing(in->lease);
+}
+
+int ingest_leader(const ingest *in)
+{
+    return lease_held(in->lease);
 }
 
 static void free_when_closed(uv_handle_t *h)
@@ -511,6 +562,7 @@ void ingest_free(ingest *in)
         in->head = b->next;
         free(b);
     }
+    lease_free(in->lease);
     uv_close((uv_handle_t *)&in->check, NULL);
     uv_close((uv_handle_t *)&in->persist_timer, free_when_closed);
 }

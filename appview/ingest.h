@@ -1,15 +1,18 @@
-/* The firehose into the index: Jetstream messages are parsed (appview/event.h) and folded
+/* The firehose into the index. Jetstream messages are parsed (appview/event.h) and folded
  * (appview/fold.h) in batches, one batch per loop iteration. The cursor advances only past a
  * batch whose writes, and every earlier batch's, were acknowledged; it is persisted in Valkey
  * (P cursor:v1 / cursor:v2) and resumed from on restart, rewound a little (v1: time_us). When
  * Valkey falls behind, reading pauses; when writes fail or Valkey goes away, the stream is
  * reconnected from the last acknowledged cursor once Valkey is back, so nothing is lost.
  *
+ * Of the replicas sharing a Valkey, only the holder of the ingest lease (appview/lease.h)
+ * reads the stream; the others stand by and take over, from the saved cursor, when it lapses.
+ *
  * Commands a previous ingester (a crashed process, or this one's own lost connection) sent
  * may still sit unexecuted in Valkey's input buffers and would run interleaved with the
- * replay. So the ingest connection carries a name (ingest_client_name), and every time ingest
- * (re)starts it first kills the other connections of that name: Valkey drops their unexecuted
- * commands, and the replay redoes whatever they left half done. */
+ * replay. So the lease holder names its connection (ingest_client_name), and every time it
+ * (re)starts ingesting it first kills the other connections of that name: Valkey drops their
+ * unexecuted commands, and the replay redoes whatever they left half done. */
 #ifndef APPVIEW_INGEST_H
 #define APPVIEW_INGEST_H
 
@@ -28,6 +31,7 @@ typedef struct {
     const char *prefix;
     unsigned stall_seconds;
     unsigned rewind_seconds; /* v1 resume rewind */
+    unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h); 0: 10 s */
 } ingest_options;
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
@@ -39,13 +43,15 @@ void ingest_client_name(const char *prefix, char *out, size_t n);
 void ingest_on_valkey_state(ingest *in, int up);
 /* For health: connected?, last acknowledged cursor, and its lag in seconds (v1 time_us). */
 int ingest_connected(const ingest *in);
+/* 1 while this replica holds the ingest lease (it ingests); 0 on a standby. */
+int ingest_leader(const ingest *in);
 uint64_t ingest_cursor(const ingest *in);
 double ingest_lag_seconds(const ingest *in);
 const char *ingest_url(const ingest *in);
-/* Stops reading, persists the acknowledged cursor once pending writes are answered; call
- * ingest_idle to know when it is safe to free. */
+/* Stops reading, persists the acknowledged cursor once pending writes are answered, then
+ * gives the lease back; call ingest_idle until it returns 1, then it is safe to free. */
 void ingest_stop(ingest *in);
-int ingest_idle(const ingest *in);
+int ingest_idle(ingest *in);
 void ingest_free(ingest *in);
 
 #endif

@@ -56,7 +56,8 @@ static void health(httpd_req *r, void *ud)
     int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f},",
                         APPVIEW_VERSION, up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
     if (a->in) {
-        rc |= buf_printf(&out, "\"jetstream\":{\"connected\":%s,\"url\":",
+        rc |= buf_printf(&out, "\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
+                         ingest_leader(a->in) ? "true" : "false",
                          ingest_connected(a->in) ? "true" : "false");
         const char *url = ingest_url(a->in);
         rc |= buf_json_string(&out, url, strlen(url));
@@ -114,12 +115,7 @@ static int start(app *a)
         log_error("appview", "lexicons in %s: %s", a->cfg.lexicon_dir, err);
         return -1;
     }
-    char ingest_name[160];
-    ingest_client_name(a->cfg.key_prefix, ingest_name, sizeof ingest_name);
-    valkey_options vo = {.url = a->cfg.valkey_url,
-                         .on_state = on_valkey_state,
-                         .state_ud = a,
-                         .client_name = a->cfg.ingest ? ingest_name : NULL};
+    valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
     a->v = valkey_new(a->loop, &vo);
     if (!a->v) return -1;
     fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
@@ -130,7 +126,8 @@ static int start(app *a)
                              .nurls = a->cfg.njetstream_urls,
                              .prefix = a->cfg.key_prefix,
                              .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
-                             .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds};
+                             .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
+                             .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u};
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
         if (!a->in) return -1;
     }

@@ -47,7 +47,6 @@ struct valkey {
     char *unix_path;
     int db;
     char *user, *password;
-    char *client_name;
     uint64_t timeout_ns;
     valkey_state_cb on_state;
     void *state_ud;
@@ -238,11 +237,6 @@ static void send_setup(valkey *v)
         snprintf(db, sizeof db, "%d", v->db);
         const char *argv[2] = {"SELECT", db};
         rc |= send_argv(v, on_setup_reply, v, 2, argv, NULL);
-        v->loading++;
-    }
-    if (v->client_name) {
-        const char *argv[3] = {"CLIENT", "SETNAME", v->client_name};
-        rc |= send_argv(v, on_setup_reply, v, 3, argv, NULL);
         v->loading++;
     }
     for (int i = 0; i < v->nscripts; i++) {
@@ -517,10 +511,6 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     v->timeout_ns = (uint64_t)((opt->command_timeout > 0 ? opt->command_timeout : 5) * 1e9);
     v->on_state = opt->on_state;
     v->state_ud = opt->state_ud;
-    if (opt->client_name && !(v->client_name = strdup(opt->client_name))) {
-        valkey_free(v);
-        return NULL;
-    }
     if (parse_url(v, opt->url) < 0) {
         log_error("valkey", "bad URL '%s' (want redis://host:port/db or unix:///path)", opt->url);
         valkey_free(v);
@@ -632,7 +622,6 @@ static void release(valkey *v)
     free(v->unix_path);
     free(v->user);
     free(v->password);
-    free(v->client_name);
     free(v);
 }
 

@@ -24,7 +24,6 @@ typedef struct {
     double command_timeout;   /* seconds; 0 means 5 */
     valkey_state_cb on_state; /* may be NULL */
     void *state_ud;
-    const char *client_name; /* CLIENT SETNAME on every connection; NULL: none */
 } valkey_options;
 
 /* Parses the URL; NULL (logged) when it is not one of the forms above. */

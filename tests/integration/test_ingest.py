@@ -31,7 +31,9 @@ def start_appview(h, redis, urls, name="appview", env=None):
     port = free_port()
     full = {"APPVIEW_VALKEY_URL": redis.url, "APPVIEW_JETSTREAM_URLS": ",".join(urls),
             "APPVIEW_LISTEN": f"127.0.0.1:{port}", "APPVIEW_LEXICON_DIR": "lexicons",
-            "APPVIEW_CURSOR_REWIND_SECONDS": "1"}
+            "APPVIEW_CURSOR_REWIND_SECONDS": "1",
+            # A restarted appview waits out its killed predecessor's lease: keep that short.
+            "APPVIEW_INGEST_LEASE_SECONDS": "3"}
     full.update(env or {})
     p = h.spawn(name, [h.binary("appview")], env=full, sanitized=True)
     p.base = f"http://127.0.0.1:{port}"
@@ -225,6 +227,55 @@ def test_sigkill_midstream_loses_nothing(h):
     start_appview(h, redis, [url], name="appview-final")
     wait_cursor(h, redis, 1, time_us)
     assert_same_index(snapshot(h, redis), want)
+
+
+def leader(h, app):
+    return h.get_json(app.base + "/xrpc/_health")[1]["jetstream"]["leader"]
+
+
+def test_one_replica_ingests_and_a_standby_takes_over(h):
+    """Two ingest-enabled appviews share a Valkey: one holds the lease and reads the stream,
+    the other stands by. SIGKILL the ingester mid-stream: the standby takes over when the
+    lease lapses, from the saved cursor, and the index ends as an uninterrupted run's."""
+    events = generate(h, 20000, seed=13)
+    want = reference_fold(h, events)
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "4000"])
+    url = f"ws://127.0.0.1:{replay.port}/subscribe"
+    time_us, _ = last_event(events)
+    first = start_appview(h, redis, [url], name="appview-a")
+    wait_for(lambda: leader(h, first), what="the first appview takes the lease")
+    second = start_appview(h, redis, [url], name="appview-b")
+    time.sleep(1.5)  # several renewals
+    assert leader(h, first) and not leader(h, second)
+    assert h.metrics(second.base)["appview_ingest_lease_held"] == 0
+    assert h.metrics(second.base)["appview_jetstream_events_total"] == 0
+    assert h.metrics(first.base)["appview_jetstream_events_total"] > 0
+
+    first.kill()
+    killed_at = time.time()
+    saved = int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0)
+    assert saved < time_us, "the stream was folded before the kill: nothing tested"
+    wait_for(lambda: leader(h, second), timeout=15, what="the standby takes the lease")
+    assert time.time() - killed_at < 3 + 2, "took over later than the lease TTL allows"
+    wait_cursor(h, redis, 1, time_us)
+    assert_same_index(snapshot(h, redis), want)
+
+    # SIGTERM gives the lease back: a new standby takes over without waiting the TTL out.
+    third = start_appview(h, redis, [url], name="appview-c")
+    time.sleep(1.0)
+    assert not leader(h, third)
+    assert second.stop(15) == 0
+    stopped_at = time.time()
+    wait_for(lambda: leader(h, third), timeout=15, what="the new standby takes the lease")
+    assert time.time() - stopped_at < 2.0, "the lease was not given back on SIGTERM"
+
+    # A holder that finds the lease taken (here by hand) stops reading at its next renewal.
+    h.redis(redis, "SET", PREFIX + "ingest-lease", "someone-else", "PX", 60000)
+    wait_for(lambda: not leader(h, third), timeout=5, what="the holder notices")
+    wait_for(lambda: not h.get_json(third.base + "/xrpc/_health")[1]["jetstream"]["connected"],
+             timeout=5, what="the stream closed")
+    assert third.alive()
 
 
 def test_valkey_restart_midstream_loses_nothing(h):
