@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "atproto/buf.h"
 #include "atproto/log.h"
@@ -30,13 +29,27 @@ typedef struct {
     method m;
 } binding;
 
+/* One string of a read script's answer, inside the reply. */
+typedef struct {
+    const char *s;
+    size_t n;
+} field;
+
+/* The most strings a list page has: 2 per entry (member, score) and 3 more per repository, for
+ * a page of MAX_LIMIT entries and the one that tells whether another page follows. */
+#define MAX_PAGE_FIELDS (2 * (MAX_LIMIT + 1))
+#define MAX_EXTRA_FIELDS (3 * (MAX_LIMIT + 1))
+
 struct reads {
     valkey *v;
     loader *l;
     char *prefix;
     int script_list, script_manifest;
     binding routes[M_COUNT];
-    buf out; /* the response being built: httpd copies it, so one serves every request */
+    buf out;       /* the response being built: httpd copies it, so one serves every request */
+    buf base, key; /* the read script's key names, likewise copied when the command is queued */
+    /* The current answer's lists, split (answers are handled one at a time). */
+    field page[MAX_PAGE_FIELDS], extra[MAX_EXTRA_FIELDS];
     uint64_t *total[M_COUNT];
     uint64_t *invalid_total;
     uint64_t *hits_total, *misses_total, *stale_total;
@@ -55,17 +68,21 @@ typedef struct {
     unsigned limit;
     char cursor_score[MAX_SCORE_DIGITS + 2];
     char *cursor_member;
-    int loaded; /* loader_ensure_repo ran */
+    int loaded;   /* loader_ensure_repo ran */
+    int unpacked; /* the list is read as arrays (its values hold newlines: see read_list.lua) */
     load_status load;
     char *load_error;
 } rq;
 
-/* The head of every read script's answer (see cache/read_list.lua). */
+/* A read script's answer (cache/read_list.lua, cache/read_manifest.lua): the head, then a
+ * manifest's fields as items, or a list's page and extra as fields. */
 typedef struct {
     long long complete, known, found;
     const redisReply *handle;
     const redisReply *const *items;
     size_t nitems;
+    const field *page, *extra;
+    size_t npage, nextra;
 } read_result;
 
 /* ---- small helpers ---- */
@@ -100,44 +117,154 @@ static char *put_digits(char *p, int v, int width)
     return p + width;
 }
 
-/* Milliseconds since the epoch as an RFC 3339 datetime, e.g. 2026-11-22T11:50:00.123Z
- * (years outside 0-9999 are clamped to the epoch: createdAt was a valid datetime). */
-static void format_ms(long long ms, char out[32])
+#define YEAR0_MS (-62167219200000LL)   /* 0000-01-01T00:00:00Z */
+#define YEAR10000_MS 253402300800000LL /* 10000-01-01T00:00:00Z */
+#define DATETIME_LEN 24                /* 2026-11-22T11:50:00.123Z */
+
+/* Milliseconds since the epoch as an RFC 3339 datetime, e.g. 2026-11-22T11:50:00.123Z, in
+ * out[0..DATETIME_LEN) (years outside 0-9999 are clamped to the epoch: createdAt was a valid
+ * datetime). The proleptic Gregorian calendar of gmtime, computed (H. Hinnant's
+ * civil_from_days) rather than asked of the C library, which costs more than the rest of an
+ * entry. */
+static void format_ms(long long ms, char *out)
 {
+    if (ms < YEAR0_MS || ms >= YEAR10000_MS) ms = 0;
     long long secs = ms / 1000, frac = ms % 1000;
     if (frac < 0) {
         frac += 1000;
         secs--;
     }
-    time_t t = (time_t)secs;
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) {
-        memset(&tm, 0, sizeof tm);
-        tm.tm_year = 70;
-        tm.tm_mday = 1;
-        frac = 0;
+    long long days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
     }
-    char *p = put_digits(out, tm.tm_year + 1900, 4);
+    long long z = days + 719468; /* days since 0000-03-01 */
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    int day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    int month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    int year = (int)(yoe + era * 400 + (month <= 2));
+    char *p = put_digits(out, year, 4);
     *p++ = '-';
-    p = put_digits(p, tm.tm_mon + 1, 2);
+    p = put_digits(p, month, 2);
     *p++ = '-';
-    p = put_digits(p, tm.tm_mday, 2);
+    p = put_digits(p, day, 2);
     *p++ = 'T';
-    p = put_digits(p, tm.tm_hour, 2);
+    p = put_digits(p, (int)(sod / 3600), 2);
     *p++ = ':';
-    p = put_digits(p, tm.tm_min, 2);
+    p = put_digits(p, (int)(sod / 60 % 60), 2);
     *p++ = ':';
-    p = put_digits(p, tm.tm_sec, 2);
+    p = put_digits(p, (int)(sod % 60), 2);
     *p++ = '.';
     p = put_digits(p, (int)frac, 3);
-    *p++ = 'Z';
-    *p = '\0';
+    *p = 'Z';
 }
 
-static long long score_ms(const redisReply *s)
+/* A score as whole milliseconds. Valkey writes an integral score as its digits: those are read
+ * exactly (up to 15 digits, where a double is exact anyway), anything else as a double. */
+static long long score_ms(const field *f)
 {
-    double d = strtod(s->str, NULL);
+    size_t i = f->n && f->s[0] == '-';
+    if (f->n > i && f->n - i <= 15) {
+        long long v = 0;
+        size_t j = i;
+        for (; j < f->n && f->s[j] >= '0' && f->s[j] <= '9'; j++)
+            v = v * 10 + (f->s[j] - '0');
+        if (j == f->n) return i ? -v : v;
+    }
+    char small[64], *str = f->n < sizeof small ? small : malloc(f->n + 1);
+    if (!str) return 0;
+    memcpy(str, f->s, f->n);
+    str[f->n] = '\0';
+    double d = strtod(str, NULL);
+    if (str != small) free(str);
     return isfinite(d) ? llround(d) : 0;
+}
+
+/* A count written by tostring (a decimal integer); -1 when it is not one. */
+static long long count_of(const field *f)
+{
+    if (!f->n || f->n > 18) return -1;
+    long long v = 0;
+    for (size_t i = 0; i < f->n; i++) {
+        if (f->s[i] < '0' || f->s[i] > '9') return -1;
+        v = v * 10 + (f->s[i] - '0');
+    }
+    return v;
+}
+
+/* ---- writing JSON: direct appends, no printf (this runs for every entry of every answer) ---- */
+
+#define PUT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Whether any of the 8 bytes of w is below 0x20, '"' or '\\', the bytes JSON escapes (the
+ * "has a byte less than n" and "has a zero byte" tests of Bit Twiddling Hacks). */
+static int word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    return ((((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
+             ((backslash - ones) & ~backslash)) &
+            highs) != 0;
+}
+
+/* Appends s as a JSON string literal, the same bytes as buf_json_string; a string that needs no
+ * escape (a DID, tag, digest or repository name always) is copied in one go. */
+static int put_string(buf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    uint64_t w;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        if (word_needs_escape(w)) return buf_json_string(b, s, n);
+    }
+    if (i < n && n >= 8) { /* the last bytes, as the word that ends with them */
+        memcpy(&w, s + n - 8, 8);
+        if (word_needs_escape(w)) return buf_json_string(b, s, n);
+        i = n;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\') return buf_json_string(b, s, n);
+    }
+    if (buf_reserve(b, n + 2) < 0) return -1;
+    char *p = b->data + b->len;
+    p[0] = '"';
+    if (n) memcpy(p + 1, s, n);
+    p[n + 1] = '"';
+    p[n + 2] = '\0';
+    b->len += n + 2;
+    return 0;
+}
+
+static int put_ll(buf *b, long long v)
+{
+    char t[24], *p = t + sizeof t;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return buf_append(b, p, (size_t)(t + sizeof t - p));
+}
+
+/* ,"name":"<string>" and ,"name":"<datetime>"; name must be a string literal. */
+#define FIELD(b, name, s, n) (PUT(b, ",\"" name "\":") | put_string(b, s, n))
+#define TIME_FIELD(b, name, score) time_field(b, ",\"" name "\":\"", sizeof(name) + 4, score)
+
+static int time_field(buf *b, const char *prefix, size_t plen, const field *score)
+{
+    char t[32 + DATETIME_LEN + 1]; /* prefix, datetime, closing quote */
+    if (plen > 32) return -1;
+    memcpy(t, prefix, plen);
+    format_ms(score_ms(score), t + plen);
+    t[plen + DATETIME_LEN] = '"';
+    return buf_append(b, t, plen + DATETIME_LEN + 1);
 }
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -195,14 +322,15 @@ static char *b64url_decode(const char *s)
 }
 
 /* A cursor is base64url("<score ms> <member>"): the last item of the page before. */
-static int append_cursor(buf *b, const redisReply *score, const redisReply *member)
+static int append_cursor(buf *b, const field *score, const field *member)
 {
     buf raw = {0};
-    int err = buf_printf(&raw, "%lld ", score_ms(score));
-    err |= buf_append(&raw, member->str, member->len);
-    err |= buf_puts(b, ",\"cursor\":\"");
+    int err = put_ll(&raw, score_ms(score));
+    err |= PUT(&raw, " ");
+    err |= buf_append(&raw, member->s, member->n);
+    err |= PUT(b, ",\"cursor\":\"");
     if (!err) err |= b64url_append(b, (const unsigned char *)raw.data, raw.len);
-    err |= buf_puts(b, "\"");
+    err |= PUT(b, "\"");
     buf_free(&raw);
     return err;
 }
@@ -287,23 +415,10 @@ static int is_str(const redisReply *e)
     return e->type == REDIS_REPLY_STRING;
 }
 
-static int json_field(buf *b, const char *name, const char *s, size_t n)
-{
-    int err = buf_printf(b, ",\"%s\":", name);
-    return err | buf_json_string(b, s, n);
-}
-
-static int json_time(buf *b, const char *name, const redisReply *score)
-{
-    char t[32];
-    format_ms(score_ms(score), t);
-    return buf_printf(b, ",\"%s\":\"%s\"", name, t);
-}
-
 /* Items come in groups of `width`; one more group than the limit means a next page exists. */
-static size_t page_groups(const rq *q, const read_result *res, size_t width, int *more)
+static size_t page_groups(const rq *q, size_t nitems, size_t width, int *more)
 {
-    size_t groups = res->nitems / width;
+    size_t groups = nitems / width;
     *more = groups > q->limit;
     return *more ? q->limit : groups;
 }
@@ -312,75 +427,77 @@ static int build_repos(rq *q, const read_result *res, int stale)
 {
     buf *b = &q->r->out;
     int more;
-    size_t n = page_groups(q, res, 5, &more);
-    int err = buf_puts(b, "{\"did\":");
-    err |= buf_json_string(b, q->did, strlen(q->did));
-    err |= buf_puts(b, ",\"repositories\":[");
+    size_t n = page_groups(q, res->npage, 2, &more);
+    if (res->nextra < n * 3) return -1;
+    int err = PUT(b, "{\"did\":");
+    err |= put_string(b, q->did, strlen(q->did));
+    err |= PUT(b, ",\"repositories\":[");
     for (size_t i = 0; i < n; i++) {
-        const redisReply *const *it = res->items + i * 5;
-        if (!is_str(it[0]) || !is_str(it[1]) || !is_str(it[2]) ||
-            it[3]->type != REDIS_REPLY_INTEGER || it[4]->type != REDIS_REPLY_INTEGER)
-            return -1;
-        err |= buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
-        err |= buf_json_string(b, it[0]->str, it[0]->len);
-        if (it[2]->len) err |= json_field(b, "latestDigest", it[2]->str, it[2]->len);
-        err |= json_time(b, "updatedAt", it[1]);
-        err |= buf_printf(b, ",\"tagCount\":%lld,\"manifestCount\":%lld}", it[3]->integer,
-                          it[4]->integer);
+        const field *name = &res->page[2 * i], *score = name + 1, *x = &res->extra[3 * i];
+        long long tags = count_of(&x[1]), manifests = count_of(&x[2]);
+        if (tags < 0 || manifests < 0) return -1;
+        err |= i ? PUT(b, ",{\"name\":") : PUT(b, "{\"name\":");
+        err |= put_string(b, name->s, name->n);
+        if (x[0].n) err |= FIELD(b, "latestDigest", x[0].s, x[0].n);
+        err |= TIME_FIELD(b, "updatedAt", score);
+        err |= PUT(b, ",\"tagCount\":");
+        err |= put_ll(b, tags);
+        err |= PUT(b, ",\"manifestCount\":");
+        err |= put_ll(b, manifests);
+        err |= PUT(b, "}");
     }
-    err |= buf_puts(b, "]");
-    if (more) err |= append_cursor(b, res->items[(n - 1) * 5 + 1], res->items[(n - 1) * 5]);
-    if (stale) err |= buf_puts(b, ",\"stale\":true");
-    return err | buf_puts(b, "}");
+    err |= PUT(b, "]");
+    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
+    if (stale) err |= PUT(b, ",\"stale\":true");
+    return err | PUT(b, "}");
 }
 
 static int build_tags(rq *q, const read_result *res, int stale)
 {
     buf *b = &q->r->out;
     int more;
-    size_t n = page_groups(q, res, 3, &more);
-    int err = buf_puts(b, "{\"did\":");
-    err |= buf_json_string(b, q->did, strlen(q->did));
-    err |= json_field(b, "repository", q->repository, strlen(q->repository));
-    err |= buf_puts(b, ",\"tags\":[");
+    size_t n = page_groups(q, res->npage, 2, &more);
+    if (res->nextra < n) return -1;
+    int err = PUT(b, "{\"did\":");
+    err |= put_string(b, q->did, strlen(q->did));
+    err |= FIELD(b, "repository", q->repository, strlen(q->repository));
+    err |= PUT(b, ",\"tags\":[");
     for (size_t i = 0; i < n; i++) {
-        const redisReply *const *it = res->items + i * 3;
-        if (!is_str(it[0]) || !is_str(it[1]) || !is_str(it[2])) return -1;
-        err |= buf_puts(b, i ? ",{\"tag\":" : "{\"tag\":");
-        err |= buf_json_string(b, it[0]->str, it[0]->len);
-        err |= json_field(b, "digest", it[2]->str, it[2]->len);
-        err |= json_time(b, "createdAt", it[1]);
-        err |= buf_puts(b, "}");
+        const field *tag = &res->page[2 * i], *score = tag + 1, *digest = &res->extra[i];
+        err |= i ? PUT(b, ",{\"tag\":") : PUT(b, "{\"tag\":");
+        err |= put_string(b, tag->s, tag->n);
+        err |= FIELD(b, "digest", digest->s, digest->n);
+        err |= TIME_FIELD(b, "createdAt", score);
+        err |= PUT(b, "}");
     }
-    err |= buf_puts(b, "]");
-    if (more) err |= append_cursor(b, res->items[(n - 1) * 3 + 1], res->items[(n - 1) * 3]);
-    if (stale) err |= buf_puts(b, ",\"stale\":true");
-    return err | buf_puts(b, "}");
+    err |= PUT(b, "]");
+    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
+    if (stale) err |= PUT(b, ",\"stale\":true");
+    return err | PUT(b, "}");
 }
 
 static int build_recent(rq *q, const read_result *res)
 {
     buf *b = &q->r->out;
     int more;
-    size_t n = page_groups(q, res, 2, &more);
-    int err = buf_puts(b, "{\"manifests\":[");
+    size_t n = page_groups(q, res->npage, 2, &more);
+    int err = PUT(b, "{\"manifests\":[");
     size_t written = 0;
     for (size_t i = 0; i < n; i++) {
-        const redisReply *m = res->items[i * 2], *score = res->items[i * 2 + 1];
-        if (!is_str(m) || !is_str(score)) return -1;
-        const char *sp1 = memchr(m->str, ' ', m->len);
-        const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', m->len - (size_t)(sp1 + 1 - m->str)) : NULL;
+        const field *m = &res->page[i * 2], *score = m + 1;
+        const char *sp1 = memchr(m->s, ' ', m->n);
+        const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', m->n - (size_t)(sp1 + 1 - m->s)) : NULL;
         if (!sp2) continue; /* not written by the fold: nothing to show */
-        err |= buf_puts(b, written++ ? ",{\"did\":" : "{\"did\":");
-        err |= buf_json_string(b, m->str, (size_t)(sp1 - m->str));
-        err |= json_field(b, "repository", sp1 + 1, (size_t)(sp2 - sp1 - 1));
-        err |= json_field(b, "digest", sp2 + 1, m->len - (size_t)(sp2 + 1 - m->str));
-        err |= json_time(b, "createdAt", score);
-        err |= buf_puts(b, "}");
+        err |= written++ ? PUT(b, ",{\"did\":") : PUT(b, "{\"did\":");
+        err |= put_string(b, m->s, (size_t)(sp1 - m->s));
+        err |= FIELD(b, "repository", sp1 + 1, (size_t)(sp2 - sp1 - 1));
+        err |= FIELD(b, "digest", sp2 + 1, m->n - (size_t)(sp2 + 1 - m->s));
+        err |= TIME_FIELD(b, "createdAt", score);
+        err |= PUT(b, "}");
     }
-    err |= buf_puts(b, "]");
-    if (more) err |= append_cursor(b, res->items[(n - 1) * 2 + 1], res->items[(n - 1) * 2]);
-    return err | buf_puts(b, "}");
+    err |= PUT(b, "]");
+    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
+    return err | PUT(b, "}");
 }
 
 /* items: digest, rkey, cid, record JSON. */
@@ -400,20 +517,20 @@ static int build_manifest(rq *q, const read_result *res)
     }
     const char *hold = json_string_value(json_object_get(rec, "holdDid"));
     buf *b = &q->r->out;
-    int err = buf_puts(b, "{\"uri\":\"at://");
+    int err = PUT(b, "{\"uri\":\"at://");
     err |= buf_append(b, q->did, strlen(q->did));
-    err |= buf_puts(b, "/io.atcr.manifest/");
+    err |= PUT(b, "/io.atcr.manifest/");
     err |= buf_append(b, rkey->str, rkey->len);
-    err |= buf_puts(b, "\"");
-    if (cid->len) err |= json_field(b, "cid", cid->str, cid->len);
-    err |= json_field(b, "digest", digest->str, digest->len);
-    err |= json_field(b, "repository", q->repository, strlen(q->repository));
-    err |= json_field(b, "mediaType", media, strlen(media));
-    if (hold) err |= json_field(b, "holdDid", hold, strlen(hold));
+    err |= PUT(b, "\"");
+    if (cid->len) err |= FIELD(b, "cid", cid->str, cid->len);
+    err |= FIELD(b, "digest", digest->str, digest->len);
+    err |= FIELD(b, "repository", q->repository, strlen(q->repository));
+    err |= FIELD(b, "mediaType", media, strlen(media));
+    if (hold) err |= FIELD(b, "holdDid", hold, strlen(hold));
     /* The stored record is the fold's compact JSON, and it just parsed: embed it as is. */
-    err |= buf_puts(b, ",\"record\":");
+    err |= PUT(b, ",\"record\":");
     err |= buf_append(b, val->str, val->len);
-    err |= buf_puts(b, "}");
+    err |= PUT(b, "}");
     json_decref(rec);
     return err;
 }
@@ -514,7 +631,52 @@ static int parse_result(const redisReply *reply, read_result *res)
     res->found = reply->element[3]->integer;
     res->items = (const redisReply *const *)reply->element + 4;
     res->nitems = reply->elements - 4;
+    res->page = res->extra = NULL;
+    res->npage = res->nextra = 0;
     return 0;
+}
+
+/* Splits one of read_list.lua's lists, `count` strings packed into one joined by newlines (or,
+ * read unpacked, an array of them), into f. 1 when the packed string does not split into
+ * `count`: a value holds a newline, and the list must be read unpacked; -1 when malformed. */
+static int unpack_list(const redisReply *count, const redisReply *list, field *f, size_t max,
+                       size_t *n)
+{
+    if (count->type != REDIS_REPLY_INTEGER || count->integer < 0 || (size_t)count->integer > max)
+        return -1;
+    size_t want = (size_t)count->integer;
+    *n = want;
+    if (list->type == REDIS_REPLY_ARRAY) {
+        if (list->elements != want) return -1;
+        for (size_t i = 0; i < want; i++) {
+            if (!is_str(list->element[i])) return -1;
+            f[i] = (field){list->element[i]->str, list->element[i]->len};
+        }
+        return 0;
+    }
+    if (!is_str(list)) return -1;
+    if (want == 0) return list->len ? 1 : 0;
+    const char *p = list->str, *end = p + list->len;
+    for (size_t i = 0; i < want; i++) {
+        const char *nl = i + 1 < want ? memchr(p, '\n', (size_t)(end - p)) : end;
+        if (!nl) return 1;
+        f[i] = (field){p, (size_t)(nl - p)};
+        p = nl + 1;
+    }
+    return memchr(f[want - 1].s, '\n', f[want - 1].n) ? 1 : 0;
+}
+
+/* A list's page and extra (read_list.lua's answer) into r->page and r->extra. */
+static int unpack_lists(reads *r, read_result *res)
+{
+    if (res->nitems != 4) return -1;
+    int a = unpack_list(res->items[0], res->items[1], r->page, MAX_PAGE_FIELDS, &res->npage);
+    int b = unpack_list(res->items[2], res->items[3], r->extra, MAX_EXTRA_FIELDS, &res->nextra);
+    if (a < 0 || b < 0) return -1;
+    if (res->npage % 2) return -1;
+    res->page = r->page;
+    res->extra = r->extra;
+    return a || b;
 }
 
 static void on_read(redisReply *reply, void *ud)
@@ -526,7 +688,17 @@ static void on_read(redisReply *reply, void *ud)
         return;
     }
     read_result res;
-    if (parse_result(reply, &res) < 0) {
+    int rc = parse_result(reply, &res);
+    if (rc == 0 && q->m != M_MANIFEST) rc = unpack_lists(r, &res);
+    if (rc > 0 && !q->unpacked) {
+        /* Values with newlines, which the fold never writes: read the arrays instead. */
+        log_warn("reads", "%s of %s: list values hold newlines: reading them unpacked",
+                 method_names[q->m], q->did ? q->did : "recent");
+        q->unpacked = 1;
+        run_read(q);
+        return;
+    }
+    if (rc != 0) {
         log_error("reads", "%s: unexpected reply from the read script: %s", method_names[q->m],
                   reply->type == REDIS_REPLY_ERROR ? reply->str : "wrong shape");
         fail(q, 500, "InternalServerError", "index read failed");
@@ -553,43 +725,58 @@ static void on_read(redisReply *reply, void *ud)
 static void run_read(rq *q)
 {
     reads *r = q->r;
-    buf base = {0}, key = {0};
+    /* The key names go into buffers kept from one read to the next: the command copies them. */
+    buf *base = &r->base, *key = &r->key;
+    buf_reset(base);
+    buf_reset(key);
     int err = 0;
-    if (q->m != M_RECENT) err |= buf_printf(&base, "%s{%s}/", r->prefix, q->did);
+    if (q->m != M_RECENT) {
+        err |= buf_puts(base, r->prefix);
+        err |= PUT(base, "{");
+        err |= buf_puts(base, q->did);
+        err |= PUT(base, "}/");
+        err |= buf_append(key, base->data, base->len);
+    }
     switch (q->m) {
     case M_REPOS:
-        err |= buf_printf(&key, "%srepos", base.data);
+        err |= PUT(key, "repos");
         break;
     case M_TAGS:
-        err |= buf_printf(&key, "%srepo/%s/tags", base.data, q->repository);
+        err |= PUT(key, "repo/");
+        err |= buf_puts(key, q->repository);
+        err |= PUT(key, "/tags");
         break;
     case M_MANIFEST:
-        err |= buf_printf(&key, "%srecs", base.data);
+        err |= PUT(key, "recs");
         break;
     default:
-        err |= buf_printf(&key, "%srecent", r->prefix);
+        err |= buf_puts(key, r->prefix);
+        err |= PUT(key, "recent");
         break;
     }
+    /* The handle is worth reading only when it is to be checked (see on_read). */
+    const char *want_handle = q->handle ? "h" : "";
     int rc = -1;
     if (!err && q->m == M_MANIFEST) {
-        const char *argv[] = {key.data, base.data, q->repository, q->reference,
-                              q->ref_is_tag ? "t" : "d"};
-        rc = valkey_eval(r->v, r->script_manifest, on_read, q, 1, 5, argv, NULL);
+        const char *argv[] = {
+            key->data,  base->data, q->repository, q->reference, q->ref_is_tag ? "t" : "d",
+            want_handle};
+        rc = valkey_eval(r->v, r->script_manifest, on_read, q, 1, 6, argv, NULL);
     } else if (!err) {
         static const char *const modes[M_COUNT] = {"repos", "tags", "", "recent"};
         char count[16];
         snprintf(count, sizeof count, "%u", q->limit + 1);
-        const char *argv[] = {key.data,
+        const char *argv[] = {key->data,
                               modes[q->m],
-                              base.data ? base.data : "",
+                              base->data ? base->data : "",
                               count,
                               q->cursor_score,
                               q->cursor_member ? q->cursor_member : "",
-                              q->repository ? q->repository : ""};
-        rc = valkey_eval(r->v, r->script_list, on_read, q, 1, 7, argv, NULL);
+                              q->repository ? q->repository : "",
+                              want_handle,
+                              q->unpacked ? "a" : ""};
+        rc = valkey_eval(r->v, r->script_list, on_read, q, 1, 9, argv, NULL);
     }
-    buf_free(&base);
-    buf_free(&key);
     if (rc < 0) fail(q, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
 }
 
@@ -775,6 +962,8 @@ void reads_free(reads *r)
 {
     if (!r) return;
     buf_free(&r->out);
+    buf_free(&r->base);
+    buf_free(&r->key);
     free(r->prefix);
     free(r);
 }

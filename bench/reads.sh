@@ -58,8 +58,20 @@ grep -q "\"tag\":\"v1.$((TAGS - 1)).0\"" "$DIR/www/tags.json" ||
     { echo "reads bench: unexpected listTags answer: $(cat "$DIR/www/tags.json")" >&2; exit 1; }
 await_url nginx "http://127.0.0.1:$NPORT/tags.json" || exit 1
 
+# CPU time (user + system, in clock ticks) of a process so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 printf 'listTags, %d tags, %d-byte body, warm cache\n' "$TAGS" "$(wc -c <"$DIR/www/tags.json")"
+A0=$(cpu_ticks $APPVIEW_PID)
+R0=$(cpu_ticks $REDIS_PID)
 wrk_vs_nginx "$DIR" appview "$URL" "http://127.0.0.1:$NPORT/tags.json" "$CONNS" "$DUR"
+A1=$(cpu_ticks $APPVIEW_PID)
+R1=$(cpu_ticks $REDIS_PID)
+# The appview is one thread: its CPU per request bounds its requests/s, and Valkey's competes
+# for the same cores. (Both idle while nginx is measured.)
+awk -v a=$((A1 - A0)) -v r=$((R1 - R0)) -v hz="$(getconf CLK_TCK)" \
+    '/requests in/ { if ($1 > 0) printf "CPU per request: appview %.1f us, valkey %.1f us\n",
+                         a * 1e6 / hz / $1, r * 1e6 / hz / $1 }' "$DIR/appview.out"
 printf 'targets: appview / nginx >= 0.5 (%s), appview p99 < 5 ms (%s ms)\n' "$VS_RATIO" "$VS_P99"
 
 kill -TERM $APPVIEW_PID

@@ -2,15 +2,27 @@
 -- KEYS[1] the zset listed: P{D}/repos, P{D}/repo/<R>/tags, or P recent
 -- ARGV: 1 mode "repos"|"tags"|"recent", 2 base "P{D}/" ("" for recent), 3 count (page size + 1,
 --       so the caller knows whether a next page exists), 4 cursor score ("" for the first page),
---       5 cursor member, 6 repository (tags only)
+--       5 cursor member, 6 repository (tags only), 7 "h" when the caller wants P{D}/id's handle,
+--       8 "a" to have page and extra as arrays rather than packed (below)
 -- The order is score descending, then member descending (ZREVRANGEBYSCORE's order), and a
 -- cursor continues strictly after its (score, member), so a walk is stable while nothing changes.
--- Returns {complete, known, handle, found, items...} where complete is 1 when P{D}/complete
--- exists, known 1 when anything of D is cached, handle is P{D}/id's handle ("" when none), found
--- 1 when the list exists; items per entry: repos {name, score, latest digest or "", tag count,
--- manifest count}, tags {tag, score, digest}, recent {member, score}.
+-- Returns {complete, known, handle, found, #page, page, #extra, extra} where complete is 1 when
+-- P{D}/complete exists, known 1 when anything of D is cached, handle is P{D}/id's handle (""
+-- when none or not asked for), found 1 when the list exists, page the entries' strings
+-- {member, score, ...}, and extra the strings each entry needs besides: tags {digest the tag
+-- points at, "" when none}, repos {latest digest or "", tag count, manifest count}, recent none.
+-- page and extra are each packed into one string, joined by newlines: a reply of a few strings
+-- costs the appview far less than one of a few dozen. No value written by the fold contains a
+-- newline; the counts let the caller see if one did, and ask again with ARGV[8] = "a".
+-- This script runs for every list read: it calls Valkey as few times as it can (a complete
+-- index needs no `known`, a first page tells `found` by itself).
 local key, mode, base = KEYS[1], ARGV[1], ARGV[2]
 local n, cs, cm = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+
+local function pack(t)
+  if ARGV[8] == 'a' then return t end
+  return table.concat(t, '\n')
+end
 
 local function page()
   if cs == '' then return redis.call('ZREVRANGE', key, 0, n - 1, 'WITHSCORES') end
@@ -34,43 +46,40 @@ local function page()
   return out
 end
 
-local head
 if mode == 'recent' then
-  head = {1, 1, '', 1}
-else
-  local complete = redis.call('EXISTS', base .. 'complete')
-  local known = complete
-  if known == 0 then known = redis.call('EXISTS', base .. 'recs', base .. 'id') > 0 and 1 or 0 end
-  local found = redis.call('EXISTS', key)
-  head = {complete, known, redis.call('HGET', base .. 'id', 'handle') or '', found}
+  local items = page()
+  return {1, 1, '', 1, #items, pack(items), 0, pack({})}
 end
 
+local complete = redis.call('EXISTS', base .. 'complete')
+local known = complete
+if known == 0 then known = redis.call('EXISTS', base .. 'recs', base .. 'id') > 0 and 1 or 0 end
+local handle = ''
+if ARGV[7] == 'h' then handle = redis.call('HGET', base .. 'id', 'handle') or '' end
 local items = page()
-if mode == 'recent' then
-  for i = 1, #items do head[#head + 1] = items[i] end
-elseif mode == 'tags' then
-  local tags = {}
-  for i = 1, #items, 2 do tags[#tags + 1] = items[i] end
-  local digests = {}
-  if #tags > 0 then
-    local fields = {}
-    for i = 1, #tags do fields[i] = 't/' .. ARGV[6] .. '/' .. tags[i] end
-    digests = redis.call('HMGET', base .. 'recs', unpack(fields))
-  end
-  for i = 1, #tags do
-    head[#head + 1] = tags[i]
-    head[#head + 1] = items[2 * i]
-    head[#head + 1] = digests[i] or ''
+-- A zset that exists has members, so a first page is empty only when the list does not exist.
+local found
+if cs == '' then
+  found = #items > 0 and 1 or 0
+else
+  found = redis.call('EXISTS', key)
+end
+
+local extra = {}
+if mode == 'tags' then
+  if #items > 0 then
+    local fields, prefix = {}, 't/' .. ARGV[6] .. '/'
+    for i = 1, #items / 2 do fields[i] = prefix .. items[2 * i - 1] end
+    extra = redis.call('HMGET', base .. 'recs', unpack(fields))
+    for i = 1, #extra do extra[i] = extra[i] or '' end
   end
 else
   for i = 1, #items, 2 do
     local r = base .. 'repo/' .. items[i] .. '/'
     local latest = redis.call('ZREVRANGE', r .. 'manifests', 0, 0)
-    head[#head + 1] = items[i]
-    head[#head + 1] = items[i + 1]
-    head[#head + 1] = latest[1] or ''
-    head[#head + 1] = redis.call('ZCARD', r .. 'tags')
-    head[#head + 1] = redis.call('ZCARD', r .. 'manifests')
+    extra[#extra + 1] = latest[1] or ''
+    extra[#extra + 1] = tostring(redis.call('ZCARD', r .. 'tags'))
+    extra[#extra + 1] = tostring(redis.call('ZCARD', r .. 'manifests'))
   end
 end
-return head
+return {complete, known, handle, found, #items, pack(items), #extra, pack(extra)}
