@@ -116,12 +116,20 @@ def start_run_local(h, run_dir, ports, replay_url, name):
                      APPVIEW_LISTEN=f"127.0.0.1:{ports['appview']}",
                      HOLD_LISTEN=f"127.0.0.1:{ports['hold']}",
                      APPVIEW_JETSTREAM_URLS=replay_url, APPVIEW_PLC_URL="http://127.0.0.1:9")
-    # A session of its own, so a SIGINT to its process group is what Ctrl-C in a terminal does.
+    # A session of its own, so a SIGINT to its process group is what Ctrl-C in a terminal does;
+    # SIGINT and SIGQUIT at their defaults, as a terminal gives them: a test runner started in
+    # the background of a shell inherits them ignored, and a shell cannot trap a signal it was
+    # started with ignored (POSIX), so run-local.sh would never see the Ctrl-C.
     p = subprocess.Popen(["sh", "deploy/run-local.sh"], cwd=ROOT, env=env, stdout=log,
                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=terminal_signals)
     log.close()
     return p
+
+
+def terminal_signals():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def ctrl_c(p, log):
