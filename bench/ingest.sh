@@ -72,9 +72,10 @@ echo "measuring redis-benchmark -P 64 -t set -n 2000000 ..." >&2
 REDIS_SET=$(redis-benchmark -p "$RPORT" -P 64 -t set -n 2000000 -q 2>/dev/null | tr '\r' '\n' |
     awk '/^SET: .*requests per second/ {v = $2} END {printf "%.0f", v}')
 redis-cli -p "$RPORT" FLUSHALL >/dev/null
-# The fold's own ceiling: cache/apply.lua alone, fed one real manifest record of the events
+# The fold as Valkey runs it: cache/apply.lua alone, fed one real manifest record of the events
 # file for random DIDs and record keys (new records, as most of the stream's are), as fast as
-# redis-benchmark can send it. No indexer that runs this script per record can beat it.
+# redis-benchmark sends it. redis-benchmark shares the two cores with Valkey as the appview
+# does, so this is a like-for-like driver of the same script, not a hard ceiling.
 RECORD=$(grep -m1 '"operation":"create","collection":"io.atcr.manifest"' "$EVENTS" | python3 -c '
 import json, sys; print(json.dumps(json.loads(sys.stdin.read())["commit"]["record"], separators=(",", ":")))')
 APPLY_SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat cache/apply.lua)")
@@ -264,7 +265,7 @@ echo "Ingest benchmark: $N events ($ATCR io.atcr.* commits, $FILTERED after serv
 echo "yardsticks"
 row "redis-benchmark -P 64 -t set (SET/s)" "$(num "$REDIS_SET")" ""
 row "redis-benchmark -P 64 EVALSHA apply.lua, a real record (calls/s)" "$(num "$REDIS_APPLY")" \
-    "the fold's ceiling in this Valkey"
+    "Valkey running the fold, nothing else"
 row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
 row "replay -> ws_discard, io.atcr filter (events/s)" "$(num "$DF_R")" ""
 row "replay -> libwebsockets client, no-op callback (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
@@ -283,7 +284,7 @@ report() { # label figures yardstick_rate
     cmd=$(echo "$2" | field commands_per_s)
     rss=$(echo "$2" | field rss_kb)
     row "events/s consumed" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000 ($(echo "$2" | field events) in $(echo "$2" | field seconds) s)"
-    row "io.atcr records/s indexed" "$(num "$rec")" "$(ratio "$rec" "$REDIS_APPLY") of apply.lua alone; target 100000 ($(echo "$2" | field records) in $(echo "$2" | field record_seconds) s)"
+    row "io.atcr records/s indexed" "$(num "$rec")" "$(ratio "$rec" "$REDIS_APPLY") of redis-benchmark's apply.lua rate; target 100000 ($(echo "$2" | field records) in $(echo "$2" | field record_seconds) s)"
     row "Valkey commands/s" "$(num "$cmd")" "$(ratio "$cmd" "$REDIS_SET") of redis-benchmark SET/s"
     row "peak RSS (MB)" "$((rss / 1024))" ""
 }
