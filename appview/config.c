@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "atproto/options.h"
-#include "atproto/syntax.h"
 
 /* True when v is scheme followed by at least one character and no whitespace or control
  * characters anywhere; the component that dials the URL checks the rest. */
@@ -35,11 +34,6 @@ static const char *check_ws_url(const char *v)
 {
     return has_scheme(v, "wss://") || has_scheme(v, "ws://") ? NULL
                                                              : "expected a ws:// or wss:// URL";
-}
-
-static const char *check_did(const char *v)
-{
-    return atp_is_did(v, strlen(v)) ? NULL : "not a valid DID";
 }
 
 /* The prefix is pasted in front of keys that carry {did} hash tags; a brace of its own would
@@ -114,8 +108,8 @@ static const option_spec SPECS[O_COUNT] = {
     [O_DOCKERHUB_REFRESH_HOURS] =
         OPT_INT("dockerhub-refresh-hours", "APPVIEW_DOCKERHUB_REFRESH_HOURS", "24",
                 "hours between Docker Hub re-syncs of an image", 1, 24 * 366),
-    [O_HOLDS] =
-        OPT_LIST("holds", "APPVIEW_HOLDS", NULL, "hold DIDs always asked for stats", check_did),
+    [O_HOLDS] = OPT_LIST("holds", "APPVIEW_HOLDS", NULL, "hold DIDs always asked for stats",
+                         options_check_did),
     [O_STATS_CONCURRENCY] = OPT_INT("stats-concurrency", "APPVIEW_STATS_CONCURRENCY", "8",
                                     "holds asked at once for one getStats", 1, 256),
     [O_ALLOW_PRIVATE_NETWORKS] =

@@ -10,6 +10,7 @@
 #include "atproto/http_client.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
+#include "atproto/url.h"
 
 #define MAX_ATTEMPTS 3
 #define MISSING_TTL_MS (86400 * 1000ULL)
@@ -372,7 +373,7 @@ dockerhub *dockerhub_new(uv_loop_t *loop, const dockerhub_options *opt)
     d->opt = *opt;
     if (d->opt.rate < 1) d->opt.rate = 1;
     if (d->opt.window_s < 1) d->opt.window_s = 1;
-    d->base = strdup(opt->base_url);
+    d->base = url_dup_base(opt->base_url);
     d->pump = malloc(sizeof *d->pump);
     d->sent = calloc((size_t)d->opt.rate, sizeof *d->sent);
     /* Retries, parks and backoff are ours: the client makes one attempt. */
@@ -388,9 +389,6 @@ dockerhub *dockerhub_new(uv_loop_t *loop, const dockerhub_options *opt)
         free(d);
         return NULL;
     }
-    size_t n = strlen(d->base);
-    while (n && d->base[n - 1] == '/')
-        d->base[--n] = '\0';
     uv_timer_init(loop, d->pump);
     d->pump->data = d;
     d->requests_total =

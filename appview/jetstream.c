@@ -117,14 +117,6 @@ static double connected_gauge(void *ud)
     return connected_instances;
 }
 
-static void lws_log_to_ours(int level, const char *line)
-{
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        n--;
-    log_msg(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws", "%.*s", (int)n, line);
-}
-
 /* ---- URLs ---- */
 
 /* buf_url_encode, except that '*' stays literal: Jetstream reads "io.atcr.*" in
@@ -836,7 +828,7 @@ jetstream *jetstream_new(uv_loop_t *loop, const jetstream_options *opt)
         return NULL;
     }
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+    log_capture_lws();
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     void *foreign[] = {loop};

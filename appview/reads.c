@@ -599,6 +599,18 @@ static void serve(rq *q, const read_result *res)
     reply_out(q);
 }
 
+/* Answers a load that found no such actor, or a malformed one, and returns 1; else 0. */
+static int fail_bad_actor(rq *q, const load_result *res)
+{
+    if (res->status == LOAD_NOT_FOUND)
+        fail(q, 404, "RepoNotFound", res->error ? res->error : "actor not found");
+    else if (res->status == LOAD_INVALID)
+        fail(q, 400, "InvalidRequest", res->error ? res->error : "invalid actor");
+    else
+        return 0;
+    return 1;
+}
+
 static void on_ensure(const load_result *res, void *ud)
 {
     rq *q = ud;
@@ -607,16 +619,7 @@ static void on_ensure(const load_result *res, void *ud)
         free(q->load_error);
         q->load_error = strdup(res->error);
     }
-    switch (res->status) {
-    case LOAD_NOT_FOUND:
-        fail(q, 404, "RepoNotFound", res->error ? res->error : "actor not found");
-        return;
-    case LOAD_INVALID:
-        fail(q, 400, "InvalidRequest", res->error ? res->error : "invalid actor");
-        return;
-    default:
-        run_read(q);
-    }
+    if (!fail_bad_actor(q, res)) run_read(q);
 }
 
 static int parse_result(const redisReply *reply, read_result *res)
@@ -783,6 +786,7 @@ static void run_read(rq *q)
 static void on_resolved(const load_result *res, void *ud)
 {
     rq *q = ud;
+    if (fail_bad_actor(q, res)) return;
     switch (res->status) {
     case LOAD_OK:
         q->did = strdup(res->did);
@@ -791,12 +795,6 @@ static void on_resolved(const load_result *res, void *ud)
             return;
         }
         run_read(q);
-        return;
-    case LOAD_NOT_FOUND:
-        fail(q, 404, "RepoNotFound", res->error ? res->error : "actor not found");
-        return;
-    case LOAD_INVALID:
-        fail(q, 400, "InvalidRequest", res->error ? res->error : "invalid actor");
         return;
     case LOAD_UPSTREAM_TIMEOUT:
         fail(q, 504, "UpstreamTimeout", res->error ? res->error : "handle resolution timed out");

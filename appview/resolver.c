@@ -16,6 +16,7 @@
 #include "atproto/metrics.h"
 #include "atproto/netguard.h"
 #include "atproto/syntax.h"
+#include "atproto/url.h"
 
 #define BUCKETS 256
 #define MAX_DID 2048
@@ -680,16 +681,6 @@ int resolver_resolve(resolver *r, const char *actor, resolver_identity_cb cb, vo
 
 /* ---- lifetime ---- */
 
-static char *dup_base_url(const char *url)
-{
-    char *s = strdup(url);
-    if (!s) return NULL;
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == '/')
-        s[--n] = '\0';
-    return s;
-}
-
 resolver *resolver_new(uv_loop_t *loop, http_client *http, const resolver_options *opt)
 {
     resolver *r = calloc(1, sizeof *r);
@@ -697,9 +688,9 @@ resolver *resolver_new(uv_loop_t *loop, http_client *http, const resolver_option
     r->loop = loop;
     r->http = http;
     if (opt) r->opt = *opt;
-    r->plc_url = dup_base_url(r->opt.plc_url ? r->opt.plc_url : "https://plc.directory");
+    r->plc_url = url_dup_base(r->opt.plc_url ? r->opt.plc_url : "https://plc.directory");
     r->handle_resolver_url =
-        r->opt.handle_resolver_url ? dup_base_url(r->opt.handle_resolver_url) : NULL;
+        r->opt.handle_resolver_url ? url_dup_base(r->opt.handle_resolver_url) : NULL;
     r->opt.plc_url = r->opt.handle_resolver_url = NULL;
     if (!r->plc_url || (opt && opt->handle_resolver_url && !r->handle_resolver_url)) {
         free(r->plc_url);

@@ -12,6 +12,7 @@
 
 #include "atproto/netguard.h"
 #include "atproto/syntax.h"
+#include "atproto/url.h"
 
 #define MAX_AKA 32
 #define MAX_SERVICES 32
@@ -90,16 +91,6 @@ static bool valid_endpoint(const char *s)
     return true;
 }
 
-static char *dup_endpoint(const char *s)
-{
-    char *e = strdup(s);
-    if (!e) return NULL;
-    size_t n = strlen(e);
-    while (n > 0 && e[n - 1] == '/')
-        e[--n] = '\0';
-    return e;
-}
-
 static int parse_aka(did_doc *d, json_t *aka, char *err, size_t errlen)
 {
     if (!aka) return 0;
@@ -163,7 +154,7 @@ static int parse_services(did_doc *d, json_t *services, char *err, size_t errlen
         struct service *s = &d->services[d->n_services];
         s->id = strdup(hash);
         s->type = strdup(json_string_value(type));
-        s->endpoint = dup_endpoint(json_string_value(ep));
+        s->endpoint = url_dup_base(json_string_value(ep));
         d->n_services++;
         if (!s->id || !s->type || !s->endpoint) {
             fail(err, errlen, "out of memory");

@@ -118,14 +118,6 @@ static void req_free(httpd_req *r)
     free(r);
 }
 
-static void lws_log_to_ours(int level, const char *line)
-{
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        n--;
-    log_msg(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws", "%.*s", (int)n, line);
-}
-
 /* ---- request parsing ---- */
 
 static int collect_params(httpd_req *r, struct lws *wsi)
@@ -621,7 +613,7 @@ httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt)
     h->latency = metrics_histogram_get("http_request_duration_seconds",
                                        "Time from request arrival to answer queued");
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+    log_capture_lws();
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     void *foreign[] = {loop};

@@ -1,5 +1,8 @@
+#include <uv.h> /* before libwebsockets.h, so lws sees libuv's types */
+
 #include "atproto/log.h"
 
+#include <libwebsockets.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,4 +57,17 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
         if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
     line[len++] = '\n';
     fwrite(line, 1, len, stderr);
+}
+
+static void lws_log_to_ours(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    log_msg(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+void log_capture_lws(void)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
 }

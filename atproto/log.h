@@ -12,6 +12,10 @@ void log_init_from_env(void);
 __attribute__((format(printf, 3, 4))) void log_msg(enum log_level level, const char *component,
                                                    const char *fmt, ...);
 
+/* Sends libwebsockets' errors and warnings to log_msg as component "lws" (its trailing line
+ * break dropped); every user of libwebsockets calls this before creating a context. */
+void log_capture_lws(void);
+
 #define log_debug(c, ...) log_msg(LOG_DEBUG, c, __VA_ARGS__)
 #define log_info(c, ...) log_msg(LOG_INFO, c, __VA_ARGS__)
 #define log_warn(c, ...) log_msg(LOG_WARN, c, __VA_ARGS__)

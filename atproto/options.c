@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "atproto/syntax.h"
+
 #define HELP_COLUMN 34
 
 static const char *metavar(option_kind kind)
@@ -225,4 +227,9 @@ const char *options_check_host_port(const char *value)
     size_t digits = strspn(p, "0123456789");
     if (!digits || p[digits] || digits > 5 || atol(p) > 65535) return want;
     return NULL;
+}
+
+const char *options_check_did(const char *value)
+{
+    return atp_is_did(value, strlen(value)) ? NULL : "not a valid DID";
 }

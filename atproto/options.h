@@ -66,4 +66,7 @@ char **option_take_list(option_value *v, size_t *n);
 /* A checker for listen addresses: "host:port", "[v6]:port" or ":port", port 0..65535. */
 const char *options_check_host_port(const char *value);
 
+/* A checker for DIDs (atp_is_did). */
+const char *options_check_did(const char *value);
+
 #endif

@@ -7,12 +7,7 @@
 #include "atproto/buf.h"
 #include "atproto/did_doc.h"
 #include "atproto/options.h"
-#include "atproto/syntax.h"
-
-static const char *check_did(const char *v)
-{
-    return atp_is_did(v, strlen(v)) ? NULL : "not a valid DID";
-}
+#include "atproto/url.h"
 
 static const char *check_http_url(const char *v)
 {
@@ -26,7 +21,7 @@ static const option_spec SPECS[O_COUNT] = {
                          options_check_host_port),
     [O_DB] = OPT_STR("db", "HOLD_DB", "./var/hold.db", "SQLite database file", NULL),
     [O_DID] = OPT_STR("did", "HOLD_DID", NULL,
-                      "this hold's DID (default: did:web of the public URL)", check_did),
+                      "this hold's DID (default: did:web of the public URL)", options_check_did),
     [O_PUBLIC_URL] =
         OPT_STR("public-url", "HOLD_PUBLIC_URL", NULL,
                 "URL the hold is reached at (default http://localhost:PORT)", check_http_url),
@@ -66,11 +61,7 @@ int hold_config_load(hold_config *c, int argc, char **argv)
         snprintf(url, sizeof url, "http://localhost:%d", port_of(c->listen));
         rc = (c->public_url = strdup(url)) ? 0 : -1;
     }
-    if (rc == 0) {
-        size_t n = strlen(c->public_url);
-        while (n > 1 && c->public_url[n - 1] == '/')
-            c->public_url[--n] = '\0';
-    }
+    if (rc == 0) url_trim_slashes(c->public_url);
     if (rc == 0 && !c->did && !(c->did = did_web_from_url(c->public_url))) {
         fprintf(stderr, "hold: cannot derive a did:web from HOLD_PUBLIC_URL %s\n", c->public_url);
         rc = -1;

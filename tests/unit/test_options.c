@@ -243,6 +243,15 @@ static void test_check_host_port(void)
         CHECK(options_check_host_port(bad[i]) != NULL);
 }
 
+static void test_check_did(void)
+{
+    CHECK(options_check_did("did:plc:abcdefghijklmnopqrstuvwx") == NULL);
+    CHECK(options_check_did("did:web:hold.example.com") == NULL);
+    CHECK(options_check_did("did:") != NULL);
+    CHECK(options_check_did("plc:abc") != NULL);
+    CHECK(options_check_did("") != NULL);
+}
+
 int main(void)
 {
     RUN(test_defaults);
@@ -253,5 +262,6 @@ int main(void)
     RUN(test_help_mentions_env_and_defaults);
     RUN(test_unknown_and_malformed_arguments);
     RUN(test_check_host_port);
+    RUN(test_check_did);
     CHECK_EXIT();
 }

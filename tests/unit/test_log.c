@@ -1,0 +1,43 @@
+/* atproto/log: libwebsockets' own messages come out as our log lines. */
+#include <uv.h> /* before libwebsockets.h, so lws sees libuv's types */
+
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "atproto/log.h"
+#include "check.h"
+
+static void test_lws_lines(void)
+{
+    FILE *tmp = tmpfile();
+    CHECK(tmp != NULL);
+    if (!tmp) return;
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    log_capture_lws();
+    lwsl_err("boom %d\r\n", 7);
+    lwsl_warn("careful\n");
+    lwsl_notice("quiet\n");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+
+    char out[1024];
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    CHECK(strstr(out, " ERROR lws: boom 7\n") != NULL);
+    CHECK(strstr(out, " WARN lws: careful\n") != NULL);
+    CHECK(strstr(out, "quiet") == NULL);
+    CHECK(strstr(out, " \n") == NULL);
+}
+
+int main(void)
+{
+    RUN(test_lws_lines);
+    CHECK_EXIT();
+}
