@@ -396,7 +396,7 @@ static void on_client_list(redisReply *r, void *ud)
  * connections of that name before its first write. */
 static void begin_fencing(ingest *in)
 {
-    if (in->fencing || !in->valkey_up || !lease_held(in->lease)) return;
+    if (in->fencing || in->stopping || !in->valkey_up || !lease_held(in->lease)) return;
     char name[160];
     ingest_client_name(in->prefix, name, sizeof name);
     in->own_client_id = -1;
@@ -416,6 +416,7 @@ void ingest_on_valkey_state(ingest *in, int up)
         need_replay(in);
         return;
     }
+    if (in->stopping) return; /* draining: the lease was, or is about to be, given back */
     lease_start(in->lease);
     begin_fencing(in);
 }
