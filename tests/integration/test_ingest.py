@@ -243,9 +243,12 @@ def test_one_replica_ingests_and_a_standby_takes_over(h):
     replay = start_replay(h, events, ["--rate", "4000"])
     url = f"ws://127.0.0.1:{replay.port}/subscribe"
     time_us, _ = last_event(events)
+    # TTLs: the first holder's 3 s is what the standby waits out after the SIGKILL; the second
+    # one's 8 s is what the third would wait out if SIGTERM did not give the lease back.
     first = start_appview(h, redis, [url], name="appview-a")
     wait_for(lambda: leader(h, first), what="the first appview takes the lease")
-    second = start_appview(h, redis, [url], name="appview-b")
+    second = start_appview(h, redis, [url], name="appview-b",
+                           env={"APPVIEW_INGEST_LEASE_SECONDS": "8"})
     time.sleep(1.5)  # several renewals
     assert leader(h, first) and not leader(h, second)
     assert h.metrics(second.base)["appview_ingest_lease_held"] == 0
@@ -256,8 +259,9 @@ def test_one_replica_ingests_and_a_standby_takes_over(h):
     killed_at = time.time()
     saved = int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0)
     assert saved < time_us, "the stream was folded before the kill: nothing tested"
-    wait_for(lambda: leader(h, second), timeout=15, what="the standby takes the lease")
-    assert time.time() - killed_at < 3 + 2, "took over later than the lease TTL allows"
+    wait_for(lambda: leader(h, second), timeout=20, what="the standby takes the lease")
+    # The TTL (3 s), then at most one standby retry (8 s / 3), with slack for a loaded machine.
+    assert time.time() - killed_at < 3 + 8 / 3 + 3, "took over later than the lease allows"
     wait_cursor(h, redis, 1, time_us)
     assert_same_index(snapshot(h, redis), want)
 
@@ -268,7 +272,8 @@ def test_one_replica_ingests_and_a_standby_takes_over(h):
     assert second.stop(15) == 0
     stopped_at = time.time()
     wait_for(lambda: leader(h, third), timeout=15, what="the new standby takes the lease")
-    assert time.time() - stopped_at < 2.0, "the lease was not given back on SIGTERM"
+    # Given back: one retry of the standby (1 s) away, not the holder's 8 s TTL.
+    assert time.time() - stopped_at < 5.0, "the lease was not given back on SIGTERM"
 
     # A holder that finds the lease taken (here by hand) stops reading at its next renewal.
     h.redis(redis, "SET", PREFIX + "ingest-lease", "someone-else", "PX", 60000)
