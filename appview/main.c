@@ -14,6 +14,7 @@
 #include "appview/stats.h"
 #include "atproto/http_client.h"
 #include "atproto/buf.h"
+#include "atproto/drain.h"
 #include "atproto/httpd.h"
 #include "atproto/lexicon.h"
 #include "atproto/log.h"
@@ -36,10 +37,6 @@ typedef struct {
     reads *rd;
     stats *st;
     httpd *http;
-    uv_signal_t sigterm, sigint;
-    uv_timer_t drain;
-    uint64_t drain_started;
-    int stopping;
 } app;
 
 static void on_valkey_state(int up, void *ud)
@@ -82,29 +79,19 @@ static void metrics_page(httpd_req *r, void *ud)
 }
 
 /* SIGTERM: stop taking requests and reading the stream, let writes in flight be acknowledged
- * and the cursor saved, then leave the loop. */
-static void on_drain_tick(uv_timer_t *t)
+ * and the cursor saved, then leave the loop (atproto/drain.h). */
+static void drain_begin(void *ud, int signum)
 {
-    app *a = t->data;
-    int idle = httpd_inflight(a->http) == 0 && (!a->in || ingest_idle(a->in));
-    if (!idle && uv_now(a->loop) - a->drain_started < DRAIN_TIMEOUT_MS) return;
-    if (!idle) log_warn("appview", "drain timed out; stopping anyway");
-    uv_close((uv_handle_t *)&a->drain, NULL);
-    uv_close((uv_handle_t *)&a->sigterm, NULL);
-    uv_close((uv_handle_t *)&a->sigint, NULL);
-    uv_stop(a->loop);
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
-    app *a = s->data;
-    if (a->stopping) return;
-    a->stopping = 1;
+    app *a = ud;
     log_info("appview", "signal %d: draining", signum);
     httpd_stop(a->http);
     if (a->in) ingest_stop(a->in);
-    a->drain_started = uv_now(a->loop);
-    uv_timer_start(&a->drain, on_drain_tick, 0, 20);
+}
+
+static int drain_idle(void *ud)
+{
+    app *a = ud;
+    return httpd_inflight(a->http) == 0 && (!a->in || ingest_idle(a->in));
 }
 
 static int start(app *a)
@@ -209,22 +196,19 @@ int main(int argc, char **argv)
     a.loop = uv_default_loop();
     srand((unsigned)uv_hrtime());
 
-    uv_signal_init(a.loop, &a.sigterm);
-    uv_signal_init(a.loop, &a.sigint);
-    uv_timer_init(a.loop, &a.drain);
-    a.sigterm.data = a.sigint.data = a.drain.data = &a;
-    if (start(&a) < 0) {
+    drain_options dro = {.component = "appview",
+                         .begin = drain_begin,
+                         .idle = drain_idle,
+                         .ud = &a,
+                         .tick_ms = 20,
+                         .timeout_ms = DRAIN_TIMEOUT_MS};
+    if (start(&a) < 0 || drain_watch(a.loop, &dro) < 0) {
         log_error("appview", "start-up failed");
-        uv_close((uv_handle_t *)&a.drain, NULL);
-        uv_close((uv_handle_t *)&a.sigterm, NULL);
-        uv_close((uv_handle_t *)&a.sigint, NULL);
         stop(&a);
         appview_config_free(&a.cfg);
         metrics_free_all();
         return 1;
     }
-    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&a.sigint, on_signal, SIGINT);
     log_info("appview", "version %s: listening on %s (port %d), Valkey %s, ingest %s",
              APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), a.cfg.valkey_url,
              a.cfg.ingest ? "on" : "off");

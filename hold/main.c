@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "atproto/drain.h"
 #include "atproto/httpd.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -15,32 +16,21 @@ typedef struct {
     uv_loop_t *loop;
     httpd *http;
     store *st;
-    uv_signal_t sigterm, sigint;
-    uv_timer_t drain;
-    int stopping;
 } app;
 
 /* SIGTERM: stop accepting, then wait until every request in flight is answered, which for
- * increments means committed, before the store closes. */
-static void on_drain_tick(uv_timer_t *t)
+ * increments means committed, before the store closes (atproto/drain.h). */
+static void drain_begin(void *ud, int signum)
 {
-    app *a = t->data;
-    if (httpd_inflight(a->http) > 0 || store_pending(a->st) > 0) return;
-    uv_timer_stop(t);
-    uv_close((uv_handle_t *)&a->drain, NULL);
-    uv_close((uv_handle_t *)&a->sigterm, NULL);
-    uv_close((uv_handle_t *)&a->sigint, NULL);
-    uv_stop(a->loop);
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
-    app *a = s->data;
-    if (a->stopping) return;
-    a->stopping = 1;
+    app *a = ud;
     log_info("hold", "signal %d: draining %u requests in flight", signum, httpd_inflight(a->http));
     httpd_stop(a->http);
-    uv_timer_start(&a->drain, on_drain_tick, 0, 10);
+}
+
+static int drain_idle(void *ud)
+{
+    app *a = ud;
+    return httpd_inflight(a->http) == 0 && store_pending(a->st) == 0;
 }
 
 int main(int argc, char **argv)
@@ -67,7 +57,10 @@ int main(int argc, char **argv)
     }
     httpd_options ho = {.listen = cfg.listen, .max_body = HOLD_MAX_BODY, .name = "hold"};
     a.http = httpd_new(a.loop, &ho);
-    if (!a.http || hold_api_routes(&api, a.http) < 0 || hold_records_routes(&api, a.http) < 0) {
+    drain_options dro = {
+        .component = "hold", .begin = drain_begin, .idle = drain_idle, .ud = &a, .tick_ms = 10};
+    if (!a.http || hold_api_routes(&api, a.http) < 0 || hold_records_routes(&api, a.http) < 0 ||
+        drain_watch(a.loop, &dro) < 0) {
         log_error("hold", "cannot serve on %s", cfg.listen);
         store_close(a.st);
         if (a.http) httpd_free(a.http);
@@ -77,12 +70,6 @@ int main(int argc, char **argv)
         metrics_free_all();
         return 1;
     }
-    uv_signal_init(a.loop, &a.sigterm);
-    uv_signal_init(a.loop, &a.sigint);
-    uv_timer_init(a.loop, &a.drain);
-    a.sigterm.data = a.sigint.data = a.drain.data = &a;
-    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&a.sigint, on_signal, SIGINT);
     log_info("hold", "serving %s on %s (port %d), public %s, db %s", cfg.did, cfg.listen,
              httpd_port(a.http), cfg.public_url, cfg.db);
 

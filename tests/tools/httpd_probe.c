@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "atproto/buf.h"
+#include "atproto/drain.h"
 #include "atproto/httpd.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -115,23 +116,18 @@ static void metrics_page(httpd_req *r, void *ud)
 }
 
 static httpd *server;
-static uv_signal_t sigterm;
-static uv_timer_t drain;
 
-static void on_drain_tick(uv_timer_t *t)
+static void drain_begin(void *ud, int signum)
 {
-    if (httpd_inflight(server) > 0) return;
-    uv_close((uv_handle_t *)&drain, NULL);
-    uv_close((uv_handle_t *)&sigterm, NULL);
-    uv_stop(t->loop);
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
+    (void)ud;
     log_info("probe", "signal %d: draining %u requests", signum, httpd_inflight(server));
     httpd_stop(server);
-    uv_signal_stop(s);
-    uv_timer_start(&drain, on_drain_tick, 0, 10);
+}
+
+static int drain_idle(void *ud)
+{
+    (void)ud;
+    return httpd_inflight(server) == 0;
 }
 
 int main(int argc, char **argv)
@@ -158,9 +154,11 @@ int main(int argc, char **argv)
     }
     printf("port %d\n", httpd_port(server));
     fflush(stdout);
-    uv_signal_init(&loop, &sigterm);
-    uv_timer_init(&loop, &drain);
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    drain_options dro = {.component = "probe", .begin = drain_begin, .idle = drain_idle};
+    if (drain_watch(&loop, &dro) < 0) {
+        httpd_free(server);
+        return 1;
+    }
     uv_run(&loop, UV_RUN_DEFAULT);
     httpd_free(server);
     metrics_free_all();
