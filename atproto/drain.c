@@ -35,6 +35,10 @@ static void on_tick(uv_timer_t *t)
     if (!idle) log_warn(d->opt.component, "drain timed out; stopping anyway");
     uv_timer_stop(t);
     close_all(d);
+    /* Closing the watchers gave the signals their default action back, a kill: a repeated
+     * SIGTERM would turn this clean exit into exit status 143. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     uv_stop(d->loop);
 }
 

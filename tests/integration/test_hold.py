@@ -4,6 +4,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import signal
 import time
 import urllib.parse
@@ -321,3 +322,19 @@ def test_sigterm_drains(h):
     hold.start()
     wait_for(lambda: h.get_json(hold.base + "/xrpc/_health")[0] == 200, what="restart")
     assert stats(h, hold.base, ALICE, "alice/app")["pullCount"] == 20
+
+
+def test_repeated_sigterm_still_exits_cleanly(h):
+    """A supervisor that repeats SIGTERM (or an impatient operator) gets a clean exit, not a
+    kill: signals after the first are ignored, also once the drain has closed its watchers."""
+    for attempt in range(5):
+        hold = start_hold(h, name=f"hold-{attempt}")
+        pid = hold.popen.pid
+        deadline = time.time() + 10
+        while hold.alive() and time.time() < deadline:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                break
+            time.sleep(0.0005)
+        assert hold.wait(15) == 0, hold.log()[-2000:]
