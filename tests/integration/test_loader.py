@@ -1,11 +1,9 @@
 """appview/loader through bin/appview: single flight and upstream faults, against a real PDS and
 PLC (tests/lib/devnet.py) behind local proxies that count requests and inject faults."""
 import atexit
-import http.server
 import json
 import os
 import socket
-import socketserver
 import threading
 import time
 import urllib.error
@@ -14,6 +12,7 @@ import urllib.request
 
 import devnet
 from harness import free_port, wait_for
+from upstream import Server, reply
 
 PREFIX = "atcr:"
 LIST = "/xrpc/com.atproto.repo.listRecords"
@@ -22,44 +21,6 @@ LATEST = "/xrpc/com.atproto.sync.getLatestCommit"
 
 def available():
     return devnet.available()
-
-
-class Server:
-    """Threaded HTTP server on 127.0.0.1; handler(hd, path) answers."""
-
-    def __init__(self, handler):
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                try:
-                    handler(self, self.path)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        class T(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            request_queue_size = 1024
-
-        self.httpd = T(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def reply(hd, status, body):
-    body = body.encode() if isinstance(body, str) else body
-    hd.send_response(status)
-    hd.send_header("Content-Type", "application/json")
-    hd.send_header("Content-Length", str(len(body)))
-    hd.end_headers()
-    hd.wfile.write(body)
 
 
 def forward(hd, url, rewrite=None):

@@ -1,18 +1,16 @@
 """appview/resolver against a real PDS + PLC directory (@atproto/dev-env, tests/lib/devnet.py)
 and against hostile local servers, through the tests/tools/resolve CLI."""
-import http.server
 import json
 import os
-import socketserver
 import statistics
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 
 import devnet
 from harness import SANITIZER_MARKS
+from upstream import Server, reply
 
 FAKE_DID = "did:plc:" + "a" * 24
 
@@ -30,56 +28,6 @@ def resolve(h, *args, timeout=30):
     lines = [json.loads(x) for x in p.stdout.splitlines()]
     summary = lines.pop() if lines and lines[-1].get("summary") else None
     return {r["actor"]: r for r in lines}, lines, summary
-
-
-class Server:
-    """Threaded HTTP server on 127.0.0.1; handler(h, path) answers; hits counted per path."""
-
-    def __init__(self, handler):
-        self.hits = {}
-        self.lock = threading.Lock()
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                with outer.lock:
-                    outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                try:
-                    handler(self, self.path)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        class T(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-
-        self.httpd = T(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def count(self, prefix):
-        with self.lock:
-            return sum(n for p, n in self.hits.items() if p.startswith(prefix))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def reply(hd, status, body):
-    body = body.encode() if isinstance(body, str) else body
-    hd.send_response(status)
-    hd.send_header("Content-Type", "application/json")
-    hd.send_header("Content-Length", str(len(body)))
-    hd.end_headers()
-    hd.wfile.write(body)
 
 
 def proxy_to(upstream, overrides=None):
