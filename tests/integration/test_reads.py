@@ -295,6 +295,21 @@ def test_list_tags_pages_once_each(h, e):
 
 
 @with_env
+def test_values_with_newlines_are_read_unpacked(h, e):
+    """read_list.lua packs a page into one newline-joined string; a value holding a newline
+    (the fold never writes one, but the keys are a public contract) makes the appview read the
+    page again as arrays, and the answer is the same as for any other value."""
+    e.seed.manifest(ALICE, "app", digest(1), T0)
+    e.seed.tag(ALICE, "app", "plain", digest(1), T0 + 2)
+    e.seed.tag(ALICE, "app", "odd\nline", digest(1), T0 + 1)
+    e.seed.complete(ALICE)
+    body = e.ok("listTags", actor=ALICE, repository="app")
+    assert [(t["tag"], t["digest"]) for t in body["tags"]] == \
+        [("plain", digest(1)), ("odd\nline", digest(1))], body
+    assert "reading them unpacked" in e.proc.log()
+
+
+@with_env
 def test_list_repositories(h, e):
     e.seed.manifest(ALICE, "app", digest(1), T0 + 1000)
     e.seed.manifest(ALICE, "app", digest(2), T0 + 5000)
