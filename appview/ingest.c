@@ -42,6 +42,7 @@ struct ingest {
     jetstream_options js_opt;
     lease *lease;
     char *prefix;
+    char client_name[160]; /* P ingest: the lease holder's connection, found and fenced by name */
     unsigned rewind_seconds;
 
     batch *head, *tail; /* tail is open while the iteration adds events to it */
@@ -338,11 +339,6 @@ static void resume(ingest *in)
     }
 }
 
-void ingest_client_name(const char *prefix, char *out, size_t n)
-{
-    snprintf(out, n, "%singest", prefix);
-}
-
 static void on_own_id(redisReply *r, void *ud)
 {
     ingest *in = ud;
@@ -370,15 +366,15 @@ static void on_client_list(redisReply *r, void *ud)
         in->fencing = 0; /* the connection failed: the next "up" fences again */
         return;
     }
-    char name[160], want[160];
-    ingest_client_name(in->prefix, want, sizeof want);
+    char name[160];
     in->fencing = 1; /* held until every kill below was answered */
     for (const char *line = r->str; line && *line; line = strchr(line, '\n'), line += !!line) {
         long long id;
         const char *at = strstr(line, " name=");
         const char *eol = strchr(line, '\n');
         if (sscanf(line, "id=%lld", &id) != 1 || !at || (eol && at > eol)) continue;
-        if (sscanf(at, " name=%159s", name) != 1 || strcmp(name, want) || id == in->own_client_id)
+        if (sscanf(at, " name=%159s", name) != 1 || strcmp(name, in->client_name) ||
+            id == in->own_client_id)
             continue;
         char idbuf[24];
         snprintf(idbuf, sizeof idbuf, "%lld", id);
@@ -397,11 +393,9 @@ static void on_client_list(redisReply *r, void *ud)
 static void begin_fencing(ingest *in)
 {
     if (in->fencing || in->stopping || !in->valkey_up || !lease_held(in->lease)) return;
-    char name[160];
-    ingest_client_name(in->prefix, name, sizeof name);
     in->own_client_id = -1;
-    if (valkey_command(in->v, on_named, in, 3, (const char *[]){"CLIENT", "SETNAME", name}, NULL) <
-            0 ||
+    if (valkey_command(in->v, on_named, in, 3,
+                       (const char *[]){"CLIENT", "SETNAME", in->client_name}, NULL) < 0 ||
         valkey_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
         valkey_command(in->v, on_client_list, in, 4,
                        (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
@@ -484,6 +478,7 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
     in->prefix = strdup(opt->prefix);
+    snprintf(in->client_name, sizeof in->client_name, "%singest", opt->prefix);
     char lease_key[256];
     snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
     in->lease = lease_new(loop, v, lease_key, opt->lease_ms ? opt->lease_ms : 10000, on_lease, in);

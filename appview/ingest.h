@@ -10,7 +10,7 @@
  *
  * Commands a previous ingester (a crashed process, or this one's own lost connection) sent
  * may still sit unexecuted in Valkey's input buffers and would run interleaved with the
- * replay. So the lease holder names its connection (ingest_client_name), and every time it
+ * replay. So the lease holder names its connection <prefix>ingest, and every time it
  * (re)starts ingesting it first kills the other connections of that name: Valkey drops their
  * unexecuted commands, and the replay redoes whatever they left half done. */
 #ifndef APPVIEW_INGEST_H
@@ -36,9 +36,6 @@ typedef struct {
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
                    const ingest_options *opt);
-/* The Valkey client name the ingest connection must carry (valkey_options.client_name), for
- * the given key prefix; written into out. */
-void ingest_client_name(const char *prefix, char *out, size_t n);
 /* Call from the valkey state callback: ingest starts once Valkey is up and has the cursor. */
 void ingest_on_valkey_state(ingest *in, int up);
 /* For health: connected?, last acknowledged cursor, and its lag in seconds (v1 time_us). */

@@ -119,11 +119,6 @@ int lease_held(const lease *l)
     return l->held;
 }
 
-const char *lease_holder_id(const lease *l)
-{
-    return l->id;
-}
-
 static void on_released(redisReply *r, void *ud)
 {
     (void)r; /* not given back (Valkey gone): the key expires with its TTL */

@@ -23,7 +23,6 @@ lease *lease_new(uv_loop_t *loop, valkey *v, const char *key, unsigned ttl_ms, l
 /* Tries to take the lease now and then every third of its TTL until released. */
 void lease_start(lease *l);
 int lease_held(const lease *l);
-const char *lease_holder_id(const lease *l);
 /* Gives the lease up (so another replica takes over at once) and stops trying; the key is
  * deleted once lease_releasing turns 0. */
 void lease_release(lease *l);
