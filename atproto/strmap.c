@@ -20,15 +20,20 @@ struct strmap {
 
 #define MIN_BUCKETS 64
 
-/* FNV-1a: keys are short (DIDs, record paths), so a simple hash is fast enough. */
-static uint64_t hash_bytes(const char *s, size_t n)
+/* FNV-1a, then MurmurHash3's finalizer: FNV's low bits depend only on the keys' low bits,
+ * and the bucket index is taken from the low bits. */
+uint64_t strmap_hash(const char *s, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= 0x100000001b3ull;
     }
-    return h;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
 }
 
 strmap *strmap_new(void)
@@ -55,7 +60,7 @@ static entry **find(const strmap *m, const char *key, size_t keylen, uint64_t h)
 
 void *strmap_get(const strmap *m, const char *key, size_t keylen, size_t *vlen)
 {
-    entry *e = *find(m, key, keylen, hash_bytes(key, keylen));
+    entry *e = *find(m, key, keylen, strmap_hash(key, keylen));
     if (!e) return NULL;
     if (vlen) *vlen = e->vlen;
     return e->bytes + keylen;
@@ -81,7 +86,7 @@ static void grow(strmap *m)
 
 int strmap_put(strmap *m, const char *key, size_t keylen, const void *val, size_t vlen)
 {
-    uint64_t h = hash_bytes(key, keylen);
+    uint64_t h = strmap_hash(key, keylen);
     entry **at = find(m, key, keylen, h);
     entry *old = *at;
     if (old && old->vlen == vlen) {
@@ -112,7 +117,7 @@ int strmap_put(strmap *m, const char *key, size_t keylen, const void *val, size_
 
 void strmap_del(strmap *m, const char *key, size_t keylen)
 {
-    entry **at = find(m, key, keylen, hash_bytes(key, keylen));
+    entry **at = find(m, key, keylen, strmap_hash(key, keylen));
     entry *e = *at;
     if (!e) return;
     *at = e->next;

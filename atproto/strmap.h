@@ -5,12 +5,14 @@
 #define ATPROTO_STRMAP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct strmap strmap;
 
 strmap *strmap_new(void);
 /* The value stored under key, or NULL; *vlen gets its length when vlen is not NULL. The
- * pointer is valid until the next change of the map. */
+ * pointer is valid until the next change of the map, and the value may be changed through it
+ * in place (its bytes are not aligned: copy values in and out). */
 void *strmap_get(const strmap *m, const char *key, size_t keylen, size_t *vlen);
 /* Stores a copy of val under key, replacing any value there. 0, or -1 when out of memory (the
  * key is then absent). */
@@ -19,5 +21,7 @@ void strmap_del(strmap *m, const char *key, size_t keylen);
 size_t strmap_count(const strmap *m);
 void strmap_clear(strmap *m);
 void strmap_free(strmap *m);
+/* The map's 64-bit hash of n bytes, for callers that remember a hash instead of a string. */
+uint64_t strmap_hash(const char *s, size_t n);
 
 #endif
