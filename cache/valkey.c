@@ -1,10 +1,12 @@
 #include "cache/valkey.h"
 
 #include <hiredis/async.h>
+#include <hiredis/sds.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -178,6 +180,23 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     free(p);
 }
 
+/* Above this many bytes of queued commands, they are written at once instead of at the end
+ * of the loop iteration: Valkey starts on them while the rest of the batch is built, and the
+ * output buffer does not grow (hiredis grows it by 1 MiB steps, copying it each time). */
+#define WRITE_AHEAD_BYTES (256 * 1024)
+
+/* A plain write, not redisAsyncHandleWrite: a failure here must not run reply callbacks in
+ * the middle of a caller's sending. Errors (and a full socket) are left to the regular
+ * flush. */
+static void write_ahead(valkey *v)
+{
+    redisContext *c = &v->ac->c;
+    size_t len = sdslen(c->obuf);
+    if (len < WRITE_AHEAD_BYTES || !(c->flags & REDIS_CONNECTED)) return;
+    ssize_t n = write(c->fd, c->obuf, len);
+    if (n > 0) sdsrange(c->obuf, n, -1);
+}
+
 static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
                      const size_t *argvlen)
 {
@@ -194,6 +213,7 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
     queue_push(v, p);
     (*v->commands_total)++;
     v->last_sent_ns = p->sent_ns;
+    write_ahead(v);
     return 0;
 }
 
