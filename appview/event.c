@@ -365,6 +365,7 @@ static event_kind parse_commit(event *ev, const lexicon_set *lexicons)
         return ev->kind = EVENT_COMMIT;
     }
     if (strcmp(op, "create") && strcmp(op, "update")) return invalid(ev, "bad_operation");
+    ev->is_create = !strcmp(op, "create");
     ev->cid = get_string(commit, "cid");
     ev->record = json_object_get(commit, "record");
     return check_record(ev, lexicons);

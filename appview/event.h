@@ -34,6 +34,7 @@ typedef struct {
     const char *did;
     /* EVENT_COMMIT */
     int is_delete;
+    int is_create; /* operation "create": the record did not exist before this commit */
     const char *collection, *rkey, *rev, *cid;
     json_t *record; /* NULL for a delete */
     /* Create and update from event_parse: the record exactly as the message wrote it (not

@@ -5,8 +5,9 @@
 #include <string.h>
 
 #include "appview/event.h"
-#include "appview/lease.h"
 #include "appview/jetstream.h"
+#include "appview/lease.h"
+#include "appview/writer.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 
@@ -36,7 +37,7 @@ typedef struct batch {
 struct ingest {
     uv_loop_t *loop;
     valkey *v;
-    fold *f;
+    writer *w;
     const lexicon_set *lexicons;
     jetstream *js;
     jetstream_options js_opt;
@@ -154,7 +155,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
         (*dropped_counter(ev.reason))++;
         break;
     default:
-        switch (fold_apply(in->f, &ev, on_folded, b)) {
+        switch (writer_add(in->w, &ev, on_folded, b)) {
         case 0:
             b->outstanding++;
             (*in->folded_total)++;
@@ -175,9 +176,10 @@ static void on_check(uv_check_t *h)
 {
     ingest *in = h->data;
     if (in->tail) in->tail->sealed = 1;
+    writer_flush(in->w);
     complete_batches(in);
     if (!in->js || in->replay_needed || !in->valkey_up || in->stopping) return;
-    size_t pending = valkey_pending(in->v);
+    size_t pending = valkey_pending(in->v) + writer_backlog(in->w);
     if (!in->paused_for_pending && pending > PENDING_HIGH) {
         in->paused_for_pending = 1;
         jetstream_pause(in->js, 1);
@@ -408,6 +410,7 @@ void ingest_on_valkey_state(ingest *in, int up)
     in->valkey_up = up;
     if (!up) {
         need_replay(in);
+        writer_reset(in->w); /* a restarted Valkey may have lost what the writer knows */
         return;
     }
     if (in->stopping) return; /* draining: the lease was, or is about to be, given back */
@@ -421,6 +424,7 @@ static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
     if (held) {
+        writer_reset(in->w); /* another replica wrote meanwhile */
         begin_fencing(in);
         return;
     }
@@ -474,7 +478,6 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     if (!in) return NULL;
     in->loop = loop;
     in->v = v;
-    in->f = f;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
     in->prefix = strdup(opt->prefix);
@@ -482,8 +485,14 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     char lease_key[256];
     snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
     in->lease = lease_new(loop, v, lease_key, opt->lease_ms ? opt->lease_ms : 10000, on_lease, in);
-    if (!in->prefix || !in->lease) {
+    writer_options wo = {.prefix = opt->prefix,
+                         .record_ttl = opt->record_ttl,
+                         .schema_value = SCHEMA_VERSION,
+                         .scripts_only = opt->scripts_only};
+    in->w = writer_new(v, f, &wo);
+    if (!in->prefix || !in->lease || !in->w) {
         if (in->lease) lease_free(in->lease);
+        writer_free(in->w);
         free(in->prefix);
         free(in);
         return NULL;
@@ -559,6 +568,7 @@ void ingest_free(ingest *in)
         free(b);
     }
     lease_free(in->lease);
+    writer_free(in->w);
     uv_close((uv_handle_t *)&in->check, NULL);
     uv_close((uv_handle_t *)&in->persist_timer, free_when_closed);
 }

@@ -1,5 +1,5 @@
-/* The firehose into the index. Jetstream messages are parsed (appview/event.h) and folded
- * (appview/fold.h) in batches, one batch per loop iteration. The cursor advances only past a
+/* The firehose into the index. Jetstream messages are parsed (appview/event.h) and written
+ * (appview/writer.h) in batches, one batch per loop iteration. The cursor advances only past a
  * batch whose writes, and every earlier batch's, were acknowledged; it is persisted in Valkey
  * (P cursor:v1 / cursor:v2) and resumed from on restart, rewound a little (v1: time_us). When
  * Valkey falls behind, reading pauses; when writes fail or Valkey goes away, the stream is
@@ -32,6 +32,8 @@ typedef struct {
     unsigned stall_seconds;
     unsigned rewind_seconds; /* v1 resume rewind */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h); 0: 10 s */
+    unsigned record_ttl;     /* seconds, as the fold's */
+    int scripts_only;        /* every event through the Lua scripts (appview/writer.h) */
 } ingest_options;
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,

@@ -114,7 +114,9 @@ static int start(app *a)
                              .prefix = a->cfg.key_prefix,
                              .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
                              .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
-                             .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u};
+                             .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
+                             .record_ttl = (unsigned)a->cfg.record_ttl,
+                             .scripts_only = !a->cfg.ingest_plain_writes};
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
         if (!a->in) return -1;
     }

@@ -16,11 +16,18 @@ local recs, recent, base, field = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
 local op, rev, time_us, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local kind, repo, key, rkey, did = ARGV[7], ARGV[10], ARGV[11], ARGV[14], ARGV[15]
 
-local cur = redis.call('HGET', recs, field)
+-- ~rev: the newest rev of D the firehose brought, applied or not (a PDS listing, time_us 0,
+-- leaves it). The ingester decides from it which creates are new (cache/SCHEMA.md).
+local got = redis.call('HMGET', recs, field, '~rev')
+local cur = got[1]
+local raise = time_us > 0 and (not got[2] or rev > got[2])
 local crev, ckind, crepo, ckey
 if cur then
   crev, ckind, crepo, ckey = string.match(cur, '^(%S+) (%S+) (%S+) (%S+)')
-  if crev and crev >= rev then return 0 end
+  if crev and crev >= rev then
+    if raise then redis.call('HSET', recs, '~rev', rev) end
+    return 0
+  end
 else
   local gone = redis.call('GET', base .. 'gone')
   if gone and time_us > 0 and time_us <= tonumber(gone) then return 0 end
@@ -70,18 +77,22 @@ local had = ckind and ckind ~= '-'
 local moved = not had or op == 'del' or crepo ~= repo or ckey ~= key or ckind ~= kind
 if had and moved then unindex(ckind, crepo, ckey) end
 
+-- The record, its mapping, and ~rev when this one is newer.
+local fields = {recs, field}
 if op == 'del' then
-  redis.call('HSET', recs, field, rev .. ' - - - - - -')
+  fields[3] = rev .. ' - - - - - -'
 else
   local at = ARGV[13]
   local head = table.concat({rev, kind, repo, key, ARGV[12] ~= '' and ARGV[12] or '-', at,
                              ARGV[8] ~= '' and ARGV[8] or '-'}, ' ')
+  fields[3] = head .. '\n' .. ARGV[9]
   local map, value = index(at)
-  if map then
-    redis.call('HSET', recs, field, head .. '\n' .. ARGV[9], map, value)
-  else
-    redis.call('HSET', recs, field, head .. '\n' .. ARGV[9])
-  end
+  if map then fields[4], fields[5] = map, value end
 end
+if raise then
+  fields[#fields + 1] = '~rev'
+  fields[#fields + 1] = rev
+end
+redis.call('HSET', unpack(fields))
 redis.call('EXPIRE', recs, ttl)
 return 1

@@ -1,0 +1,847 @@
+#include "appview/writer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "atproto/buf.h"
+#include "atproto/log.h"
+#include "atproto/metrics.h"
+#include "atproto/strmap.h"
+
+/* The recent list keeps its newest RECENT_KEEP entries; trimming on every add would double
+ * its commands, so it is trimmed every TRIM_EVERY manifests. */
+#define RECENT_KEEP 10000
+#define TRIM_EVERY 1000
+/* Past this many remembered records the writer forgets everything and reads again what it
+ * needs: about 100 bytes each. */
+#define MAX_REMEMBERED 1000000
+/* How often a round also checks that the prefix was not flushed behind the writer's back. */
+#define SCHEMA_CHECK_MS 1000
+/* Keys and fields: a DID is at most 2 KiB (atproto), a repository or a tag far less. */
+#define KEY_MAX 2600
+/* A TID is 13 characters. */
+#define REV_MAX 16
+
+/* A DID as the writer knows it. gen changes when the DID is purged: what was remembered of
+ * its records before then is void. ttl_gen changes with gen, and whenever a script ran for
+ * the DID: a script may empty an index zset, which Valkey then deletes, and the next write
+ * creates it again without a TTL. Stored by value in a strmap, so it is copied in and out
+ * (strmap values are not aligned). */
+typedef struct {
+    unsigned gen, ttl_gen;
+    int gone_state, rev_state;
+    uint64_t gone;                      /* time_us of its purge mark; 0: none */
+    char max_rev[REV_MAX];              /* the recs field ~rev: the newest rev written for it */
+    uint64_t recs_ttl_ms, repos_ttl_ms; /* last TTL refresh of recs and repos in this ttl_gen */
+} did_memo;
+
+enum { MEMO_UNKNOWN, MEMO_READING, MEMO_KNOWN };
+
+/* When the writer last refreshed a repository zset's TTL, and in which ttl_gen of its DID. */
+typedef struct {
+    unsigned gen;
+    uint64_t ms;
+} ttl_memo;
+
+/* A record as the writer knows it, in the DID's generation gen. Where it sits in the index is
+ * kept as a hash of "repo key": enough to tell whether an event moves it. Fixed size, so an
+ * update is made in place. */
+typedef enum { REC_UNKNOWN, REC_READING, REC_ABSENT, REC_TOMBSTONE, REC_LIVE } rec_state;
+
+typedef struct {
+    unsigned gen;
+    char state; /* rec_state */
+    char kind;  /* REC_LIVE: 'm', 't' or 's' */
+    char rev[REV_MAX];
+    uint64_t place;
+} field_memo;
+
+typedef struct item {
+    struct item *next;
+    writer *w;
+    writer_done_cb cb;
+    void *ud;
+    int outstanding;
+    int failed;
+    int indexed; /* written by the plain path: counts as indexed once acknowledged */
+    event ev;    /* its strings point into text; ev.record is held only for the scripts */
+    char text[];
+} item;
+
+typedef enum { READ_FIELD, READ_GONE, READ_MAX_REV, READ_SCHEMA } read_kind;
+
+typedef struct {
+    writer *w;
+    unsigned epoch;
+    read_kind kind;
+    size_t keylen;
+    char key[]; /* memo key: the field's, or the DID */
+} read_req;
+
+struct writer {
+    valkey *v;
+    fold *f;
+    char *prefix, *recent_key, *schema_key, *schema_value;
+    char ttl[16];
+    uint64_t ttl_refresh_ms;
+    strmap *dids, *fields, *ttls;
+    item *queue, *queue_tail;
+    size_t nqueued;
+    item *round; /* waiting for its reads */
+    size_t nround;
+    int reads_outstanding, read_failed;
+    unsigned epoch; /* replies to reads of an earlier epoch are ignored */
+    unsigned since_trim;
+    int scripts_only;
+    uint64_t schema_checked_ms;
+    buf scratch; /* a record's header and JSON, as sent */
+    uint64_t *indexed_total, *stale_total, *write_errors_total, *scripted_total, *forgets_total;
+};
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000u;
+}
+
+/* Concatenates parts (NULL-terminated) into out: the length, or -1 when it does not fit.
+ * The per-record path builds a dozen strings, and printf would be a fifth of its time. */
+static int join(char *out, size_t cap, const char *const *parts)
+{
+    size_t n = 0;
+    for (; *parts; parts++) {
+        size_t k = strlen(*parts);
+        if (n + k >= cap) return -1;
+        memcpy(out + n, *parts, k);
+        n += k;
+    }
+    out[n] = 0;
+    return (int)n;
+}
+#define JOIN(out, ...) join(out, sizeof out, (const char *const[]){__VA_ARGS__, NULL})
+
+/* "did collection/rkey": what the writer remembers a record under. */
+static int field_key(char *out, size_t cap, const event *ev)
+{
+    return join(out, cap, (const char *const[]){ev->did, " ", ev->collection, "/", ev->rkey, NULL});
+}
+
+/* ---- what the writer remembers ---- */
+
+static void forget(writer *w)
+{
+    strmap_clear(w->dids);
+    strmap_clear(w->fields);
+    strmap_clear(w->ttls);
+    (*w->forgets_total)++;
+}
+
+/* The DID's memo, created (generation 1, purge mark unknown) when absent. 0, or -1. */
+static int did_get(writer *w, const char *did, did_memo *out)
+{
+    size_t n;
+    const void *v = strmap_get(w->dids, did, strlen(did), &n);
+    if (v && n == sizeof *out) {
+        memcpy(out, v, sizeof *out);
+        return 0;
+    }
+    *out = (did_memo){.gen = 1, .ttl_gen = 1};
+    return strmap_put(w->dids, did, strlen(did), out, sizeof *out);
+}
+
+static void did_put(writer *w, const char *did, const did_memo *d)
+{
+    size_t n;
+    void *v = strmap_get(w->dids, did, strlen(did), &n);
+    if (v && n == sizeof *d)
+        memcpy(v, d, sizeof *d);
+    else if (strmap_put(w->dids, did, strlen(did), d, sizeof *d) < 0)
+        forget(w);
+}
+
+static uint64_t place_of(const char *repo, size_t repolen, const char *key, size_t keylen)
+{
+    char both[KEY_MAX];
+    if (repolen + 1 + keylen > sizeof both) return 0;
+    memcpy(both, repo, repolen);
+    both[repolen] = ' ';
+    memcpy(both + repolen + 1, key, keylen);
+    return strmap_hash(both, repolen + 1 + keylen);
+}
+
+static void field_put(writer *w, const char *key, size_t keylen, const field_memo *fm)
+{
+    size_t n;
+    void *v = strmap_get(w->fields, key, keylen, &n);
+    if (v && n == sizeof *fm)
+        memcpy(v, fm, sizeof *fm);
+    else if (strmap_put(w->fields, key, keylen, fm, sizeof *fm) < 0)
+        forget(w);
+}
+
+/* Remembers a record in state st; rev is copied when it fits (else the record is forgotten). */
+static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, rec_state st,
+                      const char *rev, size_t revlen, char kind, uint64_t place)
+{
+    field_memo fm = {.gen = gen, .state = (char)st, .kind = kind, .place = place};
+    if (revlen >= sizeof fm.rev) {
+        strmap_del(w->fields, key, keylen);
+        return;
+    }
+    memcpy(fm.rev, rev, revlen);
+    field_put(w, key, keylen, &fm);
+}
+
+/* The record's memo; state REC_UNKNOWN when there is none for the DID's generation gen. */
+static void field_get(writer *w, const char *key, size_t keylen, unsigned gen, field_memo *fm)
+{
+    size_t n;
+    const void *v = strmap_get(w->fields, key, keylen, &n);
+    if (v && n == sizeof *fm) {
+        memcpy(fm, v, sizeof *fm);
+        if (fm->gen == gen) return;
+    }
+    fm->state = REC_UNKNOWN;
+}
+
+/* Whatever was remembered of the DID's key TTLs is void. */
+static void forget_ttls(did_memo *d)
+{
+    d->ttl_gen++;
+    d->recs_ttl_ms = d->repos_ttl_ms = 0;
+}
+
+/* 1 when a key's TTL should be refreshed now, given when it last was (*last, updated): the
+ * first time in this generation, or after an eighth of the TTL. Refreshing at most that often
+ * keeps a busy DID's keys between 7/8 and all of their TTL, with no EXPIRE per write. */
+static int ttl_due(const writer *w, uint64_t *last, uint64_t now)
+{
+    if (*last && now - *last < w->ttl_refresh_ms) return 0;
+    *last = now;
+    return 1;
+}
+
+/* The same for a repository zset, remembered by key name. */
+static int zset_ttl_due(writer *w, const char *key, unsigned gen, uint64_t now)
+{
+    size_t n, keylen = strlen(key);
+    void *v = strmap_get(w->ttls, key, keylen, &n);
+    ttl_memo t = {gen, 0};
+    if (v && n == sizeof t) memcpy(&t, v, sizeof t);
+    if (t.gen != gen) t = (ttl_memo){gen, 0};
+    if (!ttl_due(w, &t.ms, now)) return 0;
+    if (v && n == sizeof t)
+        memcpy(v, &t, sizeof t);
+    else if (strmap_put(w->ttls, key, keylen, &t, sizeof t) < 0)
+        forget(w);
+    return 1;
+}
+
+/* A create whose rev is newer than any the firehose brought for its DID (the recs field ~rev,
+ * which only the ingester writes: plain writes and apply.lua keep it): its commit was never
+ * folded, and its record did not exist before it, so the record's state needs no read. The
+ * rev, not the time of arrival, decides: a stream may deliver an old commit again, later. */
+static int is_new(const event *ev, const did_memo *d)
+{
+    return ev->is_create && d->rev_state == MEMO_KNOWN && strcmp(ev->rev, d->max_rev) > 0;
+}
+
+/* Whether a plain write of rev moves the DID's ~rev forward, and so writes it too. Plain
+ * writes are only planned while ~rev is known: a ~rev left too old would let an old commit
+ * delivered again pass for a new one. */
+static int raises_max_rev(const did_memo *d, const char *rev)
+{
+    return d->rev_state == MEMO_KNOWN && strcmp(rev, d->max_rev) > 0;
+}
+
+/* Remembers that rev was written for the DID: a plain write wrote ~rev if it raised it, and
+ * apply.lua raises it for every firehose event it sees, applied or not. (Not for an event of
+ * a purged DID: there is no recs hash left to hold it, and the purge mark turns such events
+ * away anyway.) */
+static void note_rev(did_memo *d, const char *rev)
+{
+    if (!raises_max_rev(d, rev)) return;
+    if (strlen(rev) < REV_MAX)
+        snprintf(d->max_rev, sizeof d->max_rev, "%s", rev);
+    else
+        d->rev_state = MEMO_UNKNOWN; /* not a TID: read ~rev again */
+}
+
+/* ---- items ---- */
+
+/* Copies n bytes of s, and a NUL, to *at; NULL stays NULL. */
+static const char *copy_into(char **at, const char *s, size_t n)
+{
+    if (!s) return NULL;
+    char *dst = *at;
+    memcpy(dst, s, n);
+    dst[n] = 0;
+    *at += n + 1;
+    return dst;
+}
+
+static const char *copy_str(char **at, const char *s)
+{
+    return copy_into(at, s, s ? strlen(s) : 0);
+}
+
+static size_t size_of(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
+{
+    size_t n = size_of(ev->did) + size_of(ev->collection) + size_of(ev->rkey) + size_of(ev->rev) +
+               size_of(ev->cid) + size_of(ev->repository) + size_of(ev->key) +
+               (ev->record_json ? ev->record_json_len + 1 : 0);
+    item *it = malloc(sizeof *it + n);
+    if (!it) return NULL;
+    *it = (item){.w = w, .cb = cb, .ud = ud, .ev = *ev};
+    char *at = it->text;
+    it->ev.root = NULL;
+    it->ev.reason = NULL;
+    it->ev.did = copy_str(&at, ev->did);
+    it->ev.collection = copy_str(&at, ev->collection);
+    it->ev.rkey = copy_str(&at, ev->rkey);
+    it->ev.rev = copy_str(&at, ev->rev);
+    it->ev.cid = copy_str(&at, ev->cid);
+    it->ev.repository = copy_str(&at, ev->repository);
+    it->ev.key = copy_str(&at, ev->key);
+    it->ev.record_json = copy_into(&at, ev->record_json, ev->record_json_len);
+    /* The scripts need the parsed record for hold stats, and to serialize a record whose own
+     * bytes could not be kept; the message it came from is gone by then. */
+    int keep_record = ev->record && (ev->record_kind == RECORD_HOLD_STATS || !ev->record_json);
+    it->ev.record = keep_record ? json_incref(ev->record) : NULL;
+    return it;
+}
+
+static void item_free(item *it)
+{
+    json_decref(it->ev.record);
+    free(it);
+}
+
+static void finish_one(item *it)
+{
+    if (--it->outstanding > 0) return;
+    if (it->indexed && !it->failed) (*it->w->indexed_total)++;
+    it->cb(it->ud, !it->failed);
+    item_free(it);
+}
+
+static void fail_all(item *list)
+{
+    for (item *it = list, *next; it; it = next) {
+        next = it->next;
+        it->cb(it->ud, 0);
+        item_free(it);
+    }
+}
+
+/* ---- writes ---- */
+
+static void on_write(redisReply *r, void *ud)
+{
+    item *it = ud;
+    if (!r) {
+        it->failed = 1; /* the connection was lost: the event is folded again later */
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        /* Not retried: the same write would be refused again and stall the stream. */
+        (*it->w->write_errors_total)++;
+        it->indexed = 0;
+        log_warn("writer", "write refused for %s: %s", it->ev.did, r->str);
+    }
+    finish_one(it);
+}
+
+static void write_cmd(item *it, int argc, const char **argv, const size_t *lens)
+{
+    if (valkey_command(it->w->v, on_write, it, argc, argv, lens) == 0)
+        it->outstanding++;
+    else
+        it->failed = 1;
+}
+
+static void expire(item *it, const char *key)
+{
+    write_cmd(it, 3, (const char *[]){"EXPIRE", key, it->w->ttl}, NULL);
+}
+
+static void on_scripted(void *ud, int ok)
+{
+    item *it = ud;
+    if (!ok) it->failed = 1;
+    finish_one(it);
+}
+
+/* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds. */
+static void script(writer *w, item *it)
+{
+    (*w->scripted_total)++;
+    switch (fold_apply(w->f, &it->ev, on_scripted, it)) {
+    case 0:
+        it->outstanding++;
+        break;
+    case 1:
+        break;
+    default:
+        it->failed = 1;
+    }
+}
+
+/* A record created, or updated in place: its index entries first, then the record (a crash
+ * in between leaves entries the replay writes again), as cache/apply.lua would. */
+static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64_t now)
+{
+    const event *ev = &it->ev;
+    int manifest = ev->record_kind == RECORD_MANIFEST;
+    char zset[KEY_MAX], repos[KEY_MAX], recs[KEY_MAX], field[KEY_MAX], map[KEY_MAX],
+        member[KEY_MAX], at[24], kind[2] = {(char)ev->record_kind, 0};
+    snprintf(at, sizeof at, "%" PRId64, ev->created_ms);
+    const char *digest = ev->digest[0] ? ev->digest : "-";
+    const char *cid = ev->cid && *ev->cid ? ev->cid : "-";
+    buf *value = &w->scratch;
+    buf_reset(value);
+    if (JOIN(zset, base, "repo/", ev->repository, manifest ? "/manifests" : "/tags") < 0 ||
+        JOIN(repos, base, "repos") < 0 || JOIN(recs, base, "recs") < 0 ||
+        JOIN(field, ev->collection, "/", ev->rkey) < 0 ||
+        JOIN(map, kind, "/", ev->repository, "/", ev->key) < 0 ||
+        (manifest && JOIN(member, ev->did, " ", ev->repository, " ", ev->key) < 0) ||
+        buf_reserve(value, KEY_MAX + ev->record_json_len) < 0) {
+        it->failed = 1;
+        return;
+    }
+    int head = join(value->data, value->cap,
+                    (const char *const[]){ev->rev, " ", kind, " ", ev->repository, " ", ev->key,
+                                          " ", digest, " ", at, " ", cid, "\n", NULL});
+    if (head < 0) {
+        it->failed = 1;
+        return;
+    }
+    value->len = (size_t)head;
+    buf_append(value, ev->record_json, ev->record_json_len); /* room reserved above */
+    write_cmd(it, 4, (const char *[]){"ZADD", zset, at, ev->key}, NULL);
+    /* GT: a repository's score only moves forward; a new repository is added as is. */
+    write_cmd(it, 5, (const char *[]){"ZADD", repos, "GT", at, ev->repository}, NULL);
+    if (manifest) {
+        write_cmd(it, 4, (const char *[]){"ZADD", w->recent_key, at, member}, NULL);
+        if (++w->since_trim >= TRIM_EVERY) {
+            w->since_trim = 0;
+            char stop[24];
+            snprintf(stop, sizeof stop, "%d", -RECENT_KEEP - 1);
+            write_cmd(it, 4, (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
+        }
+    }
+    if (zset_ttl_due(w, zset, d->ttl_gen, now)) expire(it, zset);
+    if (ttl_due(w, &d->repos_ttl_ms, now)) expire(it, repos);
+    const char *mapped = manifest ? ev->rkey : ev->digest;
+    write_cmd(it, raises_max_rev(d, ev->rev) ? 8 : 6,
+              (const char *[]){"HSET", recs, field, value->data, map, mapped, "~rev", ev->rev},
+              (const size_t[]){4, strlen(recs), strlen(field), value->len, strlen(map),
+                               strlen(mapped), 4, strlen(ev->rev)});
+    if (ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
+    it->indexed = 1;
+}
+
+/* A delete of a record that is absent or already a tombstone: nothing to unindex. */
+static void tombstone_plain(item *it, const char *base, did_memo *d, uint64_t now)
+{
+    char recs[KEY_MAX], field[KEY_MAX], value[64];
+    if (JOIN(recs, base, "recs") < 0 || JOIN(field, it->ev.collection, "/", it->ev.rkey) < 0 ||
+        JOIN(value, it->ev.rev, " - - - - - -") < 0) {
+        it->failed = 1;
+        return;
+    }
+    write_cmd(it, raises_max_rev(d, it->ev.rev) ? 6 : 4,
+              (const char *[]){"HSET", recs, field, value, "~rev", it->ev.rev}, NULL);
+    if (ttl_due(it->w, &d->recs_ttl_ms, now)) expire(it, recs);
+    it->indexed = 1;
+}
+
+/* A record event the index already has (or a newer one): nothing to write, but after a restart
+ * the crash may have come between the record's write and its TTL, so that one is refreshed. */
+static void stale(item *it, const char *base, did_memo *d, uint64_t now)
+{
+    (*it->w->stale_total)++;
+    char recs[KEY_MAX];
+    if (JOIN(recs, base, "recs") >= 0 && ttl_due(it->w, &d->recs_ttl_ms, now)) expire(it, recs);
+}
+
+typedef enum { PLAN_SCRIPT, PLAN_STALE, PLAN_TOMBSTONE, PLAN_PUT } plan;
+
+/* What to do with a record event, given what the writer knows: cache/apply.lua's rules. */
+static plan decide(const event *ev, const field_memo *fm, const did_memo *d, uint64_t place)
+{
+    rec_state state = fm->state == REC_UNKNOWN && is_new(ev, d) ? REC_ABSENT : fm->state;
+    if (state == REC_UNKNOWN || state == REC_READING) return PLAN_SCRIPT;
+    if (state == REC_ABSENT) {
+        if (d->gone_state != MEMO_KNOWN) return PLAN_SCRIPT;
+        if (ev->time_us && d->gone && ev->time_us <= d->gone) return PLAN_STALE; /* purged */
+    } else if (strcmp(fm->rev, ev->rev) >= 0) {
+        return PLAN_STALE;
+    }
+    if (d->rev_state != MEMO_KNOWN) return PLAN_SCRIPT;
+    /* Unindexing a live record needs what only Valkey knows (who else owns its digest). */
+    if (fm->state == REC_LIVE &&
+        (ev->is_delete || fm->kind != (char)ev->record_kind || fm->place != place))
+        return PLAN_SCRIPT;
+    return ev->is_delete ? PLAN_TOMBSTONE : PLAN_PUT;
+}
+
+static void process_record(writer *w, item *it)
+{
+    const event *ev = &it->ev;
+    did_memo d;
+    char fk[KEY_MAX], base[KEY_MAX];
+    int fklen = field_key(fk, sizeof fk, ev);
+    if (fklen < 0 || did_get(w, ev->did, &d) < 0 || JOIN(base, w->prefix, "{", ev->did, "}/") < 0) {
+        script(w, it);
+        forget(w); /* out of memory: what the script changes cannot be noted */
+        return;
+    }
+    size_t fkn = (size_t)fklen;
+    field_memo fm;
+    field_get(w, fk, fkn, d.gen, &fm);
+    uint64_t now = now_ms();
+    uint64_t place = 0;
+    if (!ev->is_delete)
+        place = place_of(ev->repository, strlen(ev->repository), ev->key, strlen(ev->key));
+    switch (decide(ev, &fm, &d, place)) {
+    case PLAN_SCRIPT:
+        script(w, it);
+        forget_ttls(&d);
+        note_rev(&d, ev->rev);
+        strmap_del(w->fields, fk, fkn);
+        break;
+    case PLAN_STALE:
+        stale(it, base, &d, now);
+        break;
+    case PLAN_TOMBSTONE:
+        tombstone_plain(it, base, &d, now);
+        note_rev(&d, ev->rev);
+        field_set(w, fk, fkn, d.gen, REC_TOMBSTONE, ev->rev, strlen(ev->rev), '-', 0);
+        break;
+    case PLAN_PUT:
+        put_plain(w, it, base, &d, now);
+        note_rev(&d, ev->rev);
+        field_set(w, fk, fkn, d.gen, REC_LIVE, ev->rev, strlen(ev->rev), (char)ev->record_kind,
+                  place);
+        break;
+    }
+    did_put(w, ev->did, &d);
+}
+
+static void process(writer *w, item *it)
+{
+    const event *ev = &it->ev;
+    it->outstanding = 1; /* held until every write below was sent */
+    if (!w->scripts_only && ev->kind == EVENT_COMMIT && ev->record_kind != RECORD_HOLD_STATS &&
+        (ev->is_delete || ev->record_json)) {
+        process_record(w, it);
+    } else {
+        script(w, it);
+        char fk[KEY_MAX];
+        int fklen = ev->kind == EVENT_COMMIT ? field_key(fk, sizeof fk, ev) : -1;
+        if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
+        did_memo d;
+        if (ev->kind != EVENT_IDENTITY && did_get(w, ev->did, &d) == 0) {
+            forget_ttls(&d);
+            if (ev->kind == EVENT_COMMIT) note_rev(&d, ev->rev);
+            if (ev->kind == EVENT_ACCOUNT) {
+                /* purge.lua removed every key of the DID, ~rev too, and left its mark. */
+                d.gen++;
+                d.rev_state = MEMO_KNOWN;
+                d.max_rev[0] = 0;
+                if (d.gone_state == MEMO_KNOWN && ev->time_us > d.gone) d.gone = ev->time_us;
+            }
+            did_put(w, ev->did, &d);
+        }
+    }
+    finish_one(it);
+}
+
+/* ---- rounds ---- */
+
+static void round_ready(writer *w);
+
+static void read_done(writer *w)
+{
+    if (--w->reads_outstanding == 0) round_ready(w);
+}
+
+static void on_schema_written(redisReply *r, void *ud)
+{
+    if (r && r->type == REDIS_REPLY_ERROR) log_warn("writer", "%s refused: %s", (char *)ud, r->str);
+}
+
+static void remember_schema(writer *w, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != 0) return;
+    /* Flushed: keys the writer believes have a TTL may be written again without one. */
+    log_warn("writer", "%s is gone: the index was flushed; forgetting what was known",
+             w->schema_key);
+    forget(w);
+    if (valkey_command(w->v, on_schema_written, "schema mark", 3,
+                       (const char *[]){"SET", w->schema_key, w->schema_value}, NULL) < 0)
+        w->read_failed = 1;
+}
+
+static void remember(writer *w, const read_req *q, const redisReply *r)
+{
+    if (q->kind == READ_SCHEMA) {
+        remember_schema(w, r);
+        return;
+    }
+    char did[KEY_MAX];
+    const char *sp = q->kind == READ_FIELD ? strchr(q->key, ' ') : NULL;
+    size_t didlen = sp ? (size_t)(sp - q->key) : q->keylen;
+    if (didlen >= sizeof did) return;
+    memcpy(did, q->key, didlen);
+    did[didlen] = 0;
+    did_memo d;
+    if (did_get(w, did, &d) < 0) return;
+    if (q->kind == READ_MAX_REV) {
+        d.rev_state = MEMO_UNKNOWN;
+        if (r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_STRING && r->len < REV_MAX)) {
+            snprintf(d.max_rev, sizeof d.max_rev, "%s", r->type == REDIS_REPLY_NIL ? "" : r->str);
+            d.rev_state = MEMO_KNOWN;
+        }
+        did_put(w, did, &d);
+        return;
+    }
+    if (q->kind == READ_GONE) {
+        if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING) {
+            d.gone = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
+            d.gone_state = MEMO_KNOWN;
+        } else {
+            d.gone_state = MEMO_UNKNOWN;
+        }
+        did_put(w, did, &d);
+        return;
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        field_set(w, q->key, q->keylen, d.gen, REC_ABSENT, "", 0, 0, 0);
+        return;
+    }
+    /* "rev kind repo key digest at cid\n{json}": the first four words. */
+    const char *word[5] = {0};
+    size_t nwords = 0, len = r->type == REDIS_REPLY_STRING ? r->len : 0;
+    const char *end = len ? memchr(r->str, '\n', len) : NULL;
+    if (len && !end) end = r->str + len;
+    for (const char *p = len ? r->str : NULL; p && nwords < 5; nwords++) {
+        word[nwords] = p;
+        p = memchr(p, ' ', (size_t)(end - p));
+        if (p) p++;
+    }
+    if (nwords < 5 || word[1] + 2 != word[2]) {
+        strmap_del(w->fields, q->key, q->keylen); /* not the fold's: the script decides */
+        return;
+    }
+    size_t revlen = (size_t)(word[1] - 1 - word[0]);
+    if (word[1][0] == '-') {
+        field_set(w, q->key, q->keylen, d.gen, REC_TOMBSTONE, word[0], revlen, '-', 0);
+        return;
+    }
+    uint64_t place = place_of(word[2], (size_t)(word[3] - 1 - word[2]), word[3],
+                              (size_t)(word[4] - 1 - word[3]));
+    field_set(w, q->key, q->keylen, d.gen, REC_LIVE, word[0], revlen, word[1][0], place);
+}
+
+static void on_read(redisReply *r, void *ud)
+{
+    read_req *q = ud;
+    writer *w = q->w;
+    if (q->epoch == w->epoch) {
+        if (!r)
+            w->read_failed = 1;
+        else
+            remember(w, q, r);
+        read_done(w);
+    }
+    free(q);
+}
+
+static void send_read(writer *w, read_kind kind, const char *memo_key, size_t keylen, int argc,
+                      const char **argv)
+{
+    read_req *q = malloc(sizeof *q + keylen + 1);
+    if (!q) {
+        w->read_failed = 1;
+        return;
+    }
+    q->w = w;
+    q->epoch = w->epoch;
+    q->kind = kind;
+    q->keylen = keylen;
+    memcpy(q->key, memo_key, keylen);
+    q->key[keylen] = 0;
+    if (valkey_command(w->v, on_read, q, argc, argv, NULL) < 0) {
+        free(q);
+        w->read_failed = 1;
+        return;
+    }
+    w->reads_outstanding++;
+}
+
+/* Reads what deciding it needs and the writer does not know: the record's stored header and,
+ * should the record be absent, its DID's purge mark. */
+static void request_reads(writer *w, const item *it)
+{
+    const event *ev = &it->ev;
+    if (w->scripts_only || ev->kind != EVENT_COMMIT || ev->record_kind == RECORD_HOLD_STATS) return;
+    did_memo d;
+    if (did_get(w, ev->did, &d) < 0) return;
+    char key[KEY_MAX], fk[KEY_MAX];
+    if (d.gone_state == MEMO_UNKNOWN && JOIN(key, w->prefix, "{", ev->did, "}/gone") >= 0) {
+        d.gone_state = MEMO_READING;
+        send_read(w, READ_GONE, ev->did, strlen(ev->did), 2, (const char *[]){"GET", key});
+    }
+    if (JOIN(key, w->prefix, "{", ev->did, "}/recs") < 0) return;
+    if (d.rev_state == MEMO_UNKNOWN) {
+        d.rev_state = MEMO_READING;
+        send_read(w, READ_MAX_REV, ev->did, strlen(ev->did), 3,
+                  (const char *[]){"HGET", key, "~rev"});
+    }
+    did_put(w, ev->did, &d);
+    /* A delete of a record not known goes to the script, which reads what it needs. */
+    if (ev->is_delete || is_new(ev, &d)) return;
+    int fklen = field_key(fk, sizeof fk, ev);
+    if (fklen < 0) return;
+    field_memo fm;
+    field_get(w, fk, (size_t)fklen, d.gen, &fm);
+    if (fm.state != REC_UNKNOWN) return;
+    field_set(w, fk, (size_t)fklen, d.gen, REC_READING, "", 0, 0, 0);
+    /* The field is what follows the DID and its space in the memo key. */
+    send_read(w, READ_FIELD, fk, (size_t)fklen, 3,
+              (const char *[]){"HGET", key, fk + strlen(ev->did) + 1});
+}
+
+static void round_ready(writer *w)
+{
+    item *round = w->round;
+    w->round = NULL;
+    w->nround = 0;
+    if (w->read_failed) {
+        fail_all(round);
+        forget(w);
+        return;
+    }
+    for (item *it = round, *next; it; it = next) {
+        next = it->next;
+        process(w, it);
+    }
+    writer_flush(w);
+}
+
+void writer_flush(writer *w)
+{
+    if (w->round || !w->queue) return;
+    if (strmap_count(w->fields) > MAX_REMEMBERED) forget(w);
+    w->round = w->queue;
+    w->nround = w->nqueued;
+    w->queue = w->queue_tail = NULL;
+    w->nqueued = 0;
+    w->read_failed = 0;
+    w->reads_outstanding = 1; /* held until every read was sent */
+    uint64_t now = now_ms();
+    if (now - w->schema_checked_ms >= SCHEMA_CHECK_MS) {
+        w->schema_checked_ms = now;
+        send_read(w, READ_SCHEMA, "", 0, 2, (const char *[]){"EXISTS", w->schema_key});
+    }
+    for (const item *it = w->round; it; it = it->next)
+        request_reads(w, it);
+    read_done(w);
+}
+
+int writer_add(writer *w, const event *ev, writer_done_cb cb, void *ud)
+{
+    if (ev->kind == EVENT_ACCOUNT && !ev->purge) return 1;
+    if (ev->kind != EVENT_COMMIT && ev->kind != EVENT_ACCOUNT && ev->kind != EVENT_IDENTITY)
+        return 1;
+    item *it = item_new(w, ev, cb, ud);
+    if (!it) return -1;
+    if (w->queue_tail)
+        w->queue_tail->next = it;
+    else
+        w->queue = it;
+    w->queue_tail = it;
+    w->nqueued++;
+    return 0;
+}
+
+size_t writer_backlog(const writer *w)
+{
+    return w->nqueued + w->nround;
+}
+
+static void drop_unsent(writer *w)
+{
+    w->epoch++;
+    item *round = w->round, *queue = w->queue;
+    w->round = w->queue = w->queue_tail = NULL;
+    w->nround = w->nqueued = 0;
+    w->reads_outstanding = 0;
+    fail_all(round);
+    fail_all(queue);
+}
+
+void writer_reset(writer *w)
+{
+    drop_unsent(w);
+    forget(w);
+}
+
+writer *writer_new(valkey *v, fold *f, const writer_options *opt)
+{
+    writer *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->v = v;
+    w->f = f;
+    w->scripts_only = opt->scripts_only;
+    buf recent = {0}, schema = {0};
+    if (buf_printf(&recent, "%srecent", opt->prefix) == 0) w->recent_key = recent.data;
+    if (buf_printf(&schema, "%sschema", opt->prefix) == 0) w->schema_key = schema.data;
+    w->prefix = strdup(opt->prefix);
+    w->schema_value = strdup(opt->schema_value);
+    w->dids = strmap_new();
+    w->fields = strmap_new();
+    w->ttls = strmap_new();
+    if (!w->recent_key || !w->schema_key || !w->prefix || !w->schema_value || !w->dids ||
+        !w->fields || !w->ttls) {
+        writer_free(w);
+        return NULL;
+    }
+    snprintf(w->ttl, sizeof w->ttl, "%u", opt->record_ttl);
+    w->ttl_refresh_ms = (uint64_t)opt->record_ttl * 1000u / 8u;
+    w->indexed_total =
+        metrics_counter("appview_records_indexed_total", "Record events that changed the index");
+    w->stale_total = metrics_counter("appview_records_stale_total",
+                                     "Record events older than what the index holds (replays)");
+    w->write_errors_total =
+        metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
+    w->scripted_total = metrics_counter(
+        "appview_ingest_scripted_total",
+        "Events the ingester handed to a Lua script (deletes, moves, purges, unknown state)");
+    w->forgets_total = metrics_counter(
+        "appview_ingest_forgets_total",
+        "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");
+    return w;
+}
+
+void writer_free(writer *w)
+{
+    if (!w) return;
+    drop_unsent(w);
+    strmap_free(w->dids);
+    strmap_free(w->fields);
+    strmap_free(w->ttls);
+    free(w->prefix);
+    free(w->recent_key);
+    free(w->schema_key);
+    free(w->schema_value);
+    buf_free(&w->scratch);
+    free(w);
+}
