@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "atproto/json_read.h"
 #include "atproto/syntax.h"
 
 #define ATCR_PREFIX "io.atcr."
@@ -394,8 +395,7 @@ event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, siz
     if (is_commit && !value_starts_with(data, len, "\"collection\":\"", ATCR_PREFIX))
         return ev->kind = EVENT_SKIP;
 
-    json_error_t err;
-    ev->root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
+    ev->root = json_read(data, len); /* json_loadb's rules, at several times its speed */
     if (!json_is_object(ev->root)) return invalid(ev, "bad_json");
     ev->did = get_string(ev->root, "did");
     if (!valid(atp_is_did, ev->did)) return invalid(ev, "bad_did");

@@ -1,0 +1,356 @@
+#include "atproto/json_read.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* As jansson: at most this many nested arrays and objects. */
+#define MAX_DEPTH 2048
+/* Longer numbers are rare; they go through a heap copy for strtod. */
+#define NUMBER_STACK 64
+
+typedef struct {
+    const unsigned char *p, *end;
+    char *scratch; /* decoded strings with escapes */
+    size_t scratch_cap;
+} reader;
+
+static json_t *read_value(reader *r, int depth);
+
+static void skip_space(reader *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+        r->p++;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0: no overlong forms, no
+ * surrogates, nothing above U+10FFFF. */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned cp;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+static int hex4(const unsigned char *s, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = s[i];
+        if (c >= '0' && c <= '9')
+            c -= '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            c = (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+        v = v << 4 | c;
+    }
+    *out = v;
+    return 0;
+}
+
+static int scratch_reserve(reader *r, size_t n)
+{
+    if (r->scratch && n <= r->scratch_cap) return 0;
+    size_t cap = r->scratch_cap ? r->scratch_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    char *s = realloc(r->scratch, cap);
+    if (!s) return -1;
+    r->scratch = s;
+    r->scratch_cap = cap;
+    return 0;
+}
+
+static size_t put_utf8(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Decodes the escape at *at (after the backslash) into out; returns the bytes written, or 0. */
+static size_t read_escape(reader *r, const unsigned char **at, char *out)
+{
+    const unsigned char *p = *at;
+    if (p >= r->end) return 0;
+    static const char simple[][2] = {{'"', '"'},  {'\\', '\\'}, {'/', '/'},  {'b', '\b'},
+                                     {'f', '\f'}, {'n', '\n'},  {'r', '\r'}, {'t', '\t'}};
+    for (size_t i = 0; i < sizeof simple / sizeof *simple; i++) {
+        if (*p == (unsigned char)simple[i][0]) {
+            *out = simple[i][1];
+            *at = p + 1;
+            return 1;
+        }
+    }
+    unsigned cp, low;
+    if (*p != 'u' || r->end - p < 5 || hex4(p + 1, &cp) < 0) return 0;
+    p += 5;
+    if (cp >= 0xDC00 && cp <= 0xDFFF) return 0; /* a low surrogate alone */
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (r->end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &low) < 0 ||
+            low < 0xDC00 || low > 0xDFFF)
+            return 0;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+        p += 6;
+    }
+    if (cp == 0) return 0; /* jansson refuses \u0000 unless asked */
+    *at = p;
+    return put_utf8(out, cp);
+}
+
+/* The string at r->p (after its opening quote): its bytes in *s and *n (pointing into the
+ * input when it has no escapes, else into r->scratch). 0, or -1. No NUL can come out: a raw
+ * one is a control character, and \u0000 is refused. */
+static int read_string(reader *r, const char **s, size_t *n)
+{
+    const unsigned char *start = r->p, *p = start;
+    while (p < r->end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80)
+        p++;
+    if (p < r->end && *p == '"') {
+        *s = (const char *)start;
+        *n = (size_t)(p - start);
+        r->p = p + 1;
+        return 0;
+    }
+    /* Escapes or non-ASCII: decode into scratch (never longer than the input). */
+    if (scratch_reserve(r, (size_t)(r->end - start) + 4) < 0) return -1;
+    size_t len = (size_t)(p - start);
+    memcpy(r->scratch, start, len);
+    while (p < r->end && *p != '"') {
+        if (*p < 0x20) return -1;
+        if (*p == '\\') {
+            p++;
+            size_t k = read_escape(r, &p, r->scratch + len);
+            if (!k) return -1;
+            len += k;
+        } else {
+            size_t k = utf8_sequence(p, (size_t)(r->end - p));
+            if (!k) return -1;
+            memcpy(r->scratch + len, p, k);
+            len += k;
+            p += k;
+        }
+    }
+    if (p >= r->end) return -1;
+    *s = r->scratch;
+    *n = len;
+    r->p = p + 1;
+    return 0;
+}
+
+/* RFC 8259 numbers; an integer (no fraction, no exponent) must fit json_int_t. */
+static json_t *read_number(reader *r)
+{
+    const unsigned char *start = r->p, *p = start;
+    int integer = 1;
+    if (p < r->end && *p == '-') p++;
+    if (p >= r->end || *p < '0' || *p > '9') return NULL;
+    if (*p == '0') {
+        p++;
+    } else {
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < r->end && *p == '.') {
+        integer = 0;
+        p++;
+        if (p >= r->end || *p < '0' || *p > '9') return NULL;
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < r->end && (*p == 'e' || *p == 'E')) {
+        integer = 0;
+        p++;
+        if (p < r->end && (*p == '+' || *p == '-')) p++;
+        if (p >= r->end || *p < '0' || *p > '9') return NULL;
+        while (p < r->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    size_t n = (size_t)(p - start);
+    char stack[NUMBER_STACK], *text = n < sizeof stack ? stack : malloc(n + 1);
+    if (!text) return NULL;
+    memcpy(text, start, n);
+    text[n] = 0;
+    json_t *v = NULL;
+    errno = 0;
+    if (integer) {
+        long long i = strtoll(text, NULL, 10);
+        if (errno == 0) v = json_integer((json_int_t)i);
+    } else {
+        double d = strtod(text, NULL);
+        if (errno == 0 || fabs(d) < 1) v = isinf(d) ? NULL : json_real(d); /* underflow is 0 */
+    }
+    if (text != stack) free(text);
+    r->p = p;
+    return v;
+}
+
+static json_t *read_literal(reader *r, const char *word, json_t *value)
+{
+    size_t n = strlen(word);
+    if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) != 0) return NULL;
+    r->p += n;
+    return value;
+}
+
+static json_t *read_object(reader *r, int depth)
+{
+    json_t *obj = json_object();
+    if (!obj) return NULL;
+    skip_space(r);
+    if (r->p < r->end && *r->p == '}') {
+        r->p++;
+        return obj;
+    }
+    for (;;) {
+        const char *key;
+        size_t keylen;
+        skip_space(r);
+        if (r->p >= r->end || *r->p != '"') break;
+        r->p++;
+        if (read_string(r, &key, &keylen) < 0) break;
+        /* The value may reuse the scratch buffer: the key must be kept apart. */
+        char stack[128], *k = keylen < sizeof stack ? stack : malloc(keylen + 1);
+        if (!k) break;
+        memcpy(k, key, keylen);
+        k[keylen] = 0;
+        int ok = !json_object_getn(obj, k, keylen);
+        skip_space(r);
+        json_t *v = NULL;
+        if (ok && r->p < r->end && *r->p == ':') {
+            r->p++;
+            v = read_value(r, depth);
+        }
+        ok = v && json_object_setn_new_nocheck(obj, k, keylen, v) == 0;
+        if (k != stack) free(k);
+        if (!ok) break;
+        skip_space(r);
+        if (r->p < r->end && *r->p == ',') {
+            r->p++;
+            continue;
+        }
+        if (r->p < r->end && *r->p == '}') {
+            r->p++;
+            return obj;
+        }
+        break;
+    }
+    json_decref(obj);
+    return NULL;
+}
+
+static json_t *read_array(reader *r, int depth)
+{
+    json_t *arr = json_array();
+    if (!arr) return NULL;
+    skip_space(r);
+    if (r->p < r->end && *r->p == ']') {
+        r->p++;
+        return arr;
+    }
+    for (;;) {
+        json_t *v = read_value(r, depth);
+        if (!v || json_array_append_new(arr, v) < 0) break;
+        skip_space(r);
+        if (r->p < r->end && *r->p == ',') {
+            r->p++;
+            continue;
+        }
+        if (r->p < r->end && *r->p == ']') {
+            r->p++;
+            return arr;
+        }
+        break;
+    }
+    json_decref(arr);
+    return NULL;
+}
+
+static json_t *read_value(reader *r, int depth)
+{
+    skip_space(r);
+    if (r->p >= r->end) return NULL;
+    switch (*r->p) {
+    case '{':
+        if (depth >= MAX_DEPTH) return NULL;
+        r->p++;
+        return read_object(r, depth + 1);
+    case '[':
+        if (depth >= MAX_DEPTH) return NULL;
+        r->p++;
+        return read_array(r, depth + 1);
+    case '"': {
+        const char *s;
+        size_t n;
+        r->p++;
+        if (read_string(r, &s, &n) < 0) return NULL;
+        return json_stringn_nocheck(s, n);
+    }
+    case 't':
+        return read_literal(r, "true", json_true());
+    case 'f':
+        return read_literal(r, "false", json_false());
+    case 'n':
+        return read_literal(r, "null", json_null());
+    default:
+        return read_number(r);
+    }
+}
+
+json_t *json_read(const char *data, size_t len)
+{
+    reader r = {.p = (const unsigned char *)data, .end = (const unsigned char *)data + len};
+    skip_space(&r);
+    json_t *v = NULL;
+    if (r.p < r.end && (*r.p == '{' || *r.p == '[')) v = read_value(&r, 0);
+    skip_space(&r);
+    if (v && r.p != r.end) {
+        json_decref(v);
+        v = NULL;
+    }
+    free(r.scratch);
+    return v;
+}

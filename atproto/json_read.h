@@ -1,0 +1,18 @@
+/* A strict JSON parser that builds jansson values, several times faster than json_loadb: it
+ * scans strings and numbers in place instead of a character at a time through a stream.
+ *
+ * It accepts and rejects what json_loadb(data, len, JSON_REJECT_DUPLICATES) does (RFC 8259:
+ * UTF-8 only, no lone surrogates, no \u0000, no duplicate keys, no trailing bytes, integers
+ * that fit json_int_t), with the same depth limit, and builds an equal value. It only reports
+ * that the input is not JSON, not where. */
+#ifndef ATPROTO_JSON_READ_H
+#define ATPROTO_JSON_READ_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* The JSON object or array in data (len bytes), owned by the caller; NULL when it is not
+ * valid JSON, or valid but not an object or an array. */
+json_t *json_read(const char *data, size_t len);
+
+#endif

@@ -1,0 +1,200 @@
+/* atproto/json_read against jansson's json_loadb(JSON_REJECT_DUPLICATES), the parser it
+ * replaces on the ingest path: both must accept and reject the same inputs and build equal
+ * values. Inputs: tricky cases by hand, the firehose fixtures, and byte mutations of them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atproto/json_read.h"
+#include "check.h"
+
+static int mismatches;
+
+/* 1 when both parsers agree on data (and the values are equal when both accept). */
+static int agrees(const char *data, size_t len)
+{
+    json_error_t err;
+    json_t *want = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
+    json_t *got = json_read(data, len);
+    int same = (!want && !got) || (want && got && json_equal(want, got));
+    if (!same && mismatches++ < 5)
+        fprintf(stderr, "  disagree on %.*s: jansson %s, json_read %s\n",
+                (int)(len > 200 ? 200 : len), data, want ? "accepts" : err.text,
+                got ? "accepts" : "rejects");
+    json_decref(want);
+    json_decref(got);
+    return same;
+}
+
+static const char *const cases[] = {
+    "{}",
+    "[]",
+    " { } ",
+    "{\"a\":1}",
+    "[1,2,3]",
+    "{\"a\":[{\"b\":null}],\"c\":true,\"d\":false}",
+    /* numbers */
+    "[0]",
+    "[-0]",
+    "[01]",
+    "[1.]",
+    "[.5]",
+    "[+1]",
+    "[1e5]",
+    "[1E+5]",
+    "[1e-5]",
+    "[1e]",
+    "[-]",
+    "[9223372036854775807]",
+    "[9223372036854775808]",
+    "[-9223372036854775808]",
+    "[-9223372036854775809]",
+    "[1e400]",
+    "[-1e400]",
+    "[1e-400]",
+    "[0.1234567890123456789]",
+    "[12345678901234567890123456789012345678901234567890123456789012345678901234567890.5]",
+    "[1a]",
+    "[1 2]",
+    "[0x10]",
+    "[NaN]",
+    "[Infinity]",
+    /* strings and escapes */
+    "[\"\"]",
+    "[\"a\\\"b\\\\c\\/d\\be\\ff\\ng\\rh\\ti\"]",
+    "[\"\\u0041\\u00e9\\u20ac\"]",
+    "[\"\\ud83d\\ude00\"]",
+    "[\"\\ud83d\"]",
+    "[\"\\ude00\"]",
+    "[\"\\ud83dx\"]",
+    "[\"\\ud83d\\u0041\"]",
+    "[\"\\u0000\"]",
+    "[\"\\u00\"]",
+    "[\"\\x41\"]",
+    "[\"\\uZZZZ\"]",
+    "[\"tab\there\"]",
+    "[\"\xc3\xa9\"]",
+    "[\"\xe2\x82\xac\"]",
+    "[\"\xf0\x9f\x98\x80\"]",
+    "[\"\xc0\xaf\"]",
+    "[\"\xe0\x80\xaf\"]",
+    "[\"\xed\xa0\x80\"]",
+    "[\"\xf4\x90\x80\x80\"]",
+    "[\"\xff\"]",
+    "[\"\xc3\"]",
+    "[\"unterminated]",
+    "{\"k\\u00e9y\":1}",
+    "{\"a\":1,\"a\":2}",
+    "{\"a\":1,\"\\u0061\":2}",
+    "{\"\\u0000\":1}",
+    /* structure */
+    "{\"a\"}",
+    "{\"a\":}",
+    "{\"a\":1,}",
+    "[1,]",
+    "[,1]",
+    "{1:2}",
+    "[\"a\":1]",
+    "{\"a\":1}x",
+    "{\"a\":1} ",
+    "\xef\xbb\xbf{}",
+    "",
+    "   ",
+    "1",
+    "\"s\"",
+    "null",
+    "[true]",
+    "[truex]",
+    "[tru]",
+    "[nul]",
+    "[null,false,true]",
+    "{\"a\":{\"b\":{\"c\":[[[]]]}}}",
+    "[1]\n",
+    "[1]\x01",
+};
+
+static void test_cases(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        CHECK(agrees(cases[i], strlen(cases[i])));
+    /* Embedded NUL bytes: in a string, and after the value. */
+    CHECK(agrees("[\"a\0b\"]", 7));
+    CHECK(agrees("[1]\0", 4));
+}
+
+static char *nested(int depth, size_t *len)
+{
+    char *s = malloc((size_t)depth * 2 + 1);
+    for (int i = 0; i < depth; i++) {
+        s[i] = '[';
+        s[depth * 2 - 1 - i] = ']';
+    }
+    s[depth * 2] = 0;
+    *len = (size_t)depth * 2;
+    return s;
+}
+
+static void test_depth_limit(void)
+{
+    int depths[] = {2047, 2048, 2049, 100000};
+    for (size_t i = 0; i < sizeof depths / sizeof *depths; i++) {
+        size_t len;
+        char *s = nested(depths[i], &len);
+        CHECK(agrees(s, len));
+        free(s);
+    }
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    *len = fread(s, 1, (size_t)n, f);
+    fclose(f);
+    return s;
+}
+
+/* Every line of the fixtures, whole and with one byte changed at many places. */
+static void test_fixtures_and_mutations(void)
+{
+    static const char *const files[] = {"tests/fixtures/basic.jsonl",
+                                        "tests/fixtures/malformed.jsonl"};
+    unsigned seed = 12345, lines = 0;
+    static const char bytes[] = "{}[]\",:\\0123456789eE.-+ \t\nuatfn\x80\xc3\xff\x01";
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        size_t len;
+        char *text = slurp(files[f], &len);
+        CHECK(text != NULL);
+        if (!text) continue;
+        for (char *line = text, *nl; line < text + len; line = nl + 1) {
+            nl = memchr(line, '\n', (size_t)(text + len - line));
+            if (!nl) nl = text + len;
+            size_t n = (size_t)(nl - line);
+            lines++;
+            CHECK(agrees(line, n));
+            char *m = malloc(n + 1);
+            for (int k = 0; k < 200 && n; k++) {
+                memcpy(m, line, n);
+                seed = seed * 1103515245u + 12345u;
+                m[(seed >> 8) % n] = bytes[(seed >> 20) % (sizeof bytes - 1)];
+                CHECK(agrees(m, n));
+                CHECK(agrees(m, (seed >> 4) % (n + 1))); /* cut short, too */
+            }
+            free(m);
+        }
+        free(text);
+    }
+    CHECK(lines > 20);
+}
+
+int main(void)
+{
+    RUN(test_cases);
+    RUN(test_depth_limit);
+    RUN(test_fixtures_and_mutations);
+    CHECK_EXIT();
+}
