@@ -9,9 +9,6 @@
 #include "atproto/metrics.h"
 #include "cache/scripts.h"
 
-/* The recent list keeps the newest manifests only; trimming on every add would double the
- * commands, so apply.lua trims it every TRIM_EVERY events. */
-#define RECENT_KEEP "10000"
 #define TRIM_EVERY 1000
 /* How long a hold's counts from its io.atcr.hold.stats record are kept as last known values. */
 #define HOLD_STATS_TTL "2592000"
@@ -68,6 +65,13 @@ fold *fold_new(valkey *v, const fold_options *opt)
     f->write_errors_total =
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
     return f;
+}
+
+int fold_recent_trim_due(fold *f)
+{
+    if (++f->since_trim < TRIM_EVERY) return 0;
+    f->since_trim = 0;
+    return 1;
 }
 
 void fold_free(fold *f)
@@ -186,9 +190,9 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
         json = dumped = json_dumps(ev->record, JSON_COMPACT);
         json_len = dumped ? strlen(dumped) : 0;
     }
-    int trim =
-        !ev->is_delete && ev->record_kind == RECORD_MANIFEST && ++f->since_trim >= TRIM_EVERY;
-    if (trim) f->since_trim = 0;
+    int trim = !ev->is_delete && ev->record_kind == RECORD_MANIFEST && fold_recent_trim_due(f);
+    char keep[16];
+    snprintf(keep, sizeof keep, "%d", FOLD_RECENT_KEEP);
     const char *argv[19] = {recs.data,
                             f->recent_key,
                             base,
@@ -207,7 +211,7 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
                             ev->rkey,
                             ev->did,
                             trim ? "1" : "0",
-                            RECENT_KEEP};
+                            keep};
     size_t lens[19];
     for (int i = 0; i < 19; i++)
         lens[i] = i == 10 ? json_len : strlen(argv[i]);

@@ -1,6 +1,7 @@
 /* How events change the index: one event becomes one atomic script call on its DID's slot
  * (cache/apply.lua, purge.lua, identity.lua) plus the follow-ups outside that slot (the global
- * recent list, handle keys). See cache/SCHEMA.md for the keys. */
+ * recent list, handle keys). See cache/SCHEMA.md for the keys. The loader folds every record
+ * this way; the ingester (appview/writer.h) writes most records itself, by the same rules. */
 #ifndef APPVIEW_FOLD_H
 #define APPVIEW_FOLD_H
 
@@ -26,6 +27,11 @@ fold *fold_new(valkey *v, const fold_options *opt);
 /* 0: writes sent, cb will run; 1: nothing to write (cb will not run); -1: Valkey not ready or
  * out of memory (cb will not run; the event must be folded again later). */
 int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud);
+/* The recent list keeps its newest FOLD_RECENT_KEEP manifests. Trimming it on every add
+ * would double its commands: whoever adds a manifest calls fold_recent_trim_due, which says
+ * when (every thousandth add) to trim it as well. */
+#define FOLD_RECENT_KEEP 10000
+int fold_recent_trim_due(fold *f);
 void fold_free(fold *f);
 
 #endif

@@ -11,10 +11,6 @@
 #include "atproto/metrics.h"
 #include "atproto/strmap.h"
 
-/* The recent list keeps its newest RECENT_KEEP entries; trimming on every add would double
- * its commands, so it is trimmed every TRIM_EVERY manifests. */
-#define RECENT_KEEP 10000
-#define TRIM_EVERY 1000
 /* Past this many remembered records the writer forgets everything and reads again what it
  * needs: about 100 bytes each. */
 #define MAX_REMEMBERED 1000000
@@ -94,7 +90,6 @@ struct writer {
     size_t nround;
     int reads_outstanding, read_failed;
     unsigned epoch; /* replies to reads of an earlier epoch are ignored */
-    unsigned since_trim;
     int scripts_only;
     uint64_t schema_checked_ms;
     buf scratch; /* a record's header and JSON, as sent */
@@ -428,10 +423,9 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
     write_cmd(it, 5, (const char *[]){"ZADD", repos, "GT", at, ev->repository}, NULL);
     if (manifest) {
         write_cmd(it, 4, (const char *[]){"ZADD", w->recent_key, at, member}, NULL);
-        if (++w->since_trim >= TRIM_EVERY) {
-            w->since_trim = 0;
+        if (fold_recent_trim_due(w->f)) {
             char stop[24];
-            snprintf(stop, sizeof stop, "%d", -RECENT_KEEP - 1);
+            snprintf(stop, sizeof stop, "%d", -FOLD_RECENT_KEEP - 1);
             write_cmd(it, 4, (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
         }
     }
