@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atproto/buf.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 
@@ -69,6 +70,7 @@ struct valkey {
     int freeing;
     int open_handles; /* timers not yet closed; the last close frees the struct */
     vk_io *io;        /* the connection's poll handle, owned by hiredis' cleanup */
+    buf command;      /* the command being sent, in RESP */
 
     uint64_t *commands_total;
     uint64_t *failures_total;
@@ -197,6 +199,49 @@ static void write_ahead(valkey *v)
     if (n > 0) sdsrange(c->obuf, n, -1);
 }
 
+static char *put_uint(char *at, size_t n)
+{
+    char digits[24];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (k)
+        *at++ = digits[--k];
+    return at;
+}
+
+/* The command in RESP into v->command: what hiredis' redisFormatCommandArgv makes, without an
+ * allocation and a formatted print per argument (a tenth of the ingester's time). */
+static int format_command(valkey *v, int argc, const char **argv, const size_t *argvlen)
+{
+    size_t size = 16;
+    for (int i = 0; i < argc; i++)
+        size += 24 + (argvlen ? argvlen[i] : strlen(argv[i]));
+    buf *b = &v->command;
+    buf_reset(b);
+    if (buf_reserve(b, size) < 0) return -1;
+    char *at = b->data;
+    *at++ = '*';
+    at = put_uint(at, (size_t)argc);
+    *at++ = '\r';
+    *at++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
+        *at++ = '$';
+        at = put_uint(at, n);
+        *at++ = '\r';
+        *at++ = '\n';
+        memcpy(at, argv[i], n);
+        at += n;
+        *at++ = '\r';
+        *at++ = '\n';
+    }
+    b->len = (size_t)(at - b->data);
+    return 0;
+}
+
 static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
                      const size_t *argvlen)
 {
@@ -206,7 +251,9 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
     p->cb = cb;
     p->ud = ud;
     p->sent_ns = uv_hrtime();
-    if (redisAsyncCommandArgv(v->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
+    if (format_command(v, argc, argv, argvlen) < 0 ||
+        redisAsyncFormattedCommand(v->ac, on_reply, p, v->command.data, v->command.len) !=
+            REDIS_OK) {
         free(p);
         return -1;
     }
@@ -642,6 +689,7 @@ static void release(valkey *v)
     free(v->unix_path);
     free(v->user);
     free(v->password);
+    buf_free(&v->command);
     free(v);
 }
 
