@@ -201,11 +201,12 @@ static void field_get(writer *w, const char *key, size_t keylen, unsigned gen, f
     fm->state = REC_UNKNOWN;
 }
 
-/* Whatever was remembered of the DID's key TTLs is void. */
-static void forget_ttls(did_memo *d)
+/* A script ran for the DID: it may have emptied, and so deleted, a repository zset or repos,
+ * which a later write creates again. It never deletes recs (a delete leaves a tombstone). */
+static void forget_index_ttls(did_memo *d)
 {
     d->ttl_gen++;
-    d->recs_ttl_ms = d->repos_ttl_ms = 0;
+    d->repos_ttl_ms = 0;
 }
 
 /* 1 when a key's TTL should be refreshed now, given when it last was (*last, updated): the
@@ -506,7 +507,7 @@ static void process_record(writer *w, item *it)
     switch (decide(ev, &fm, &d, place)) {
     case PLAN_SCRIPT:
         script(w, it);
-        forget_ttls(&d);
+        forget_index_ttls(&d);
         note_rev(&d, ev->rev);
         strmap_del(w->fields, fk, fkn);
         break;
@@ -542,11 +543,12 @@ static void process(writer *w, item *it)
         if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
         did_memo d;
         if (ev->kind != EVENT_IDENTITY && did_get(w, ev->did, &d) == 0) {
-            forget_ttls(&d);
+            forget_index_ttls(&d);
             if (ev->kind == EVENT_COMMIT) note_rev(&d, ev->rev);
             if (ev->kind == EVENT_ACCOUNT) {
                 /* purge.lua removed every key of the DID, ~rev too, and left its mark. */
                 d.gen++;
+                d.recs_ttl_ms = 0;
                 d.rev_state = MEMO_KNOWN;
                 d.max_rev[0] = 0;
                 if (d.gone_state == MEMO_KNOWN && ev->time_us > d.gone) d.gone = ev->time_us;
@@ -689,21 +691,23 @@ static void request_reads(writer *w, const item *it)
     did_memo d;
     if (did_get(w, ev->did, &d) < 0) return;
     char key[KEY_MAX], fk[KEY_MAX];
+    int asked = 0;
     if (d.gone_state == MEMO_UNKNOWN && JOIN(key, w->prefix, "{", ev->did, "}/gone") >= 0) {
         d.gone_state = MEMO_READING;
         send_read(w, READ_GONE, ev->did, strlen(ev->did), 2, (const char *[]){"GET", key});
+        asked = 1;
     }
-    if (JOIN(key, w->prefix, "{", ev->did, "}/recs") < 0) return;
-    if (d.rev_state == MEMO_UNKNOWN) {
+    if (d.rev_state == MEMO_UNKNOWN && JOIN(key, w->prefix, "{", ev->did, "}/recs") >= 0) {
         d.rev_state = MEMO_READING;
         send_read(w, READ_MAX_REV, ev->did, strlen(ev->did), 3,
                   (const char *[]){"HGET", key, "~rev"});
+        asked = 1;
     }
-    did_put(w, ev->did, &d);
+    if (asked) did_put(w, ev->did, &d);
     /* A delete of a record not known goes to the script, which reads what it needs. */
     if (ev->is_delete || is_new(ev, &d)) return;
     int fklen = field_key(fk, sizeof fk, ev);
-    if (fklen < 0) return;
+    if (fklen < 0 || JOIN(key, w->prefix, "{", ev->did, "}/recs") < 0) return;
     field_memo fm;
     field_get(w, fk, (size_t)fklen, d.gen, &fm);
     if (fm.state != REC_UNKNOWN) return;
