@@ -50,7 +50,8 @@ local function unindex(k, r, oldkey)
   else
     return
   end
-  if redis.call('ZCARD', p .. 'manifests') == 0 and redis.call('ZCARD', p .. 'tags') == 0 then
+  -- An empty zset does not exist: one EXISTS tells whether the repository has entries left.
+  if redis.call('EXISTS', p .. 'manifests', p .. 'tags') == 0 then
     redis.call('ZREM', base .. 'repos', r)
   end
 end
