@@ -281,11 +281,11 @@ echo "Ingest benchmark: $N events ($ATCR io.atcr.* commits, $FILTERED after serv
 echo "yardsticks"
 row "redis-benchmark -P 64 -t set (SET/s)" "$(num "$REDIS_SET")" ""
 row "redis-benchmark -P 64 EVALSHA apply.lua, a real record (calls/s)" "$(num "$REDIS_APPLY")" \
-    "Valkey running the fold, nothing else"
+    "one script per record, as the loader (and the ingester for deletes) folds"
 row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
 row "replay -> ws_discard, io.atcr filter (events/s)" "$(num "$DF_R")" ""
-row "replay -> libwebsockets client, no-op callback (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
-    "$(echo "$D_LWS" | field mb_per_s) MB/s: the ceiling for an lws-based consumer"
+row "replay -> libwebsockets' own WebSocket client, no-op (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
+    "$(echo "$D_LWS" | field mb_per_s) MB/s: lws parsing frames; the appview parses its own over an lws raw socket"
 status=0
 report() { # label figures yardstick_rate
     echo "appview, $1"
