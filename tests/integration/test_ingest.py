@@ -190,6 +190,47 @@ def test_restart_resumes_from_cursor(h):
     check_basic_fold(h, redis)
 
 
+def test_old_commit_delivered_again_after_a_restart_stays_deleted(h):
+    """A create whose commit was folded and then deleted, delivered again later (a new time_us,
+    its old rev) by a stream the next appview process reads: that process remembers nothing,
+    so only the DID's ~rev in Valkey tells the create is not new. It must stay deleted."""
+    with open(os.path.join(FIXTURES, "basic.jsonl")) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    digest = "ca0df2c95aa144c1d0ff2ff3c8f967fdc1de9ef0c4120b3726416701b519d619"
+    mine = [e for e in lines if (e.get("commit") or {}).get("rkey") == digest]
+    create, delete = mine[0], mine[1]
+    assert create["commit"]["operation"] == "create" and delete["commit"]["operation"] == "delete"
+    again = json.loads(json.dumps(create))
+    again["time_us"] = delete["time_us"] + 5_000_000
+    # A new commit of the DID first, in an earlier batch (the server sends 4 events a second):
+    # the appview then knows the DID, and must still not take the old create for a new one.
+    other = json.loads(json.dumps(create))
+    other["time_us"] = delete["time_us"] + 4_000_000
+    other["commit"]["rev"] = "3lbbuqh2kzc2f"
+    other["commit"]["rkey"] = "ab" * 32
+    other["commit"]["record"]["digest"] = "sha256:" + "ab" * 32
+    first, second = (os.path.join(h.tmp, n) for n in ("first.jsonl", "second.jsonl"))
+    for path, events in ((first, [create, delete]), (second, [other, again])):
+        with open(path, "w") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in events))
+    redis = h.start_redis()
+    replay = start_replay(h, first)
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_cursor(h, redis, 1, delete["time_us"])
+    assert app.stop() == 0
+    replay2 = start_replay(h, second, ["--rate", "4"], name="replay2")
+    app2 = start_appview(h, redis, [f"ws://127.0.0.1:{replay2.port}/subscribe"], name="appview2")
+    wait_cursor(h, redis, 1, again["time_us"])
+    recs = f"{PREFIX}{{{create['did']}}}/recs"
+    field = f"io.atcr.manifest/{digest}"
+    assert h.redis_raw(redis, "HGET", recs, field).startswith(delete["commit"]["rev"] + " - ")
+    manifests = h.redis_raw(redis, "ZRANGE", f"{PREFIX}{{{create['did']}}}/repo/webapp/manifests",
+                            0, -1)
+    assert digest not in manifests and "sha256:" + "ab" * 32 in manifests
+    assert h.metrics(app2.base)["appview_records_stale_total"] == 1
+    assert app2.stop() == 0
+
+
 def generate(h, n, seed=7):
     path = os.path.join(h.tmp, f"events-{n}-{seed}.jsonl")
     subprocess.run([h.binary("tools/gen_events"), "-n", str(n), "--seed", str(seed),
