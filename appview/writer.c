@@ -11,9 +11,9 @@
 #include "atproto/metrics.h"
 #include "atproto/strmap.h"
 
-/* Past this many remembered records the writer forgets everything and reads again what it
- * needs: about 100 bytes each. */
-#define MAX_REMEMBERED 1000000
+/* Past this many remembered records (about 180 bytes each, so some 45 MB) the writer forgets
+ * everything and reads again what it needs. */
+#define MAX_REMEMBERED 250000
 /* How often a round also checks that the prefix was not flushed behind the writer's back. */
 #define SCHEMA_CHECK_MS 1000
 /* Keys and fields: a DID is at most 2 KiB (atproto), a repository or a tag far less. */
@@ -792,6 +792,12 @@ void writer_reset(writer *w)
     forget(w);
 }
 
+static double gauge_remembered(void *ud)
+{
+    const writer *w = ud;
+    return (double)strmap_count(w->fields);
+}
+
 writer *writer_new(valkey *v, fold *f, const writer_options *opt)
 {
     writer *w = calloc(1, sizeof *w);
@@ -826,6 +832,9 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");
+    metrics_gauge("appview_ingest_remembered_records",
+                  "Records whose state the ingester remembers (no read needed to fold them)",
+                  gauge_remembered, w);
     return w;
 }
 

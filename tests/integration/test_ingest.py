@@ -374,6 +374,7 @@ def test_plain_writes_build_what_the_scripts_build(h):
         scripted, folded = m["appview_ingest_scripted_total"], m["appview_events_folded_total"]
         if mode == "on":  # most of the stream went the plain way, or nothing was compared
             assert scripted < 0.6 * folded, (scripted, folded)
+            assert m["appview_ingest_remembered_records"] > 0
         else:
             assert scripted == folded, (scripted, folded)
         dumps[mode] = dump(h, redis)
