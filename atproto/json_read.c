@@ -236,6 +236,15 @@ static json_t *read_literal(reader *r, const char *word, json_t *value)
     return value;
 }
 
+/* After a member or an element: 1 when a comma announces another, 0 when close ends the
+ * container (both consumed), -1 otherwise. */
+static int after_item(reader *r, char close)
+{
+    skip_space(r);
+    if (r->p < r->end && (*r->p == ',' || *r->p == (unsigned char)close)) return *r->p++ == ',';
+    return -1;
+}
+
 static json_t *read_object(reader *r, int depth)
 {
     json_t *obj = json_object();
@@ -267,16 +276,9 @@ static json_t *read_object(reader *r, int depth)
         ok = v && json_object_setn_new_nocheck(obj, k, keylen, v) == 0;
         if (k != stack) free(k);
         if (!ok) break;
-        skip_space(r);
-        if (r->p < r->end && *r->p == ',') {
-            r->p++;
-            continue;
-        }
-        if (r->p < r->end && *r->p == '}') {
-            r->p++;
-            return obj;
-        }
-        break;
+        int more = after_item(r, '}');
+        if (more == 0) return obj;
+        if (more < 0) break;
     }
     json_decref(obj);
     return NULL;
@@ -294,16 +296,9 @@ static json_t *read_array(reader *r, int depth)
     for (;;) {
         json_t *v = read_value(r, depth);
         if (!v || json_array_append_new(arr, v) < 0) break;
-        skip_space(r);
-        if (r->p < r->end && *r->p == ',') {
-            r->p++;
-            continue;
-        }
-        if (r->p < r->end && *r->p == ']') {
-            r->p++;
-            return arr;
-        }
-        break;
+        int more = after_item(r, ']');
+        if (more == 0) return arr;
+        if (more < 0) break;
     }
     json_decref(arr);
     return NULL;
