@@ -6,7 +6,8 @@
 # redis-benchmark -P 64 SET on the same redis-server, and the replay server's send rate to
 # ws_discard, a client that reads and discards every frame.
 # Run from the repository root after `make` (make bench does both).
-#   BENCH_EVENTS=N (default 1000000), BENCH_TIMEOUT=seconds per appview run (default 120)
+#   BENCH_EVENTS=N (default 1000000), BENCH_TIMEOUT=seconds per appview run (default 120),
+#   BENCH_RUNS=N appview runs per mode, the median reported (default 5)
 set -eu
 . "$(dirname "$0")/lib.sh"
 N=${BENCH_EVENTS:-1000000}
@@ -242,18 +243,19 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
     wait "$apid" 2>/dev/null || true
 }
 
-# Three runs; the one with the median records/s is reported, with every run's figures: on this
-# shared machine one run can be a third off the next.
+# RUNS runs (BENCH_RUNS, default 5); the one with the median records/s is reported, with every
+# run's figures: on this shared machine one run can be a third off the next.
+RUNS=${BENCH_RUNS:-5}
 run_median() { # replay_port path label -> the median run's k=v figures, plus runs_*=a/b/c
     runs=""
-    for i in 1 2 3; do
+    for i in $(seq "$RUNS"); do
         out=$(run_appview "$1" "$2" "$3-$i")
         case "$out" in error=*) echo "$out"; return ;; esac
         runs="$runs$out
 "
     done
     median=$(printf '%s' "$runs" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^records_per_s=/) {
-        split($i, kv, "="); print kv[2], $0 } }' | sort -n | sed -n 2p | cut -d' ' -f2-)
+        split($i, kv, "="); print kv[2], $0 } }' | sort -n | sed -n "$(((RUNS + 1) / 2))p" | cut -d' ' -f2-)
     each() { printf '%s' "$runs" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { printf "%s%s", s, $2; s = "/" }'; }
     echo "$median runs_events=$(each events_per_s) runs_records=$(each records_per_s)"
 }
@@ -299,8 +301,8 @@ report() { # label figures yardstick_rate
     rec=$(echo "$2" | field records_per_s)
     cmd=$(echo "$2" | field commands_per_s)
     rss=$(echo "$2" | field rss_kb)
-    row "events/s consumed (median of 3)" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000; runs $(echo "$2" | field runs_events)"
-    row "io.atcr records/s indexed (median of 3)" "$(num "$rec")" "$(ratio "$rec" "$REDIS_APPLY") of redis-benchmark's apply.lua rate; target 100000; runs $(echo "$2" | field runs_records)"
+    row "events/s consumed (median of $RUNS)" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000; runs $(echo "$2" | field runs_events)"
+    row "io.atcr records/s indexed (median of $RUNS)" "$(num "$rec")" "$(ratio "$rec" "$REDIS_APPLY") of redis-benchmark's apply.lua rate; target 100000; runs $(echo "$2" | field runs_records)"
     row "Valkey commands/s" "$(num "$cmd")" "$(ratio "$cmd" "$REDIS_SET") of redis-benchmark SET/s"
     row "peak RSS (MB)" "$((rss / 1024))" ""
 }
