@@ -419,7 +419,8 @@ void ingest_on_valkey_state(ingest *in, int up)
 }
 
 /* Another replica ingests now: stop reading, and read the cursor again (it moved on) when
- * the lease comes back. Writes in flight finish; folding is idempotent. */
+ * the lease comes back. Writes already sent finish (the new holder fences this connection
+ * before it writes); the rest are dropped. */
 static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
@@ -428,6 +429,9 @@ static void on_lease(int held, void *ud)
         begin_fencing(in);
         return;
     }
+    /* Events not yet sent are dropped: written now, without the lease, they could land after
+     * the new holder's and, being decided from what this replica knew, undo them. */
+    writer_reset(in->w);
     if (in->js) jetstream_free(in->js);
     in->js = NULL;
     in->cursor_loaded = 0;
