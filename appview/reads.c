@@ -201,60 +201,8 @@ static long long count_of(const field *f)
 
 #define PUT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
 
-/* Whether any of the 8 bytes of w is below 0x20, '"' or '\\', the bytes JSON escapes (the
- * "has a byte less than n" and "has a zero byte" tests of Bit Twiddling Hacks). */
-static int word_needs_escape(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-    return ((((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
-             ((backslash - ones) & ~backslash)) &
-            highs) != 0;
-}
-
-/* Appends s as a JSON string literal, the same bytes as buf_json_string; a string that needs no
- * escape (a DID, tag, digest or repository name always) is copied in one go. */
-static int put_string(buf *b, const char *s, size_t n)
-{
-    size_t i = 0;
-    uint64_t w;
-    for (; i + 8 <= n; i += 8) {
-        memcpy(&w, s + i, 8);
-        if (word_needs_escape(w)) return buf_json_string(b, s, n);
-    }
-    if (i < n && n >= 8) { /* the last bytes, as the word that ends with them */
-        memcpy(&w, s + n - 8, 8);
-        if (word_needs_escape(w)) return buf_json_string(b, s, n);
-        i = n;
-    }
-    for (; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == '"' || c == '\\') return buf_json_string(b, s, n);
-    }
-    if (buf_reserve(b, n + 2) < 0) return -1;
-    char *p = b->data + b->len;
-    p[0] = '"';
-    if (n) memcpy(p + 1, s, n);
-    p[n + 1] = '"';
-    p[n + 2] = '\0';
-    b->len += n + 2;
-    return 0;
-}
-
-static int put_ll(buf *b, long long v)
-{
-    char t[24], *p = t + sizeof t;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--p = '-';
-    return buf_append(b, p, (size_t)(t + sizeof t - p));
-}
-
 /* ,"name":"<string>" and ,"name":"<datetime>"; name must be a string literal. */
-#define FIELD(b, name, s, n) (PUT(b, ",\"" name "\":") | put_string(b, s, n))
+#define FIELD(b, name, s, n) (PUT(b, ",\"" name "\":") | buf_json_string(b, s, n))
 #define TIME_FIELD(b, name, score) time_field(b, ",\"" name "\":\"", sizeof(name) + 4, score)
 
 static int time_field(buf *b, const char *prefix, size_t plen, const field *score)
@@ -325,7 +273,7 @@ static char *b64url_decode(const char *s)
 static int append_cursor(buf *b, const field *score, const field *member)
 {
     buf raw = {0};
-    int err = put_ll(&raw, score_ms(score));
+    int err = buf_append_ll(&raw, score_ms(score));
     err |= PUT(&raw, " ");
     err |= buf_append(&raw, member->s, member->n);
     err |= PUT(b, ",\"cursor\":\"");
@@ -430,20 +378,20 @@ static int build_repos(rq *q, const read_result *res, int stale)
     size_t n = page_groups(q, res->npage, 2, &more);
     if (res->nextra < n * 3) return -1;
     int err = PUT(b, "{\"did\":");
-    err |= put_string(b, q->did, strlen(q->did));
+    err |= buf_json_string(b, q->did, strlen(q->did));
     err |= PUT(b, ",\"repositories\":[");
     for (size_t i = 0; i < n; i++) {
         const field *name = &res->page[2 * i], *score = name + 1, *x = &res->extra[3 * i];
         long long tags = count_of(&x[1]), manifests = count_of(&x[2]);
         if (tags < 0 || manifests < 0) return -1;
         err |= i ? PUT(b, ",{\"name\":") : PUT(b, "{\"name\":");
-        err |= put_string(b, name->s, name->n);
+        err |= buf_json_string(b, name->s, name->n);
         if (x[0].n) err |= FIELD(b, "latestDigest", x[0].s, x[0].n);
         err |= TIME_FIELD(b, "updatedAt", score);
         err |= PUT(b, ",\"tagCount\":");
-        err |= put_ll(b, tags);
+        err |= buf_append_ll(b, tags);
         err |= PUT(b, ",\"manifestCount\":");
-        err |= put_ll(b, manifests);
+        err |= buf_append_ll(b, manifests);
         err |= PUT(b, "}");
     }
     err |= PUT(b, "]");
@@ -459,13 +407,13 @@ static int build_tags(rq *q, const read_result *res, int stale)
     size_t n = page_groups(q, res->npage, 2, &more);
     if (res->nextra < n) return -1;
     int err = PUT(b, "{\"did\":");
-    err |= put_string(b, q->did, strlen(q->did));
+    err |= buf_json_string(b, q->did, strlen(q->did));
     err |= FIELD(b, "repository", q->repository, strlen(q->repository));
     err |= PUT(b, ",\"tags\":[");
     for (size_t i = 0; i < n; i++) {
         const field *tag = &res->page[2 * i], *score = tag + 1, *digest = &res->extra[i];
         err |= i ? PUT(b, ",{\"tag\":") : PUT(b, "{\"tag\":");
-        err |= put_string(b, tag->s, tag->n);
+        err |= buf_json_string(b, tag->s, tag->n);
         err |= FIELD(b, "digest", digest->s, digest->n);
         err |= TIME_FIELD(b, "createdAt", score);
         err |= PUT(b, "}");
@@ -489,7 +437,7 @@ static int build_recent(rq *q, const read_result *res)
         const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', m->n - (size_t)(sp1 + 1 - m->s)) : NULL;
         if (!sp2) continue; /* not written by the fold: nothing to show */
         err |= written++ ? PUT(b, ",{\"did\":") : PUT(b, "{\"did\":");
-        err |= put_string(b, m->s, (size_t)(sp1 - m->s));
+        err |= buf_json_string(b, m->s, (size_t)(sp1 - m->s));
         err |= FIELD(b, "repository", sp1 + 1, (size_t)(sp2 - sp1 - 1));
         err |= FIELD(b, "digest", sp2 + 1, m->n - (size_t)(sp2 + 1 - m->s));
         err |= TIME_FIELD(b, "createdAt", score);

@@ -1,6 +1,7 @@
 #include "atproto/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,29 +60,70 @@ int buf_url_encode(buf *b, const char *s)
     return 0;
 }
 
+static int needs_escape(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
+/* Whether any of the 8 bytes of w is below 0x20, '"' or '\\' (the "has a byte less than n"
+ * and "has a zero byte" tests of Bit Twiddling Hacks). */
+static int word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    return ((((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
+             ((backslash - ones) & ~backslash)) &
+            highs) != 0;
+}
+
+/* The length of the run at s (at most len bytes) that needs no escape: eight bytes at a time,
+ * since most strings (DIDs, tags, digests) need none at all. */
+static size_t plain_run(const char *s, size_t len)
+{
+    size_t i = 0;
+    uint64_t w;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, s + i, 8);
+        if (word_needs_escape(w)) break;
+    }
+    while (i < len && !needs_escape((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
 int buf_json_string(buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    if (buf_reserve(b, len + 2) < 0) return -1;
-    b->data[b->len++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[6];
-        size_t n = 0;
-        if (c == '"' || c == '\\') {
-            esc[n++] = '\\';
-            esc[n++] = (char)c;
-        } else if (c < 0x20) {
+    if (buf_reserve(b, len + 2) < 0 || buf_append(b, "\"", 1) < 0) return -1;
+    for (size_t i = 0; i < len;) {
+        size_t run = plain_run(s + i, len - i);
+        if (run && buf_append(b, s + i, run) < 0) return -1;
+        i += run;
+        if (i == len) break;
+        unsigned char c = (unsigned char)s[i++];
+        char esc[6] = {'\\', (char)c};
+        size_t n = 2;
+        if (c < 0x20) {
             memcpy(esc, "\\u00", 4);
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
             n = 6;
-        } else {
-            esc[n++] = (char)c;
         }
         if (buf_append(b, esc, n) < 0) return -1;
     }
     return buf_append(b, "\"", 1);
+}
+
+int buf_append_ll(buf *b, long long v)
+{
+    char t[24], *p = t + sizeof t;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return buf_append(b, p, (size_t)(t + sizeof t - p));
 }
 
 void buf_reset(buf *b)

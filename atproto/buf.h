@@ -17,8 +17,11 @@ int buf_puts(buf *b, const char *s);
 __attribute__((format(printf, 2, 3))) int buf_printf(buf *b, const char *fmt, ...);
 /* Appends s percent-encoded for a URL query value: all but RFC 3986 unreserved characters. */
 int buf_url_encode(buf *b, const char *s);
-/* Appends s as a JSON string literal, quotes included. */
+/* Appends s as a JSON string literal, quotes included; runs that need no escape are copied
+ * whole. */
 int buf_json_string(buf *b, const char *s, size_t len);
+/* Appends v in decimal. */
+int buf_append_ll(buf *b, long long v);
 void buf_reset(buf *b);
 void buf_free(buf *b);
 
