@@ -18,6 +18,7 @@ struct fold {
     char *prefix;
     char ttl[16];
     char gone_ttl[16];
+    char recent_keep[16];
     int script_apply, script_purge, script_identity, script_hold_stats;
     unsigned since_trim;
     char *recent_key;
@@ -47,6 +48,7 @@ fold *fold_new(valkey *v, const fold_options *opt)
     if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
     snprintf(f->ttl, sizeof f->ttl, "%u", opt->record_ttl);
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
+    snprintf(f->recent_keep, sizeof f->recent_keep, "%d", FOLD_RECENT_KEEP);
     f->script_apply = valkey_register_script(v, "apply", lua_apply);
     f->script_purge = valkey_register_script(v, "purge", lua_purge);
     f->script_identity = valkey_register_script(v, "identity", lua_identity);
@@ -191,8 +193,6 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
         json_len = dumped ? strlen(dumped) : 0;
     }
     int trim = !ev->is_delete && ev->record_kind == RECORD_MANIFEST && fold_recent_trim_due(f);
-    char keep[16];
-    snprintf(keep, sizeof keep, "%d", FOLD_RECENT_KEEP);
     const char *argv[19] = {recs.data,
                             f->recent_key,
                             base,
@@ -211,7 +211,7 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
                             ev->rkey,
                             ev->did,
                             trim ? "1" : "0",
-                            keep};
+                            f->recent_keep};
     size_t lens[19];
     for (int i = 0; i < 19; i++)
         lens[i] = i == 10 ? json_len : strlen(argv[i]);
@@ -258,11 +258,15 @@ static int send_hold_stats(fold *f, const event *ev, op *o)
     return rc;
 }
 
+int fold_changes_index(const event *ev)
+{
+    return ev->kind == EVENT_COMMIT || ev->kind == EVENT_IDENTITY ||
+           (ev->kind == EVENT_ACCOUNT && ev->purge);
+}
+
 int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
 {
-    if (ev->kind == EVENT_ACCOUNT && !ev->purge) return 1;
-    if (ev->kind != EVENT_COMMIT && ev->kind != EVENT_ACCOUNT && ev->kind != EVENT_IDENTITY)
-        return 1;
+    if (!fold_changes_index(ev)) return 1;
     char base[2200];
     snprintf(base, sizeof base, "%s{%s}/", f->prefix, ev->did);
     op *o = op_new(f, ev, cb, ud);

@@ -27,6 +27,8 @@ fold *fold_new(valkey *v, const fold_options *opt);
 /* 0: writes sent, cb will run; 1: nothing to write (cb will not run); -1: Valkey not ready or
  * out of memory (cb will not run; the event must be folded again later). */
 int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud);
+/* 1 when the event can change the index: a commit, an identity change, a purge. */
+int fold_changes_index(const event *ev);
 /* The recent list keeps its newest FOLD_RECENT_KEEP manifests. Trimming it on every add
  * would double its commands: whoever adds a manifest calls fold_recent_trim_due, which says
  * when (every thousandth add) to trim it as well. */

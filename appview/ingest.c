@@ -278,12 +278,6 @@ static uint64_t reply_uint(const redisReply *r)
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. */
 #define SCHEMA_VERSION "2"
 
-static void on_schema_written(redisReply *r, void *ud)
-{
-    (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR) log_warn("ingest", "schema mark refused: %s", r->str);
-}
-
 static void on_cursor_loaded(redisReply *r, void *ud)
 {
     ingest *in = ud;
@@ -302,13 +296,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
                   found, in->prefix, SCHEMA_VERSION);
         return;
     }
-    if (!found) {
-        char key[256];
-        snprintf(key, sizeof key, "%sschema", in->prefix);
-        if (valkey_command(in->v, on_schema_written, NULL, 3,
-                           (const char *[]){"SET", key, SCHEMA_VERSION}, NULL) < 0)
-            return; /* retried on next up */
-    }
+    if (!found && writer_mark_schema(in->w) < 0) return; /* retried on next up */
     for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
         in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
     in->acked_time_us = in->acked[JETSTREAM_V1];

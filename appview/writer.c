@@ -146,14 +146,17 @@ static int did_get(writer *w, const char *did, did_memo *out)
     return strmap_put(w->dids, did, strlen(did), out, sizeof *out);
 }
 
+/* Stores a memo (strmap_put updates a value of the same size in place); out of memory, the
+ * writer forgets everything rather than keep a stale memo. */
+static void memo_put(writer *w, strmap *m, const char *key, size_t keylen, const void *val,
+                     size_t vlen)
+{
+    if (strmap_put(m, key, keylen, val, vlen) < 0) forget(w);
+}
+
 static void did_put(writer *w, const char *did, const did_memo *d)
 {
-    size_t n;
-    void *v = strmap_get(w->dids, did, strlen(did), &n);
-    if (v && n == sizeof *d)
-        memcpy(v, d, sizeof *d);
-    else if (strmap_put(w->dids, did, strlen(did), d, sizeof *d) < 0)
-        forget(w);
+    memo_put(w, w->dids, did, strlen(did), d, sizeof *d);
 }
 
 static uint64_t place_of(const char *repo, size_t repolen, const char *key, size_t keylen)
@@ -166,16 +169,6 @@ static uint64_t place_of(const char *repo, size_t repolen, const char *key, size
     return strmap_hash(both, repolen + 1 + keylen);
 }
 
-static void field_put(writer *w, const char *key, size_t keylen, const field_memo *fm)
-{
-    size_t n;
-    void *v = strmap_get(w->fields, key, keylen, &n);
-    if (v && n == sizeof *fm)
-        memcpy(v, fm, sizeof *fm);
-    else if (strmap_put(w->fields, key, keylen, fm, sizeof *fm) < 0)
-        forget(w);
-}
-
 /* Remembers a record in state st; rev is copied when it fits (else the record is forgotten). */
 static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, rec_state st,
                       const char *rev, size_t revlen, char kind, uint64_t place)
@@ -186,7 +179,7 @@ static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, r
         return;
     }
     memcpy(fm.rev, rev, revlen);
-    field_put(w, key, keylen, &fm);
+    memo_put(w, w->fields, key, keylen, &fm, sizeof fm);
 }
 
 /* The record's memo; state REC_UNKNOWN when there is none for the DID's generation gen. */
@@ -223,15 +216,12 @@ static int ttl_due(const writer *w, uint64_t *last, uint64_t now)
 static int zset_ttl_due(writer *w, const char *key, unsigned gen, uint64_t now)
 {
     size_t n, keylen = strlen(key);
-    void *v = strmap_get(w->ttls, key, keylen, &n);
+    const void *v = strmap_get(w->ttls, key, keylen, &n);
     ttl_memo t = {gen, 0};
     if (v && n == sizeof t) memcpy(&t, v, sizeof t);
     if (t.gen != gen) t = (ttl_memo){gen, 0};
     if (!ttl_due(w, &t.ms, now)) return 0;
-    if (v && n == sizeof t)
-        memcpy(v, &t, sizeof t);
-    else if (strmap_put(w->ttls, key, keylen, &t, sizeof t) < 0)
-        forget(w);
+    memo_put(w, w->ttls, key, keylen, &t, sizeof t);
     return 1;
 }
 
@@ -373,11 +363,15 @@ static void on_scripted(void *ud, int ok)
     finish_one(it);
 }
 
-/* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds. */
+/* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds.
+ * What the writer knew of the record is void then; the scripts may have emptied (so deleted)
+ * an index zset, and raised ~rev (apply.lua raises it for every firehose event it sees); a
+ * purge removed every key of the DID, ~rev too, and left its mark. */
 static void script(writer *w, item *it)
 {
+    const event *ev = &it->ev;
     (*w->scripted_total)++;
-    switch (fold_apply(w->f, &it->ev, on_scripted, it)) {
+    switch (fold_apply(w->f, ev, on_scripted, it)) {
     case 0:
         it->outstanding++;
         break;
@@ -386,6 +380,25 @@ static void script(writer *w, item *it)
     default:
         it->failed = 1;
     }
+    if (ev->kind == EVENT_IDENTITY) return;
+    char fk[KEY_MAX];
+    int fklen = ev->kind == EVENT_COMMIT ? field_key(fk, sizeof fk, ev) : -1;
+    if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
+    did_memo d;
+    if ((ev->kind == EVENT_COMMIT && fklen < 0) || did_get(w, ev->did, &d) < 0) {
+        forget(w); /* what the script changes cannot be noted */
+        return;
+    }
+    forget_index_ttls(&d);
+    if (ev->kind == EVENT_COMMIT) note_rev(&d, ev->rev);
+    if (ev->kind == EVENT_ACCOUNT) {
+        d.gen++;
+        d.recs_ttl_ms = 0;
+        d.rev_state = MEMO_KNOWN;
+        d.max_rev[0] = 0;
+        if (d.gone_state == MEMO_KNOWN && ev->time_us > d.gone) d.gone = ev->time_us;
+    }
+    did_put(w, ev->did, &d);
 }
 
 /* A record created, or updated in place: its index entries first, then the record (a crash
@@ -494,7 +507,6 @@ static void process_record(writer *w, item *it)
     int fklen = field_key(fk, sizeof fk, ev);
     if (fklen < 0 || did_get(w, ev->did, &d) < 0 || JOIN(base, w->prefix, "{", ev->did, "}/") < 0) {
         script(w, it);
-        forget(w); /* out of memory: what the script changes cannot be noted */
         return;
     }
     size_t fkn = (size_t)fklen;
@@ -506,11 +518,8 @@ static void process_record(writer *w, item *it)
         place = place_of(ev->repository, strlen(ev->repository), ev->key, strlen(ev->key));
     switch (decide(ev, &fm, &d, place)) {
     case PLAN_SCRIPT:
-        script(w, it);
-        forget_index_ttls(&d);
-        note_rev(&d, ev->rev);
-        strmap_del(w->fields, fk, fkn);
-        break;
+        script(w, it); /* it notes in the DID's memo what it changes */
+        return;
     case PLAN_STALE:
         stale(it, base, &d, now);
         break;
@@ -538,23 +547,6 @@ static void process(writer *w, item *it)
         process_record(w, it);
     } else {
         script(w, it);
-        char fk[KEY_MAX];
-        int fklen = ev->kind == EVENT_COMMIT ? field_key(fk, sizeof fk, ev) : -1;
-        if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
-        did_memo d;
-        if (ev->kind != EVENT_IDENTITY && did_get(w, ev->did, &d) == 0) {
-            forget_index_ttls(&d);
-            if (ev->kind == EVENT_COMMIT) note_rev(&d, ev->rev);
-            if (ev->kind == EVENT_ACCOUNT) {
-                /* purge.lua removed every key of the DID, ~rev too, and left its mark. */
-                d.gen++;
-                d.recs_ttl_ms = 0;
-                d.rev_state = MEMO_KNOWN;
-                d.max_rev[0] = 0;
-                if (d.gone_state == MEMO_KNOWN && ev->time_us > d.gone) d.gone = ev->time_us;
-            }
-            did_put(w, ev->did, &d);
-        }
     }
     finish_one(it);
 }
@@ -570,7 +562,14 @@ static void read_done(writer *w)
 
 static void on_schema_written(redisReply *r, void *ud)
 {
-    if (r && r->type == REDIS_REPLY_ERROR) log_warn("writer", "%s refused: %s", (char *)ud, r->str);
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR) log_warn("writer", "schema mark refused: %s", r->str);
+}
+
+int writer_mark_schema(writer *w)
+{
+    return valkey_command(w->v, on_schema_written, NULL, 3,
+                          (const char *[]){"SET", w->schema_key, w->schema_value}, NULL);
 }
 
 static void remember_schema(writer *w, const redisReply *r)
@@ -580,9 +579,7 @@ static void remember_schema(writer *w, const redisReply *r)
     log_warn("writer", "%s is gone: the index was flushed; forgetting what was known",
              w->schema_key);
     forget(w);
-    if (valkey_command(w->v, on_schema_written, "schema mark", 3,
-                       (const char *[]){"SET", w->schema_key, w->schema_value}, NULL) < 0)
-        w->read_failed = 1;
+    if (writer_mark_schema(w) < 0) w->read_failed = 1;
 }
 
 static void remember(writer *w, const read_req *q, const redisReply *r)
@@ -756,9 +753,7 @@ void writer_flush(writer *w)
 
 int writer_add(writer *w, const event *ev, writer_done_cb cb, void *ud)
 {
-    if (ev->kind == EVENT_ACCOUNT && !ev->purge) return 1;
-    if (ev->kind != EVENT_COMMIT && ev->kind != EVENT_ACCOUNT && ev->kind != EVENT_IDENTITY)
-        return 1;
+    if (!fold_changes_index(ev)) return 1;
     item *it = item_new(w, ev, cb, ud);
     if (!it) return -1;
     if (w->queue_tail)

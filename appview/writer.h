@@ -41,6 +41,9 @@ int writer_add(writer *w, const event *ev, writer_done_cb cb, void *ud);
 /* Starts a round for what is queued, unless a round is waiting for its reads (it starts the
  * next one itself when done). Call once per loop iteration. */
 void writer_flush(writer *w);
+/* Writes P schema, the layout this writer writes (opt->schema_value): for a new index, and
+ * again after a flush. 0 when sent, -1 when not connected. */
+int writer_mark_schema(writer *w);
 /* Events queued or waiting for reads: not yet Valkey commands, but soon. */
 size_t writer_backlog(const writer *w);
 /* Forgets what it knows of the index and fails every event not yet sent (cb with ok=0). For
