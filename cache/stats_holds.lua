@@ -18,8 +18,14 @@ local digests = redis.call('ZRANGE', base .. 'repo/' .. repo .. '/manifests', 0,
 local fields = {}
 for i, g in ipairs(digests) do fields[i] = 'm/' .. repo .. '/' .. g end
 local rkeys = #fields > 0 and redis.call('HMGET', KEYS[1], unpack(fields)) or {}
+-- The manifests' records, in one call too.
+local names = {}
 for i = 1, #fields do
-  local rec = rkeys[i] and redis.call('HGET', KEYS[1], 'io.atcr.manifest/' .. rkeys[i])
+  if rkeys[i] then names[#names + 1] = 'io.atcr.manifest/' .. rkeys[i] end
+end
+local recs = #names > 0 and redis.call('HMGET', KEYS[1], unpack(names)) or {}
+for i = 1, #names do
+  local rec = recs[i]
   local nl = rec and string.find(rec, '\n', 1, true)
   local kind, rrepo
   if nl then kind, rrepo = string.match(rec, '^%S+ (%S+) (%S+)') end
