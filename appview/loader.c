@@ -845,23 +845,17 @@ static void rf_next(repo_flight *rf)
     case STAGE_LISTING: {
         rf->stage = STAGE_PRUNE;
         char *recs = fmt("%s{%s}/recs", l->prefix, rf->did);
-        if (recs) rc = valkey_command(l->v, on_recs, rf, 2, (const char *[]){"HKEYS", recs}, NULL);
+        if (recs) rc = rf_send(rf, on_recs, 2, (const char *[]){"HKEYS", recs});
         free(recs);
-        if (rc == 0) {
-            rf->outstanding++;
-            return;
-        }
+        if (rc == 0) return;
         break;
     }
     case STAGE_PRUNE: {
         rf->stage = STAGE_MARK;
         char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
-        if (complete) {
-            rc =
-                valkey_command(l->v, on_marked, rf, 5,
-                               (const char *[]){"SET", complete, "1", "EX", l->s_record_ttl}, NULL);
-            if (rc == 0) rf->outstanding++;
-        }
+        if (complete)
+            rc = rf_send(rf, on_marked, 5,
+                         (const char *[]){"SET", complete, "1", "EX", l->s_record_ttl});
         free(complete);
         if (rc == 0) return;
         break;
