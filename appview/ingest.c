@@ -476,14 +476,14 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     snprintf(in->client_name, sizeof in->client_name, "%singest", opt->prefix);
     char lease_key[256];
     snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
-    in->lease = lease_new(loop, v, lease_key, opt->lease_ms ? opt->lease_ms : 10000, on_lease, in);
+    in->lease = lease_new(loop, v, lease_key, opt->lease_ms, on_lease, in);
     writer_options wo = {.prefix = opt->prefix,
                          .record_ttl = opt->record_ttl,
                          .schema_value = SCHEMA_VERSION,
                          .scripts_only = opt->scripts_only};
     in->w = writer_new(v, f, &wo);
     if (!in->prefix || !in->lease || !in->w) {
-        if (in->lease) lease_free(in->lease);
+        lease_free(in->lease);
         writer_free(in->w);
         free(in->prefix);
         free(in);

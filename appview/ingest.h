@@ -31,7 +31,7 @@ typedef struct {
     const char *prefix;
     unsigned stall_seconds;
     unsigned rewind_seconds; /* v1 resume rewind */
-    unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h); 0: 10 s */
+    unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
     int scripts_only;        /* every event through the Lua scripts (appview/writer.h) */
 } ingest_options;
