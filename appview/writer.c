@@ -823,7 +823,8 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
     w->scripted_total = metrics_counter(
         "appview_ingest_scripted_total",
-        "Events the ingester handed to a Lua script (deletes, moves, purges, unknown state)");
+        "Events the ingester handed to a Lua script (deletes of live records, moves, hold stats, "
+        "purges, identity changes, unknown state)");
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");
