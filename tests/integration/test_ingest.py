@@ -72,28 +72,42 @@ def wait_cursor(h, redis, flavor, value, timeout=60):
              what=f"{key} >= {value}")
 
 
+# The t/<R>/<T> fields of a record hash and their values, in one call (record values hold
+# newlines, so HGETALL's output could not be split).
+TAG_FIELDS = """
+local out = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if f:sub(1, 2) == 't/' then
+    out[#out + 1] = f
+    out[#out + 1] = redis.call('HGET', KEYS[1], f)
+  end
+end
+return out
+"""
+
+
 def snapshot(h, redis):
     """The index as a plain structure: {did: {repo: {manifests, tags}}}, recent, gone DIDs."""
     raw = h.redis_raw(redis, "KEYS", PREFIX + "{*").split("\n")
     index, gone = {}, set()
+
+    def entry(did, repo):
+        return index.setdefault(did, {}).setdefault(repo, {"manifests": {}, "tags": {}})
+
     for key in filter(None, raw):
         did = key[len(PREFIX) + 1:key.index("}")]
         rest = key[key.index("}") + 2:]
         if rest == "gone":
             gone.add(did)
         if rest == "recs":  # tag -> digest mappings live in the DID's record hash as t/<R>/<T>
-            fields = h.redis_raw(redis, "HKEYS", key).split("\n")
-            for field in [f for f in fields if f.startswith("t/")]:
+            pairs = h.redis_raw(redis, "EVAL", TAG_FIELDS, 1, key).split("\n")
+            for field, digest in zip(pairs[0:-1:2], pairs[1::2]):
                 repo, tag = field[2:].rsplit("/", 1)
-                entry = index.setdefault(did, {}).setdefault(repo, {"manifests": {}, "tags": {}})
-                entry["tags"][tag] = h.redis_raw(redis, "HGET", key, field).strip()
-        if not rest.startswith("repo/"):
-            continue
-        repo, kind = rest[5:].rsplit("/", 1)
-        entry = index.setdefault(did, {}).setdefault(repo, {"manifests": {}, "tags": {}})
-        if kind == "manifests":
+                entry(did, repo)["tags"][tag] = digest.strip()
+        if rest.startswith("repo/") and rest.endswith("/manifests"):
+            repo = rest[5:-len("/manifests")]
             vals = h.redis_raw(redis, "ZRANGE", key, 0, -1, "WITHSCORES").split("\n")
-            entry["manifests"] = dict(zip(vals[0:-1:2], vals[1::2]))
+            entry(did, repo)["manifests"] = dict(zip(vals[0:-1:2], vals[1::2]))
     for repos in index.values():  # a repository whose index keys are all empty is gone
         for r in [r for r, e in repos.items() if not e["manifests"] and not e["tags"]]:
             del repos[r]
