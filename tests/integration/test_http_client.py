@@ -2,85 +2,21 @@
 tests/tools/http_fetch CLI: retries, timeouts, body cap, garbage, redirects, the SSRF guard,
 per-host concurrency, cancellation."""
 import gzip
-import http.server
 import json
 import os
 import socket
-import socketserver
 import subprocess
 import threading
 import time
 
+import upstream
 from harness import SANITIZER_MARKS
+from upstream import reply
 
 
-class Server:
-    """A threaded HTTP server on 127.0.0.1 whose handler is routes[path](handler)."""
-
-    def __init__(self, routes):
-        self.routes = routes
-        self.hits = {}
-        self.active = 0
-        self.max_active = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def handle_one_request(self):
-                try:
-                    super().handle_one_request()
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True
-
-            def do_GET(self):
-                path = self.path.split("?")[0]
-                with outer.lock:
-                    outer.hits[path] = outer.hits.get(path, 0) + 1
-                    outer.active += 1
-                    outer.max_active = max(outer.max_active, outer.active)
-                try:
-                    outer.routes[path](self)
-                finally:
-                    with outer.lock:
-                        outer.active -= 1
-
-            do_POST = do_GET
-
-        class TServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.httpd = TServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-
-def reply(h, status, body=b"", headers=None, ctype="application/json"):
-    if isinstance(body, str):
-        body = body.encode()
-    h.send_response(status)
-    h.send_header("Content-Type", ctype)
-    h.send_header("Content-Length", str(len(body)))
-    for k, v in (headers or {}).items():
-        h.send_header(k, v)
-    h.end_headers()
-    h.wfile.write(body)
+def Server(routes):
+    """The shared upstream server, answering path with routes[path](handler)."""
+    return upstream.Server(lambda hd, path: routes[path.split("?")[0]](hd))
 
 
 def fetch(h, *args, timeout=30):
