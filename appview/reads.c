@@ -364,18 +364,28 @@ static int is_str(const redisReply *e)
 }
 
 /* Items come in groups of `width`; one more group than the limit means a next page exists. */
-static size_t page_groups(const rq *q, size_t nitems, size_t width, int *more)
+/* The entries of a page (member, score pairs) to show, and whether there are more. */
+static size_t page_entries(const rq *q, const read_result *res, int *more)
 {
-    size_t groups = nitems / width;
-    *more = groups > q->limit;
-    return *more ? q->limit : groups;
+    size_t entries = res->npage / 2;
+    *more = entries > q->limit;
+    return *more ? q->limit : entries;
+}
+
+/* The end of a list answer: the array closed, the cursor to the next page, the stale mark. */
+static int close_page(buf *b, const read_result *res, size_t n, int more, int stale)
+{
+    int err = PUT(b, "]");
+    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
+    if (stale) err |= PUT(b, ",\"stale\":true");
+    return err | PUT(b, "}");
 }
 
 static int build_repos(rq *q, const read_result *res, int stale)
 {
     buf *b = &q->r->out;
     int more;
-    size_t n = page_groups(q, res->npage, 2, &more);
+    size_t n = page_entries(q, res, &more);
     if (res->nextra < n * 3) return -1;
     int err = PUT(b, "{\"did\":");
     err |= buf_json_string(b, q->did, strlen(q->did));
@@ -394,17 +404,14 @@ static int build_repos(rq *q, const read_result *res, int stale)
         err |= buf_append_ll(b, manifests);
         err |= PUT(b, "}");
     }
-    err |= PUT(b, "]");
-    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
-    if (stale) err |= PUT(b, ",\"stale\":true");
-    return err | PUT(b, "}");
+    return err | close_page(b, res, n, more, stale);
 }
 
 static int build_tags(rq *q, const read_result *res, int stale)
 {
     buf *b = &q->r->out;
     int more;
-    size_t n = page_groups(q, res->npage, 2, &more);
+    size_t n = page_entries(q, res, &more);
     if (res->nextra < n) return -1;
     int err = PUT(b, "{\"did\":");
     err |= buf_json_string(b, q->did, strlen(q->did));
@@ -418,17 +425,14 @@ static int build_tags(rq *q, const read_result *res, int stale)
         err |= TIME_FIELD(b, "createdAt", score);
         err |= PUT(b, "}");
     }
-    err |= PUT(b, "]");
-    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
-    if (stale) err |= PUT(b, ",\"stale\":true");
-    return err | PUT(b, "}");
+    return err | close_page(b, res, n, more, stale);
 }
 
 static int build_recent(rq *q, const read_result *res)
 {
     buf *b = &q->r->out;
     int more;
-    size_t n = page_groups(q, res->npage, 2, &more);
+    size_t n = page_entries(q, res, &more);
     int err = PUT(b, "{\"manifests\":[");
     size_t written = 0;
     for (size_t i = 0; i < n; i++) {
@@ -443,9 +447,7 @@ static int build_recent(rq *q, const read_result *res)
         err |= TIME_FIELD(b, "createdAt", score);
         err |= PUT(b, "}");
     }
-    err |= PUT(b, "]");
-    if (more) err |= append_cursor(b, &res->page[2 * n - 1], &res->page[2 * n - 2]);
-    return err | PUT(b, "}");
+    return err | close_page(b, res, n, more, 0);
 }
 
 /* items: digest, rkey, cid, record JSON. */
