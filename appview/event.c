@@ -48,185 +48,22 @@ static int value_starts_with(const char *data, size_t len, const char *key, cons
 
 /* ---- the record's own bytes ----
  *
- * A strict skipper over JSON values, to find where the commit's record starts and ends in the
- * message, so the fold can store those bytes instead of serializing the parsed record again.
- * It runs only on messages jansson accepted (duplicate keys rejected), so the one member it
- * finds is the one jansson parsed. Where it gives up (too deep, an escaped key), the span is
- * left unset and the fold serializes the record itself. */
+ * json_read_span notes where the commit's record starts and ends in the message while it
+ * parses it, so the fold can store those bytes instead of serializing the parsed record again.
+ * Where that is not possible the span is left unset and the fold serializes the record
+ * itself: a "commit" or "record" member name spelled with escapes, nesting deeper than
+ * SPAN_MAX_DEPTH levels, or whitespace other than spaces between the record's tokens (the fold
+ * stores the bytes after a header line; a string cannot hold a raw control character). */
 
 #define SPAN_MAX_DEPTH 64
 
-typedef struct {
-    const char *p, *end;
-    int control; /* whitespace other than a space was skipped */
-} scan;
+static const char *const record_path[] = {"commit", "record", NULL};
 
-/* The loops below work on a local pointer: stores through s->p would otherwise make the
- * compiler reload it for every byte (a char store may alias anything). */
-static void skip_ws(scan *s)
+static void record_span(event *ev, const json_span *span)
 {
-    const char *p = s->p;
-    for (; p < s->end; p++) {
-        if (*p == '\t' || *p == '\n' || *p == '\r')
-            s->control = 1;
-        else if (*p != ' ')
-            break;
-    }
-    s->p = p;
-}
-
-static int eat(scan *s, char c)
-{
-    if (s->p >= s->end || *s->p != c) return -1;
-    s->p++;
-    return 0;
-}
-
-static int is_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static int skip_string(scan *s)
-{
-    const char *p = s->p, *end = s->end;
-    if (p >= end || *p++ != '"') return -1;
-    for (;;) {
-        while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
-            p++;
-        if (p >= end || (unsigned char)*p < 0x20) return -1;
-        if (*p++ == '"') break;
-        if (p >= end) return -1;
-        char c = *p++;
-        if (c == 'u') {
-            if (end - p < 4 || !is_hex(p[0]) || !is_hex(p[1]) || !is_hex(p[2]) || !is_hex(p[3]))
-                return -1;
-            p += 4;
-        } else if (c == 0 || !strchr("\"\\/bfnrt", c)) {
-            return -1;
-        }
-    }
-    s->p = p;
-    return 0;
-}
-
-static int skip_digits(scan *s)
-{
-    const char *start = s->p;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-        s->p++;
-    return s->p > start ? 0 : -1;
-}
-
-static int skip_number(scan *s)
-{
-    if (s->p < s->end && *s->p == '-') s->p++;
-    if (s->p < s->end && *s->p == '0')
-        s->p++;
-    else if (skip_digits(s) < 0)
-        return -1;
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (skip_digits(s) < 0) return -1;
-    }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-        s->p++;
-        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
-        if (skip_digits(s) < 0) return -1;
-    }
-    return 0;
-}
-
-static int skip_word(scan *s, const char *word)
-{
-    size_t n = strlen(word);
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n)) return -1;
-    s->p += n;
-    return 0;
-}
-
-static int skip_value(scan *s, int depth);
-
-/* The members or elements of an object or array after its opening bracket, up to and
- * including the closing one. */
-static int skip_container(scan *s, char close, int depth)
-{
-    skip_ws(s);
-    if (eat(s, close) == 0) return 0;
-    for (;;) {
-        if (close == '}') {
-            if (skip_string(s) < 0) return -1;
-            skip_ws(s);
-            if (eat(s, ':') < 0) return -1;
-            skip_ws(s);
-        }
-        if (skip_value(s, depth) < 0) return -1;
-        skip_ws(s);
-        if (eat(s, close) == 0) return 0;
-        if (eat(s, ',') < 0) return -1;
-        skip_ws(s);
-    }
-}
-
-/* One value at s->p (no leading whitespace) with at most SPAN_MAX_DEPTH - depth levels of
- * containers. */
-static int skip_value(scan *s, int depth)
-{
-    if (s->p >= s->end) return -1;
-    switch (*s->p) {
-    case '"':
-        return skip_string(s);
-    case '{':
-    case '[':
-        if (depth >= SPAN_MAX_DEPTH) return -1;
-        return skip_container(s, *s->p++ == '{' ? '}' : ']', depth + 1);
-    case 't':
-        return skip_word(s, "true");
-    case 'f':
-        return skip_word(s, "false");
-    case 'n':
-        return skip_word(s, "null");
-    default:
-        return skip_number(s);
-    }
-}
-
-/* Moves s from an object to the value of its member key. Keys are compared as written: a key
- * spelled with escapes is not recognized (the caller then goes without the span). */
-static int find_member(scan *s, const char *key)
-{
-    size_t n = strlen(key);
-    skip_ws(s);
-    if (eat(s, '{') < 0) return -1;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') return -1;
-    for (;;) {
-        const char *k = s->p;
-        if (skip_string(s) < 0) return -1;
-        int match = (size_t)(s->p - k) == n + 2 && !memcmp(k + 1, key, n);
-        skip_ws(s);
-        if (eat(s, ':') < 0) return -1;
-        skip_ws(s);
-        if (match) return 0;
-        if (skip_value(s, 0) < 0) return -1;
-        skip_ws(s);
-        if (eat(s, ',') < 0) return -1; /* '}': not there */
-        skip_ws(s);
-    }
-}
-
-/* Sets ev->record_json to the bytes of commit.record in the message. The fold stores them
- * after a header line, so a span holding a raw control character is not used: strings cannot
- * hold one, so that is whitespace other than a space between the record's tokens. */
-static void record_span(event *ev, const char *data, size_t len)
-{
-    scan s = {data, data + len, 0};
-    if (find_member(&s, "commit") < 0 || find_member(&s, "record") < 0) return;
-    const char *start = s.p;
-    s.control = 0;
-    if (skip_value(&s, 0) < 0 || s.control) return;
-    ev->record_json = start;
-    ev->record_json_len = (size_t)(s.p - start);
+    if (!span->start || span->depth > SPAN_MAX_DEPTH || span->raw_whitespace) return;
+    ev->record_json = span->start;
+    ev->record_json_len = span->len;
 }
 
 /* ---- helpers for the full parse ---- */
@@ -395,15 +232,16 @@ event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, siz
     if (is_commit && !value_starts_with(data, len, "\"collection\":\"", ATCR_PREFIX))
         return ev->kind = EVENT_SKIP;
 
-    ev->root = json_read(data, len); /* json_loadb's rules, at several times its speed */
+    json_span span;
+    /* json_loadb's rules, at several times its speed, and where the record sits */
+    ev->root = json_read_span(data, len, record_path, &span);
     if (!json_is_object(ev->root)) return invalid(ev, "bad_json");
     ev->did = get_string(ev->root, "did");
     if (!valid(atp_is_did, ev->did)) return invalid(ev, "bad_did");
     const char *kind = get_string(ev->root, "kind");
     if (!kind) return invalid(ev, "bad_kind");
     if (!strcmp(kind, "commit")) {
-        if (parse_commit(ev, lexicons) == EVENT_COMMIT && !ev->is_delete)
-            record_span(ev, data, len);
+        if (parse_commit(ev, lexicons) == EVENT_COMMIT && !ev->is_delete) record_span(ev, &span);
         return ev->kind;
     }
     if (!strcmp(kind, "identity")) return ev->kind = EVENT_IDENTITY;

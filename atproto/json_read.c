@@ -13,17 +13,24 @@
 #define NUMBER_STACK 64
 
 typedef struct {
-    const unsigned char *p, *end;
+    const unsigned char *begin, *p, *end;
     char *scratch; /* decoded strings with escapes */
     size_t scratch_cap;
+    /* json_read_span: the path, how much of it the objects being read match, and the span */
+    const char *const *path;
+    int matched;
+    int capture_depth; /* the depth the captured value starts at; 0: not capturing */
+    json_span *span;
 } reader;
 
 static json_t *read_value(reader *r, int depth);
 
 static void skip_space(reader *r)
 {
-    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t'))
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t')) {
+        if (*r->p != ' ' && r->capture_depth) r->span->raw_whitespace = 1;
         r->p++;
+    }
 }
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0: no overlong forms, no
@@ -245,6 +252,27 @@ static int after_item(reader *r, char close)
     return -1;
 }
 
+/* The value of a member on the path: the next step, or the value to capture. */
+static json_t *read_path_value(reader *r, int depth)
+{
+    r->matched++;
+    json_t *v;
+    if (r->path[r->matched]) {
+        v = read_value(r, depth);
+    } else {
+        skip_space(r);
+        const unsigned char *start = r->p;
+        *r->span = (json_span){0};
+        r->capture_depth = depth;
+        v = read_value(r, depth);
+        r->capture_depth = 0;
+        r->span->start = (const char *)start;
+        r->span->len = (size_t)(r->p - start);
+    }
+    r->matched--;
+    return v;
+}
+
 static json_t *read_object(reader *r, int depth)
 {
     json_t *obj = json_object();
@@ -267,11 +295,18 @@ static json_t *read_object(reader *r, int depth)
         memcpy(k, key, keylen);
         k[keylen] = 0;
         int ok = !json_object_getn(obj, k, keylen);
+        /* On the path (the name as written, not decoded from escapes)? */
+        int step = r->path && r->matched == depth - 1 && r->path[r->matched] &&
+                   (const unsigned char *)key >= r->begin && (const unsigned char *)key < r->end &&
+                   strlen(r->path[r->matched]) == keylen && !memcmp(r->path[r->matched], k, keylen);
         skip_space(r);
         json_t *v = NULL;
         if (ok && r->p < r->end && *r->p == ':') {
             r->p++;
-            v = read_value(r, depth);
+            if (step)
+                v = read_path_value(r, depth);
+            else
+                v = read_value(r, depth);
         }
         ok = v && json_object_setn_new_nocheck(obj, k, keylen, v) == 0;
         if (k != stack) free(k);
@@ -310,13 +345,11 @@ static json_t *read_value(reader *r, int depth)
     if (r->p >= r->end) return NULL;
     switch (*r->p) {
     case '{':
-        if (depth >= MAX_DEPTH) return NULL;
-        r->p++;
-        return read_object(r, depth + 1);
     case '[':
         if (depth >= MAX_DEPTH) return NULL;
-        r->p++;
-        return read_array(r, depth + 1);
+        if (r->capture_depth && depth + 1 - r->capture_depth > r->span->depth)
+            r->span->depth = depth + 1 - r->capture_depth;
+        return *r->p++ == '{' ? read_object(r, depth + 1) : read_array(r, depth + 1);
     case '"': {
         const char *s;
         size_t n;
@@ -335,9 +368,14 @@ static json_t *read_value(reader *r, int depth)
     }
 }
 
-json_t *json_read(const char *data, size_t len)
+json_t *json_read_span(const char *data, size_t len, const char *const *path, json_span *span)
 {
-    reader r = {.p = (const unsigned char *)data, .end = (const unsigned char *)data + len};
+    reader r = {.begin = (const unsigned char *)data,
+                .p = (const unsigned char *)data,
+                .end = (const unsigned char *)data + len,
+                .path = path,
+                .span = span};
+    if (span) *span = (json_span){0};
     skip_space(&r);
     json_t *v = NULL;
     if (r.p < r.end && (*r.p == '{' || *r.p == '[')) v = read_value(&r, 0);
@@ -347,5 +385,11 @@ json_t *json_read(const char *data, size_t len)
         v = NULL;
     }
     free(r.scratch);
+    if (!v && span) *span = (json_span){0};
     return v;
+}
+
+json_t *json_read(const char *data, size_t len)
+{
+    return json_read_span(data, len, NULL, NULL);
 }

@@ -15,4 +15,16 @@
  * valid JSON, or valid but not an object or an array. */
 json_t *json_read(const char *data, size_t len);
 
+/* Where a member's value sits in the input, as json_read_span found it while parsing. */
+typedef struct {
+    const char *start; /* NULL: no such member (or a name on the way written with escapes) */
+    size_t len;
+    int depth;          /* how deep arrays and objects nest inside it (a scalar: 0) */
+    int raw_whitespace; /* a tab, newline or carriage return appears between its tokens */
+} json_span;
+
+/* json_read, and the bytes of the value at path: the member names of nested objects from the
+ * top, NULL-terminated (e.g. {"commit", "record", NULL}). Names are matched as written. */
+json_t *json_read_span(const char *data, size_t len, const char *const *path, json_span *span);
+
 #endif

@@ -191,8 +191,38 @@ static void test_fixtures_and_mutations(void)
     CHECK(lines > 20);
 }
 
+static int span_is(const char *data, const char *want)
+{
+    static const char *const path[] = {"commit", "record", NULL};
+    json_span span;
+    json_t *v = json_read_span(data, strlen(data), path, &span);
+    int ok =
+        v && (want ? span.start && span.len == strlen(want) && !memcmp(span.start, want, span.len)
+                   : !span.start);
+    json_decref(v);
+    return ok;
+}
+
+/* The bytes of commit.record, as written; names matched only on the path, and only unescaped. */
+static void test_span(void)
+{
+    CHECK(span_is("{\"commit\":{\"rev\":1,\"record\": {\"a\" : [1, {}]} ,\"x\":2}}",
+                  "{\"a\" : [1, {}]}"));
+    CHECK(span_is("{\"record\":{},\"commit\":{\"x\":{\"record\":1}}}", NULL));
+    CHECK(span_is("{\"commit\":{\"rec\\u006frd\":{}}}", NULL));
+    CHECK(span_is("{\"commit\":{\"record\":\"s\"}}", "\"s\""));
+    CHECK(!span_is("{\"commit\":{\"record\":{}}}x", NULL)); /* not JSON: no value, no span */
+    json_span span;
+    const char *deep = "{\"commit\":{\"record\":{\"a\":[[\n1]]}}}";
+    json_t *v =
+        json_read_span(deep, strlen(deep), (const char *const[]){"commit", "record", NULL}, &span);
+    CHECK(v && span.depth == 3 && span.raw_whitespace);
+    json_decref(v);
+}
+
 int main(void)
 {
+    RUN(test_span);
     RUN(test_cases);
     RUN(test_depth_limit);
     RUN(test_fixtures_and_mutations);
