@@ -426,7 +426,10 @@ def test_valkey_restart_midstream_loses_nothing(h):
     aof = ("--appendfsync", "always")
     redis = h.start_redis(port=port, aof=True, extra=aof)
     replay = start_replay(h, events, ["--rate", "4000"])
-    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    # Two restarts with the reconnect backoff after "LOADING" can take longer than the 3 s lease
+    # the other tests use; then the lease lapses and ingest resumes without a replay to count.
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"],
+                        env={"APPVIEW_INGEST_LEASE_SECONDS": "15"})
     time_us, _ = last_event(events)
     for i in range(2):
         time.sleep(1.0)
