@@ -1,5 +1,5 @@
 /* A hash map from byte-string keys to small byte-string values, both copied in. Made for what a
- * process remembers to save a round trip: lookups and updates, no iteration, and
+ * process remembers for a while: lookups and updates, strmap_sweep to drop what is out of date,
  * strmap_clear to forget everything at once. */
 #ifndef ATPROTO_STRMAP_H
 #define ATPROTO_STRMAP_H
@@ -19,6 +19,8 @@ void *strmap_get(const strmap *m, const char *key, size_t keylen, size_t *vlen);
 int strmap_put(strmap *m, const char *key, size_t keylen, const void *val, size_t vlen);
 void strmap_del(strmap *m, const char *key, size_t keylen);
 size_t strmap_count(const strmap *m);
+/* Removes the entries for which drop(value, vlen, ud) returns 1. */
+void strmap_sweep(strmap *m, int (*drop)(const void *val, size_t vlen, void *ud), void *ud);
 void strmap_clear(strmap *m);
 void strmap_free(strmap *m);
 /* The map's 64-bit hash of n bytes, for callers that remember a hash instead of a string. */

@@ -68,8 +68,31 @@ static void test_grow_and_clear(void)
     strmap_free(m);
 }
 
+static int odd(const void *val, size_t vlen, void *ud)
+{
+    (*(int *)ud)++;
+    return vlen == 1 && (*(const char *)val - '0') % 2;
+}
+
+static void test_sweep(void)
+{
+    strmap *m = strmap_new();
+    char k[16], v[2] = {0};
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        v[0] = (char)('0' + i);
+        CHECK(strmap_put(m, k, strlen(k), v, 1) == 0);
+    }
+    int seen = 0;
+    strmap_sweep(m, odd, &seen);
+    CHECK(seen == 10 && strmap_count(m) == 5);
+    CHECK(has(m, "k4", "4") && !strmap_get(m, "k5", 2, NULL));
+    strmap_free(m);
+}
+
 int main(void)
 {
+    RUN(test_sweep);
     RUN(test_put_get_del);
     RUN(test_binary_keys);
     RUN(test_grow_and_clear);
