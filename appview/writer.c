@@ -67,7 +67,7 @@ typedef struct item {
     char text[];
 } item;
 
-typedef enum { READ_FIELD, READ_GONE, READ_MAX_REV, READ_SCHEMA } read_kind;
+typedef enum { READ_FIELD, READ_GONE, READ_MAX_REV, READ_RECS_EXIST, READ_SCHEMA } read_kind;
 
 typedef struct {
     writer *w;
@@ -597,11 +597,23 @@ static void remember(writer *w, const read_req *q, const redisReply *r)
     did_memo d;
     if (did_get(w, did, &d) < 0) return;
     if (q->kind == READ_MAX_REV) {
-        d.rev_state = MEMO_UNKNOWN;
-        if (r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_STRING && r->len < REV_MAX)) {
-            snprintf(d.max_rev, sizeof d.max_rev, "%s", r->type == REDIS_REPLY_NIL ? "" : r->str);
+        /* No ~rev: known to be "" only if the DID has no records at all (READ_RECS_EXIST, next). */
+        d.rev_state = r->type == REDIS_REPLY_NIL ? MEMO_READING : MEMO_UNKNOWN;
+        d.max_rev[0] = 0;
+        if (r->type == REDIS_REPLY_STRING && r->len < REV_MAX) {
+            snprintf(d.max_rev, sizeof d.max_rev, "%s", r->str);
             d.rev_state = MEMO_KNOWN;
         }
+        did_put(w, did, &d);
+        return;
+    }
+    if (q->kind == READ_RECS_EXIST) {
+        /* Records without ~rev: written before there was one, or only by the loader. Their
+         * history is unknown, so nothing counts as new and the scripts fold the DID's events
+         * until one of them has set ~rev, read again in the next round. */
+        if (d.rev_state == MEMO_READING)
+            d.rev_state =
+                r->type == REDIS_REPLY_INTEGER && r->integer == 0 ? MEMO_KNOWN : MEMO_UNKNOWN;
         did_put(w, did, &d);
         return;
     }
@@ -698,6 +710,7 @@ static void request_reads(writer *w, const item *it)
         d.rev_state = MEMO_READING;
         send_read(w, READ_MAX_REV, ev->did, strlen(ev->did), 3,
                   (const char *[]){"HGET", key, "~rev"});
+        send_read(w, READ_RECS_EXIST, ev->did, strlen(ev->did), 2, (const char *[]){"EXISTS", key});
         asked = 1;
     }
     if (asked) did_put(w, ev->did, &d);
