@@ -1,6 +1,7 @@
 #include "appview/writer.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@
 #define KEY_MAX 2600
 /* A TID is 13 characters. */
 #define REV_MAX 16
+/* "repository key" of a record: the lexicons bound both far below this. */
+#define PLACE_MAX 512
 
 /* A DID as the writer knows it. gen changes when the DID is purged: what was remembered of
  * its records before then is void. ttl_gen changes with gen, and whenever a script ran for
@@ -42,9 +45,8 @@ typedef struct {
     uint64_t ms;
 } ttl_memo;
 
-/* A record as the writer knows it, in the DID's generation gen. Where it sits in the index is
- * kept as a hash of "repo key": enough to tell whether an event moves it. Fixed size, so an
- * update is made in place. */
+/* A record as the writer knows it, in the DID's generation gen. Stored with place cut to its
+ * length: an update that keeps the record where it is rewrites the memo in place. */
 typedef enum { REC_UNKNOWN, REC_READING, REC_ABSENT, REC_TOMBSTONE, REC_LIVE } rec_state;
 
 typedef struct {
@@ -52,8 +54,27 @@ typedef struct {
     char state; /* rec_state */
     char kind;  /* REC_LIVE: 'm', 't' or 's' */
     char rev[REV_MAX];
-    uint64_t place;
+    char place[PLACE_MAX]; /* REC_LIVE: "R key", where its index entries are */
 } field_memo;
+
+/* What a round knows of a repository's index, read at its start ("D R" in round_repos): how
+ * many entries its manifests and tags zsets hold together, between lo and hi. The writer
+ * tracks a range, not a count: it does not know whether a ZADD adds a member or a ZREM
+ * removes one. Valid while the DID's ttl_gen is still the one it was read in: a script may
+ * have changed anything of the DID. */
+typedef struct {
+    unsigned ttl_gen;
+    int pending, failed;
+    long long lo, hi;
+} repo_count;
+
+/* Who owns a manifest digest's index entry ("D m/R/G" in round_owners): the rkey in the recs
+ * field m/R/G, "" when there is none. */
+typedef struct {
+    unsigned ttl_gen;
+    int state; /* MEMO_READING or MEMO_KNOWN */
+    char rkey[PLACE_MAX];
+} owner_memo;
 
 typedef struct item {
     struct item *next;
@@ -67,7 +88,15 @@ typedef struct item {
     char text[];
 } item;
 
-typedef enum { READ_FIELD, READ_GONE, READ_MAX_REV, READ_RECS_EXIST, READ_SCHEMA } read_kind;
+typedef enum {
+    READ_FIELD,
+    READ_GONE,
+    READ_MAX_REV,
+    READ_RECS_EXIST,
+    READ_SCHEMA,
+    READ_REPO_COUNT,
+    READ_OWNER
+} read_kind;
 
 typedef struct {
     writer *w;
@@ -84,6 +113,7 @@ struct writer {
     char ttl[16];
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
+    strmap *round_repos, *round_owners; /* what unindexing needs, read for the current round */
     item *queue, *queue_tail;
     size_t nqueued;
     item *round; /* waiting for its reads */
@@ -130,6 +160,8 @@ static void forget(writer *w)
     strmap_clear(w->dids);
     strmap_clear(w->fields);
     strmap_clear(w->ttls);
+    strmap_clear(w->round_repos);
+    strmap_clear(w->round_owners);
     (*w->forgets_total)++;
 }
 
@@ -159,27 +191,19 @@ static void did_put(writer *w, const char *did, const did_memo *d)
     memo_put(w, w->dids, did, strlen(did), d, sizeof *d);
 }
 
-static uint64_t place_of(const char *repo, size_t repolen, const char *key, size_t keylen)
-{
-    char both[KEY_MAX];
-    if (repolen + 1 + keylen > sizeof both) return 0;
-    memcpy(both, repo, repolen);
-    both[repolen] = ' ';
-    memcpy(both + repolen + 1, key, keylen);
-    return strmap_hash(both, repolen + 1 + keylen);
-}
-
-/* Remembers a record in state st; rev is copied when it fits (else the record is forgotten). */
+/* Remembers a record in state st, at place (placelen bytes; REC_LIVE only). What does not
+ * fit is not remembered: the record is forgotten, and read again when needed. */
 static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, rec_state st,
-                      const char *rev, size_t revlen, char kind, uint64_t place)
+                      const char *rev, size_t revlen, char kind, const char *place, size_t placelen)
 {
-    field_memo fm = {.gen = gen, .state = (char)st, .kind = kind, .place = place};
-    if (revlen >= sizeof fm.rev) {
+    field_memo fm = {.gen = gen, .state = (char)st, .kind = kind};
+    if (revlen >= sizeof fm.rev || placelen >= sizeof fm.place) {
         strmap_del(w->fields, key, keylen);
         return;
     }
     memcpy(fm.rev, rev, revlen);
-    memo_put(w, w->fields, key, keylen, &fm, sizeof fm);
+    memcpy(fm.place, place, placelen);
+    memo_put(w, w->fields, key, keylen, &fm, offsetof(field_memo, place) + placelen + 1);
 }
 
 /* The record's memo; state REC_UNKNOWN when there is none for the DID's generation gen. */
@@ -187,8 +211,8 @@ static void field_get(writer *w, const char *key, size_t keylen, unsigned gen, f
 {
     size_t n;
     const void *v = strmap_get(w->fields, key, keylen, &n);
-    if (v && n == sizeof *fm) {
-        memcpy(fm, v, sizeof *fm);
+    if (v && n > offsetof(field_memo, place) && n <= sizeof *fm) {
+        memcpy(fm, v, n);
         if (fm->gen == gen) return;
     }
     fm->state = REC_UNKNOWN;
@@ -253,6 +277,43 @@ static void note_rev(did_memo *d, const char *rev)
         snprintf(d->max_rev, sizeof d->max_rev, "%s", rev);
     else
         d->rev_state = MEMO_UNKNOWN; /* not a TID: read ~rev again */
+}
+
+/* ---- what the current round read for unindexing ---- */
+
+/* The repository's count in this round, or NULL when it was not read, its reads failed, or a
+ * script ran for the DID since. */
+static void *round_count(writer *w, const char *key, size_t keylen, unsigned ttl_gen)
+{
+    size_t n;
+    void *c = strmap_get(w->round_repos, key, keylen, &n);
+    if (!c || n != sizeof(repo_count)) return NULL;
+    repo_count v;
+    memcpy(&v, c, sizeof v);
+    return v.ttl_gen == ttl_gen && !v.pending && !v.failed ? c : NULL;
+}
+
+/* The owner of a manifest digest's entry, in this round: 1 with *out set ("" for none), or 0
+ * when not known. */
+static int round_owner(writer *w, const char *key, size_t keylen, unsigned ttl_gen, owner_memo *out)
+{
+    size_t n;
+    const void *v = strmap_get(w->round_owners, key, keylen, &n);
+    if (!v || n <= offsetof(owner_memo, rkey) || n > sizeof *out) return 0;
+    memcpy(out, v, n);
+    return out->ttl_gen == ttl_gen && out->state == MEMO_KNOWN;
+}
+
+static void owner_set(writer *w, const char *key, size_t keylen, unsigned ttl_gen, int state,
+                      const char *rkey, size_t rkeylen)
+{
+    owner_memo o = {.ttl_gen = ttl_gen, .state = state};
+    if (rkeylen >= sizeof o.rkey) {
+        strmap_del(w->round_owners, key, keylen);
+        return;
+    }
+    memcpy(o.rkey, rkey, rkeylen);
+    memo_put(w, w->round_owners, key, keylen, &o, offsetof(owner_memo, rkey) + rkeylen + 1);
 }
 
 /* ---- items ---- */
@@ -401,6 +462,82 @@ static void script(writer *w, item *it)
     did_put(w, ev->did, &d);
 }
 
+/* What this round read for unindexing, brought up to date after a put: the repository may
+ * have one entry more, and a manifest's digest entry (mapping field map) is now its own. */
+static void note_indexed(writer *w, const event *ev, const did_memo *d, const char *map)
+{
+    char key[KEY_MAX];
+    void *cp;
+    if (JOIN(key, ev->did, " ", ev->repository) >= 0 &&
+        (cp = round_count(w, key, strlen(key), d->ttl_gen))) {
+        repo_count c;
+        memcpy(&c, cp, sizeof c);
+        c.hi++;
+        memcpy(cp, &c, sizeof c);
+    }
+    if (ev->record_kind == RECORD_MANIFEST && JOIN(key, ev->did, " ", map) >= 0 &&
+        strmap_get(w->round_owners, key, strlen(key), NULL))
+        owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
+}
+
+/* Removes a live record's index entries with plain commands, as apply.lua's unindex does, if
+ * this round read what that takes: who owns a manifest digest's entry (another record's is
+ * left alone), and whether the repository keeps entries (if not, it leaves repos). 0 when
+ * done, -1 when the writer cannot be sure: nothing was sent, and the script decides. */
+static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm)
+{
+    const event *ev = &it->ev;
+    const char *sp = strchr(fm->place, ' ');
+    if (!sp || (fm->kind != RECORD_MANIFEST && fm->kind != RECORD_TAG)) return -1;
+    int manifest = fm->kind == RECORD_MANIFEST;
+    char repo[PLACE_MAX], kind[2] = {fm->kind, 0};
+    memcpy(repo, fm->place, (size_t)(sp - fm->place));
+    repo[sp - fm->place] = 0;
+    const char *oldkey = sp + 1;
+    char countkey[KEY_MAX], map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX];
+    if (JOIN(countkey, ev->did, " ", repo) < 0 || JOIN(map, kind, "/", repo, "/", oldkey) < 0 ||
+        JOIN(ownerkey, ev->did, " ", map) < 0 || JOIN(recs, base, "recs") < 0 ||
+        JOIN(zset, base, "repo/", repo, manifest ? "/manifests" : "/tags") < 0)
+        return -1;
+    if (manifest) {
+        owner_memo o;
+        if (!round_owner(w, ownerkey, strlen(ownerkey), d->ttl_gen, &o)) return -1;
+        if (strcmp(o.rkey, ev->rkey) != 0) return 0;
+    }
+    void *cp = round_count(w, countkey, strlen(countkey), d->ttl_gen);
+    if (!cp) return -1;
+    repo_count c;
+    memcpy(&c, cp, sizeof c);
+    /* Its entry may or may not be among those counted (a zset can expire on its own). */
+    long long lo_after = c.lo > 0 ? c.lo - 1 : 0;
+    int drop_repo = c.hi == 0;
+    if (lo_after == 0 && !drop_repo) return -1;
+    c.lo = drop_repo ? 0 : lo_after;
+    memcpy(cp, &c, sizeof c);
+    write_cmd(it, 3, (const char *[]){"HDEL", recs, map}, NULL);
+    write_cmd(it, 3, (const char *[]){"ZREM", zset, oldkey}, NULL);
+    if (manifest) {
+        char member[KEY_MAX];
+        if (JOIN(member, ev->did, " ", repo, " ", oldkey) < 0) {
+            it->failed = 1;
+            return 0;
+        }
+        write_cmd(it, 3, (const char *[]){"ZREM", w->recent_key, member}, NULL);
+        owner_set(w, ownerkey, strlen(ownerkey), d->ttl_gen, MEMO_KNOWN, "", 0);
+    }
+    if (drop_repo) {
+        char repos[KEY_MAX];
+        if (JOIN(repos, base, "repos") < 0) {
+            it->failed = 1;
+            return 0;
+        }
+        write_cmd(it, 3, (const char *[]){"ZREM", repos, repo}, NULL);
+        d->repos_ttl_ms = 0; /* repos may be gone: the next write gives it its TTL again */
+    }
+    strmap_del(w->ttls, zset, strlen(zset)); /* the same for the zset */
+    return 0;
+}
+
 /* A record created, or updated in place: its index entries first, then the record (a crash
  * in between leaves entries the replay writes again), as cache/apply.lua would. */
 static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64_t now)
@@ -452,6 +589,7 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
                                strlen(mapped), 4, strlen(ev->rev)});
     if (ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
     it->indexed = 1;
+    note_indexed(w, ev, d, map);
 }
 
 /* A delete of a record that is absent or already a tombstone: nothing to unindex. */
@@ -478,10 +616,12 @@ static void stale(item *it, const char *base, did_memo *d, uint64_t now)
     if (JOIN(recs, base, "recs") >= 0 && ttl_due(it->w, &d->recs_ttl_ms, now)) expire(it, recs);
 }
 
-typedef enum { PLAN_SCRIPT, PLAN_STALE, PLAN_TOMBSTONE, PLAN_PUT } plan;
+/* PLAN_MOVE: a live record deleted or moved; its index entries go first. */
+typedef enum { PLAN_SCRIPT, PLAN_STALE, PLAN_TOMBSTONE, PLAN_PUT, PLAN_MOVE } plan;
 
-/* What to do with a record event, given what the writer knows: cache/apply.lua's rules. */
-static plan decide(const event *ev, const field_memo *fm, const did_memo *d, uint64_t place)
+/* What to do with a record event, given what the writer knows: cache/apply.lua's rules. place
+ * is where the event puts the record ("" for a delete). */
+static plan decide(const event *ev, const field_memo *fm, const did_memo *d, const char *place)
 {
     rec_state state = fm->state == REC_UNKNOWN && is_new(ev, d) ? REC_ABSENT : fm->state;
     if (state == REC_UNKNOWN || state == REC_READING) return PLAN_SCRIPT;
@@ -492,10 +632,7 @@ static plan decide(const event *ev, const field_memo *fm, const did_memo *d, uin
         return PLAN_STALE;
     }
     if (d->rev_state != MEMO_KNOWN) return PLAN_SCRIPT;
-    /* Unindexing a live record needs what only Valkey knows (who else owns its digest). */
-    if (fm->state == REC_LIVE &&
-        (ev->is_delete || fm->kind != (char)ev->record_kind || fm->place != place))
-        return PLAN_SCRIPT;
+    if (fm->state == REC_LIVE && (ev->is_delete || strcmp(fm->place, place) != 0)) return PLAN_MOVE;
     return ev->is_delete ? PLAN_TOMBSTONE : PLAN_PUT;
 }
 
@@ -513,10 +650,18 @@ static void process_record(writer *w, item *it)
     field_memo fm;
     field_get(w, fk, fkn, d.gen, &fm);
     uint64_t now = now_ms();
-    uint64_t place = 0;
-    if (!ev->is_delete)
-        place = place_of(ev->repository, strlen(ev->repository), ev->key, strlen(ev->key));
-    switch (decide(ev, &fm, &d, place)) {
+    char place[PLACE_MAX] = "";
+    if (!ev->is_delete && JOIN(place, ev->repository, " ", ev->key) < 0) {
+        script(w, it);
+        return;
+    }
+    plan p = decide(ev, &fm, &d, place);
+    if (p == PLAN_MOVE)
+        p = unindex_plain(w, it, base, &d, &fm) < 0 ? PLAN_SCRIPT
+            : ev->is_delete                         ? PLAN_TOMBSTONE
+                                                    : PLAN_PUT;
+    switch (p) {
+    case PLAN_MOVE: /* decided above */
     case PLAN_SCRIPT:
         script(w, it); /* it notes in the DID's memo what it changes */
         return;
@@ -526,13 +671,13 @@ static void process_record(writer *w, item *it)
     case PLAN_TOMBSTONE:
         tombstone_plain(it, base, &d, now);
         note_rev(&d, ev->rev);
-        field_set(w, fk, fkn, d.gen, REC_TOMBSTONE, ev->rev, strlen(ev->rev), '-', 0);
+        field_set(w, fk, fkn, d.gen, REC_TOMBSTONE, ev->rev, strlen(ev->rev), '-', "", 0);
         break;
     case PLAN_PUT:
         put_plain(w, it, base, &d, now);
         note_rev(&d, ev->rev);
         field_set(w, fk, fkn, d.gen, REC_LIVE, ev->rev, strlen(ev->rev), (char)ev->record_kind,
-                  place);
+                  place, strlen(place));
         break;
     }
     did_put(w, ev->did, &d);
@@ -582,11 +727,52 @@ static void remember_schema(writer *w, const redisReply *r)
     if (writer_mark_schema(w) < 0) w->read_failed = 1;
 }
 
+static void remember_count(writer *w, const read_req *q, const redisReply *r)
+{
+    size_t n;
+    void *cp = strmap_get(w->round_repos, q->key, q->keylen, &n);
+    if (!cp || n != sizeof(repo_count)) return;
+    repo_count c;
+    memcpy(&c, cp, sizeof c);
+    c.pending--;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
+        c.lo += r->integer;
+        c.hi += r->integer;
+    } else {
+        c.failed = 1;
+    }
+    memcpy(cp, &c, sizeof c);
+}
+
+static void remember_owner(writer *w, const read_req *q, const redisReply *r)
+{
+    size_t n;
+    const void *v = strmap_get(w->round_owners, q->key, q->keylen, &n);
+    owner_memo o;
+    if (!v || n <= offsetof(owner_memo, rkey) || n > sizeof o) return;
+    memcpy(&o, v, n);
+    if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)
+        owner_set(w, q->key, q->keylen, o.ttl_gen, MEMO_KNOWN,
+                  r->type == REDIS_REPLY_STRING ? r->str : "",
+                  r->type == REDIS_REPLY_STRING ? r->len : 0);
+    else
+        strmap_del(w->round_owners, q->key, q->keylen);
+}
+
 static void remember(writer *w, const read_req *q, const redisReply *r)
 {
-    if (q->kind == READ_SCHEMA) {
+    switch (q->kind) {
+    case READ_SCHEMA:
         remember_schema(w, r);
         return;
+    case READ_REPO_COUNT:
+        remember_count(w, q, r);
+        return;
+    case READ_OWNER:
+        remember_owner(w, q, r);
+        return;
+    default:
+        break;
     }
     char did[KEY_MAX];
     const char *sp = q->kind == READ_FIELD ? strchr(q->key, ' ') : NULL;
@@ -628,7 +814,7 @@ static void remember(writer *w, const read_req *q, const redisReply *r)
         return;
     }
     if (r->type == REDIS_REPLY_NIL) {
-        field_set(w, q->key, q->keylen, d.gen, REC_ABSENT, "", 0, 0, 0);
+        field_set(w, q->key, q->keylen, d.gen, REC_ABSENT, "", 0, 0, "", 0);
         return;
     }
     /* "rev kind repo key digest at cid\n{json}": the first four words. */
@@ -647,12 +833,12 @@ static void remember(writer *w, const read_req *q, const redisReply *r)
     }
     size_t revlen = (size_t)(word[1] - 1 - word[0]);
     if (word[1][0] == '-') {
-        field_set(w, q->key, q->keylen, d.gen, REC_TOMBSTONE, word[0], revlen, '-', 0);
+        field_set(w, q->key, q->keylen, d.gen, REC_TOMBSTONE, word[0], revlen, '-', "", 0);
         return;
     }
-    uint64_t place = place_of(word[2], (size_t)(word[3] - 1 - word[2]), word[3],
-                              (size_t)(word[4] - 1 - word[3]));
-    field_set(w, q->key, q->keylen, d.gen, REC_LIVE, word[0], revlen, word[1][0], place);
+    /* "R key", as in the header */
+    field_set(w, q->key, q->keylen, d.gen, REC_LIVE, word[0], revlen, word[1][0], word[2],
+              (size_t)(word[4] - 1 - word[2]));
 }
 
 static void on_read(redisReply *r, void *ud)
@@ -691,6 +877,37 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
     w->reads_outstanding++;
 }
 
+/* Reads what unindexing a live record takes, should the event delete or move it: how many
+ * entries its repository has, and for a manifest, who owns its digest's entry. Each once per
+ * round: the round keeps them up to date from there (note_indexed, unindex_plain). */
+static void request_unindex_reads(writer *w, const event *ev, const did_memo *d,
+                                  const field_memo *fm)
+{
+    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX];
+    const char *sp = strchr(fm->place, ' ');
+    if (!sp || (fm->kind != RECORD_MANIFEST && fm->kind != RECORD_TAG)) return;
+    if (!ev->is_delete &&
+        (JOIN(place, ev->repository, " ", ev->key) < 0 || strcmp(place, fm->place) == 0))
+        return;
+    memcpy(repo, fm->place, (size_t)(sp - fm->place));
+    repo[sp - fm->place] = 0;
+    if (JOIN(key, ev->did, " ", repo) >= 0 && !strmap_get(w->round_repos, key, strlen(key), NULL)) {
+        repo_count c = {.ttl_gen = d->ttl_gen, .pending = 2};
+        memo_put(w, w->round_repos, key, strlen(key), &c, sizeof c);
+        static const char *const zsets[] = {"/manifests", "/tags"};
+        for (int i = 0; i < 2; i++)
+            if (JOIN(zset, w->prefix, "{", ev->did, "}/repo/", repo, zsets[i]) >= 0)
+                send_read(w, READ_REPO_COUNT, key, strlen(key), 2, (const char *[]){"ZCARD", zset});
+    }
+    if (fm->kind == RECORD_MANIFEST && JOIN(key, ev->did, " m/", repo, "/", sp + 1) >= 0 &&
+        JOIN(recs, w->prefix, "{", ev->did, "}/recs") >= 0 &&
+        !strmap_get(w->round_owners, key, strlen(key), NULL)) {
+        owner_set(w, key, strlen(key), d->ttl_gen, MEMO_READING, "", 0);
+        send_read(w, READ_OWNER, key, strlen(key), 3,
+                  (const char *[]){"HGET", recs, key + strlen(ev->did) + 1});
+    }
+}
+
 /* Reads what deciding it needs and the writer does not know: the record's stored header and,
  * should the record be absent, its DID's purge mark. */
 static void request_reads(writer *w, const item *it)
@@ -714,14 +931,15 @@ static void request_reads(writer *w, const item *it)
         asked = 1;
     }
     if (asked) did_put(w, ev->did, &d);
-    /* A delete of a record not known goes to the script, which reads what it needs. */
-    if (ev->is_delete || is_new(ev, &d)) return;
+    if (is_new(ev, &d)) return;
     int fklen = field_key(fk, sizeof fk, ev);
     if (fklen < 0 || JOIN(key, w->prefix, "{", ev->did, "}/recs") < 0) return;
     field_memo fm;
     field_get(w, fk, (size_t)fklen, d.gen, &fm);
-    if (fm.state != REC_UNKNOWN) return;
-    field_set(w, fk, (size_t)fklen, d.gen, REC_READING, "", 0, 0, 0);
+    if (fm.state == REC_LIVE) request_unindex_reads(w, ev, &d, &fm);
+    /* A delete of a record not known goes to the script, which reads what it needs. */
+    if (fm.state != REC_UNKNOWN || ev->is_delete) return;
+    field_set(w, fk, (size_t)fklen, d.gen, REC_READING, "", 0, 0, "", 0);
     /* The field is what follows the DID and its space in the memo key. */
     send_read(w, READ_FIELD, fk, (size_t)fklen, 3,
               (const char *[]){"HGET", key, fk + strlen(ev->did) + 1});
@@ -753,6 +971,8 @@ void writer_flush(writer *w)
     w->queue = w->queue_tail = NULL;
     w->nqueued = 0;
     w->read_failed = 0;
+    strmap_clear(w->round_repos);
+    strmap_clear(w->round_owners);
     w->reads_outstanding = 1; /* held until every read was sent */
     uint64_t now = now_ms();
     if (now - w->schema_checked_ms >= SCHEMA_CHECK_MS) {
@@ -821,8 +1041,10 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     w->dids = strmap_new();
     w->fields = strmap_new();
     w->ttls = strmap_new();
-    if (!w->recent_key || !w->schema_key || !w->prefix || !w->schema_value || !w->dids ||
-        !w->fields || !w->ttls) {
+    w->round_repos = strmap_new();
+    w->round_owners = strmap_new();
+    if (!w->round_repos || !w->round_owners || !w->recent_key || !w->schema_key || !w->prefix ||
+        !w->schema_value || !w->dids || !w->fields || !w->ttls) {
         writer_free(w);
         return NULL;
     }
@@ -836,8 +1058,8 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
     w->scripted_total = metrics_counter(
         "appview_ingest_scripted_total",
-        "Events the ingester handed to a Lua script (deletes of live records, moves, hold stats, "
-        "purges, identity changes, unknown state)");
+        "Events the ingester handed to a Lua script (hold stats, purges, identity changes, a "
+        "repository's last entry removed, unknown state)");
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");
@@ -854,6 +1076,8 @@ void writer_free(writer *w)
     strmap_free(w->dids);
     strmap_free(w->fields);
     strmap_free(w->ttls);
+    strmap_free(w->round_repos);
+    strmap_free(w->round_owners);
     free(w->prefix);
     free(w->recent_key);
     free(w->schema_key);

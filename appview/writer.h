@@ -4,9 +4,11 @@
  * trip, what the writer does not know yet: the stored header of a record, a DID's purge mark.
  * Then it decides each event with the rules of cache/apply.lua against what it knows, and
  * sends the writes: a record created, or updated in place, goes as plain commands (ZADDs, then
- * the HSET of the record, EXPIRE only when a key's TTL refresh is due); deletes, records that
- * move, hold stats, purges and identity changes go through fold_apply (the Lua scripts), in the
- * same order on the same connection. A script costs Valkey several times the plain commands.
+ * the HSET of the record, EXPIRE only when a key's TTL refresh is due), and so does a delete or
+ * move of a live record when the round read what unindexing it takes (who owns a digest's
+ * entry, how many entries the repository has). Hold stats, purges, identity changes, and
+ * whatever the writer is unsure of go through fold_apply (the Lua scripts), in the same order
+ * on the same connection. A script costs Valkey several times the plain commands.
  *
  * What the writer knows is what it read and wrote since its last reset. Only the lease holder
  * ingests, so the other writer is the loader (a PDS listing, through apply.lua): a record it

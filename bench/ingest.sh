@@ -283,7 +283,7 @@ echo "Ingest benchmark: $N events ($ATCR io.atcr.* commits, $FILTERED after serv
 echo "yardsticks"
 row "redis-benchmark -P 64 -t set (SET/s)" "$(num "$REDIS_SET")" ""
 row "redis-benchmark -P 64 EVALSHA apply.lua, a real record (calls/s)" "$(num "$REDIS_APPLY")" \
-    "one script per record, as the loader (and the ingester for deletes of live records) folds"
+    "one script per record, as the loader folds (the ingester only for purges, hold stats and what it is unsure of)"
 row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
 row "replay -> ws_discard, io.atcr filter (events/s)" "$(num "$DF_R")" ""
 row "replay -> libwebsockets' own WebSocket client, no-op (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
