@@ -20,15 +20,20 @@ struct strmap {
 
 #define MIN_BUCKETS 64
 
-/* FNV-1a, then MurmurHash3's finalizer: FNV's low bits depend only on the keys' low bits,
- * and the bucket index is taken from the low bits. */
-uint64_t strmap_hash(const char *s, size_t n)
+/* Eight bytes at a time, each word folded in with a multiply, then MurmurHash3's finalizer
+ * (the bucket index is taken from the low bits). Keys are DIDs and paths of 30 to 100 bytes,
+ * and a byte-at-a-time hash was a tenth of the ingester's lookups. */
+static uint64_t hash(const char *s, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n, k;
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&k, s, 8);
+        h = (h ^ k) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
     }
+    k = 0;
+    memcpy(&k, s, n);
+    h = (h ^ k) * 0x94d049bb133111ebull;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
@@ -60,7 +65,7 @@ static entry **find(const strmap *m, const char *key, size_t keylen, uint64_t h)
 
 void *strmap_get(const strmap *m, const char *key, size_t keylen, size_t *vlen)
 {
-    entry *e = *find(m, key, keylen, strmap_hash(key, keylen));
+    entry *e = *find(m, key, keylen, hash(key, keylen));
     if (!e) return NULL;
     if (vlen) *vlen = e->vlen;
     return e->bytes + keylen;
@@ -86,7 +91,7 @@ static void grow(strmap *m)
 
 int strmap_put(strmap *m, const char *key, size_t keylen, const void *val, size_t vlen)
 {
-    uint64_t h = strmap_hash(key, keylen);
+    uint64_t h = hash(key, keylen);
     entry **at = find(m, key, keylen, h);
     entry *old = *at;
     if (old && old->vlen == vlen) {
@@ -117,7 +122,7 @@ int strmap_put(strmap *m, const char *key, size_t keylen, const void *val, size_
 
 void strmap_del(strmap *m, const char *key, size_t keylen)
 {
-    entry **at = find(m, key, keylen, strmap_hash(key, keylen));
+    entry **at = find(m, key, keylen, hash(key, keylen));
     entry *e = *at;
     if (!e) return;
     *at = e->next;

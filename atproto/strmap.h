@@ -5,7 +5,6 @@
 #define ATPROTO_STRMAP_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 typedef struct strmap strmap;
 
@@ -23,7 +22,5 @@ size_t strmap_count(const strmap *m);
 void strmap_sweep(strmap *m, int (*drop)(const void *val, size_t vlen, void *ud), void *ud);
 void strmap_clear(strmap *m);
 void strmap_free(strmap *m);
-/* The map's 64-bit hash of n bytes, for callers that remember a hash instead of a string. */
-uint64_t strmap_hash(const char *s, size_t n);
 
 #endif
