@@ -76,8 +76,20 @@ typedef struct {
     char rkey[PLACE_MAX];
 } owner_memo;
 
+/* Items are cut from slabs: an event's copy is over a kilobyte, and every malloc of that size
+ * makes glibc consolidate its free small chunks first. A slab is freed with its last item once
+ * the writer has moved on to a new one; the current one is reused from the start when empty. */
+#define SLAB_BYTES (256 * 1024)
+
+typedef struct slab {
+    size_t used, cap, live;
+    int retired;
+    _Alignas(max_align_t) unsigned char data[];
+} slab;
+
 typedef struct item {
     struct item *next;
+    slab *from;
     writer *w;
     writer_done_cb cb;
     void *ud;
@@ -114,6 +126,7 @@ struct writer {
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
     strmap *round_repos, *round_owners; /* what unindexing needs, read for the current round */
+    slab *slab;                         /* where new items are cut from */
     item *queue, *queue_tail;
     size_t nqueued;
     item *round; /* waiting for its reads */
@@ -339,14 +352,50 @@ static size_t size_of(const char *s)
     return s ? strlen(s) + 1 : 0;
 }
 
+static void slab_retire(slab *s)
+{
+    s->retired = 1;
+    if (!s->live) free(s);
+}
+
+static void slab_release(slab *s)
+{
+    if (--s->live) return;
+    if (s->retired)
+        free(s);
+    else
+        s->used = 0;
+}
+
+/* size bytes from the writer's slab (a new one when it is full), aligned for any type. */
+static void *slab_alloc(writer *w, size_t size, slab **from)
+{
+    size = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+    slab *s = w->slab;
+    if (!s || s->cap - s->used < size) {
+        size_t cap = size > SLAB_BYTES ? size : SLAB_BYTES;
+        slab *fresh = malloc(sizeof *fresh + cap);
+        if (!fresh) return NULL;
+        *fresh = (slab){.cap = cap};
+        if (s) slab_retire(s);
+        w->slab = s = fresh;
+    }
+    void *p = s->data + s->used;
+    s->used += size;
+    s->live++;
+    *from = s;
+    return p;
+}
+
 static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
 {
     size_t n = size_of(ev->did) + size_of(ev->collection) + size_of(ev->rkey) + size_of(ev->rev) +
                size_of(ev->cid) + size_of(ev->repository) + size_of(ev->key) +
                (ev->record_json ? ev->record_json_len + 1 : 0);
-    item *it = malloc(sizeof *it + n);
+    slab *from;
+    item *it = slab_alloc(w, sizeof *it + n, &from);
     if (!it) return NULL;
-    *it = (item){.w = w, .cb = cb, .ud = ud, .ev = *ev};
+    *it = (item){.from = from, .w = w, .cb = cb, .ud = ud, .ev = *ev};
     char *at = it->text;
     it->ev.root = NULL;
     it->ev.reason = NULL;
@@ -368,7 +417,7 @@ static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
 static void item_free(item *it)
 {
     json_decref(it->ev.record);
-    free(it);
+    slab_release(it->from);
 }
 
 static void finish_one(item *it)
@@ -1078,6 +1127,7 @@ void writer_free(writer *w)
     strmap_free(w->ttls);
     strmap_free(w->round_repos);
     strmap_free(w->round_owners);
+    if (w->slab) slab_retire(w->slab); /* items still in flight free it */
     free(w->prefix);
     free(w->recent_key);
     free(w->schema_key);
