@@ -76,6 +76,11 @@ int fold_recent_trim_due(fold *f)
     return 1;
 }
 
+const char *fold_recent_key(const fold *f)
+{
+    return f->recent_key;
+}
+
 void fold_free(fold *f)
 {
     if (!f) return;

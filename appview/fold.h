@@ -34,6 +34,8 @@ int fold_changes_index(const event *ev);
  * when (every thousandth add) to trim it as well. */
 #define FOLD_RECENT_KEEP 10000
 int fold_recent_trim_due(fold *f);
+/* P recent, the recent list's key. */
+const char *fold_recent_key(const fold *f);
 void fold_free(fold *f);
 
 #endif

@@ -12,8 +12,8 @@
 #include "atproto/metrics.h"
 #include "atproto/strmap.h"
 
-/* Past this many remembered records (about 180 bytes each, so some 45 MB) the writer forgets
- * everything and reads again what it needs. */
+/* Past this many remembered records (about 250 bytes each with their place, so some 60 MB)
+ * the writer forgets everything and reads again what it needs. */
 #define MAX_REMEMBERED 250000
 /* How often a round also checks that the prefix was not flushed behind the writer's back. */
 #define SCHEMA_CHECK_MS 1000
@@ -121,7 +121,8 @@ typedef struct {
 struct writer {
     valkey *v;
     fold *f;
-    char *prefix, *recent_key, *schema_key, *schema_value;
+    char *prefix, *schema_key, *schema_value;
+    const char *recent_key; /* the fold's */
     char ttl[16];
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
@@ -164,6 +165,29 @@ static int join(char *out, size_t cap, const char *const *parts)
 static int field_key(char *out, size_t cap, const event *ev)
 {
     return join(out, cap, (const char *const[]){ev->did, " ", ev->collection, "/", ev->rkey, NULL});
+}
+
+/* "P{D}/": what every key of the DID starts with. */
+static int did_base(char out[KEY_MAX], const writer *w, const char *did)
+{
+    return join(out, KEY_MAX, (const char *const[]){w->prefix, "{", did, "}/", NULL});
+}
+
+/* The zset of a repository's manifests (kind 'm') or tags, under the DID's base. */
+static int index_key(char out[KEY_MAX], const char *base, const char *repo, char kind)
+{
+    const char *zset = kind == RECORD_MANIFEST ? "/manifests" : "/tags";
+    return join(out, KEY_MAX, (const char *const[]){base, "repo/", repo, zset, NULL});
+}
+
+/* Where a create or update puts its record: "R key" ("" for a delete). 0, or -1 when it does
+ * not fit. */
+static int place_of(const event *ev, char out[PLACE_MAX])
+{
+    out[0] = 0;
+    if (ev->is_delete) return 0;
+    return join(out, PLACE_MAX, (const char *const[]){ev->repository, " ", ev->key, NULL}) < 0 ? -1
+                                                                                               : 0;
 }
 
 /* ---- what the writer remembers ---- */
@@ -229,6 +253,24 @@ static void field_get(writer *w, const char *key, size_t keylen, unsigned gen, f
         if (fm->gen == gen) return;
     }
     fm->state = REC_UNKNOWN;
+}
+
+/* Whether the event removes a live record's index entries: it deletes the record, or puts it
+ * somewhere else (place, from place_of). */
+static int leaves(const event *ev, const field_memo *fm, const char *place)
+{
+    return fm->state == REC_LIVE && (ev->is_delete || strcmp(fm->place, place) != 0);
+}
+
+/* A live record's repository (copied into repo) and key (returned, pointing into fm), or
+ * NULL when it has no index entries to remove (not a manifest or tag). */
+static const char *split_place(const field_memo *fm, char repo[PLACE_MAX])
+{
+    const char *sp = strchr(fm->place, ' ');
+    if (!sp || (fm->kind != RECORD_MANIFEST && fm->kind != RECORD_TAG)) return NULL;
+    memcpy(repo, fm->place, (size_t)(sp - fm->place));
+    repo[sp - fm->place] = 0;
+    return sp + 1;
 }
 
 /* A script ran for the DID: it may have emptied, and so deleted, a repository zset or repos,
@@ -517,15 +559,15 @@ static void note_indexed(writer *w, const event *ev, const did_memo *d, const ch
 {
     char key[KEY_MAX];
     void *cp;
-    if (JOIN(key, ev->did, " ", ev->repository) >= 0 &&
+    if (strmap_count(w->round_repos) && JOIN(key, ev->did, " ", ev->repository) >= 0 &&
         (cp = round_count(w, key, strlen(key), d->ttl_gen))) {
         repo_count c;
         memcpy(&c, cp, sizeof c);
         c.hi++;
         memcpy(cp, &c, sizeof c);
     }
-    if (ev->record_kind == RECORD_MANIFEST && JOIN(key, ev->did, " ", map) >= 0 &&
-        strmap_get(w->round_owners, key, strlen(key), NULL))
+    if (ev->record_kind == RECORD_MANIFEST && strmap_count(w->round_owners) &&
+        JOIN(key, ev->did, " ", map) >= 0 && strmap_get(w->round_owners, key, strlen(key), NULL))
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
 }
 
@@ -536,17 +578,14 @@ static void note_indexed(writer *w, const event *ev, const did_memo *d, const ch
 static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm)
 {
     const event *ev = &it->ev;
-    const char *sp = strchr(fm->place, ' ');
-    if (!sp || (fm->kind != RECORD_MANIFEST && fm->kind != RECORD_TAG)) return -1;
-    int manifest = fm->kind == RECORD_MANIFEST;
     char repo[PLACE_MAX], kind[2] = {fm->kind, 0};
-    memcpy(repo, fm->place, (size_t)(sp - fm->place));
-    repo[sp - fm->place] = 0;
-    const char *oldkey = sp + 1;
+    const char *oldkey = split_place(fm, repo);
+    if (!oldkey) return -1;
+    int manifest = fm->kind == RECORD_MANIFEST;
     char countkey[KEY_MAX], map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX];
     if (JOIN(countkey, ev->did, " ", repo) < 0 || JOIN(map, kind, "/", repo, "/", oldkey) < 0 ||
         JOIN(ownerkey, ev->did, " ", map) < 0 || JOIN(recs, base, "recs") < 0 ||
-        JOIN(zset, base, "repo/", repo, manifest ? "/manifests" : "/tags") < 0)
+        index_key(zset, base, repo, fm->kind) < 0)
         return -1;
     if (manifest) {
         owner_memo o;
@@ -600,7 +639,7 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
     const char *cid = ev->cid && *ev->cid ? ev->cid : "-";
     buf *value = &w->scratch;
     buf_reset(value);
-    if (JOIN(zset, base, "repo/", ev->repository, manifest ? "/manifests" : "/tags") < 0 ||
+    if (index_key(zset, base, ev->repository, (char)ev->record_kind) < 0 ||
         JOIN(repos, base, "repos") < 0 || JOIN(recs, base, "recs") < 0 ||
         JOIN(field, ev->collection, "/", ev->rkey) < 0 ||
         JOIN(map, kind, "/", ev->repository, "/", ev->key) < 0 ||
@@ -681,7 +720,7 @@ static plan decide(const event *ev, const field_memo *fm, const did_memo *d, con
         return PLAN_STALE;
     }
     if (d->rev_state != MEMO_KNOWN) return PLAN_SCRIPT;
-    if (fm->state == REC_LIVE && (ev->is_delete || strcmp(fm->place, place) != 0)) return PLAN_MOVE;
+    if (leaves(ev, fm, place)) return PLAN_MOVE;
     return ev->is_delete ? PLAN_TOMBSTONE : PLAN_PUT;
 }
 
@@ -691,7 +730,7 @@ static void process_record(writer *w, item *it)
     did_memo d;
     char fk[KEY_MAX], base[KEY_MAX];
     int fklen = field_key(fk, sizeof fk, ev);
-    if (fklen < 0 || did_get(w, ev->did, &d) < 0 || JOIN(base, w->prefix, "{", ev->did, "}/") < 0) {
+    if (fklen < 0 || did_get(w, ev->did, &d) < 0 || did_base(base, w, ev->did) < 0) {
         script(w, it);
         return;
     }
@@ -699,21 +738,13 @@ static void process_record(writer *w, item *it)
     field_memo fm;
     field_get(w, fk, fkn, d.gen, &fm);
     uint64_t now = now_ms();
-    char place[PLACE_MAX] = "";
-    if (!ev->is_delete && JOIN(place, ev->repository, " ", ev->key) < 0) {
-        script(w, it);
-        return;
-    }
-    plan p = decide(ev, &fm, &d, place);
+    char place[PLACE_MAX];
+    plan p = place_of(ev, place) < 0 ? PLAN_SCRIPT : decide(ev, &fm, &d, place);
     if (p == PLAN_MOVE)
         p = unindex_plain(w, it, base, &d, &fm) < 0 ? PLAN_SCRIPT
             : ev->is_delete                         ? PLAN_TOMBSTONE
                                                     : PLAN_PUT;
     switch (p) {
-    case PLAN_MOVE: /* decided above */
-    case PLAN_SCRIPT:
-        script(w, it); /* it notes in the DID's memo what it changes */
-        return;
     case PLAN_STALE:
         stale(it, base, &d, now);
         break;
@@ -728,6 +759,11 @@ static void process_record(writer *w, item *it)
         field_set(w, fk, fkn, d.gen, REC_LIVE, ev->rev, strlen(ev->rev), (char)ev->record_kind,
                   place, strlen(place));
         break;
+    default:
+        /* PLAN_SCRIPT (PLAN_MOVE was settled above). The script notes in the DID's memo what
+         * it changes. */
+        script(w, it);
+        return;
     }
     did_put(w, ev->did, &d);
 }
@@ -929,69 +965,66 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
 /* Reads what unindexing a live record takes, should the event delete or move it: how many
  * entries its repository has, and for a manifest, who owns its digest's entry. Each once per
  * round: the round keeps them up to date from there (note_indexed, unindex_plain). */
-static void request_unindex_reads(writer *w, const event *ev, const did_memo *d,
+static void request_unindex_reads(writer *w, const event *ev, const char *base, const did_memo *d,
                                   const field_memo *fm)
 {
     char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX];
-    const char *sp = strchr(fm->place, ' ');
-    if (!sp || (fm->kind != RECORD_MANIFEST && fm->kind != RECORD_TAG)) return;
-    if (!ev->is_delete &&
-        (JOIN(place, ev->repository, " ", ev->key) < 0 || strcmp(place, fm->place) == 0))
-        return;
-    memcpy(repo, fm->place, (size_t)(sp - fm->place));
-    repo[sp - fm->place] = 0;
+    const char *oldkey = split_place(fm, repo);
+    if (!oldkey || place_of(ev, place) < 0 || !leaves(ev, fm, place)) return;
     if (JOIN(key, ev->did, " ", repo) >= 0 && !strmap_get(w->round_repos, key, strlen(key), NULL)) {
         repo_count c = {.ttl_gen = d->ttl_gen, .pending = 2};
         memo_put(w, w->round_repos, key, strlen(key), &c, sizeof c);
-        static const char *const zsets[] = {"/manifests", "/tags"};
+        static const char kinds[] = {RECORD_MANIFEST, RECORD_TAG};
         for (int i = 0; i < 2; i++)
-            if (JOIN(zset, w->prefix, "{", ev->did, "}/repo/", repo, zsets[i]) >= 0)
+            if (index_key(zset, base, repo, kinds[i]) >= 0)
                 send_read(w, READ_REPO_COUNT, key, strlen(key), 2, (const char *[]){"ZCARD", zset});
     }
-    if (fm->kind == RECORD_MANIFEST && JOIN(key, ev->did, " m/", repo, "/", sp + 1) >= 0 &&
-        JOIN(recs, w->prefix, "{", ev->did, "}/recs") >= 0 &&
-        !strmap_get(w->round_owners, key, strlen(key), NULL)) {
+    if (fm->kind == RECORD_MANIFEST && JOIN(key, ev->did, " m/", repo, "/", oldkey) >= 0 &&
+        JOIN(recs, base, "recs") >= 0 && !strmap_get(w->round_owners, key, strlen(key), NULL)) {
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_READING, "", 0);
         send_read(w, READ_OWNER, key, strlen(key), 3,
                   (const char *[]){"HGET", recs, key + strlen(ev->did) + 1});
     }
 }
 
-/* Reads what deciding it needs and the writer does not know: the record's stored header and,
- * should the record be absent, its DID's purge mark. */
+/* Reads what deciding it needs and the writer does not know: its DID's purge mark and ~rev,
+ * the record's stored header, and what unindexing it would take. */
 static void request_reads(writer *w, const item *it)
 {
     const event *ev = &it->ev;
     if (w->scripts_only || ev->kind != EVENT_COMMIT || ev->record_kind == RECORD_HOLD_STATS) return;
     did_memo d;
-    if (did_get(w, ev->did, &d) < 0) return;
-    char key[KEY_MAX], fk[KEY_MAX];
+    char base[KEY_MAX], key[KEY_MAX], recs[KEY_MAX], fk[KEY_MAX];
+    if (did_get(w, ev->did, &d) < 0 || did_base(base, w, ev->did) < 0 ||
+        JOIN(recs, base, "recs") < 0)
+        return;
     int asked = 0;
-    if (d.gone_state == MEMO_UNKNOWN && JOIN(key, w->prefix, "{", ev->did, "}/gone") >= 0) {
+    if (d.gone_state == MEMO_UNKNOWN && JOIN(key, base, "gone") >= 0) {
         d.gone_state = MEMO_READING;
         send_read(w, READ_GONE, ev->did, strlen(ev->did), 2, (const char *[]){"GET", key});
         asked = 1;
     }
-    if (d.rev_state == MEMO_UNKNOWN && JOIN(key, w->prefix, "{", ev->did, "}/recs") >= 0) {
+    if (d.rev_state == MEMO_UNKNOWN) {
         d.rev_state = MEMO_READING;
         send_read(w, READ_MAX_REV, ev->did, strlen(ev->did), 3,
-                  (const char *[]){"HGET", key, "~rev"});
-        send_read(w, READ_RECS_EXIST, ev->did, strlen(ev->did), 2, (const char *[]){"EXISTS", key});
+                  (const char *[]){"HGET", recs, "~rev"});
+        send_read(w, READ_RECS_EXIST, ev->did, strlen(ev->did), 2,
+                  (const char *[]){"EXISTS", recs});
         asked = 1;
     }
     if (asked) did_put(w, ev->did, &d);
     if (is_new(ev, &d)) return;
     int fklen = field_key(fk, sizeof fk, ev);
-    if (fklen < 0 || JOIN(key, w->prefix, "{", ev->did, "}/recs") < 0) return;
+    if (fklen < 0) return;
     field_memo fm;
     field_get(w, fk, (size_t)fklen, d.gen, &fm);
-    if (fm.state == REC_LIVE) request_unindex_reads(w, ev, &d, &fm);
+    if (fm.state == REC_LIVE) request_unindex_reads(w, ev, base, &d, &fm);
     /* A delete of a record not known goes to the script, which reads what it needs. */
     if (fm.state != REC_UNKNOWN || ev->is_delete) return;
     field_set(w, fk, (size_t)fklen, d.gen, REC_READING, "", 0, 0, "", 0);
     /* The field is what follows the DID and its space in the memo key. */
     send_read(w, READ_FIELD, fk, (size_t)fklen, 3,
-              (const char *[]){"HGET", key, fk + strlen(ev->did) + 1});
+              (const char *[]){"HGET", recs, fk + strlen(ev->did) + 1});
 }
 
 static void round_ready(writer *w)
@@ -1082,8 +1115,8 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     w->v = v;
     w->f = f;
     w->scripts_only = opt->scripts_only;
-    buf recent = {0}, schema = {0};
-    if (buf_printf(&recent, "%srecent", opt->prefix) == 0) w->recent_key = recent.data;
+    w->recent_key = fold_recent_key(f);
+    buf schema = {0};
     if (buf_printf(&schema, "%sschema", opt->prefix) == 0) w->schema_key = schema.data;
     w->prefix = strdup(opt->prefix);
     w->schema_value = strdup(opt->schema_value);
@@ -1092,8 +1125,8 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     w->ttls = strmap_new();
     w->round_repos = strmap_new();
     w->round_owners = strmap_new();
-    if (!w->round_repos || !w->round_owners || !w->recent_key || !w->schema_key || !w->prefix ||
-        !w->schema_value || !w->dids || !w->fields || !w->ttls) {
+    if (!w->round_repos || !w->round_owners || !w->schema_key || !w->prefix || !w->schema_value ||
+        !w->dids || !w->fields || !w->ttls) {
         writer_free(w);
         return NULL;
     }
@@ -1129,7 +1162,6 @@ void writer_free(writer *w)
     strmap_free(w->round_owners);
     if (w->slab) slab_retire(w->slab); /* items still in flight free it */
     free(w->prefix);
-    free(w->recent_key);
     free(w->schema_key);
     free(w->schema_value);
     buf_free(&w->scratch);
