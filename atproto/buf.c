@@ -1,5 +1,7 @@
 #include "atproto/buf.h"
 
+#include "atproto/bytescan.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,17 +67,6 @@ static int needs_escape(unsigned char c)
     return c < 0x20 || c == '"' || c == '\\';
 }
 
-/* Whether any of the 8 bytes of w is below 0x20, '"' or '\\' (the "has a byte less than n"
- * and "has a zero byte" tests of Bit Twiddling Hacks). */
-static int word_needs_escape(uint64_t w)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-    return ((((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
-             ((backslash - ones) & ~backslash)) &
-            highs) != 0;
-}
-
 /* The length of the run at s (at most len bytes) that needs no escape: eight bytes at a time,
  * since most strings (DIDs, tags, digests) need none at all. */
 static size_t plain_run(const char *s, size_t len)
@@ -84,7 +75,7 @@ static size_t plain_run(const char *s, size_t len)
     uint64_t w;
     for (; i + 8 <= len; i += 8) {
         memcpy(&w, s + i, 8);
-        if (word_needs_escape(w)) break;
+        if (bytescan_escape_mask(w)) break;
     }
     while (i < len && !needs_escape((unsigned char)s[i]))
         i++;
@@ -114,16 +105,25 @@ int buf_json_string(buf *b, const char *s, size_t len)
     return buf_append(b, "\"", 1);
 }
 
+char *buf_format_ull(char *out, unsigned long long v)
+{
+    char t[20], *p = t + sizeof t;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t n = (size_t)(t + sizeof t - p);
+    memcpy(out, p, n);
+    return out + n;
+}
+
 int buf_append_ll(buf *b, long long v)
 {
-    char t[24], *p = t + sizeof t;
+    char t[24], *p = t;
     unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--p = '-';
-    return buf_append(b, p, (size_t)(t + sizeof t - p));
+    if (v < 0) *p++ = '-';
+    p = buf_format_ull(p, u);
+    return buf_append(b, t, (size_t)(p - t));
 }
 
 void buf_reset(buf *b)

@@ -1,5 +1,7 @@
 #include "atproto/json_read.h"
 
+#include "atproto/bytescan.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -153,9 +155,8 @@ static size_t read_escape(reader *r, const unsigned char **at, char *out)
  * one is a control character, and \u0000 is refused. */
 static int read_string(reader *r, const char **s, size_t *n)
 {
-    const unsigned char *start = r->p, *p = start;
-    while (p < r->end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80)
-        p++;
+    const unsigned char *start = r->p;
+    const unsigned char *p = start + bytescan_plain_ascii(start, (size_t)(r->end - start));
     if (p < r->end && *p == '"') {
         *s = (const char *)start;
         *n = (size_t)(p - start);

@@ -208,18 +208,22 @@ static int format_command(valkey *v, int argc, const char **argv, const size_t *
         size += 24 + (argvlen ? argvlen[i] : strlen(argv[i]));
     buf *b = &v->command;
     buf_reset(b);
-    /* Reserved whole: the appends below cannot fail. */
+    /* Reserved whole: the writes below stay within it. */
     if (buf_reserve(b, size) < 0) return -1;
-    buf_append(b, "*", 1);
-    buf_append_ll(b, argc);
+    char *out = b->data;
+    *out++ = '*';
+    out = buf_format_ull(out, (unsigned long long)argc);
     for (int i = 0; i < argc; i++) {
         size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
-        buf_append(b, "\r\n$", 3);
-        buf_append_ll(b, (long long)n);
-        buf_append(b, "\r\n", 2);
-        buf_append(b, argv[i], n);
+        memcpy(out, "\r\n$", 3);
+        out = buf_format_ull(out + 3, n);
+        memcpy(out, "\r\n", 2);
+        memcpy(out + 2, argv[i], n);
+        out += 2 + n;
     }
-    buf_append(b, "\r\n", 2);
+    memcpy(out, "\r\n", 2);
+    b->len = (size_t)(out + 2 - b->data);
+    b->data[b->len] = '\0';
     return 0;
 }
 

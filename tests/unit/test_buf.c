@@ -1,8 +1,10 @@
-/* atproto/buf: JSON string escaping (runs copied whole, escapes at any offset) and integers. */
+/* atproto/buf: JSON string escaping (runs copied whole, escapes at any offset) and integers;
+ * atproto/bytescan: where a JSON string's plain run ends, at any offset in a word. */
 #include <stdio.h>
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/bytescan.h"
 #include "check.h"
 
 /* The escaping one byte at a time, as the specification reads. */
@@ -57,8 +59,30 @@ static void test_append_ll(void)
     }
 }
 
+/* The first byte that ends a plain run is found wherever it sits in an 8-byte word, and
+ * whatever follows it (a borrow in the word-at-a-time test only runs towards later bytes). */
+static void test_plain_ascii(void)
+{
+    static const unsigned char stops[] = {'"', '\\', 0, 0x1f, 0x80, 0xc3, 0xff};
+    static const unsigned char after[] = {'a', 0, '"', 0xff};
+    unsigned char s[40];
+    for (size_t len = 0; len <= 24; len++) {
+        memset(s, 'a', sizeof s);
+        CHECK(bytescan_plain_ascii(s, len) == len);
+        for (size_t at = 0; at < len; at++)
+            for (size_t i = 0; i < sizeof stops; i++)
+                for (size_t j = 0; j < sizeof after; j++) {
+                    memset(s, 'a' + (int)(at % 26), sizeof s);
+                    s[at] = stops[i];
+                    memset(s + at + 1, after[j], sizeof s - at - 1);
+                    CHECK(bytescan_plain_ascii(s, len) == at);
+                }
+    }
+}
+
 int main(void)
 {
+    RUN(test_plain_ascii);
     RUN(test_json_string);
     RUN(test_append_ll);
     CHECK_EXIT();

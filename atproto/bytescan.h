@@ -1,0 +1,44 @@
+/* Scanning text eight bytes at a time, for the bytes JSON strings care about. Most strings
+ * (DIDs, digests, tags, record keys) hold none of them, so a scan is a few instructions per
+ * eight bytes instead of several per byte. */
+#ifndef ATPROTO_BYTESCAN_H
+#define ATPROTO_BYTESCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "bytescan.h assumes a little-endian machine"
+#endif
+
+/* The high bit of each byte of w that is below 0x20, '"' or '\\', and maybe of bytes above
+ * the first such one (the "has a byte less than n" and "has a zero byte" tests of Bit
+ * Twiddling Hacks: a borrow only runs upwards, so the lowest bit set is exact). */
+static inline uint64_t bytescan_escape_mask(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
+            ((backslash - ones) & ~backslash)) &
+           highs;
+}
+
+/* How many bytes at s (at most len) are printable ASCII other than '"' and '\\': the run a
+ * JSON string can take as it is, without decoding or escaping. Bytes are numbered from the
+ * low end of a word, so this holds on little-endian machines only. */
+static inline size_t bytescan_plain_ascii(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    uint64_t w;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, s + i, 8);
+        uint64_t m = (w & 0x8080808080808080ull) | bytescan_escape_mask(w);
+        if (m) return i + ((size_t)__builtin_ctzll(m) >> 3);
+    }
+    while (i < len && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+        i++;
+    return i;
+}
+
+#endif
