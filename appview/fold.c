@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/json_pool.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "cache/scripts.h"
@@ -194,8 +195,8 @@ static int send_apply(fold *f, const event *ev, op *o, const char *base)
     size_t json_len = ev->record_json_len;
     char *dumped = NULL;
     if (ev->record && !json) {
-        json = dumped = json_dumps(ev->record, JSON_COMPACT);
-        json_len = dumped ? strlen(dumped) : 0;
+        json = dumped = json_pool_dump(ev->record, &json_len);
+        if (!dumped) json_len = 0;
     }
     int trim = !ev->is_delete && ev->record_kind == RECORD_MANIFEST && fold_recent_trim_due(f);
     const char *argv[19] = {recs.data,

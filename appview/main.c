@@ -16,6 +16,7 @@
 #include "atproto/buf.h"
 #include "atproto/drain.h"
 #include "atproto/httpd.h"
+#include "atproto/json_pool.h"
 #include "atproto/lexicon.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -189,6 +190,7 @@ static void stop(app *a)
 
 int main(int argc, char **argv)
 {
+    json_pool_install(); /* before any jansson value exists */
     log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     app a;

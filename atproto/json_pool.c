@@ -1,0 +1,96 @@
+#include "atproto/json_pool.h"
+
+#include <stdlib.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#define CLASS_BYTES 16
+#define CLASSES 16 /* blocks of 16, 32, ... 256 bytes */
+#define CHUNK_BYTES (64 * 1024)
+/* Before each block: its class, or LARGE. Sixteen bytes keep blocks aligned as malloc's. */
+#define HEADER 16
+#define LARGE 0xff
+
+typedef struct free_block {
+    struct free_block *next;
+} free_block;
+
+static _Thread_local struct {
+    free_block *free[CLASSES];
+    unsigned char *chunk; /* where the next new block is cut */
+    size_t left;
+} pool;
+
+static size_t class_bytes(unsigned c)
+{
+    return (c + 1) * CLASS_BYTES;
+}
+
+static void *pool_malloc(size_t size)
+{
+    if (size > CLASSES * CLASS_BYTES) {
+        unsigned char *p = malloc(HEADER + size);
+        if (!p) return NULL;
+        p[0] = LARGE;
+        return p + HEADER;
+    }
+    unsigned c = size ? (unsigned)((size - 1) / CLASS_BYTES) : 0;
+    free_block *b = pool.free[c];
+    if (b) {
+        UNPOISON(b, class_bytes(c));
+        pool.free[c] = b->next;
+        return b;
+    }
+    size_t need = HEADER + class_bytes(c);
+    if (pool.left < need) {
+        /* The old chunk's tail, under 272 bytes, is left unused. */
+        unsigned char *chunk = malloc(CHUNK_BYTES);
+        if (!chunk) return NULL;
+        pool.chunk = chunk;
+        pool.left = CHUNK_BYTES;
+    }
+    unsigned char *p = pool.chunk;
+    pool.chunk += need;
+    pool.left -= need;
+    p[0] = (unsigned char)c;
+    return p + HEADER;
+}
+
+static void pool_free(void *ptr)
+{
+    if (!ptr) return;
+    unsigned char *p = (unsigned char *)ptr - HEADER;
+    if (p[0] == LARGE) {
+        free(p);
+        return;
+    }
+    free_block *b = ptr;
+    b->next = pool.free[p[0]];
+    pool.free[p[0]] = b;
+    POISON(b, class_bytes(p[0]));
+}
+
+void json_pool_install(void)
+{
+    json_set_alloc_funcs(pool_malloc, pool_free);
+}
+
+char *json_pool_dump(const json_t *v, size_t *len)
+{
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+    char *s = n ? malloc(n + 1) : NULL;
+    if (!s || json_dumpb(v, s, n, JSON_COMPACT) != n) {
+        free(s);
+        return NULL;
+    }
+    s[n] = '\0';
+    *len = n;
+    return s;
+}
