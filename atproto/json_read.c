@@ -295,21 +295,24 @@ static json_t *read_object(reader *r, int depth)
         if (!k) break;
         memcpy(k, key, keylen);
         k[keylen] = 0;
-        int ok = !json_object_getn(obj, k, keylen);
         /* On the path (the name as written, not decoded from escapes)? */
         int step = r->path && r->matched == depth - 1 && r->path[r->matched] &&
                    (const unsigned char *)key >= r->begin && (const unsigned char *)key < r->end &&
                    strlen(r->path[r->matched]) == keylen && !memcmp(r->path[r->matched], k, keylen);
         skip_space(r);
         json_t *v = NULL;
-        if (ok && r->p < r->end && *r->p == ':') {
+        if (r->p < r->end && *r->p == ':') {
             r->p++;
             if (step)
                 v = read_path_value(r, depth);
             else
                 v = read_value(r, depth);
         }
-        ok = v && json_object_setn_new_nocheck(obj, k, keylen, v) == 0;
+        /* A duplicate name replaces the first value, and the object does not grow: refused
+         * then, without a lookup before every member. */
+        size_t members = json_object_size(obj);
+        int ok = v && json_object_setn_new_nocheck(obj, k, keylen, v) == 0 &&
+                 json_object_size(obj) > members;
         if (k != stack) free(k);
         if (!ok) break;
         int more = after_item(r, '}');
