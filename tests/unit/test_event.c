@@ -1,12 +1,14 @@
 /* event_parse against the project's own lexicons/ (tests run from the repo root), here for the
  * record's own bytes (record_json): the exact span of commit.record in v1 and v2 frames, with
- * look-alike text inside strings, any spacing, and the cases that must leave it unset. */
+ * look-alike text inside strings, any spacing, and the cases that must leave it unset; and
+ * event_datetime_ms against glibc's timegm over four centuries of days. */
 #include "appview/event.h"
 #include "tests/unit/check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static lexicon_set *lex;
 
@@ -234,6 +236,31 @@ static void unset_without_a_record(void)
     json_decref(rec);
 }
 
+/* Every 13th day from 1600 to 2400 (all leap-year rules, both sides of 1970), at a time with
+ * a fraction and an offset, and the cases with neither. */
+static void datetime_ms_as_timegm(void)
+{
+    for (int64_t day = -135000; day < 157000; day += 13) {
+        time_t t = (time_t)(day * 86400 + 45296); /* 12:34:56 */
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char text[64];
+        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+        size_t n = strlen(text);
+        snprintf(text + n, sizeof text - n, ".789Z");
+        CHECK(event_datetime_ms(text) == (int64_t)t * 1000 + 789);
+        snprintf(text + n, sizeof text - n, "+05:30");
+        CHECK(event_datetime_ms(text) == ((int64_t)t - 19800) * 1000);
+        snprintf(text + n, sizeof text - n, ".5-01:15");
+        CHECK(event_datetime_ms(text) == ((int64_t)t + 4500) * 1000 + 500);
+    }
+    CHECK(event_datetime_ms("1970-01-01T00:00:00Z") == 0);
+    CHECK(event_datetime_ms("2024-02-29T23:59:59.999Z") == 1709251199999);
+    CHECK(event_datetime_ms("2023-02-29T00:00:00Z") == -1);
+    CHECK(event_datetime_ms("2024-11-19 07:06:40Z") == -1);
+    CHECK(event_datetime_ms(NULL) == -1);
+}
+
 int main(void)
 {
     char err[256];
@@ -250,6 +277,7 @@ int main(void)
     RUN(escaped_member_name);
     RUN(deep_record);
     RUN(unset_without_a_record);
+    RUN(datetime_ms_as_timegm);
     event_clear(&ev);
     free(copy);
     lexicon_free(lex);
