@@ -553,7 +553,7 @@ static void script(writer *w, item *it)
     did_put(w, ev->did, &d);
 }
 
-/* What this round read for unindexing, brought up to date after a put: the repository may
+/* What this round knows for unindexing, brought up to date after a put: the repository may
  * have one entry more, and a manifest's digest entry (mapping field map) is now its own. */
 static void note_indexed(writer *w, const event *ev, const did_memo *d, const char *map)
 {
@@ -566,8 +566,9 @@ static void note_indexed(writer *w, const event *ev, const did_memo *d, const ch
         c.hi++;
         memcpy(cp, &c, sizeof c);
     }
-    if (ev->record_kind == RECORD_MANIFEST && strmap_count(w->round_owners) &&
-        JOIN(key, ev->did, " ", map) >= 0 && strmap_get(w->round_owners, key, strlen(key), NULL))
+    /* The put wrote the mapping: whatever the round read, the entry is this record's now, and
+     * a delete later in the round needs no read to know it. */
+    if (ev->record_kind == RECORD_MANIFEST && JOIN(key, ev->did, " ", map) >= 0)
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
 }
 
