@@ -215,14 +215,18 @@ static int format_command(valkey *v, int argc, const char **argv, const size_t *
     out = buf_format_ull(out, (unsigned long long)argc);
     for (int i = 0; i < argc; i++) {
         size_t n = argvlen ? argvlen[i] : strlen(argv[i]);
-        memcpy(out, "\r\n$", 3);
-        out = buf_format_ull(out + 3, n);
-        memcpy(out, "\r\n", 2);
-        memcpy(out + 2, argv[i], n);
-        out += 2 + n;
+        *out++ = '\r';
+        *out++ = '\n';
+        *out++ = '$';
+        out = buf_format_ull(out, n);
+        *out++ = '\r';
+        *out++ = '\n';
+        memcpy(out, argv[i], n);
+        out += n;
     }
-    memcpy(out, "\r\n", 2);
-    b->len = (size_t)(out + 2 - b->data);
+    *out++ = '\r';
+    *out++ = '\n';
+    b->len = (size_t)(out - b->data);
     b->data[b->len] = '\0';
     return 0;
 }
