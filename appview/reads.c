@@ -363,8 +363,8 @@ static int is_str(const redisReply *e)
     return e->type == REDIS_REPLY_STRING;
 }
 
-/* Items come in groups of `width`; one more group than the limit means a next page exists. */
-/* The entries of a page (member, score pairs) to show, and whether there are more. */
+/* The entries of a page (member, score pairs) to show, and whether there are more: the read
+ * asks for one entry beyond the limit. */
 static size_t page_entries(const rq *q, const read_result *res, int *more)
 {
     size_t entries = res->npage / 2;

@@ -180,6 +180,27 @@ static int index_key(char out[KEY_MAX], const char *base, const char *repo, char
     return join(out, KEY_MAX, (const char *const[]){base, "repo/", repo, zset, NULL});
 }
 
+/* The recs field that maps an index entry to its record: "m/R/G" (the manifest's rkey) or
+ * "t/R/T" (the digest the tag points at). */
+static int map_field(char out[KEY_MAX], char kind, const char *repo, const char *key)
+{
+    const char k[2] = {kind, 0};
+    return join(out, KEY_MAX, (const char *const[]){k, "/", repo, "/", key, NULL});
+}
+
+/* A manifest's member of P recent: "D R G". */
+static int recent_member(char out[KEY_MAX], const char *did, const char *repo, const char *digest)
+{
+    return join(out, KEY_MAX, (const char *const[]){did, " ", repo, " ", digest, NULL});
+}
+
+/* What a round remembers of one DID's index under: "D R" (a repository's count) or
+ * "D m/R/G" (who owns a digest's entry). */
+static int round_key(char out[KEY_MAX], const char *did, const char *what)
+{
+    return join(out, KEY_MAX, (const char *const[]){did, " ", what, NULL});
+}
+
 /* Where a create or update puts its record: "R key" ("" for a delete). 0, or -1 when it does
  * not fit. */
 static int place_of(const event *ev, char out[PLACE_MAX])
@@ -559,7 +580,7 @@ static void note_indexed(writer *w, const event *ev, const did_memo *d, const ch
 {
     char key[KEY_MAX];
     void *cp;
-    if (strmap_count(w->round_repos) && JOIN(key, ev->did, " ", ev->repository) >= 0 &&
+    if (strmap_count(w->round_repos) && round_key(key, ev->did, ev->repository) >= 0 &&
         (cp = round_count(w, key, strlen(key), d->ttl_gen))) {
         repo_count c;
         memcpy(&c, cp, sizeof c);
@@ -568,7 +589,7 @@ static void note_indexed(writer *w, const event *ev, const did_memo *d, const ch
     }
     /* The put wrote the mapping: whatever the round read, the entry is this record's now, and
      * a delete later in the round needs no read to know it. */
-    if (ev->record_kind == RECORD_MANIFEST && JOIN(key, ev->did, " ", map) >= 0)
+    if (ev->record_kind == RECORD_MANIFEST && round_key(key, ev->did, map) >= 0)
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
 }
 
@@ -579,14 +600,16 @@ static void note_indexed(writer *w, const event *ev, const did_memo *d, const ch
 static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm)
 {
     const event *ev = &it->ev;
-    char repo[PLACE_MAX], kind[2] = {fm->kind, 0};
+    char repo[PLACE_MAX];
     const char *oldkey = split_place(fm, repo);
     if (!oldkey) return -1;
     int manifest = fm->kind == RECORD_MANIFEST;
-    char countkey[KEY_MAX], map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX];
-    if (JOIN(countkey, ev->did, " ", repo) < 0 || JOIN(map, kind, "/", repo, "/", oldkey) < 0 ||
-        JOIN(ownerkey, ev->did, " ", map) < 0 || JOIN(recs, base, "recs") < 0 ||
-        index_key(zset, base, repo, fm->kind) < 0)
+    char countkey[KEY_MAX], map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX],
+        repos[KEY_MAX], member[KEY_MAX];
+    if (round_key(countkey, ev->did, repo) < 0 || map_field(map, fm->kind, repo, oldkey) < 0 ||
+        round_key(ownerkey, ev->did, map) < 0 || JOIN(recs, base, "recs") < 0 ||
+        JOIN(repos, base, "repos") < 0 || index_key(zset, base, repo, fm->kind) < 0 ||
+        recent_member(member, ev->did, repo, oldkey) < 0)
         return -1;
     if (manifest) {
         owner_memo o;
@@ -606,20 +629,10 @@ static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, con
     write_cmd(it, 3, (const char *[]){"HDEL", recs, map}, NULL);
     write_cmd(it, 3, (const char *[]){"ZREM", zset, oldkey}, NULL);
     if (manifest) {
-        char member[KEY_MAX];
-        if (JOIN(member, ev->did, " ", repo, " ", oldkey) < 0) {
-            it->failed = 1;
-            return 0;
-        }
         write_cmd(it, 3, (const char *[]){"ZREM", w->recent_key, member}, NULL);
         owner_set(w, ownerkey, strlen(ownerkey), d->ttl_gen, MEMO_KNOWN, "", 0);
     }
     if (drop_repo) {
-        char repos[KEY_MAX];
-        if (JOIN(repos, base, "repos") < 0) {
-            it->failed = 1;
-            return 0;
-        }
         write_cmd(it, 3, (const char *[]){"ZREM", repos, repo}, NULL);
         d->repos_ttl_ms = 0; /* repos may be gone: the next write gives it its TTL again */
     }
@@ -643,8 +656,8 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
     if (index_key(zset, base, ev->repository, (char)ev->record_kind) < 0 ||
         JOIN(repos, base, "repos") < 0 || JOIN(recs, base, "recs") < 0 ||
         JOIN(field, ev->collection, "/", ev->rkey) < 0 ||
-        JOIN(map, kind, "/", ev->repository, "/", ev->key) < 0 ||
-        (manifest && JOIN(member, ev->did, " ", ev->repository, " ", ev->key) < 0) ||
+        map_field(map, (char)ev->record_kind, ev->repository, ev->key) < 0 ||
+        (manifest && recent_member(member, ev->did, ev->repository, ev->key) < 0) ||
         buf_reserve(value, KEY_MAX + ev->record_json_len) < 0) {
         it->failed = 1;
         return;
@@ -969,10 +982,11 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
 static void request_unindex_reads(writer *w, const event *ev, const char *base, const did_memo *d,
                                   const field_memo *fm)
 {
-    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX];
+    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX],
+        map[KEY_MAX];
     const char *oldkey = split_place(fm, repo);
     if (!oldkey || place_of(ev, place) < 0 || !leaves(ev, fm, place)) return;
-    if (JOIN(key, ev->did, " ", repo) >= 0 && !strmap_get(w->round_repos, key, strlen(key), NULL)) {
+    if (round_key(key, ev->did, repo) >= 0 && !strmap_get(w->round_repos, key, strlen(key), NULL)) {
         repo_count c = {.ttl_gen = d->ttl_gen, .pending = 2};
         memo_put(w, w->round_repos, key, strlen(key), &c, sizeof c);
         static const char kinds[] = {RECORD_MANIFEST, RECORD_TAG};
@@ -980,11 +994,11 @@ static void request_unindex_reads(writer *w, const event *ev, const char *base, 
             if (index_key(zset, base, repo, kinds[i]) >= 0)
                 send_read(w, READ_REPO_COUNT, key, strlen(key), 2, (const char *[]){"ZCARD", zset});
     }
-    if (fm->kind == RECORD_MANIFEST && JOIN(key, ev->did, " m/", repo, "/", oldkey) >= 0 &&
-        JOIN(recs, base, "recs") >= 0 && !strmap_get(w->round_owners, key, strlen(key), NULL)) {
+    if (fm->kind == RECORD_MANIFEST && map_field(map, fm->kind, repo, oldkey) >= 0 &&
+        round_key(key, ev->did, map) >= 0 && JOIN(recs, base, "recs") >= 0 &&
+        !strmap_get(w->round_owners, key, strlen(key), NULL)) {
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_READING, "", 0);
-        send_read(w, READ_OWNER, key, strlen(key), 3,
-                  (const char *[]){"HGET", recs, key + strlen(ev->did) + 1});
+        send_read(w, READ_OWNER, key, strlen(key), 3, (const char *[]){"HGET", recs, map});
     }
 }
 

@@ -3,7 +3,6 @@
 #include "atproto/bytescan.h"
 
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,32 +61,12 @@ int buf_url_encode(buf *b, const char *s)
     return 0;
 }
 
-static int needs_escape(unsigned char c)
-{
-    return c < 0x20 || c == '"' || c == '\\';
-}
-
-/* The length of the run at s (at most len bytes) that needs no escape: eight bytes at a time,
- * since most strings (DIDs, tags, digests) need none at all. */
-static size_t plain_run(const char *s, size_t len)
-{
-    size_t i = 0;
-    uint64_t w;
-    for (; i + 8 <= len; i += 8) {
-        memcpy(&w, s + i, 8);
-        if (bytescan_escape_mask(w)) break;
-    }
-    while (i < len && !needs_escape((unsigned char)s[i]))
-        i++;
-    return i;
-}
-
 int buf_json_string(buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     if (buf_reserve(b, len + 2) < 0 || buf_append(b, "\"", 1) < 0) return -1;
     for (size_t i = 0; i < len;) {
-        size_t run = plain_run(s + i, len - i);
+        size_t run = bytescan_plain_run((const unsigned char *)s + i, len - i, 0);
         if (run && buf_append(b, s + i, run) < 0) return -1;
         i += run;
         if (i == len) break;

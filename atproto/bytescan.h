@@ -24,19 +24,20 @@ static inline uint64_t bytescan_escape_mask(uint64_t w)
            highs;
 }
 
-/* How many bytes at s (at most len) are printable ASCII other than '"' and '\\': the run a
- * JSON string can take as it is, without decoding or escaping. Bytes are numbered from the
- * low end of a word, so this holds on little-endian machines only. */
-static inline size_t bytescan_plain_ascii(const unsigned char *s, size_t len)
+/* How many bytes at s (at most len) a JSON string holds as they are: no byte below 0x20, no
+ * '"' or '\\', and with ascii_only none from 0x80 either (a reader must check those as UTF-8).
+ * Bytes are numbered from the low end of a word, so this holds on little-endian machines only. */
+static inline size_t bytescan_plain_run(const unsigned char *s, size_t len, int ascii_only)
 {
+    const uint64_t highs = ascii_only ? 0x8080808080808080ull : 0;
     size_t i = 0;
     uint64_t w;
     for (; i + 8 <= len; i += 8) {
         memcpy(&w, s + i, 8);
-        uint64_t m = (w & 0x8080808080808080ull) | bytescan_escape_mask(w);
+        uint64_t m = (w & highs) | bytescan_escape_mask(w);
         if (m) return i + ((size_t)__builtin_ctzll(m) >> 3);
     }
-    while (i < len && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+    while (i < len && s[i] >= 0x20 && s[i] != '"' && s[i] != '\\' && !(ascii_only && s[i] >= 0x80))
         i++;
     return i;
 }

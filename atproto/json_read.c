@@ -1,6 +1,8 @@
 #include "atproto/json_read.h"
 
+#include "atproto/buf.h"
 #include "atproto/bytescan.h"
+#include "atproto/syntax.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,8 +18,7 @@
 
 typedef struct {
     const unsigned char *begin, *p, *end;
-    char *scratch; /* decoded strings with escapes */
-    size_t scratch_cap;
+    buf scratch; /* decoded strings with escapes */
     /* json_read_span: the path, how much of it the objects being read match, and the span */
     const char *const *path;
     int matched;
@@ -35,37 +36,6 @@ static void skip_space(reader *r)
     }
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0: no overlong forms, no
- * surrogates, nothing above U+10FFFF. */
-static size_t utf8_sequence(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 static int hex4(const unsigned char *s, unsigned *out)
 {
     unsigned v = 0;
@@ -80,19 +50,6 @@ static int hex4(const unsigned char *s, unsigned *out)
         v = v << 4 | c;
     }
     *out = v;
-    return 0;
-}
-
-static int scratch_reserve(reader *r, size_t n)
-{
-    if (r->scratch && n <= r->scratch_cap) return 0;
-    size_t cap = r->scratch_cap ? r->scratch_cap : 256;
-    while (cap < n)
-        cap *= 2;
-    char *s = realloc(r->scratch, cap);
-    if (!s) return -1;
-    r->scratch = s;
-    r->scratch_cap = cap;
     return 0;
 }
 
@@ -156,7 +113,7 @@ static size_t read_escape(reader *r, const unsigned char **at, char *out)
 static int read_string(reader *r, const char **s, size_t *n)
 {
     const unsigned char *start = r->p;
-    const unsigned char *p = start + bytescan_plain_ascii(start, (size_t)(r->end - start));
+    const unsigned char *p = start + bytescan_plain_run(start, (size_t)(r->end - start), 1);
     if (p < r->end && *p == '"') {
         *s = (const char *)start;
         *n = (size_t)(p - start);
@@ -164,26 +121,27 @@ static int read_string(reader *r, const char **s, size_t *n)
         return 0;
     }
     /* Escapes or non-ASCII: decode into scratch (never longer than the input). */
-    if (scratch_reserve(r, (size_t)(r->end - start) + 4) < 0) return -1;
+    if (buf_reserve(&r->scratch, (size_t)(r->end - start) + 4) < 0) return -1;
+    char *out = r->scratch.data;
     size_t len = (size_t)(p - start);
-    memcpy(r->scratch, start, len);
+    memcpy(out, start, len);
     while (p < r->end && *p != '"') {
         if (*p < 0x20) return -1;
         if (*p == '\\') {
             p++;
-            size_t k = read_escape(r, &p, r->scratch + len);
+            size_t k = read_escape(r, &p, out + len);
             if (!k) return -1;
             len += k;
         } else {
-            size_t k = utf8_sequence(p, (size_t)(r->end - p));
+            size_t k = atp_utf8_sequence(p, (size_t)(r->end - p));
             if (!k) return -1;
-            memcpy(r->scratch + len, p, k);
+            memcpy(out + len, p, k);
             len += k;
             p += k;
         }
     }
     if (p >= r->end) return -1;
-    *s = r->scratch;
+    *s = out;
     *n = len;
     r->p = p + 1;
     return 0;
@@ -388,7 +346,7 @@ json_t *json_read_span(const char *data, size_t len, const char *const *path, js
         json_decref(v);
         v = NULL;
     }
-    free(r.scratch);
+    buf_free(&r.scratch);
     if (!v && span) *span = (json_span){0};
     return v;
 }

@@ -66,6 +66,19 @@ def last_event(path):
     return last
 
 
+def fixture_events(name):
+    """The events of a fixture file, parsed."""
+    with open(os.path.join(FIXTURES, name)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_events(path, events):
+    """events (dicts) as a JSONL file the replay server serves; returns path."""
+    with open(path, "w") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
 def wait_cursor(h, redis, flavor, value, timeout=60):
     key = f"{PREFIX}cursor:v{flavor}"
     wait_for(lambda: int(h.redis_raw(redis, "GET", key).strip() or 0) >= value, timeout=timeout,
@@ -208,8 +221,7 @@ def test_old_commit_delivered_again_after_a_restart_stays_deleted(h):
     """A create whose commit was folded and then deleted, delivered again later (a new time_us,
     its old rev) by a stream the next appview process reads: that process remembers nothing,
     so only the DID's ~rev in Valkey tells the create is not new. It must stay deleted."""
-    with open(os.path.join(FIXTURES, "basic.jsonl")) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
+    lines = fixture_events("basic.jsonl")
     digest = "ca0df2c95aa144c1d0ff2ff3c8f967fdc1de9ef0c4120b3726416701b519d619"
     mine = [e for e in lines if (e.get("commit") or {}).get("rkey") == digest]
     create, delete = mine[0], mine[1]
@@ -224,9 +236,8 @@ def test_old_commit_delivered_again_after_a_restart_stays_deleted(h):
     other["commit"]["rkey"] = "ab" * 32
     other["commit"]["record"]["digest"] = "sha256:" + "ab" * 32
     first, second = (os.path.join(h.tmp, n) for n in ("first.jsonl", "second.jsonl"))
-    for path, events in ((first, [create, delete]), (second, [other, again])):
-        with open(path, "w") as f:
-            f.write("".join(json.dumps(e) + "\n" for e in events))
+    write_events(first, [create, delete])
+    write_events(second, [other, again])
     redis = h.start_redis()
     replay = start_replay(h, first)
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
@@ -249,8 +260,7 @@ def test_old_commit_into_an_index_without_rev_stays_deleted(h):
     """A DID whose records were written before ~rev existed (or only by the loader): its history
     is unknown, so an old create delivered again must not pass for new, even after the DID's
     first event of the run (a duplicate, folded as stale) left ~rev unset."""
-    with open(os.path.join(FIXTURES, "basic.jsonl")) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
+    lines = fixture_events("basic.jsonl")
     x = "ca0df2c95aa144c1d0ff2ff3c8f967fdc1de9ef0c4120b3726416701b519d619"
     y = "29c1b289e7522195b362e44f54e05470b69ad20540ab60a18a05e5bf6951f13d"
     create_x, delete_x = [e for e in lines if (e.get("commit") or {}).get("rkey") == x][:2]
@@ -264,9 +274,8 @@ def test_old_commit_into_an_index_without_rev_stays_deleted(h):
             f"io.atcr.manifest/{y}",
             f"{rev_y} m webapp sha256:{y} sha256:{y} 1732000000003 {create_y['commit']['cid']}\n{{}}")
     again = dict(create_x, time_us=create_y["time_us"] + 1_000_000)
-    path = os.path.join(h.tmp, "again.jsonl")
-    with open(path, "w") as f:  # the duplicate first, the old create in a later batch
-        f.write(json.dumps(create_y) + "\n" + json.dumps(again) + "\n")
+    # the duplicate first, the old create in a later batch
+    path = write_events(os.path.join(h.tmp, "again.jsonl"), [create_y, again])
     replay = start_replay(h, path, ["--rate", "4"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
     wait_cursor(h, redis, 1, again["time_us"])

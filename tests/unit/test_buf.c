@@ -68,14 +68,14 @@ static void test_plain_ascii(void)
     unsigned char s[40];
     for (size_t len = 0; len <= 24; len++) {
         memset(s, 'a', sizeof s);
-        CHECK(bytescan_plain_ascii(s, len) == len);
+        CHECK(bytescan_plain_run(s, len, 1) == len);
         for (size_t at = 0; at < len; at++)
             for (size_t i = 0; i < sizeof stops; i++)
                 for (size_t j = 0; j < sizeof after; j++) {
                     memset(s, 'a' + (int)(at % 26), sizeof s);
                     s[at] = stops[i];
                     memset(s + at + 1, after[j], sizeof s - at - 1);
-                    CHECK(bytescan_plain_ascii(s, len) == at);
+                    CHECK(bytescan_plain_run(s, len, 1) == at);
                 }
     }
 }
