@@ -79,6 +79,8 @@ static struct {
 
 static struct {
     uint64_t conns_total, conns_open, events_sent, malformed_sent, drops, bytes_sent;
+    uint64_t streams_total;  /* WebSocket streams begun */
+    double last_stream_unix; /* when the newest began: benchmarks time from here */
     char recent[RECENT][256];
     unsigned recent_next;
 } st;
@@ -739,9 +741,10 @@ static void stats_reply(struct conn *c)
                                 "{\"events\":%" PRIu64 ",\"loops\":%" PRIu64
                                 ",\"connectionsTotal\":%" PRIu64 ",\"connectionsOpen\":%" PRIu64
                                 ",\"eventsSent\":%" PRIu64 ",\"malformedSent\":%" PRIu64
-                                ",\"drops\":%" PRIu64 ",\"bytesSent\":%" PRIu64 ",\"requests\":[",
+                                ",\"drops\":%" PRIu64 ",\"bytesSent\":%" PRIu64
+                                ",\"streamsTotal\":%" PRIu64 ",\"lastStreamStartedAt\":%.6f,\"requests\":[",
                                 cfg.n, cfg.loops, st.conns_total, st.conns_open, st.events_sent,
-                                st.malformed_sent, st.drops, st.bytes_sent);
+                                st.malformed_sent, st.drops, st.bytes_sent, st.streams_total, st.last_stream_unix);
     unsigned count = st.recent_next < RECENT ? st.recent_next : RECENT;
     for (unsigned i = 0; i < count; i++) {
         const char *r = st.recent[(st.recent_next - count + i) % RECENT];
@@ -839,6 +842,10 @@ static void handle_request(struct conn *c)
     if (c->next > stream_total()) c->next = stream_total();
     c->first = c->next;
     c->started = now_s();
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    st.streams_total++;
+    st.last_stream_unix = (double)wall.tv_sec + (double)wall.tv_nsec / 1e9;
     char resp[256];
     int rl = snprintf(resp, sizeof resp,
                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
