@@ -127,6 +127,8 @@ struct writer {
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
     strmap *round_repos, *round_owners; /* what unindexing needs, read for the current round */
+    strmap *round_recent;               /* P recent entries held back: member -> recent_entry */
+    int recent_trim;                    /* a put of the round asked for a trim of P recent */
     slab *slab;                         /* where new items are cut from */
     item *queue, *queue_tail;
     size_t nqueued;
@@ -188,6 +190,14 @@ static int map_field(char out[KEY_MAX], char kind, const char *repo, const char 
     return join(out, KEY_MAX, (const char *const[]){k, "/", repo, "/", key, NULL});
 }
 
+/* An entry of P recent that a plain put of the round adds with the round's one ZADD: the item
+ * stays outstanding until that ZADD is acknowledged. Stored by value (copied in and out). */
+typedef struct {
+    item *it;
+    char score[24];
+    char member[KEY_MAX];
+} recent_entry;
+
 /* A manifest's member of P recent: "D R G". */
 static int recent_member(char out[KEY_MAX], const char *did, const char *repo, const char *digest)
 {
@@ -213,8 +223,11 @@ static int place_of(const event *ev, char out[PLACE_MAX])
 
 /* ---- what the writer remembers ---- */
 
+static void recent_flush(writer *w);
+
 static void forget(writer *w)
 {
+    recent_flush(w); /* what is held back is matched against what it knows: sent first */
     strmap_clear(w->dids);
     strmap_clear(w->fields);
     strmap_clear(w->ttls);
@@ -502,9 +515,8 @@ static void fail_all(item *list)
 
 /* ---- writes ---- */
 
-static void on_write(redisReply *r, void *ud)
+static void note_reply(item *it, const redisReply *r)
 {
-    item *it = ud;
     if (!r) {
         it->failed = 1; /* the connection was lost: the event is folded again later */
     } else if (r->type == REDIS_REPLY_ERROR) {
@@ -513,6 +525,12 @@ static void on_write(redisReply *r, void *ud)
         it->indexed = 0;
         log_warn("writer", "write refused for %s: %s", it->ev.did, r->str);
     }
+}
+
+static void on_write(redisReply *r, void *ud)
+{
+    item *it = ud;
+    note_reply(it, r);
     finish_one(it);
 }
 
@@ -529,11 +547,206 @@ static void expire(item *it, const char *key)
     write_cmd(it, 3, (const char *[]){"EXPIRE", key, it->w->ttl}, NULL);
 }
 
+/* ---- P recent, one ZADD per round ----
+ *
+ * One ZADD of a round's hundreds of recent entries costs Valkey a fraction of a ZADD each. The
+ * entries go after the records they index, so a crash may leave a record without its entry:
+ * the replay finds the record already written (stale, same rev) and adds the entry again.
+ * Within the round, an entry held back is sent or dropped before anything else
+ * may touch its member: a ZREM of it, a script for its record or DID. */
+
+typedef struct {
+    size_t n;
+    item *items[];
+} recent_batch;
+
+static item *entry_item(const void *val)
+{
+    item *it;
+    memcpy(&it, (const char *)val + offsetof(recent_entry, it), sizeof it);
+    return it;
+}
+
+static const char *entry_member(const void *val)
+{
+    return (const char *)val + offsetof(recent_entry, member);
+}
+
+static void recent_hold(writer *w, item *it, const char *member, const char *score)
+{
+    size_t mlen = strlen(member);
+    const void *old = strmap_get(w->round_recent, member, mlen, NULL);
+    if (old) finish_one(entry_item(old)); /* the member's newer score replaces it */
+    recent_entry e;                       /* only what is used of it is copied into the map */
+    e.it = it;
+    snprintf(e.score, sizeof e.score, "%s", score);
+    memcpy(e.member, member, mlen + 1);
+    if (strmap_put(w->round_recent, member, mlen, &e, offsetof(recent_entry, member) + mlen + 1) <
+        0) {
+        it->failed = 1;
+        return;
+    }
+    it->outstanding++;
+}
+
+/* The entry held back for member, sent now (send) or dropped (its member is being removed). */
+static void recent_release(writer *w, const char *member, int send)
+{
+    size_t mlen = strlen(member);
+    const void *v = strmap_get(w->round_recent, member, mlen, NULL);
+    if (!v) return;
+    item *it = entry_item(v);
+    char score[sizeof((recent_entry *)0)->score];
+    memcpy(score, (const char *)v + offsetof(recent_entry, score), sizeof score);
+    strmap_del(w->round_recent, member, mlen);
+    if (send) write_cmd(it, 4, (const char *[]){"ZADD", w->recent_key, score, member}, NULL);
+    finish_one(it);
+}
+
+typedef struct {
+    const char *did;
+    size_t didlen;
+} did_prefix;
+
+static int drop_of_did(const void *val, size_t vlen, void *ud)
+{
+    (void)vlen;
+    const did_prefix *d = ud;
+    const char *member = entry_member(val);
+    if (strncmp(member, d->did, d->didlen) != 0 || member[d->didlen] != ' ') return 0;
+    finish_one(entry_item(val));
+    return 1;
+}
+
+/* A purge removes the DID's entries: those held back must not come back after it. */
+static void recent_drop_did(writer *w, const char *did)
+{
+    did_prefix d = {did, strlen(did)};
+    strmap_sweep(w->round_recent, drop_of_did, &d);
+}
+
+static void fail_items(item *const *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        items[i]->failed = 1;
+        finish_one(items[i]);
+    }
+}
+
+static int fail_entry(const void *val, size_t vlen, void *ud)
+{
+    (void)vlen;
+    (void)ud;
+    item *it = entry_item(val);
+    fail_items(&it, 1);
+    return 1;
+}
+
+static void on_recent_batch(redisReply *r, void *ud)
+{
+    recent_batch *b = ud;
+    for (size_t i = 0; i < b->n; i++) {
+        note_reply(b->items[i], r);
+        finish_one(b->items[i]);
+    }
+    free(b);
+}
+
+typedef struct {
+    recent_batch *batch;
+    const char **argv;
+    size_t *lens;
+    int argc;
+} recent_args;
+
+static int collect_entry(const void *val, size_t vlen, void *ud)
+{
+    recent_args *a = ud;
+    const char *score = (const char *)val + offsetof(recent_entry, score);
+    a->batch->items[a->batch->n++] = entry_item(val);
+    a->argv[a->argc] = score;
+    a->lens[a->argc++] = strlen(score);
+    a->argv[a->argc] = entry_member(val);
+    a->lens[a->argc++] = vlen - offsetof(recent_entry, member) - 1;
+    return 0;
+}
+
+static void on_trimmed(redisReply *r, void *ud)
+{
+    (void)r; /* a failed trim is caught up by the next */
+    (void)ud;
+}
+
+/* Sends every entry held back with one ZADD, then the trim a put of the round asked for. */
+static void recent_flush(writer *w)
+{
+    size_t n = strmap_count(w->round_recent);
+    if (n) {
+        recent_args a = {.batch = malloc(sizeof *a.batch + n * sizeof(item *)),
+                         .argv = malloc((2 * n + 2) * sizeof *a.argv),
+                         .lens = malloc((2 * n + 2) * sizeof *a.lens),
+                         .argc = 2};
+        if (a.batch && a.argv && a.lens) {
+            a.batch->n = 0;
+            a.argv[0] = "ZADD";
+            a.lens[0] = 4;
+            a.argv[1] = w->recent_key;
+            a.lens[1] = strlen(w->recent_key);
+            strmap_sweep(w->round_recent, collect_entry, &a);
+            if (valkey_command(w->v, on_recent_batch, a.batch, a.argc, a.argv, a.lens) < 0) {
+                fail_items(a.batch->items, a.batch->n);
+                free(a.batch);
+            }
+            strmap_clear(w->round_recent);
+        } else {
+            free(a.batch);
+            strmap_sweep(w->round_recent, fail_entry, NULL);
+        }
+        free(a.argv);
+        free(a.lens);
+    }
+    if (w->recent_trim) {
+        w->recent_trim = 0;
+        char stop[24];
+        snprintf(stop, sizeof stop, "%d", -FOLD_RECENT_KEEP - 1);
+        valkey_command(w->v, on_trimmed, NULL, 4,
+                       (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
+    }
+}
+
 static void on_scripted(void *ud, int ok)
 {
     item *it = ud;
     if (!ok) it->failed = 1;
     finish_one(it);
+}
+
+/* Before a script: the P recent entries held back that it may touch go first (or, for a purge,
+ * not at all), so that it finds them where the stream order puts them. Those are the entries of
+ * where the record is and of where the event puts it. */
+static void recent_before_script(writer *w, const event *ev)
+{
+    if (!strmap_count(w->round_recent)) return;
+    if (ev->kind == EVENT_ACCOUNT && ev->purge) {
+        recent_drop_did(w, ev->did);
+        return;
+    }
+    if (ev->kind != EVENT_COMMIT) return;
+    char member[KEY_MAX], fk[KEY_MAX], repo[PLACE_MAX];
+    if (ev->record_kind == RECORD_MANIFEST && !ev->is_delete &&
+        recent_member(member, ev->did, ev->repository, ev->key) >= 0)
+        recent_release(w, member, 1);
+    did_memo d;
+    int fklen = field_key(fk, sizeof fk, ev);
+    if (fklen < 0 || did_get(w, ev->did, &d) < 0) {
+        recent_flush(w); /* where the record is cannot be known: everything goes first */
+        return;
+    }
+    field_memo fm;
+    field_get(w, fk, (size_t)fklen, d.gen, &fm);
+    const char *oldkey =
+        fm.state == REC_LIVE && fm.kind == RECORD_MANIFEST ? split_place(&fm, repo) : NULL;
+    if (oldkey && recent_member(member, ev->did, repo, oldkey) >= 0) recent_release(w, member, 1);
 }
 
 /* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds.
@@ -544,6 +757,7 @@ static void script(writer *w, item *it)
 {
     const event *ev = &it->ev;
     (*w->scripted_total)++;
+    recent_before_script(w, ev);
     switch (fold_apply(w->f, ev, on_scripted, it)) {
     case 0:
         it->outstanding++;
@@ -629,6 +843,7 @@ static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, con
     write_cmd(it, 3, (const char *[]){"HDEL", recs, map}, NULL);
     write_cmd(it, 3, (const char *[]){"ZREM", zset, oldkey}, NULL);
     if (manifest) {
+        recent_release(w, member, 0);
         write_cmd(it, 3, (const char *[]){"ZREM", w->recent_key, member}, NULL);
         owner_set(w, ownerkey, strlen(ownerkey), d->ttl_gen, MEMO_KNOWN, "", 0);
     }
@@ -675,12 +890,8 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
     /* GT: a repository's score only moves forward; a new repository is added as is. */
     write_cmd(it, 5, (const char *[]){"ZADD", repos, "GT", at, ev->repository}, NULL);
     if (manifest) {
-        write_cmd(it, 4, (const char *[]){"ZADD", w->recent_key, at, member}, NULL);
-        if (fold_recent_trim_due(w->f)) {
-            char stop[24];
-            snprintf(stop, sizeof stop, "%d", -FOLD_RECENT_KEEP - 1);
-            write_cmd(it, 4, (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
-        }
+        recent_hold(w, it, member, at);
+        if (fold_recent_trim_due(w->f)) w->recent_trim = 1;
     }
     if (zset_ttl_due(w, zset, d->ttl_gen, now)) expire(it, zset);
     if (ttl_due(w, &d->repos_ttl_ms, now)) expire(it, repos);
@@ -710,12 +921,21 @@ static void tombstone_plain(item *it, const char *base, did_memo *d, uint64_t no
 }
 
 /* A record event the index already has (or a newer one): nothing to write, but after a restart
- * the crash may have come between the record's write and its TTL, so that one is refreshed. */
-static void stale(item *it, const char *base, did_memo *d, uint64_t now)
+ * the crash may have come between the record's write and its TTL, so that one is refreshed,
+ * or, for the very record the index holds (same rev), before its P recent entry. */
+static void stale(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm,
+                  uint64_t now)
 {
-    (*it->w->stale_total)++;
-    char recs[KEY_MAX];
-    if (JOIN(recs, base, "recs") >= 0 && ttl_due(it->w, &d->recs_ttl_ms, now)) expire(it, recs);
+    const event *ev = &it->ev;
+    (*w->stale_total)++;
+    char recs[KEY_MAX], member[KEY_MAX], at[24];
+    if (JOIN(recs, base, "recs") >= 0 && ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
+    if (ev->record_kind == RECORD_MANIFEST && !ev->is_delete && fm->state == REC_LIVE &&
+        strcmp(fm->rev, ev->rev) == 0 &&
+        recent_member(member, ev->did, ev->repository, ev->key) >= 0) {
+        snprintf(at, sizeof at, "%" PRId64, ev->created_ms);
+        recent_hold(w, it, member, at);
+    }
 }
 
 /* PLAN_MOVE: a live record deleted or moved; its index entries go first. */
@@ -760,7 +980,7 @@ static void process_record(writer *w, item *it)
                                                     : PLAN_PUT;
     switch (p) {
     case PLAN_STALE:
-        stale(it, base, &d, now);
+        stale(w, it, base, &d, &fm, now);
         break;
     case PLAN_TOMBSTONE:
         tombstone_plain(it, base, &d, now);
@@ -1056,6 +1276,7 @@ static void round_ready(writer *w)
         next = it->next;
         process(w, it);
     }
+    recent_flush(w);
     writer_flush(w);
 }
 
@@ -1140,8 +1361,9 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     w->ttls = strmap_new();
     w->round_repos = strmap_new();
     w->round_owners = strmap_new();
-    if (!w->round_repos || !w->round_owners || !w->schema_key || !w->prefix || !w->schema_value ||
-        !w->dids || !w->fields || !w->ttls) {
+    w->round_recent = strmap_new();
+    if (!w->round_repos || !w->round_owners || !w->round_recent || !w->schema_key || !w->prefix ||
+        !w->schema_value || !w->dids || !w->fields || !w->ttls) {
         writer_free(w);
         return NULL;
     }
@@ -1175,6 +1397,7 @@ void writer_free(writer *w)
     strmap_free(w->ttls);
     strmap_free(w->round_repos);
     strmap_free(w->round_owners);
+    strmap_free(w->round_recent);
     if (w->slab) slab_retire(w->slab); /* items still in flight free it */
     free(w->prefix);
     free(w->schema_key);
