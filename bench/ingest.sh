@@ -276,6 +276,70 @@ else
     A_FILTER=$A_ALL
 fi
 
+# ---- Valkey alone, fed the appview's own commands ----
+# One more filtered run, on a server of its own whose MONITOR records every command the
+# appview sends; those commands are then piped (redis-cli --pipe) into a fresh redis-server,
+# three times. Valkey's rate on exactly the appview's work bounds what the appview can reach.
+valkey_alone() { # -> "records_per_s=... valkey_cpu=... runs=a/b/c" or "error=..."
+    cport=$(free_port)
+    redis-server --port "$cport" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
+        --protected-mode no >"$DIR/capture-redis.log" 2>&1 &
+    cpid=$!
+    PIDS="$PIDS $cpid"
+    wait_port "$cport" 10 || { echo "error=the capture's redis-server did not start"; return; }
+    redis-cli -p "$cport" MONITOR >"$DIR/monitor.txt" 2>/dev/null &
+    mpid=$!
+    PIDS="$PIDS $mpid"
+    saved_rport=$RPORT
+    RPORT=$cport
+    captured=$(run_appview "$PORT_FILTER" /subscribe capture)
+    RPORT=$saved_rport
+    kill "$mpid" "$cpid" 2>/dev/null || true
+    wait "$mpid" "$cpid" 2>/dev/null || true
+    case "$captured" in error=*) echo "$captured"; return ;; esac
+    records=$(echo "$captured" | field records)
+    python3 bench/monitor_to_resp.py <"$DIR/monitor.txt" >"$DIR/commands.resp"
+    rm -f "$DIR/monitor.txt"
+    runs="" cpus=""
+    for _ in 1 2 3; do
+        pport=$(free_port)
+        redis-server --port "$pport" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
+            --protected-mode no >"$DIR/pipe-redis.log" 2>&1 &
+        ppid=$!
+        PIDS="$PIDS $ppid"
+        wait_port "$pport" 10 || { echo "error=the replay's redis-server did not start"; return; }
+        out=$(python3 - "$pport" "$DIR/commands.resp" "$records" <<'EOF'
+import subprocess, sys, time
+port, path, records = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def cpu():
+    out = subprocess.run(["redis-cli", "-p", port, "INFO", "cpu"], capture_output=True, text=True).stdout
+    return sum(float(l.split(":")[1]) for l in out.splitlines()
+               if l.startswith(("used_cpu_user:", "used_cpu_sys:")))
+c0 = cpu()
+t0 = time.time()
+with open(path, "rb") as f:
+    done = subprocess.run(["redis-cli", "-p", port, "--pipe"], stdin=f, capture_output=True, text=True)
+el = time.time() - t0
+if done.returncode != 0 or "errors: 0," not in done.stdout:
+    sys.exit(f"redis-cli --pipe: {done.stdout.strip()} {done.stderr.strip()}")
+print(f"{records / el:.0f} {cpu() - c0:.2f}")
+EOF
+        ) || { kill "$ppid"; echo "error=replaying the commands failed"; return; }
+        kill "$ppid" 2>/dev/null || true
+        wait "$ppid" 2>/dev/null || true
+        runs="$runs${runs:+/}${out% *}"
+        cpus="$cpus${cpus:+/}${out#* }"
+    done
+    median=$(echo "$runs" | tr / '\n' | sort -n | sed -n 2p)
+    echo "records_per_s=$median valkey_cpu=$cpus runs=$runs"
+}
+if [ -x "$BIN/appview" ]; then
+    echo "replaying the appview's own commands into Valkey alone ..." >&2
+    ALONE=$(valkey_alone)
+else
+    ALONE="error=$BIN/appview is not built"
+fi
+
 # ---- report ----
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 num() { awk -v a="$1" 'BEGIN { if (a == "") print "-"; else printf "%.0f", a }'; }
@@ -294,6 +358,15 @@ row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
 row "replay -> ws_discard, io.atcr filter (events/s)" "$(num "$DF_R")" ""
 row "replay -> libwebsockets' own WebSocket client, no-op (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
     "$(echo "$D_LWS" | field mb_per_s) MB/s: lws parsing frames; the appview parses its own over an lws raw socket"
+ALONE_ERR=$(echo "$ALONE" | sed -n 's/^error=//p')
+ALONE_R=""
+if [ -n "$ALONE_ERR" ]; then
+    row "Valkey alone, the appview's commands (records/s)" "-" "not measured: $ALONE_ERR"
+else
+    ALONE_R=$(echo "$ALONE" | field records_per_s)
+    row "Valkey alone, the appview's commands (records/s)" "$(num "$ALONE_R")" \
+        "filtered run's commands, captured, piped by redis-cli into a fresh server; runs $(echo "$ALONE" | field runs), Valkey CPU s $(echo "$ALONE" | field valkey_cpu)"
+fi
 status=0
 report() { # label figures yardstick_rate
     echo "appview, $1"
@@ -308,7 +381,7 @@ report() { # label figures yardstick_rate
     cmd=$(echo "$2" | field commands_per_s)
     rss=$(echo "$2" | field rss_kb)
     row "events/s consumed (median of $RUNS)" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000; runs $(echo "$2" | field runs_events)"
-    row "io.atcr records/s indexed (median of $RUNS)" "$(num "$rec")" "$(ratio "$rec" "$REDIS_APPLY") of redis-benchmark's apply.lua rate; target 100000; runs $(echo "$2" | field runs_records)"
+    row "io.atcr records/s indexed (median of $RUNS)" "$(num "$rec")" "$(ratio "$rec" "$ALONE_R") of Valkey alone, $(ratio "$rec" "$REDIS_APPLY") of apply.lua; target 100000; runs $(echo "$2" | field runs_records)"
     row "Valkey commands/s" "$(num "$cmd")" "$(ratio "$cmd" "$REDIS_SET") of redis-benchmark SET/s"
     row "peak RSS (MB)" "$((rss / 1024))" ""
 }
