@@ -26,9 +26,9 @@
 
 /* A DID as the writer knows it. gen changes when the DID is purged: what was remembered of
  * its records before then is void. ttl_gen changes with gen, and whenever a script ran for
- * the DID: a script may empty an index zset, which Valkey then deletes, and the next write
- * creates it again without a TTL. Stored by value in a strmap, so it is copied in and out
- * (strmap values are not aligned). */
+ * a record of the DID whose place the writer did not know: a script may empty an index zset,
+ * which Valkey then deletes, and the next write creates it again without a TTL. Stored by value in
+ * a strmap, so it is copied in and out (strmap values are not aligned). */
 typedef struct {
     unsigned gen, ttl_gen;
     int gone_state, rev_state;
@@ -749,6 +749,42 @@ static void recent_before_script(writer *w, const event *ev)
     if (oldkey && recent_member(member, ev->did, repo, oldkey) >= 0) recent_release(w, member, 1);
 }
 
+/* What the round read of a repository's count and, for a manifest, of who owns its digest's
+ * entry: void once a script may have changed them. */
+static void round_forget(writer *w, const char *did, const char *repo, char kind, const char *key)
+{
+    char k[KEY_MAX], map[KEY_MAX];
+    if (round_key(k, did, repo) >= 0) strmap_del(w->round_repos, k, strlen(k));
+    if (kind == RECORD_MANIFEST && map_field(map, kind, repo, key) >= 0 &&
+        round_key(k, did, map) >= 0)
+        strmap_del(w->round_owners, k, strlen(k));
+}
+
+/* What a script for a record event may have changed, forgotten. It writes the record's new
+ * place with TTLs, and takes the record out of its old place: that zset, and repos, may be
+ * emptied, and so deleted, and the next plain write must give them a TTL again. When the
+ * writer does not know where the record was, that is any zset of the DID. */
+static void forget_script_changes(writer *w, const event *ev, did_memo *d, const field_memo *fm)
+{
+    if (fm->state != REC_LIVE && fm->state != REC_ABSENT && fm->state != REC_TOMBSTONE) {
+        forget_index_ttls(d);
+        return;
+    }
+    char repo[PLACE_MAX], base[KEY_MAX], zset[KEY_MAX];
+    const char *oldkey = fm->state == REC_LIVE ? split_place(fm, repo) : NULL;
+    if (oldkey && (fm->kind == RECORD_MANIFEST || fm->kind == RECORD_TAG)) {
+        if (did_base(base, w, ev->did) < 0 || index_key(zset, base, repo, fm->kind) < 0) {
+            forget_index_ttls(d);
+            return;
+        }
+        strmap_del(w->ttls, zset, strlen(zset));
+        d->repos_ttl_ms = 0;
+        round_forget(w, ev->did, repo, fm->kind, oldkey);
+    }
+    if (!ev->is_delete && ev->repository && ev->key)
+        round_forget(w, ev->did, ev->repository, (char)ev->record_kind, ev->key);
+}
+
 /* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds.
  * What the writer knew of the record is void then; the scripts may have emptied (so deleted)
  * an index zset, and raised ~rev (apply.lua raises it for every firehose event it sees); a
@@ -770,14 +806,21 @@ static void script(writer *w, item *it)
     if (ev->kind == EVENT_IDENTITY) return;
     char fk[KEY_MAX];
     int fklen = ev->kind == EVENT_COMMIT ? field_key(fk, sizeof fk, ev) : -1;
-    if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
     did_memo d;
     if ((ev->kind == EVENT_COMMIT && fklen < 0) || did_get(w, ev->did, &d) < 0) {
+        if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
         forget(w); /* what the script changes cannot be noted */
         return;
     }
-    forget_index_ttls(&d);
-    if (ev->kind == EVENT_COMMIT) note_rev(&d, ev->rev);
+    if (ev->kind == EVENT_COMMIT) {
+        field_memo fm;
+        field_get(w, fk, (size_t)fklen, d.gen, &fm);
+        strmap_del(w->fields, fk, (size_t)fklen);
+        forget_script_changes(w, ev, &d, &fm);
+        note_rev(&d, ev->rev);
+    } else {
+        forget_index_ttls(&d);
+    }
     if (ev->kind == EVENT_ACCOUNT) {
         d.gen++;
         d.recs_ttl_ms = 0;
