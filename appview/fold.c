@@ -20,7 +20,7 @@ struct fold {
     char ttl[16];
     char gone_ttl[16];
     char recent_keep[16];
-    int script_apply, script_purge, script_identity, script_hold_stats;
+    int script_apply, script_purge, script_hold_stats;
     unsigned since_trim;
     char *recent_key;
     uint64_t *applied_total;
@@ -52,10 +52,9 @@ fold *fold_new(valkey *v, const fold_options *opt)
     snprintf(f->recent_keep, sizeof f->recent_keep, "%d", FOLD_RECENT_KEEP);
     f->script_apply = valkey_register_script(v, "apply", lua_apply);
     f->script_purge = valkey_register_script(v, "purge", lua_purge);
-    f->script_identity = valkey_register_script(v, "identity", lua_identity);
     f->script_hold_stats = valkey_register_script(v, "hold_stats", lua_hold_stats);
     if (!f->prefix || !f->recent_key || f->script_apply < 0 || f->script_purge < 0 ||
-        f->script_identity < 0 || f->script_hold_stats < 0) {
+        f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
     }
@@ -176,7 +175,7 @@ static op *op_new(fold *f, const event *ev, fold_done_cb cb, void *ud)
     o->f = f;
     o->cb = cb;
     o->ud = ud;
-    o->outstanding = 1; /* the script call */
+    o->outstanding = 1; /* the script call, or an identity's first command */
     return o;
 }
 
@@ -291,10 +290,12 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
                          (const char *[]){keys, f->recent_key, base, time_us, f->gone_ttl, ev->did},
                          NULL);
     } else {
+        /* Plain commands: a script call costs Valkey several times these two. Another client
+         * writing the identity between them only makes the next query resolve it again. */
         char id[2300];
         snprintf(id, sizeof id, "%sid", base);
-        rc =
-            valkey_eval(f->v, f->script_identity, on_identity, o, 1, 1, (const char *[]){id}, NULL);
+        rc = valkey_command(f->v, on_identity, o, 3, (const char *[]){"HGET", id, "handle"}, NULL);
+        if (rc == 0) followup(o, 2, (const char *[]){"DEL", id});
     }
     if (rc < 0) {
         free(o);

@@ -792,7 +792,7 @@ static void forget_script_changes(writer *w, const event *ev, did_memo *d, const
 static void script(writer *w, item *it)
 {
     const event *ev = &it->ev;
-    (*w->scripted_total)++;
+    if (ev->kind != EVENT_IDENTITY) (*w->scripted_total)++; /* fold.c: plain commands */
     recent_before_script(w, ev);
     switch (fold_apply(w->f, ev, on_scripted, it)) {
     case 0:
@@ -1418,10 +1418,10 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
                                      "Record events older than what the index holds (replays)");
     w->write_errors_total =
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
-    w->scripted_total = metrics_counter(
-        "appview_ingest_scripted_total",
-        "Events the ingester handed to a Lua script (hold stats, purges, identity changes, a "
-        "repository's last entry removed, unknown state)");
+    w->scripted_total =
+        metrics_counter("appview_ingest_scripted_total",
+                        "Events the ingester handed to a Lua script (hold stats, purges, a "
+                        "repository's last entry removed, unknown state)");
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");

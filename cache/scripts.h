@@ -5,7 +5,6 @@
 
 extern const char lua_apply[];
 extern const char lua_purge[];
-extern const char lua_identity[];
 extern const char lua_hold_stats[];
 extern const char lua_lease[];
 
