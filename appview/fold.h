@@ -1,7 +1,8 @@
 /* How events change the index: one event becomes one atomic script call on its DID's slot
  * (cache/apply.lua, purge.lua) plus the follow-ups outside that slot (the global recent list,
- * handle keys); an identity change is plain commands (HGET and DEL of the DID's identity). See cache/SCHEMA.md for the keys. The loader folds every record
- * this way; the ingester (appview/writer.h) writes most records itself, by the same rules. */
+ * handle keys); an identity change is plain commands (HGET and DEL of the DID's identity).
+ * See cache/SCHEMA.md for the keys. The loader folds every record this way; the ingester
+ * (appview/writer.h) writes most records itself, by the same rules. */
 #ifndef APPVIEW_FOLD_H
 #define APPVIEW_FOLD_H
 

@@ -27,8 +27,8 @@
 /* A DID as the writer knows it. gen changes when the DID is purged: what was remembered of
  * its records before then is void. ttl_gen changes with gen, and whenever a script ran for
  * a record of the DID whose place the writer did not know: a script may empty an index zset,
- * which Valkey then deletes, and the next write creates it again without a TTL. Stored by value in
- * a strmap, so it is copied in and out (strmap values are not aligned). */
+ * which Valkey then deletes, and the next write creates it again without a TTL. Stored by
+ * value in a strmap, so it is copied in and out (strmap values are not aligned). */
 typedef struct {
     unsigned gen, ttl_gen;
     int gone_state, rev_state;
@@ -189,14 +189,6 @@ static int map_field(char out[KEY_MAX], char kind, const char *repo, const char 
     const char k[2] = {kind, 0};
     return join(out, KEY_MAX, (const char *const[]){k, "/", repo, "/", key, NULL});
 }
-
-/* An entry of P recent that a plain put of the round adds with the round's one ZADD: the item
- * stays outstanding until that ZADD is acknowledged. Stored by value (copied in and out). */
-typedef struct {
-    item *it;
-    char score[24];
-    char member[KEY_MAX];
-} recent_entry;
 
 /* A manifest's member of P recent: "D R G". */
 static int recent_member(char out[KEY_MAX], const char *did, const char *repo, const char *digest)
@@ -552,37 +544,31 @@ static void expire(item *it, const char *key)
  * One ZADD of a round's hundreds of recent entries costs Valkey a fraction of a ZADD each. The
  * entries go after the records they index, so a crash may leave a record without its entry:
  * the replay finds the record already written (stale, same rev) and adds the entry again.
- * Within the round, an entry held back is sent or dropped before anything else
- * may touch its member: a ZREM of it, a script for its record or DID. */
+ * Within the round, an entry held back is sent or dropped before anything else may touch its
+ * member: a ZREM of it, a script for its record or DID. */
 
+/* An entry held back, under its member in round_recent: the item stays outstanding until the
+ * entry is sent and acknowledged. Stored by value (copied in and out). */
 typedef struct {
-    size_t n;
-    item *items[];
-} recent_batch;
-
-static item *entry_item(const void *val)
-{
     item *it;
-    memcpy(&it, (const char *)val + offsetof(recent_entry, it), sizeof it);
-    return it;
-}
+    char score[24];
+} recent_entry;
 
-static const char *entry_member(const void *val)
+static recent_entry entry_of(const void *val)
 {
-    return (const char *)val + offsetof(recent_entry, member);
+    recent_entry e;
+    memcpy(&e, val, sizeof e);
+    return e;
 }
 
 static void recent_hold(writer *w, item *it, const char *member, const char *score)
 {
     size_t mlen = strlen(member);
     const void *old = strmap_get(w->round_recent, member, mlen, NULL);
-    if (old) finish_one(entry_item(old)); /* the member's newer score replaces it */
-    recent_entry e;                       /* only what is used of it is copied into the map */
-    e.it = it;
+    if (old) finish_one(entry_of(old).it); /* the member's newer score replaces it */
+    recent_entry e = {.it = it};
     snprintf(e.score, sizeof e.score, "%s", score);
-    memcpy(e.member, member, mlen + 1);
-    if (strmap_put(w->round_recent, member, mlen, &e, offsetof(recent_entry, member) + mlen + 1) <
-        0) {
+    if (strmap_put(w->round_recent, member, mlen, &e, sizeof e) < 0) {
         it->failed = 1;
         return;
     }
@@ -595,34 +581,26 @@ static void recent_release(writer *w, const char *member, int send)
     size_t mlen = strlen(member);
     const void *v = strmap_get(w->round_recent, member, mlen, NULL);
     if (!v) return;
-    item *it = entry_item(v);
-    char score[sizeof((recent_entry *)0)->score];
-    memcpy(score, (const char *)v + offsetof(recent_entry, score), sizeof score);
+    recent_entry e = entry_of(v);
     strmap_del(w->round_recent, member, mlen);
-    if (send) write_cmd(it, 4, (const char *[]){"ZADD", w->recent_key, score, member}, NULL);
-    finish_one(it);
+    if (send) write_cmd(e.it, 4, (const char *[]){"ZADD", w->recent_key, e.score, member}, NULL);
+    finish_one(e.it);
 }
 
-typedef struct {
-    const char *did;
-    size_t didlen;
-} did_prefix;
-
-static int drop_of_did(const void *val, size_t vlen, void *ud)
+static int drop_of_did(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
     (void)vlen;
-    const did_prefix *d = ud;
-    const char *member = entry_member(val);
-    if (strncmp(member, d->did, d->didlen) != 0 || member[d->didlen] != ' ') return 0;
-    finish_one(entry_item(val));
+    const char *did = *(const char **)ud;
+    size_t dlen = strlen(did);
+    if (mlen <= dlen || memcmp(member, did, dlen) != 0 || member[dlen] != ' ') return 0;
+    finish_one(entry_of(val).it);
     return 1;
 }
 
 /* A purge removes the DID's entries: those held back must not come back after it. */
 static void recent_drop_did(writer *w, const char *did)
 {
-    did_prefix d = {did, strlen(did)};
-    strmap_sweep(w->round_recent, drop_of_did, &d);
+    strmap_sweep(w->round_recent, drop_of_did, &did);
 }
 
 static void fail_items(item *const *items, size_t n)
@@ -633,14 +611,21 @@ static void fail_items(item *const *items, size_t n)
     }
 }
 
-static int fail_entry(const void *val, size_t vlen, void *ud)
+static int fail_entry(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
+    (void)member;
+    (void)mlen;
     (void)vlen;
     (void)ud;
-    item *it = entry_item(val);
+    item *it = entry_of(val).it;
     fail_items(&it, 1);
     return 1;
 }
+
+typedef struct {
+    size_t n;
+    item *items[];
+} recent_batch;
 
 static void on_recent_batch(redisReply *r, void *ud)
 {
@@ -659,15 +644,18 @@ typedef struct {
     int argc;
 } recent_args;
 
-static int collect_entry(const void *val, size_t vlen, void *ud)
+/* Adds an entry's score and member to the ZADD; the map is cleared once it is sent. */
+static int collect_entry(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
+    (void)vlen;
     recent_args *a = ud;
+    /* The score as the map holds it: it must outlive this call, until the ZADD is sent. */
     const char *score = (const char *)val + offsetof(recent_entry, score);
-    a->batch->items[a->batch->n++] = entry_item(val);
+    a->batch->items[a->batch->n++] = entry_of(val).it;
     a->argv[a->argc] = score;
     a->lens[a->argc++] = strlen(score);
-    a->argv[a->argc] = entry_member(val);
-    a->lens[a->argc++] = vlen - offsetof(recent_entry, member) - 1;
+    a->argv[a->argc] = member;
+    a->lens[a->argc++] = mlen;
     return 0;
 }
 
@@ -723,29 +711,24 @@ static void on_scripted(void *ud, int ok)
 
 /* Before a script: the P recent entries held back that it may touch go first (or, for a purge,
  * not at all), so that it finds them where the stream order puts them. Those are the entries of
- * where the record is and of where the event puts it. */
-static void recent_before_script(writer *w, const event *ev)
+ * where the record is (fm, NULL when not known) and of where the event puts it. */
+static void recent_before_script(writer *w, const event *ev, const field_memo *fm)
 {
     if (!strmap_count(w->round_recent)) return;
-    if (ev->kind == EVENT_ACCOUNT && ev->purge) {
+    if (ev->kind == EVENT_ACCOUNT) { /* only a purge comes here (fold_changes_index) */
         recent_drop_did(w, ev->did);
         return;
     }
-    if (ev->kind != EVENT_COMMIT) return;
-    char member[KEY_MAX], fk[KEY_MAX], repo[PLACE_MAX];
-    if (ev->record_kind == RECORD_MANIFEST && !ev->is_delete &&
-        recent_member(member, ev->did, ev->repository, ev->key) >= 0)
-        recent_release(w, member, 1);
-    did_memo d;
-    int fklen = field_key(fk, sizeof fk, ev);
-    if (fklen < 0 || did_get(w, ev->did, &d) < 0) {
+    if (!fm) {
         recent_flush(w); /* where the record is cannot be known: everything goes first */
         return;
     }
-    field_memo fm;
-    field_get(w, fk, (size_t)fklen, d.gen, &fm);
+    char member[KEY_MAX], repo[PLACE_MAX];
+    if (ev->record_kind == RECORD_MANIFEST && !ev->is_delete &&
+        recent_member(member, ev->did, ev->repository, ev->key) >= 0)
+        recent_release(w, member, 1);
     const char *oldkey =
-        fm.state == REC_LIVE && fm.kind == RECORD_MANIFEST ? split_place(&fm, repo) : NULL;
+        fm->state == REC_LIVE && fm->kind == RECORD_MANIFEST ? split_place(fm, repo) : NULL;
     if (oldkey && recent_member(member, ev->did, repo, oldkey) >= 0) recent_release(w, member, 1);
 }
 
@@ -766,13 +749,13 @@ static void round_forget(writer *w, const char *did, const char *repo, char kind
  * writer does not know where the record was, that is any zset of the DID. */
 static void forget_script_changes(writer *w, const event *ev, did_memo *d, const field_memo *fm)
 {
-    if (fm->state != REC_LIVE && fm->state != REC_ABSENT && fm->state != REC_TOMBSTONE) {
+    if (fm->state == REC_UNKNOWN || fm->state == REC_READING) {
         forget_index_ttls(d);
         return;
     }
     char repo[PLACE_MAX], base[KEY_MAX], zset[KEY_MAX];
     const char *oldkey = fm->state == REC_LIVE ? split_place(fm, repo) : NULL;
-    if (oldkey && (fm->kind == RECORD_MANIFEST || fm->kind == RECORD_TAG)) {
+    if (oldkey) {
         if (did_base(base, w, ev->did) < 0 || index_key(zset, base, repo, fm->kind) < 0) {
             forget_index_ttls(d);
             return;
@@ -785,16 +768,9 @@ static void forget_script_changes(writer *w, const event *ev, did_memo *d, const
         round_forget(w, ev->did, ev->repository, (char)ev->record_kind, ev->key);
 }
 
-/* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds.
- * What the writer knew of the record is void then; the scripts may have emptied (so deleted)
- * an index zset, and raised ~rev (apply.lua raises it for every firehose event it sees); a
- * purge removed every key of the DID, ~rev too, and left its mark. */
-static void script(writer *w, item *it)
+static void send_to_fold(writer *w, item *it)
 {
-    const event *ev = &it->ev;
-    if (ev->kind != EVENT_IDENTITY) (*w->scripted_total)++; /* fold.c: plain commands */
-    recent_before_script(w, ev);
-    switch (fold_apply(w->f, ev, on_scripted, it)) {
+    switch (fold_apply(w->f, &it->ev, on_scripted, it)) {
     case 0:
         it->outstanding++;
         break;
@@ -803,25 +779,39 @@ static void script(writer *w, item *it)
     default:
         it->failed = 1;
     }
-    if (ev->kind == EVENT_IDENTITY) return;
+}
+
+/* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds.
+ * What the writer knew of the record is void then; the scripts may have emptied (so deleted)
+ * an index zset, and raised ~rev (apply.lua raises it for every firehose event it sees); a
+ * purge removed every key of the DID, ~rev too, and left its mark. An identity change is no
+ * script (fold.c sends plain commands) and touches nothing the writer knows. */
+static void script(writer *w, item *it)
+{
+    const event *ev = &it->ev;
+    if (ev->kind == EVENT_IDENTITY) {
+        send_to_fold(w, it);
+        return;
+    }
+    (*w->scripted_total)++;
     char fk[KEY_MAX];
     int fklen = ev->kind == EVENT_COMMIT ? field_key(fk, sizeof fk, ev) : -1;
     did_memo d;
-    if ((ev->kind == EVENT_COMMIT && fklen < 0) || did_get(w, ev->did, &d) < 0) {
-        if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
+    field_memo fm = {.state = REC_UNKNOWN};
+    int noted = (ev->kind != EVENT_COMMIT || fklen >= 0) && did_get(w, ev->did, &d) == 0;
+    if (noted && fklen >= 0) field_get(w, fk, (size_t)fklen, d.gen, &fm);
+    recent_before_script(w, ev, noted ? &fm : NULL);
+    send_to_fold(w, it);
+    if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
+    if (!noted) {
         forget(w); /* what the script changes cannot be noted */
         return;
     }
     if (ev->kind == EVENT_COMMIT) {
-        field_memo fm;
-        field_get(w, fk, (size_t)fklen, d.gen, &fm);
-        strmap_del(w->fields, fk, (size_t)fklen);
         forget_script_changes(w, ev, &d, &fm);
         note_rev(&d, ev->rev);
-    } else {
+    } else { /* a purge */
         forget_index_ttls(&d);
-    }
-    if (ev->kind == EVENT_ACCOUNT) {
         d.gen++;
         d.recs_ttl_ms = 0;
         d.rev_state = MEMO_KNOWN;

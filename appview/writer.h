@@ -6,9 +6,10 @@
  * sends the writes: a record created, or updated in place, goes as plain commands (ZADDs, then
  * the HSET of the record, EXPIRE only when a key's TTL refresh is due), and so does a delete or
  * move of a live record when the round read what unindexing it takes (who owns a digest's
- * entry, how many entries the repository has). Hold stats, purges, identity changes, and
- * whatever the writer is unsure of go through fold_apply (the Lua scripts), in the same order
- * on the same connection. A script costs Valkey several times the plain commands.
+ * entry, how many entries the repository has). Hold stats, purges and whatever the writer is
+ * unsure of go through fold_apply (the Lua scripts), in the same order on the same connection;
+ * so do identity changes, which fold.c sends as plain commands. A script costs Valkey several
+ * times the plain commands. A round's P recent entries go in one ZADD at its end.
  *
  * What the writer knows is what it read and wrote since its last reset. Only the lease holder
  * ingests, so the other writer is the loader (a PDS listing, through apply.lua): a record it

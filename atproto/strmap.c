@@ -130,13 +130,16 @@ void strmap_del(strmap *m, const char *key, size_t keylen)
     m->count--;
 }
 
-void strmap_sweep(strmap *m, int (*drop)(const void *val, size_t vlen, void *ud), void *ud)
+void strmap_sweep(strmap *m,
+                  int (*drop)(const char *key, size_t keylen, const void *val, size_t vlen,
+                              void *ud),
+                  void *ud)
 {
     for (size_t i = 0; i < m->nbuckets; i++) {
         entry **at = &m->buckets[i];
         while (*at) {
             entry *e = *at;
-            if (drop(e->bytes + e->keylen, e->vlen, ud)) {
+            if (drop(e->bytes, e->keylen, e->bytes + e->keylen, e->vlen, ud)) {
                 *at = e->next;
                 free(e);
                 m->count--;

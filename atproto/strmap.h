@@ -18,8 +18,11 @@ void *strmap_get(const strmap *m, const char *key, size_t keylen, size_t *vlen);
 int strmap_put(strmap *m, const char *key, size_t keylen, const void *val, size_t vlen);
 void strmap_del(strmap *m, const char *key, size_t keylen);
 size_t strmap_count(const strmap *m);
-/* Removes the entries for which drop(value, vlen, ud) returns 1. */
-void strmap_sweep(strmap *m, int (*drop)(const void *val, size_t vlen, void *ud), void *ud);
+/* Removes the entries for which drop(key, keylen, value, vlen, ud) returns 1. */
+void strmap_sweep(strmap *m,
+                  int (*drop)(const char *key, size_t keylen, const void *val, size_t vlen,
+                              void *ud),
+                  void *ud);
 void strmap_clear(strmap *m);
 void strmap_free(strmap *m);
 

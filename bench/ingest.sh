@@ -49,6 +49,15 @@ while time.time() < deadline:
 sys.exit(1)
 EOF
 }
+# A redis-server for the bench on port $1, logging to $2; sets REDIS_PID. Fails if it does not
+# listen within 10 s.
+start_redis() {
+    redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
+        --protected-mode no >"$2" 2>&1 &
+    REDIS_PID=$!
+    PIDS="$PIDS $REDIS_PID"
+    wait_port "$1" 10
+}
 field() { # key, from "k=v k=v" on stdin
     tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
 }
@@ -65,10 +74,8 @@ MB=$(($(stat -c %s "$EVENTS") / 1000000))
 # ---- redis-server and its yardstick ----
 RPORT=$(free_port)
 mkdir -p "$DIR/redis"
-redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
-    --protected-mode no >"$DIR/redis.log" 2>&1 &
-PIDS="$PIDS $!"
-wait_port "$RPORT" 10 || { echo "redis-server did not start" >&2; cat "$DIR/redis.log" >&2; exit 1; }
+start_redis "$RPORT" "$DIR/redis.log" ||
+    { echo "redis-server did not start" >&2; cat "$DIR/redis.log" >&2; exit 1; }
 echo "measuring redis-benchmark -P 64 -t set -n 2000000 ..." >&2
 REDIS_SET=$(redis-benchmark -p "$RPORT" -P 64 -t set -n 2000000 -q 2>/dev/null | tr '\r' '\n' |
     awk '/^SET: .*requests per second/ {v = $2} END {printf "%.0f", v}')
@@ -282,11 +289,9 @@ fi
 # three times. Valkey's rate on exactly the appview's work bounds what the appview can reach.
 valkey_alone() { # -> "records_per_s=... valkey_cpu=... runs=a/b/c" or "error=..."
     cport=$(free_port)
-    redis-server --port "$cport" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
-        --protected-mode no >"$DIR/capture-redis.log" 2>&1 &
-    cpid=$!
-    PIDS="$PIDS $cpid"
-    wait_port "$cport" 10 || { echo "error=the capture's redis-server did not start"; return; }
+    start_redis "$cport" "$DIR/capture-redis.log" ||
+        { kill "$REDIS_PID"; echo "error=the capture's redis-server did not start"; return; }
+    cpid=$REDIS_PID
     redis-cli -p "$cport" MONITOR >"$DIR/monitor.txt" 2>/dev/null &
     mpid=$!
     PIDS="$PIDS $mpid"
@@ -303,11 +308,8 @@ valkey_alone() { # -> "records_per_s=... valkey_cpu=... runs=a/b/c" or "error=..
     runs="" cpus=""
     for _ in 1 2 3; do
         pport=$(free_port)
-        redis-server --port "$pport" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR/redis" \
-            --protected-mode no >"$DIR/pipe-redis.log" 2>&1 &
-        ppid=$!
-        PIDS="$PIDS $ppid"
-        wait_port "$pport" 10 || { echo "error=the replay's redis-server did not start"; return; }
+        start_redis "$pport" "$DIR/pipe-redis.log" ||
+            { kill "$REDIS_PID"; echo "error=the replay's redis-server did not start"; return; }
         out=$(python3 - "$pport" "$DIR/commands.resp" "$records" <<'EOF'
 import subprocess, sys, time
 port, path, records = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -324,9 +326,9 @@ if done.returncode != 0 or "errors: 0," not in done.stdout:
     sys.exit(f"redis-cli --pipe: {done.stdout.strip()} {done.stderr.strip()}")
 print(f"{records / el:.0f} {cpu() - c0:.2f}")
 EOF
-        ) || { kill "$ppid"; echo "error=replaying the commands failed"; return; }
-        kill "$ppid" 2>/dev/null || true
-        wait "$ppid" 2>/dev/null || true
+        ) || { kill "$REDIS_PID"; echo "error=replaying the commands failed"; return; }
+        kill "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
         runs="$runs${runs:+/}${out% *}"
         cpus="$cpus${cpus:+/}${out#* }"
     done

@@ -33,8 +33,10 @@ void dedupe_free(dedupe *d)
     free(d);
 }
 
-static int expired(const void *val, size_t vlen, void *ud)
+static int expired(const char *key, size_t keylen, const void *val, size_t vlen, void *ud)
 {
+    (void)key;
+    (void)keylen;
     double until, now = *(const double *)ud;
     if (vlen != sizeof until) return 1;
     memcpy(&until, val, sizeof until);
