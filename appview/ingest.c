@@ -275,8 +275,11 @@ static uint64_t reply_uint(const redisReply *r)
     return (r && r->type == REDIS_REPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
 }
 
-/* The layout cache/SCHEMA.md describes; an index written in another one is not read. */
-#define SCHEMA_VERSION "2"
+/* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
+ * of version 2 is one of version 3 (which only stopped maintaining repos' scores and removing
+ * its members): the ingester writes the new version over it and goes on. */
+#define SCHEMA_VERSION "3"
+#define SCHEMA_UPGRADES_FROM "2"
 
 static void on_cursor_loaded(redisReply *r, void *ud)
 {
@@ -288,6 +291,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     int had_cursor =
         r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
     const char *found = schema->type == REDIS_REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
+    if (found && strcmp(found, SCHEMA_UPGRADES_FROM) == 0) found = NULL;
     if (found && strcmp(found, SCHEMA_VERSION) != 0) {
         /* Folding on top of another layout would serve a mix of both: an operator decides. */
         log_error("ingest",

@@ -31,6 +31,7 @@
  * value in a strmap, so it is copied in and out (strmap values are not aligned). */
 typedef struct {
     unsigned gen, ttl_gen;
+    unsigned repos_gen; /* changes whenever P{D}/repos may have gone: what it named is void */
     int gone_state, rev_state;
     uint64_t gone;                      /* time_us of its purge mark; 0: none */
     char max_rev[REV_MAX];              /* the recs field ~rev: the newest rev written for it */
@@ -56,17 +57,6 @@ typedef struct {
     char rev[REV_MAX];
     char place[PLACE_MAX]; /* REC_LIVE: "R key", where its index entries are */
 } field_memo;
-
-/* What a round knows of a repository's index, read at its start ("D R" in round_repos): how
- * many entries its manifests and tags zsets hold together, between lo and hi. The writer
- * tracks a range, not a count: it does not know whether a ZADD adds a member or a ZREM
- * removes one. Valid while the DID's ttl_gen is still the one it was read in: a script may
- * have changed anything of the DID. */
-typedef struct {
-    unsigned ttl_gen;
-    int pending, failed;
-    long long lo, hi;
-} repo_count;
 
 /* Who owns a manifest digest's index entry ("D m/R/G" in round_owners): the rkey in the recs
  * field m/R/G, "" when there is none. */
@@ -106,7 +96,6 @@ typedef enum {
     READ_MAX_REV,
     READ_RECS_EXIST,
     READ_SCHEMA,
-    READ_REPO_COUNT,
     READ_OWNER
 } read_kind;
 
@@ -126,10 +115,11 @@ struct writer {
     char ttl[16];
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
-    strmap *round_repos, *round_owners; /* what unindexing needs, read for the current round */
-    strmap *round_recent;               /* P recent entries held back: member -> recent_entry */
-    int recent_trim;                    /* a put of the round asked for a trim of P recent */
-    slab *slab;                         /* where new items are cut from */
+    strmap *listed;       /* "D R" -> the repos_gen of D in which the writer named R in repos */
+    strmap *round_owners; /* who owns a manifest digest's entry, read for the current round */
+    strmap *round_recent; /* P recent entries held back: member -> recent_entry */
+    int recent_trim;      /* a put of the round asked for a trim of P recent */
+    slab *slab;           /* where new items are cut from */
     item *queue, *queue_tail;
     size_t nqueued;
     item *round; /* waiting for its reads */
@@ -196,7 +186,7 @@ static int recent_member(char out[KEY_MAX], const char *did, const char *repo, c
     return join(out, KEY_MAX, (const char *const[]){did, " ", repo, " ", digest, NULL});
 }
 
-/* What a round remembers of one DID's index under: "D R" (a repository's count) or
+/* What the writer remembers of one DID's index under: "D R" (a repository named in repos) or
  * "D m/R/G" (who owns a digest's entry). */
 static int round_key(char out[KEY_MAX], const char *did, const char *what)
 {
@@ -223,7 +213,7 @@ static void forget(writer *w)
     strmap_clear(w->dids);
     strmap_clear(w->fields);
     strmap_clear(w->ttls);
-    strmap_clear(w->round_repos);
+    strmap_clear(w->listed);
     strmap_clear(w->round_owners);
     (*w->forgets_total)++;
 }
@@ -299,8 +289,9 @@ static const char *split_place(const field_memo *fm, char repo[PLACE_MAX])
     return sp + 1;
 }
 
-/* A script ran for the DID: it may have emptied, and so deleted, a repository zset or repos,
- * which a later write creates again. It never deletes recs (a delete leaves a tombstone). */
+/* A script ran for the DID: it may have emptied, and so deleted, a repository zset, or (a
+ * purge) repos, which a later write creates again. It never deletes recs (a delete leaves a
+ * tombstone). */
 static void forget_index_ttls(did_memo *d)
 {
     d->ttl_gen++;
@@ -361,18 +352,6 @@ static void note_rev(did_memo *d, const char *rev)
 }
 
 /* ---- what the current round read for unindexing ---- */
-
-/* The repository's count in this round, or NULL when it was not read, its reads failed, or a
- * script ran for the DID since. */
-static void *round_count(writer *w, const char *key, size_t keylen, unsigned ttl_gen)
-{
-    size_t n;
-    void *c = strmap_get(w->round_repos, key, keylen, &n);
-    if (!c || n != sizeof(repo_count)) return NULL;
-    repo_count v;
-    memcpy(&v, c, sizeof v);
-    return v.ttl_gen == ttl_gen && !v.pending && !v.failed ? c : NULL;
-}
 
 /* The owner of a manifest digest's entry, in this round: 1 with *out set ("" for none), or 0
  * when not known. */
@@ -732,21 +711,20 @@ static void recent_before_script(writer *w, const event *ev, const field_memo *f
     if (oldkey && recent_member(member, ev->did, repo, oldkey) >= 0) recent_release(w, member, 1);
 }
 
-/* What the round read of a repository's count and, for a manifest, of who owns its digest's
- * entry: void once a script may have changed them. */
+/* What the round read of who owns a manifest digest's entry: void once a script may have
+ * changed it. */
 static void round_forget(writer *w, const char *did, const char *repo, char kind, const char *key)
 {
     char k[KEY_MAX], map[KEY_MAX];
-    if (round_key(k, did, repo) >= 0) strmap_del(w->round_repos, k, strlen(k));
     if (kind == RECORD_MANIFEST && map_field(map, kind, repo, key) >= 0 &&
         round_key(k, did, map) >= 0)
         strmap_del(w->round_owners, k, strlen(k));
 }
 
 /* What a script for a record event may have changed, forgotten. It writes the record's new
- * place with TTLs, and takes the record out of its old place: that zset, and repos, may be
- * emptied, and so deleted, and the next plain write must give them a TTL again. When the
- * writer does not know where the record was, that is any zset of the DID. */
+ * place with TTLs, and takes the record out of its old place: that zset may be emptied, and so
+ * deleted, and the next plain write must give it a TTL again. When the writer does not know
+ * where the record was, that is any zset of the DID. */
 static void forget_script_changes(writer *w, const event *ev, did_memo *d, const field_memo *fm)
 {
     if (fm->state == REC_UNKNOWN || fm->state == REC_READING) {
@@ -761,7 +739,6 @@ static void forget_script_changes(writer *w, const event *ev, did_memo *d, const
             return;
         }
         strmap_del(w->ttls, zset, strlen(zset));
-        d->repos_ttl_ms = 0;
         round_forget(w, ev->did, repo, fm->kind, oldkey);
     }
     if (!ev->is_delete && ev->repository && ev->key)
@@ -821,29 +798,19 @@ static void script(writer *w, item *it)
     did_put(w, ev->did, &d);
 }
 
-/* What this round knows for unindexing, brought up to date after a put: the repository may
- * have one entry more, and a manifest's digest entry (mapping field map) is now its own. */
-static void note_indexed(writer *w, const event *ev, const did_memo *d, const char *map)
+/* The put wrote a manifest's mapping (field map): whatever the round read, the digest's entry
+ * is this record's now, and a delete later in the round needs no read to know it. */
+static void note_owner(writer *w, const event *ev, const did_memo *d, const char *map)
 {
     char key[KEY_MAX];
-    void *cp;
-    if (strmap_count(w->round_repos) && round_key(key, ev->did, ev->repository) >= 0 &&
-        (cp = round_count(w, key, strlen(key), d->ttl_gen))) {
-        repo_count c;
-        memcpy(&c, cp, sizeof c);
-        c.hi++;
-        memcpy(cp, &c, sizeof c);
-    }
-    /* The put wrote the mapping: whatever the round read, the entry is this record's now, and
-     * a delete later in the round needs no read to know it. */
     if (ev->record_kind == RECORD_MANIFEST && round_key(key, ev->did, map) >= 0)
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
 }
 
-/* Removes a live record's index entries with plain commands, as apply.lua's unindex does, if
- * this round read what that takes: who owns a manifest digest's entry (another record's is
- * left alone), and whether the repository keeps entries (if not, it leaves repos). 0 when
- * done, -1 when the writer cannot be sure: nothing was sent, and the script decides. */
+/* Removes a live record's index entries with plain commands, as apply.lua's unindex does. A
+ * manifest's entry is removed only if the round read who owns the digest's entry and it is
+ * this record (another record's is left alone). 0 when done, -1 when the writer cannot be
+ * sure: nothing was sent, and the script decides. The repository stays in repos. */
 static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm)
 {
     const event *ev = &it->ev;
@@ -851,11 +818,9 @@ static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, con
     const char *oldkey = split_place(fm, repo);
     if (!oldkey) return -1;
     int manifest = fm->kind == RECORD_MANIFEST;
-    char countkey[KEY_MAX], map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX],
-        repos[KEY_MAX], member[KEY_MAX];
-    if (round_key(countkey, ev->did, repo) < 0 || map_field(map, fm->kind, repo, oldkey) < 0 ||
-        round_key(ownerkey, ev->did, map) < 0 || JOIN(recs, base, "recs") < 0 ||
-        JOIN(repos, base, "repos") < 0 || index_key(zset, base, repo, fm->kind) < 0 ||
+    char map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX], member[KEY_MAX];
+    if (map_field(map, fm->kind, repo, oldkey) < 0 || round_key(ownerkey, ev->did, map) < 0 ||
+        JOIN(recs, base, "recs") < 0 || index_key(zset, base, repo, fm->kind) < 0 ||
         recent_member(member, ev->did, repo, oldkey) < 0)
         return -1;
     if (manifest) {
@@ -863,16 +828,6 @@ static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, con
         if (!round_owner(w, ownerkey, strlen(ownerkey), d->ttl_gen, &o)) return -1;
         if (strcmp(o.rkey, ev->rkey) != 0) return 0;
     }
-    void *cp = round_count(w, countkey, strlen(countkey), d->ttl_gen);
-    if (!cp) return -1;
-    repo_count c;
-    memcpy(&c, cp, sizeof c);
-    /* Its entry may or may not be among those counted (a zset can expire on its own). */
-    long long lo_after = c.lo > 0 ? c.lo - 1 : 0;
-    int drop_repo = c.hi == 0;
-    if (lo_after == 0 && !drop_repo) return -1;
-    c.lo = drop_repo ? 0 : lo_after;
-    memcpy(cp, &c, sizeof c);
     write_cmd(it, 3, (const char *[]){"HDEL", recs, map}, NULL);
     write_cmd(it, 3, (const char *[]){"ZREM", zset, oldkey}, NULL);
     if (manifest) {
@@ -880,11 +835,30 @@ static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, con
         write_cmd(it, 3, (const char *[]){"ZREM", w->recent_key, member}, NULL);
         owner_set(w, ownerkey, strlen(ownerkey), d->ttl_gen, MEMO_KNOWN, "", 0);
     }
-    if (drop_repo) {
-        write_cmd(it, 3, (const char *[]){"ZREM", repos, repo}, NULL);
-        d->repos_ttl_ms = 0; /* repos may be gone: the next write gives it its TTL again */
+    /* The zset may be emptied, and so deleted: the next write gives it its TTL again. */
+    strmap_del(w->ttls, zset, strlen(zset));
+    return 0;
+}
+
+/* Whether the repository is surely named in repos already, so its ZADD can be left out: the
+ * writer named it there since repos last may have gone. repos may have gone when a purge
+ * deleted it (repos_ttl_ms is 0 then) or its TTL ran out: when it was last refreshed 7/8 of the
+ * TTL ago (the last eighth is a margin for commands still queued in Valkey). When it returns
+ * 0, the repository counts as named: the caller sends the ZADD. */
+static int named_in_repos(writer *w, did_memo *d, const char *did, const char *repo, uint64_t now)
+{
+    if (!d->repos_ttl_ms || now - d->repos_ttl_ms >= 7 * w->ttl_refresh_ms) d->repos_gen++;
+    char key[KEY_MAX];
+    if (round_key(key, did, repo) < 0) return 0;
+    size_t n;
+    const void *v = strmap_get(w->listed, key, strlen(key), &n);
+    unsigned gen;
+    if (v && n == sizeof gen) {
+        memcpy(&gen, v, sizeof gen);
+        if (gen == d->repos_gen) return 1;
     }
-    strmap_del(w->ttls, zset, strlen(zset)); /* the same for the zset */
+    gen = d->repos_gen;
+    memo_put(w, w->listed, key, strlen(key), &gen, sizeof gen);
     return 0;
 }
 
@@ -920,8 +894,9 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
     value->len = (size_t)head;
     buf_append(value, ev->record_json, ev->record_json_len); /* room reserved above */
     write_cmd(it, 4, (const char *[]){"ZADD", zset, at, ev->key}, NULL);
-    /* GT: a repository's score only moves forward; a new repository is added as is. */
-    write_cmd(it, 5, (const char *[]){"ZADD", repos, "GT", at, ev->repository}, NULL);
+    /* Before the TTL refresh below: that tells whether repos may have gone. */
+    if (!named_in_repos(w, d, ev->did, ev->repository, now))
+        write_cmd(it, 5, (const char *[]){"ZADD", repos, "NX", at, ev->repository}, NULL);
     if (manifest) {
         recent_hold(w, it, member, at);
         if (fold_recent_trim_due(w->f)) w->recent_trim = 1;
@@ -935,7 +910,7 @@ static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64
                                strlen(mapped), 4, strlen(ev->rev)});
     if (ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
     it->indexed = 1;
-    note_indexed(w, ev, d, map);
+    note_owner(w, ev, d, map);
 }
 
 /* A delete of a record that is absent or already a tombstone: nothing to unindex. */
@@ -1079,23 +1054,6 @@ static void remember_schema(writer *w, const redisReply *r)
     if (writer_mark_schema(w) < 0) w->read_failed = 1;
 }
 
-static void remember_count(writer *w, const read_req *q, const redisReply *r)
-{
-    size_t n;
-    void *cp = strmap_get(w->round_repos, q->key, q->keylen, &n);
-    if (!cp || n != sizeof(repo_count)) return;
-    repo_count c;
-    memcpy(&c, cp, sizeof c);
-    c.pending--;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0) {
-        c.lo += r->integer;
-        c.hi += r->integer;
-    } else {
-        c.failed = 1;
-    }
-    memcpy(cp, &c, sizeof c);
-}
-
 static void remember_owner(writer *w, const read_req *q, const redisReply *r)
 {
     size_t n;
@@ -1116,9 +1074,6 @@ static void remember(writer *w, const read_req *q, const redisReply *r)
     switch (q->kind) {
     case READ_SCHEMA:
         remember_schema(w, r);
-        return;
-    case READ_REPO_COUNT:
-        remember_count(w, q, r);
         return;
     case READ_OWNER:
         remember_owner(w, q, r);
@@ -1229,24 +1184,15 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
     w->reads_outstanding++;
 }
 
-/* Reads what unindexing a live record takes, should the event delete or move it: how many
- * entries its repository has, and for a manifest, who owns its digest's entry. Each once per
- * round: the round keeps them up to date from there (note_indexed, unindex_plain). */
+/* Reads what unindexing a live manifest takes, should the event delete or move it: who owns
+ * its digest's entry. Once per round: the round keeps it up to date from there (note_owner,
+ * unindex_plain). */
 static void request_unindex_reads(writer *w, const event *ev, const char *base, const did_memo *d,
                                   const field_memo *fm)
 {
-    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX],
-        map[KEY_MAX];
+    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], recs[KEY_MAX], map[KEY_MAX];
     const char *oldkey = split_place(fm, repo);
     if (!oldkey || place_of(ev, place) < 0 || !leaves(ev, fm, place)) return;
-    if (round_key(key, ev->did, repo) >= 0 && !strmap_get(w->round_repos, key, strlen(key), NULL)) {
-        repo_count c = {.ttl_gen = d->ttl_gen, .pending = 2};
-        memo_put(w, w->round_repos, key, strlen(key), &c, sizeof c);
-        static const char kinds[] = {RECORD_MANIFEST, RECORD_TAG};
-        for (int i = 0; i < 2; i++)
-            if (index_key(zset, base, repo, kinds[i]) >= 0)
-                send_read(w, READ_REPO_COUNT, key, strlen(key), 2, (const char *[]){"ZCARD", zset});
-    }
     if (fm->kind == RECORD_MANIFEST && map_field(map, fm->kind, repo, oldkey) >= 0 &&
         round_key(key, ev->did, map) >= 0 && JOIN(recs, base, "recs") >= 0 &&
         !strmap_get(w->round_owners, key, strlen(key), NULL)) {
@@ -1322,7 +1268,6 @@ void writer_flush(writer *w)
     w->queue = w->queue_tail = NULL;
     w->nqueued = 0;
     w->read_failed = 0;
-    strmap_clear(w->round_repos);
     strmap_clear(w->round_owners);
     w->reads_outstanding = 1; /* held until every read was sent */
     uint64_t now = now_ms();
@@ -1392,10 +1337,10 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     w->dids = strmap_new();
     w->fields = strmap_new();
     w->ttls = strmap_new();
-    w->round_repos = strmap_new();
+    w->listed = strmap_new();
     w->round_owners = strmap_new();
     w->round_recent = strmap_new();
-    if (!w->round_repos || !w->round_owners || !w->round_recent || !w->schema_key || !w->prefix ||
+    if (!w->listed || !w->round_owners || !w->round_recent || !w->schema_key || !w->prefix ||
         !w->schema_value || !w->dids || !w->fields || !w->ttls) {
         writer_free(w);
         return NULL;
@@ -1428,7 +1373,7 @@ void writer_free(writer *w)
     strmap_free(w->dids);
     strmap_free(w->fields);
     strmap_free(w->ttls);
-    strmap_free(w->round_repos);
+    strmap_free(w->listed);
     strmap_free(w->round_owners);
     strmap_free(w->round_recent);
     if (w->slab) slab_retire(w->slab); /* items still in flight free it */

@@ -47,12 +47,6 @@ local function unindex(k, r, oldkey)
   elseif k == 't' then
     redis.call('HDEL', recs, 't/' .. r .. '/' .. oldkey)
     redis.call('ZREM', p .. 'tags', oldkey)
-  else
-    return
-  end
-  -- An empty zset does not exist: one EXISTS tells whether the repository has entries left.
-  if redis.call('EXISTS', p .. 'manifests', p .. 'tags') == 0 then
-    redis.call('ZREM', base .. 'repos', r)
   end
 end
 
@@ -68,8 +62,8 @@ local function index(at)
   end
   redis.call('ZADD', zset, at, key)
   redis.call('EXPIRE', zset, ttl)
-  -- GT: a repository's score only moves forward; a new repository is added as is.
-  redis.call('ZADD', base .. 'repos', 'GT', at, repo)
+  -- repos names the repositories; reads take their order from the repository's zsets.
+  redis.call('ZADD', base .. 'repos', 'NX', at, repo)
   redis.call('EXPIRE', base .. 'repos', ttl)
   return map, value
 end

@@ -6,9 +6,13 @@
 --       8 "a" to have page and extra as arrays rather than packed (below)
 -- The order is score descending, then member descending (ZREVRANGEBYSCORE's order), and a
 -- cursor continues strictly after its (score, member), so a walk is stable while nothing changes.
+-- A repository's score is not the one in P{D}/repos (which only names them) but its updatedAt:
+-- the createdAt of the newest entry of its manifests and tags. A repository with neither (all
+-- its entries removed, or expired) is not listed.
 -- Returns {complete, known, handle, found, #page, page, #extra, extra} where complete is 1 when
 -- P{D}/complete exists, known 1 when anything of D is cached, handle is P{D}/id's handle (""
--- when none or not asked for), found 1 when the list exists, page the entries' strings
+-- when none or not asked for), found 1 when the list exists (for repos: a repository is
+-- listed), page the entries' strings
 -- {member, score, ...}, and extra the strings each entry needs besides: tags {digest the tag
 -- points at, "" when none}, repos {latest digest or "", tag count, manifest count}, recent none.
 -- page and extra are each packed into one string, joined by newlines: a reply of a few strings
@@ -51,11 +55,53 @@ if mode == 'recent' then
   return {1, 1, '', 1, #items, pack(items), 0, pack({})}
 end
 
+-- Every repository with entries, as {name, updatedAt string, as a number, latest digest},
+-- newest first.
+local function repositories()
+  local rows = {}
+  for _, r in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    local p = base .. 'repo/' .. r .. '/'
+    local m = redis.call('ZREVRANGE', p .. 'manifests', 0, 0, 'WITHSCORES')
+    local t = redis.call('ZREVRANGE', p .. 'tags', 0, 0, 'WITHSCORES')
+    local at = m[2]
+    if t[2] and (not at or tonumber(t[2]) > tonumber(at)) then at = t[2] end
+    if at then rows[#rows + 1] = {r, at, tonumber(at), m[1] or ''} end
+  end
+  table.sort(rows, function(a, b)
+    if a[3] ~= b[3] then return a[3] > b[3] end
+    return a[1] > b[1]
+  end)
+  return rows
+end
+
+-- One page of repositories after the cursor, and their extras.
+local function repos_page(rows)
+  local items, extra, csn = {}, {}, tonumber(cs)
+  for _, row in ipairs(rows) do
+    if #items >= 2 * n then break end
+    if cs == '' or row[3] < csn or (row[3] == csn and row[1] < cm) then
+      local p = base .. 'repo/' .. row[1] .. '/'
+      items[#items + 1] = row[1]
+      items[#items + 1] = row[2]
+      extra[#extra + 1] = row[4]
+      extra[#extra + 1] = tostring(redis.call('ZCARD', p .. 'tags'))
+      extra[#extra + 1] = tostring(redis.call('ZCARD', p .. 'manifests'))
+    end
+  end
+  return items, extra
+end
+
 local complete = redis.call('EXISTS', base .. 'complete')
 local known = complete
 if known == 0 then known = redis.call('EXISTS', base .. 'recs', base .. 'id') > 0 and 1 or 0 end
 local handle = ''
 if ARGV[7] == 'h' then handle = redis.call('HGET', base .. 'id', 'handle') or '' end
+if mode == 'repos' then
+  local rows = repositories()
+  local items, extra = repos_page(rows)
+  return {complete, known, handle, #rows > 0 and 1 or 0, #items, pack(items), #extra, pack(extra)}
+end
+
 local items = page()
 -- A zset that exists has members, so a first page is empty only when the list does not exist.
 local found
@@ -66,20 +112,10 @@ else
 end
 
 local extra = {}
-if mode == 'tags' then
-  if #items > 0 then
-    local fields, prefix = {}, 't/' .. ARGV[6] .. '/'
-    for i = 1, #items / 2 do fields[i] = prefix .. items[2 * i - 1] end
-    extra = redis.call('HMGET', base .. 'recs', unpack(fields))
-    for i = 1, #extra do extra[i] = extra[i] or '' end
-  end
-else
-  for i = 1, #items, 2 do
-    local r = base .. 'repo/' .. items[i] .. '/'
-    local latest = redis.call('ZREVRANGE', r .. 'manifests', 0, 0)
-    extra[#extra + 1] = latest[1] or ''
-    extra[#extra + 1] = tostring(redis.call('ZCARD', r .. 'tags'))
-    extra[#extra + 1] = tostring(redis.call('ZCARD', r .. 'manifests'))
-  end
+if #items > 0 then
+  local fields, prefix = {}, 't/' .. ARGV[6] .. '/'
+  for i = 1, #items / 2 do fields[i] = prefix .. items[2 * i - 1] end
+  extra = redis.call('HMGET', base .. 'recs', unpack(fields))
+  for i = 1, #extra do extra[i] = extra[i] or '' end
 end
 return {complete, known, handle, found, #items, pack(items), #extra, pack(extra)}

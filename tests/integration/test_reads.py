@@ -144,6 +144,15 @@ class Seeder:
                "createdAt": "2025-11-22T11:50:00Z"}
         self._apply(did, "io.atcr.tag", rkey, "t", rec, repo, tag, digest, ms)
 
+    def delete(self, did, coll, rkey):
+        """A delete event for the record, as the firehose brings it."""
+        self.rev += 1
+        base = self.base(did)
+        res = self.r.cmd("EVALSHA", self.sha, 2, f"{base}recs", PREFIX + "recent", base,
+                         f"{coll}/{rkey}", "del", "3l%011d" % self.rev, 0, 3600, "-", "-", "",
+                         "", "", "", 0, rkey, did, "0", 10000)
+        assert res == 1, res
+
     def complete(self, did):
         self.r.cmd("SET", self.base(did) + "complete", "1", "EX", 3600)
 
@@ -307,6 +316,31 @@ def test_values_with_newlines_are_read_unpacked(h, e):
     assert [(t["tag"], t["digest"]) for t in body["tags"]] == \
         [("plain", digest(1)), ("odd\nline", digest(1))], body
     assert "reading them unpacked" in e.proc.log()
+
+
+@with_env
+def test_repositories_follow_their_newest_entry(h, e):
+    """A repository's updatedAt is its newest manifest or tag: a push moves it up the list, a
+    delete moves it back down, and a repository whose entries are all deleted is not listed."""
+    e.seed.manifest(ALICE, "app", digest(1), T0 + 1000)
+    e.seed.manifest(ALICE, "web", digest(2), T0 + 2000)
+    e.seed.tag(ALICE, "app", "latest", digest(1), T0 + 3000)
+    e.seed.complete(ALICE)
+
+    def listed():
+        return [(r["name"], r["updatedAt"], r["tagCount"], r["manifestCount"])
+                for r in e.ok("listRepositories", actor=ALICE)["repositories"]]
+
+    assert listed() == [("app", iso(T0 + 3000), 1, 1), ("web", iso(T0 + 2000), 0, 1)]
+    e.seed.delete(ALICE, "io.atcr.tag", "app_latest")
+    assert listed() == [("web", iso(T0 + 2000), 0, 1), ("app", iso(T0 + 1000), 0, 1)]
+    e.seed.delete(ALICE, "io.atcr.manifest", digest(2).split(":", 1)[1])
+    assert listed() == [("app", iso(T0 + 1000), 0, 1)]
+    repos, pages = e.walk("listRepositories", "repositories", actor=ALICE, limit=1)
+    assert [r["name"] for r in repos] == ["app"] and pages == 1
+    # A complete index whose repositories have no entries left lists none.
+    e.seed.delete(ALICE, "io.atcr.manifest", digest(1).split(":", 1)[1])
+    assert e.ok("listRepositories", actor=ALICE)["repositories"] == []
 
 
 @with_env
