@@ -55,11 +55,13 @@ if mode == 'recent' then
   return {1, 1, '', 1, #items, pack(items), 0, pack({})}
 end
 
--- Every repository with entries, as {name, updatedAt string, as a number, latest digest},
--- newest first.
+-- The repositories with entries, as {name, updatedAt string, as a number, latest digest},
+-- newest first. Ordering them costs two calls per repository, so only the newest 500 a DID
+-- created are considered: a DID with more cannot make one read stall Valkey for long.
+local MAX_REPOSITORIES = 500
 local function repositories()
   local rows = {}
-  for _, r in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  for _, r in ipairs(redis.call('ZREVRANGE', key, 0, MAX_REPOSITORIES - 1)) do
     local p = base .. 'repo/' .. r .. '/'
     local m = redis.call('ZREVRANGE', p .. 'manifests', 0, 0, 'WITHSCORES')
     local t = redis.call('ZREVRANGE', p .. 'tags', 0, 0, 'WITHSCORES')

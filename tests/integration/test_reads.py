@@ -344,6 +344,18 @@ def test_repositories_follow_their_newest_entry(h, e):
 
 
 @with_env
+def test_repositories_past_500_list_the_newest(h, e):
+    """Ordering a DID's repositories reads each of them: past 500, a list is of the 500 the DID
+    created last, so that no one can make a read stall Valkey by creating repositories."""
+    for i in range(505):
+        e.seed.manifest(ALICE, "r%03d" % i, digest(i), T0 + i)
+    e.seed.complete(ALICE)
+    repos, pages = e.walk("listRepositories", "repositories", actor=ALICE, limit=100)
+    assert [r["name"] for r in repos] == ["r%03d" % i for i in range(504, 4, -1)]
+    assert pages == 5
+
+
+@with_env
 def test_list_repositories(h, e):
     e.seed.manifest(ALICE, "app", digest(1), T0 + 1000)
     e.seed.manifest(ALICE, "app", digest(2), T0 + 5000)
