@@ -188,7 +188,7 @@ static int recent_member(char out[KEY_MAX], const char *did, const char *repo, c
 
 /* What the writer remembers of one DID's index under: "D R" (a repository named in repos) or
  * "D m/R/G" (who owns a digest's entry). */
-static int round_key(char out[KEY_MAX], const char *did, const char *what)
+static int did_memo_key(char out[KEY_MAX], const char *did, const char *what)
 {
     return join(out, KEY_MAX, (const char *const[]){did, " ", what, NULL});
 }
@@ -711,13 +711,13 @@ static void recent_before_script(writer *w, const event *ev, const field_memo *f
     if (oldkey && recent_member(member, ev->did, repo, oldkey) >= 0) recent_release(w, member, 1);
 }
 
-/* What the round read of who owns a manifest digest's entry: void once a script may have
- * changed it. */
-static void round_forget(writer *w, const char *did, const char *repo, char kind, const char *key)
+/* What the round read of who owns a manifest digest's entry (of a tag: nothing): void once a
+ * script may have changed it. */
+static void forget_owner(writer *w, const char *did, const char *repo, char kind, const char *key)
 {
     char k[KEY_MAX], map[KEY_MAX];
     if (kind == RECORD_MANIFEST && map_field(map, kind, repo, key) >= 0 &&
-        round_key(k, did, map) >= 0)
+        did_memo_key(k, did, map) >= 0)
         strmap_del(w->round_owners, k, strlen(k));
 }
 
@@ -739,10 +739,10 @@ static void forget_script_changes(writer *w, const event *ev, did_memo *d, const
             return;
         }
         strmap_del(w->ttls, zset, strlen(zset));
-        round_forget(w, ev->did, repo, fm->kind, oldkey);
+        forget_owner(w, ev->did, repo, fm->kind, oldkey);
     }
     if (!ev->is_delete && ev->repository && ev->key)
-        round_forget(w, ev->did, ev->repository, (char)ev->record_kind, ev->key);
+        forget_owner(w, ev->did, ev->repository, (char)ev->record_kind, ev->key);
 }
 
 static void send_to_fold(writer *w, item *it)
@@ -803,7 +803,7 @@ static void script(writer *w, item *it)
 static void note_owner(writer *w, const event *ev, const did_memo *d, const char *map)
 {
     char key[KEY_MAX];
-    if (ev->record_kind == RECORD_MANIFEST && round_key(key, ev->did, map) >= 0)
+    if (ev->record_kind == RECORD_MANIFEST && did_memo_key(key, ev->did, map) >= 0)
         owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
 }
 
@@ -819,7 +819,7 @@ static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, con
     if (!oldkey) return -1;
     int manifest = fm->kind == RECORD_MANIFEST;
     char map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX], member[KEY_MAX];
-    if (map_field(map, fm->kind, repo, oldkey) < 0 || round_key(ownerkey, ev->did, map) < 0 ||
+    if (map_field(map, fm->kind, repo, oldkey) < 0 || did_memo_key(ownerkey, ev->did, map) < 0 ||
         JOIN(recs, base, "recs") < 0 || index_key(zset, base, repo, fm->kind) < 0 ||
         recent_member(member, ev->did, repo, oldkey) < 0)
         return -1;
@@ -849,7 +849,7 @@ static int named_in_repos(writer *w, did_memo *d, const char *did, const char *r
 {
     if (!d->repos_ttl_ms || now - d->repos_ttl_ms >= 7 * w->ttl_refresh_ms) d->repos_gen++;
     char key[KEY_MAX];
-    if (round_key(key, did, repo) < 0) return 0;
+    if (did_memo_key(key, did, repo) < 0) return 0;
     size_t n;
     const void *v = strmap_get(w->listed, key, strlen(key), &n);
     unsigned gen;
@@ -1184,21 +1184,21 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
     w->reads_outstanding++;
 }
 
-/* Reads what unindexing a live manifest takes, should the event delete or move it: who owns
- * its digest's entry. Once per round: the round keeps it up to date from there (note_owner,
- * unindex_plain). */
-static void request_unindex_reads(writer *w, const event *ev, const char *base, const did_memo *d,
-                                  const field_memo *fm)
+/* Reads what unindexing a live manifest (in recs) takes, should the event delete or move it:
+ * who owns its digest's entry. A tag's takes nothing. Once per round: the round keeps it up to
+ * date from there (note_owner, unindex_plain). */
+static void request_owner_read(writer *w, const event *ev, const char *recs, const did_memo *d,
+                               const field_memo *fm)
 {
-    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], recs[KEY_MAX], map[KEY_MAX];
+    if (fm->kind != RECORD_MANIFEST) return;
+    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], map[KEY_MAX];
     const char *oldkey = split_place(fm, repo);
-    if (!oldkey || place_of(ev, place) < 0 || !leaves(ev, fm, place)) return;
-    if (fm->kind == RECORD_MANIFEST && map_field(map, fm->kind, repo, oldkey) >= 0 &&
-        round_key(key, ev->did, map) >= 0 && JOIN(recs, base, "recs") >= 0 &&
-        !strmap_get(w->round_owners, key, strlen(key), NULL)) {
-        owner_set(w, key, strlen(key), d->ttl_gen, MEMO_READING, "", 0);
-        send_read(w, READ_OWNER, key, strlen(key), 3, (const char *[]){"HGET", recs, map});
-    }
+    if (!oldkey || place_of(ev, place) < 0 || !leaves(ev, fm, place) ||
+        map_field(map, fm->kind, repo, oldkey) < 0 || did_memo_key(key, ev->did, map) < 0 ||
+        strmap_get(w->round_owners, key, strlen(key), NULL))
+        return;
+    owner_set(w, key, strlen(key), d->ttl_gen, MEMO_READING, "", 0);
+    send_read(w, READ_OWNER, key, strlen(key), 3, (const char *[]){"HGET", recs, map});
 }
 
 /* Reads what deciding it needs and the writer does not know: its DID's purge mark and ~rev,
@@ -1232,7 +1232,7 @@ static void request_reads(writer *w, const item *it)
     if (fklen < 0) return;
     field_memo fm;
     field_get(w, fk, (size_t)fklen, d.gen, &fm);
-    if (fm.state == REC_LIVE) request_unindex_reads(w, ev, base, &d, &fm);
+    if (fm.state == REC_LIVE) request_owner_read(w, ev, recs, &d, &fm);
     /* A delete of a record not known goes to the script, which reads what it needs. */
     if (fm.state != REC_UNKNOWN || ev->is_delete) return;
     field_set(w, fk, (size_t)fklen, d.gen, REC_READING, "", 0, 0, "", 0);
@@ -1355,8 +1355,8 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
     w->scripted_total =
         metrics_counter("appview_ingest_scripted_total",
-                        "Events the ingester handed to a Lua script (hold stats, purges, a "
-                        "repository's last entry removed, unknown state)");
+                        "Events the ingester handed to a Lua script (hold stats, purges, "
+                        "unknown state)");
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");

@@ -5,10 +5,10 @@
  * Then it decides each event with the rules of cache/apply.lua against what it knows, and
  * sends the writes: a record created, or updated in place, goes as plain commands (ZADDs, then
  * the HSET of the record, EXPIRE only when a key's TTL refresh is due), and so does a delete or
- * move of a live record when the round read what unindexing it takes (who owns a digest's
- * entry, how many entries the repository has). Hold stats, purges and whatever the writer is
- * unsure of go through fold_apply (the Lua scripts), in the same order on the same connection;
- * so do identity changes, which fold.c sends as plain commands. A script costs Valkey several
+ * move of a live record (for a manifest, when the round read who owns its digest's entry; a
+ * repository stays in repos when its last entry goes). Hold stats, purges and whatever the
+ * writer is unsure of go through fold_apply (the Lua scripts), in the same order on the same
+ * connection; so do identity changes, which fold.c sends as plain commands. A script costs Valkey several
  * times the plain commands. A round's P recent entries go in one ZADD at its end.
  *
  * What the writer knows is what it read and wrote since its last reset. Only the lease holder

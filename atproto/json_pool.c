@@ -1,5 +1,7 @@
 #include "atproto/json_pool.h"
 
+#include "atproto/buf.h"
+
 #include <stdlib.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -82,15 +84,20 @@ void json_pool_install(void)
     json_set_alloc_funcs(pool_malloc, pool_free);
 }
 
+static int append_dumped(const char *s, size_t n, void *b)
+{
+    return buf_append(b, s, n);
+}
+
+/* One pass into a buf (malloc'd): json_dumpb would serialize once to learn the size and again
+ * to write. */
 char *json_pool_dump(const json_t *v, size_t *len)
 {
-    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
-    char *s = n ? malloc(n + 1) : NULL;
-    if (!s || json_dumpb(v, s, n, JSON_COMPACT) != n) {
-        free(s);
+    buf b = {0};
+    if (json_dump_callback(v, append_dumped, &b, JSON_COMPACT) != 0 || !b.data) {
+        buf_free(&b);
         return NULL;
     }
-    s[n] = '\0';
-    *len = n;
-    return s;
+    *len = b.len;
+    return b.data;
 }

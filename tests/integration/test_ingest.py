@@ -534,9 +534,8 @@ def step_event(d, t, step):
 def unindexing_events(path, dids=40):
     """For each of dids DIDs, the cases where a delete or a move removes index entries: a
     digest two manifest records share (only its owner's delete removes the entry), the last
-    entry of a repository, manifests and tags that move to
-    another repository, a create and a delete back to back. The DIDs' steps interleave, so
-    that rounds mix them differently."""
+    entry of a repository, manifests and tags that move to another repository, a create and a
+    delete back to back. The DIDs' steps interleave, so that rounds mix them differently."""
     steps = [
         ("create", "m", "ma", "app", "1"), ("create", "m", "mb", "app", "1"),
         ("create", "t", "t1", "app", "latest", "1"), ("delete", "m", "ma"),

@@ -737,14 +737,14 @@ static void http_reply(struct conn *c, const char *status, const char *ctype, co
 static void stats_reply(struct conn *c)
 {
     char body[RECENT * 300 + 512];
-    size_t o = (size_t)snprintf(body, sizeof body,
-                                "{\"events\":%" PRIu64 ",\"loops\":%" PRIu64
-                                ",\"connectionsTotal\":%" PRIu64 ",\"connectionsOpen\":%" PRIu64
-                                ",\"eventsSent\":%" PRIu64 ",\"malformedSent\":%" PRIu64
-                                ",\"drops\":%" PRIu64 ",\"bytesSent\":%" PRIu64
-                                ",\"streamsTotal\":%" PRIu64 ",\"lastStreamStartedAt\":%.6f,\"requests\":[",
-                                cfg.n, cfg.loops, st.conns_total, st.conns_open, st.events_sent,
-                                st.malformed_sent, st.drops, st.bytes_sent, st.streams_total, st.last_stream_unix);
+    size_t o = (size_t)snprintf(
+        body, sizeof body,
+        "{\"events\":%" PRIu64 ",\"loops\":%" PRIu64 ",\"connectionsTotal\":%" PRIu64
+        ",\"connectionsOpen\":%" PRIu64 ",\"eventsSent\":%" PRIu64 ",\"malformedSent\":%" PRIu64
+        ",\"drops\":%" PRIu64 ",\"bytesSent\":%" PRIu64 ",\"streamsTotal\":%" PRIu64
+        ",\"lastStreamStartedAt\":%.6f,\"requests\":[",
+        cfg.n, cfg.loops, st.conns_total, st.conns_open, st.events_sent, st.malformed_sent,
+        st.drops, st.bytes_sent, st.streams_total, st.last_stream_unix);
     unsigned count = st.recent_next < RECENT ? st.recent_next : RECENT;
     for (unsigned i = 0; i < count; i++) {
         const char *r = st.recent[(st.recent_next - count + i) % RECENT];
