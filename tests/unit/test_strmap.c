@@ -1,4 +1,5 @@
-/* atproto/strmap: lookups, replacement with values of another size, deletion, growth, clear. */
+/* atproto/strmap: lookups, replacement with values of another size, deletion, growth, clear,
+ * and a map that keeps deleting and adding (its deleted slots are reused and cleaned up). */
 #include <stdio.h>
 #include <string.h>
 
@@ -75,6 +76,13 @@ static int odd(const char *key, size_t keylen, const void *val, size_t vlen, voi
     return vlen == 1 && (*(const char *)val - '0') % 2;
 }
 
+/* Counts every entry and drops it. */
+static int count_all(const char *key, size_t keylen, const void *val, size_t vlen, void *ud)
+{
+    (*(int *)ud)++;
+    return 1;
+}
+
 static void test_sweep(void)
 {
     strmap *m = strmap_new();
@@ -91,8 +99,41 @@ static void test_sweep(void)
     strmap_free(m);
 }
 
+/* A window of 1000 live keys slides over 200,000: every put follows a delete, so deleted
+ * slots pile up and must be reused or swept away, and every lookup must still find its key. */
+static void test_churn(void)
+{
+    strmap *m = strmap_new();
+    char k[32];
+    int wrong = 0;
+    for (int i = 0; i < 200000; i++) {
+        int kn = snprintf(k, sizeof k, "did:plc:%d", i);
+        CHECK(strmap_put(m, k, (size_t)kn, &i, sizeof i) == 0);
+        if (i >= 1000) {
+            kn = snprintf(k, sizeof k, "did:plc:%d", i - 1000);
+            strmap_del(m, k, (size_t)kn);
+        }
+        if (i % 997 == 0) {
+            int probe = i - 999 < 0 ? 0 : i - 999;
+            kn = snprintf(k, sizeof k, "did:plc:%d", probe);
+            size_t n;
+            const int *v = strmap_get(m, k, (size_t)kn, &n);
+            wrong += !v || n != sizeof i || memcmp(v, &probe, sizeof probe) != 0;
+            kn = snprintf(k, sizeof k, "did:plc:%d", i - 1000);
+            wrong += i >= 1000 && strmap_get(m, k, (size_t)kn, NULL) != NULL;
+        }
+    }
+    CHECK(wrong == 0);
+    CHECK(strmap_count(m) == 1000);
+    int seen = 0;
+    strmap_sweep(m, count_all, &seen);
+    CHECK(seen == 1000 && strmap_count(m) == 0);
+    strmap_free(m);
+}
+
 int main(void)
 {
+    RUN(test_churn);
     RUN(test_sweep);
     RUN(test_put_get_del);
     RUN(test_binary_keys);
