@@ -106,13 +106,15 @@ demo: deps all
 	sh deploy/demo.sh
 
 format:
+	@sh tests/tools/install-deps.sh clang-format
 	clang-format -i $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) $(UNIT_SRC) $(TOOL_SRC) \
 	    $(wildcard */*.h tests/*/*.h)
 
 lint:
+	@sh tests/tools/install-deps.sh cppcheck clang-tidy
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem -I. atproto cache appview hold
-	clang-tidy --quiet $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) -- \
+	clang-tidy --quiet --warnings-as-errors='*' $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) -- \
 	    $(filter-out -MMD -MP,$(CPPFLAGS))
 
 clean:

@@ -51,7 +51,8 @@ struct holds {
 static void round_release(round *rd)
 {
     if (--rd->refs) return;
-    for (size_t i = 0; i < rd->n; i++) {
+    /* slots is NULL when holds_ask ran out of memory allocating it */
+    for (size_t i = 0; rd->slots && i < rd->n; i++) {
         free(rd->slots[i].did);
         buf_free(&rd->slots[i].body);
         free(rd->slots[i].error);

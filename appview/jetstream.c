@@ -923,7 +923,9 @@ void jetstream_free(jetstream *js)
     js->state = ST_FREEING;
     js->wsi = NULL;
     uv_timer_t *timers[] = {&js->retry, &js->tick, &js->drain};
-    for (int i = 0; i < js->timers; i++)
+    /* js->timers counts the initialised ones among these (at most 3); the analyzer loses that
+     * bound once js has been handed to libuv and lws, so the array bound is stated too. */
+    for (int i = 0; i < js->timers && i < (int)(sizeof timers / sizeof *timers); i++)
         uv_close((uv_handle_t *)timers[i], on_handle_closed);
     /* On a foreign loop the first destroy only starts closing lws' handles (in stages:
      * sockets first, then its timers); the second one frees the context once they are

@@ -679,7 +679,8 @@ static int list_page(listing *ls)
     if (rc == 0) rc = http_get(rf->l->http, url.data, NULL, on_page, ls);
     buf_free(&url);
     if (rc == 0) (*rf->l->up_list_total)++;
-    return rc;
+    /* Callers test < 0; ls is owned by on_page only when the request was submitted. */
+    return rc ? -1 : 0;
 }
 
 static void start_listing(repo_flight *rf)

@@ -594,7 +594,10 @@ static void on_holds_read(redisReply *reply, void *ud)
         flight_release(f);
         return;
     }
+    /* Built once per flight (a read that goes to the loader returns above, before this), so
+     * the list starts empty; said here because the analyzer cannot know it on entry. */
     f->hold_dids = calloc(nh + s->ncfg_holds + 1, sizeof *f->hold_dids);
+    f->nholds = 0;
     f->known = json_object();
     int err = !f->hold_dids || !f->known;
     for (size_t i = 0; !err && i < nh; i++) {

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Installs the Debian 12 packages the build, the tests and the benchmarks need, if missing.
+# Installs the Debian 12 packages the build, the tests and the benchmarks need, if missing, and
+# those named as arguments (`make lint` and `make format` name their tools).
 set -e
 PKGS="build-essential pkg-config libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
 libjansson-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev libzstd-dev redis-server redis-tools
-python3 wrk nginx-light ca-certificates curl nodejs npm"
+python3 wrk nginx-light ca-certificates curl nodejs npm $*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
