@@ -15,13 +15,9 @@ static const char *find(const char *data, size_t len, const char *needle)
     return memmem(data, len, needle, strlen(needle));
 }
 
-/* The unsigned integer after the first occurrence of key (e.g. "\"time_us\":"), or 0. */
-static uint64_t scan_uint(const char *data, size_t len, const char *key)
+/* The unsigned integer at p (after any spaces), or 0. */
+static uint64_t uint_at(const char *p, const char *end)
 {
-    const char *p = find(data, len, key);
-    if (!p) return 0;
-    const char *end = data + len;
-    p += strlen(key);
     while (p < end && *p == ' ')
         p++;
     uint64_t v = 0;
@@ -31,6 +27,13 @@ static uint64_t scan_uint(const char *data, size_t len, const char *key)
         digits++;
     }
     return v;
+}
+
+/* The unsigned integer after the first occurrence of key (e.g. "\"time_us\":"), or 0. */
+static uint64_t scan_uint(const char *data, size_t len, const char *key)
+{
+    const char *p = find(data, len, key);
+    return p ? uint_at(p + strlen(key), data + len) : 0;
 }
 
 /* Whether the string value of the first occurrence of key starts with prefix. In Jetstream
@@ -43,6 +46,40 @@ static int value_starts_with(const char *data, size_t len, const char *key, cons
     p += strlen(key);
     size_t n = strlen(prefix);
     return (size_t)(data + len - p) >= n && !memcmp(p, prefix, n);
+}
+
+/* p past lit when the bytes at p are lit, else NULL (also when p is NULL). */
+static const char *after(const char *p, const char *end, const char *lit, size_t n)
+{
+    return p && (size_t)(end - p) >= n && !memcmp(p, lit, n) ? p + n : NULL;
+}
+#define AFTER(p, end, lit) after((p), (end), (lit), sizeof(lit) - 1)
+
+/* The closing quote of the string whose contents start at p, or NULL. */
+static const char *string_end(const char *p, const char *end)
+{
+    return p ? memchr(p, '"', (size_t)(end - p)) : NULL;
+}
+
+/* A v1 commit laid out as Jetstream writes it:
+ *   {"did":"D","time_us":N,"kind":"commit","commit":{"rev":"R","operation":"O","collection":"C
+ * Then the three keys the scan wants are checked where they are, instead of three memmem calls
+ * over the frame (a tenth of the ingester's time when nine events in ten are not for it). The
+ * answer is the scan's own: each key found here is its first occurrence in the frame, as no
+ * quote before it can start another one. Sets where time_us's and collection's values start;
+ * 0 for any other layout, which the scan reads with memmem. */
+static int commit_layout(const char *data, size_t len, const char **time_us,
+                         const char **collection)
+{
+    const char *end = data + len;
+    const char *p = string_end(AFTER(data, end, "{\"did\":\""), end);
+    *time_us = p = AFTER(p, end, "\",\"time_us\":");
+    while (p && p < end && *p >= '0' && *p <= '9')
+        p++;
+    p = string_end(AFTER(p, end, ",\"kind\":\"commit\",\"commit\":{\"rev\":\""), end);
+    p = string_end(AFTER(p, end, "\",\"operation\":\""), end);
+    *collection = AFTER(p, end, "\",\"collection\":\"");
+    return *collection != NULL;
 }
 
 /* ---- the record's own bytes ----
@@ -244,13 +281,19 @@ event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, siz
                        const lexicon_set *lexicons)
 {
     memset(ev, 0, sizeof *ev);
-    ev->time_us = scan_uint(data, len, "\"time_us\":");
-    ev->cursor = flavor == JETSTREAM_V2 ? scan_uint(data, len, "\"seq\":") : ev->time_us;
-    if (!ev->cursor) return invalid(ev, "no_cursor");
-
-    int is_commit = find(data, len, "\"kind\":\"commit\"") != NULL;
-    if (is_commit && !value_starts_with(data, len, "\"collection\":\"", ATCR_PREFIX))
-        return ev->kind = EVENT_SKIP;
+    const char *time_us, *collection;
+    if (flavor == JETSTREAM_V1 && commit_layout(data, len, &time_us, &collection)) {
+        ev->time_us = ev->cursor = uint_at(time_us, data + len);
+        if (!ev->cursor) return invalid(ev, "no_cursor");
+        if (!AFTER(collection, data + len, ATCR_PREFIX)) return ev->kind = EVENT_SKIP;
+    } else {
+        ev->time_us = scan_uint(data, len, "\"time_us\":");
+        ev->cursor = flavor == JETSTREAM_V2 ? scan_uint(data, len, "\"seq\":") : ev->time_us;
+        if (!ev->cursor) return invalid(ev, "no_cursor");
+        int is_commit = find(data, len, "\"kind\":\"commit\"") != NULL;
+        if (is_commit && !value_starts_with(data, len, "\"collection\":\"", ATCR_PREFIX))
+            return ev->kind = EVENT_SKIP;
+    }
 
     json_span span;
     /* json_loadb's rules, at several times its speed, and where the record sits */

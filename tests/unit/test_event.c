@@ -1,7 +1,9 @@
 /* event_parse against the project's own lexicons/ (tests run from the repo root), here for the
  * record's own bytes (record_json): the exact span of commit.record in v1 and v2 frames, with
- * look-alike text inside strings, any spacing, and the cases that must leave it unset; and
- * event_datetime_ms against glibc's timegm over four centuries of days. */
+ * look-alike text inside strings, any spacing, and the cases that must leave it unset; v1
+ * frames in Jetstream's own layout (read at their places) against the same frames laid out
+ * otherwise (read by search); and event_datetime_ms against glibc's timegm over four
+ * centuries of days. */
 #include "appview/event.h"
 #include "tests/unit/check.h"
 
@@ -196,6 +198,77 @@ static void deep_record(void)
     CHECK(ev.record_json == NULL);
 }
 
+/* What the scan and the parse made of a frame, as a user of event_parse sees it. */
+typedef struct {
+    event_kind kind;
+    uint64_t time_us, cursor;
+    char summary[512];
+} outcome;
+
+static outcome outcome_of(const char *msg)
+{
+    outcome o = {.kind = parse(JETSTREAM_V1, msg), .time_us = ev.time_us, .cursor = ev.cursor};
+    snprintf(o.summary, sizeof o.summary, "%s|%s|%s|%s|%s|%d|%.*s", ev.reason ? ev.reason : "",
+             ev.did ? ev.did : "", ev.collection ? ev.collection : "", ev.rkey ? ev.rkey : "",
+             ev.key ? ev.key : "", ev.is_delete, (int)ev.record_json_len,
+             ev.record_json ? ev.record_json : "");
+    return o;
+}
+
+/* Jetstream's layout is read where its keys are; a frame laid out any other way is searched.
+ * Each frame below in that layout must come out exactly as with one space added at a place the
+ * layout pins (after the opening brace, the kind, the rev or the operation), for records of
+ * ours and others, deletes, other kinds, and a DID whose escaped quote is followed by text
+ * that looks like the next keys. */
+static void own_layout_matches_search(void)
+{
+    static const char *const frames[] = {
+        V1_HEAD COMMIT("create", "io.atcr.manifest", HEX) "\"record\":" MANIFEST TAIL,
+        V1_HEAD COMMIT("update", "io.atcr.tag", "myapp_latest") "\"record\":" TAG TAIL,
+        V1_HEAD COMMIT("delete", "io.atcr.tag", "myapp_latest") "\"x\":1}}",
+        V1_HEAD COMMIT("create", "app.bsky.feed.like", REV) "\"record\":{\"$type\":"
+                                                            "\"app.bsky.feed.like\"}" TAIL,
+        V1_HEAD COMMIT("create", "io.atcr.tag", "bad rkey") "\"record\":" TAG TAIL,
+        "{\"did\":\"" DID "\",\"time_us\":1732000000000037,\"kind\":\"identity\",\"identity\":{"
+        "\"did\":\"" DID "\",\"handle\":\"a.example.com\",\"seq\":1}}",
+        "{\"did\":\"did:plc:x\\\",\"time_us\":5,\"kind\":\"commit\",\"commit\":{\"rev\":\"r\","
+        "\"oper"
+        "ation\":\"o\",\"collection\":\"app.x\"}\",\"time_us\":1732000000000038,\"kind\":"
+        "\"commit\"," COMMIT("create", "io.atcr.manifest", HEX) "\"record\":" MANIFEST TAIL,
+    };
+    static const char *const places[] = {"{", "\"commit\",", "\"rev\":\"" REV "\",",
+                                         "\"operation\":\"create\","};
+    int differ = 0, compared = 0;
+    char moved[4096];
+    for (size_t f = 0; f < sizeof frames / sizeof *frames; f++) {
+        outcome own = outcome_of(frames[f]);
+        for (size_t p = 0; p < sizeof places / sizeof *places; p++) {
+            const char *at = strstr(frames[f], places[p]);
+            if (!at) continue;
+            size_t head = (size_t)(at - frames[f]) + strlen(places[p]);
+            snprintf(moved, sizeof moved, "%.*s %s", (int)head, frames[f], frames[f] + head);
+            outcome searched = outcome_of(moved);
+            compared++;
+            if (own.kind != searched.kind || own.time_us != searched.time_us ||
+                own.cursor != searched.cursor || strcmp(own.summary, searched.summary) != 0) {
+                fprintf(stderr,
+                        "frame %zu, space after %s: kind %d/%d time_us %llu/%llu\n  %s\n  %s\n", f,
+                        places[p], own.kind, searched.kind, (unsigned long long)own.time_us,
+                        (unsigned long long)searched.time_us, own.summary, searched.summary);
+                differ++;
+            }
+        }
+    }
+    CHECK(differ == 0);
+    CHECK(compared >= 20);
+    /* and they are what they should be */
+    CHECK(outcome_of(frames[0]).kind == EVENT_COMMIT && ev.time_us == 1732000000000036);
+    CHECK(outcome_of(frames[3]).kind == EVENT_SKIP && ev.cursor == 1732000000000036);
+    CHECK(outcome_of(frames[4]).kind == EVENT_INVALID && !strcmp(ev.reason, "bad_rkey"));
+    CHECK(outcome_of(frames[5]).kind == EVENT_IDENTITY && ev.time_us == 1732000000000037);
+    CHECK(outcome_of(frames[6]).kind == EVENT_SKIP && ev.time_us == 5);
+}
+
 static void unset_without_a_record(void)
 {
     const char *del = V1_HEAD COMMIT("delete", "io.atcr.manifest", HEX) "\"x\":1}}";
@@ -277,6 +350,7 @@ int main(void)
     RUN(escaped_member_name);
     RUN(deep_record);
     RUN(unset_without_a_record);
+    RUN(own_layout_matches_search);
     RUN(datetime_ms_as_timegm);
     event_clear(&ev);
     free(copy);
