@@ -96,6 +96,19 @@ REDIS_APPLY=$(redis-benchmark -p "$RPORT" -P 64 -c 20 -n 200000 -r 3000 -q EVALS
     grep -o '[0-9.]* requests per second' | awk '{v = $1} END {printf "%.0f", v}')
 redis-cli -p "$RPORT" FLUSHALL >/dev/null
 redis-cli -p "$RPORT" SCRIPT FLUSH >/dev/null
+# What storing the records costs Valkey at all, whatever the key layout: one SET per record,
+# the same real manifest record each time, into a new key each time. Copying a kilobyte into
+# memory Valkey has not touched yet is what a new record costs it; no index, no TTL. The
+# Valkey CPU per SET says how much of one of the two cores a record rate takes before any index.
+valkey_cpu_s() { redis-cli -p "$RPORT" INFO cpu | tr -d '\r' |
+    awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.3f", s}'; }
+echo "measuring redis-benchmark -P 64 SET of a record into new keys ..." >&2
+CPU0=$(valkey_cpu_s)
+REDIS_SET_RECORD=$(redis-benchmark -p "$RPORT" -P 64 -n 500000 -r 1000000000 -q SET 'r:__rand_int__' \
+    "$RECORD" 2>/dev/null | tr '\r' '\n' | grep -o '[0-9.]* requests per second' |
+    awk '{v = $1} END {printf "%.0f", v}')
+SET_RECORD_US=$(awk -v a="$CPU0" -v b="$(valkey_cpu_s)" 'BEGIN {printf "%.1f", (b - a) * 1e6 / 500000}')
+redis-cli -p "$RPORT" FLUSHALL >/dev/null
 
 # ---- replay servers: one sending everything, one honouring wantedCollections ----
 start_replay() { # port, extra flags
@@ -356,6 +369,8 @@ echo "yardsticks"
 row "redis-benchmark -P 64 -t set (SET/s)" "$(num "$REDIS_SET")" ""
 row "redis-benchmark -P 64 EVALSHA apply.lua, a real record (calls/s)" "$(num "$REDIS_APPLY")" \
     "one script per record, as the loader folds (the ingester only for purges, hold stats and what it is unsure of)"
+row "redis-benchmark -P 64 SET of a $(printf %s "$RECORD" | wc -c)-byte record, new keys (SET/s)" \
+    "$(num "$REDIS_SET_RECORD")" "Valkey CPU $SET_RECORD_US us per record: storing records alone, at most $(awk -v u="$SET_RECORD_US" 'BEGIN { if (u > 0) printf "%.0f", 1e6 / u; else print "-" }')/s per core"
 row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
 row "replay -> ws_discard, io.atcr filter (events/s)" "$(num "$DF_R")" ""
 row "replay -> libwebsockets' own WebSocket client, no-op (events/s)" "$(num "$(echo "$D_LWS" | field events_per_s)")" \
