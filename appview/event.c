@@ -29,23 +29,18 @@ static uint64_t uint_at(const char *p, const char *end)
     return v;
 }
 
+/* Where the value after the first occurrence of key starts, or NULL. */
+static const char *value_of(const char *data, size_t len, const char *key)
+{
+    const char *p = find(data, len, key);
+    return p ? p + strlen(key) : NULL;
+}
+
 /* The unsigned integer after the first occurrence of key (e.g. "\"time_us\":"), or 0. */
 static uint64_t scan_uint(const char *data, size_t len, const char *key)
 {
-    const char *p = find(data, len, key);
-    return p ? uint_at(p + strlen(key), data + len) : 0;
-}
-
-/* Whether the string value of the first occurrence of key starts with prefix. In Jetstream
- * frames "collection" comes before "record", so the first occurrence is the commit's own;
- * if a record ever came first, the full parse below still checks the real field. */
-static int value_starts_with(const char *data, size_t len, const char *key, const char *prefix)
-{
-    const char *p = find(data, len, key);
-    if (!p) return 0;
-    p += strlen(key);
-    size_t n = strlen(prefix);
-    return (size_t)(data + len - p) >= n && !memcmp(p, prefix, n);
+    const char *p = value_of(data, len, key);
+    return p ? uint_at(p, data + len) : 0;
 }
 
 /* p past lit when the bytes at p are lit, else NULL (also when p is NULL). */
@@ -67,7 +62,7 @@ static const char *string_end(const char *p, const char *end)
  * over the frame (a tenth of the ingester's time when nine events in ten are not for it). The
  * answer is the scan's own: each key found here is its first occurrence in the frame, as no
  * quote before it can start another one. Sets where time_us's and collection's values start;
- * 0 for any other layout, which the scan reads with memmem. */
+ * 0 for any other layout, which the scan searches with memmem. */
 static int commit_layout(const char *data, size_t len, const char **time_us,
                          const char **collection)
 {
@@ -281,19 +276,21 @@ event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, siz
                        const lexicon_set *lexicons)
 {
     memset(ev, 0, sizeof *ev);
-    const char *time_us, *collection;
-    if (flavor == JETSTREAM_V1 && commit_layout(data, len, &time_us, &collection)) {
-        ev->time_us = ev->cursor = uint_at(time_us, data + len);
-        if (!ev->cursor) return invalid(ev, "no_cursor");
-        if (!AFTER(collection, data + len, ATCR_PREFIX)) return ev->kind = EVENT_SKIP;
+    const char *end = data + len, *time_us, *collection;
+    int is_commit = flavor == JETSTREAM_V1 && commit_layout(data, len, &time_us, &collection);
+    if (is_commit) {
+        ev->time_us = ev->cursor = uint_at(time_us, end);
     } else {
         ev->time_us = scan_uint(data, len, "\"time_us\":");
         ev->cursor = flavor == JETSTREAM_V2 ? scan_uint(data, len, "\"seq\":") : ev->time_us;
-        if (!ev->cursor) return invalid(ev, "no_cursor");
-        int is_commit = find(data, len, "\"kind\":\"commit\"") != NULL;
-        if (is_commit && !value_starts_with(data, len, "\"collection\":\"", ATCR_PREFIX))
-            return ev->kind = EVENT_SKIP;
+        is_commit = find(data, len, "\"kind\":\"commit\"") != NULL;
+        /* In Jetstream frames "collection" comes before "record", so the first occurrence is
+         * the commit's own; if a record ever came first, the full parse below still checks
+         * the real field. */
+        collection = is_commit ? value_of(data, len, "\"collection\":\"") : NULL;
     }
+    if (!ev->cursor) return invalid(ev, "no_cursor");
+    if (is_commit && !AFTER(collection, end, ATCR_PREFIX)) return ev->kind = EVENT_SKIP;
 
     json_span span;
     /* json_loadb's rules, at several times its speed, and where the record sits */

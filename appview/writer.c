@@ -568,7 +568,6 @@ static void recent_release(writer *w, const char *member, int send)
 
 static int drop_of_did(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
-    (void)vlen;
     const char *did = *(const char **)ud;
     size_t dlen = strlen(did);
     if (mlen <= dlen || memcmp(member, did, dlen) != 0 || member[dlen] != ' ') return 0;
@@ -592,10 +591,6 @@ static void fail_items(item *const *items, size_t n)
 
 static int fail_entry(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
-    (void)member;
-    (void)mlen;
-    (void)vlen;
-    (void)ud;
     item *it = entry_of(val).it;
     fail_items(&it, 1);
     return 1;
@@ -626,7 +621,6 @@ typedef struct {
 /* Adds an entry's score and member to the ZADD; the map is cleared once it is sent. */
 static int collect_entry(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
-    (void)vlen;
     recent_args *a = ud;
     /* The score as the map holds it: it must outlive this call, until the ZADD is sent. */
     const char *score = (const char *)val + offsetof(recent_entry, score);
@@ -638,11 +632,8 @@ static int collect_entry(const char *member, size_t mlen, const void *val, size_
     return 0;
 }
 
-static void on_trimmed(redisReply *r, void *ud)
-{
-    (void)r; /* a failed trim is caught up by the next */
-    (void)ud;
-}
+/* A failed trim is caught up by the next. */
+static void on_trimmed(redisReply *r, void *ud) {}
 
 /* Sends every entry held back with one ZADD, then the trim a put of the round asked for. */
 static void recent_flush(writer *w)

@@ -8,8 +8,9 @@
  * move of a live record (for a manifest, when the round read who owns its digest's entry; a
  * repository stays in repos when its last entry goes). Hold stats, purges and whatever the
  * writer is unsure of go through fold_apply (the Lua scripts), in the same order on the same
- * connection; so do identity changes, which fold.c sends as plain commands. A script costs Valkey several
- * times the plain commands. A round's P recent entries go in one ZADD at its end.
+ * connection; so do identity changes, which fold.c sends as plain commands. A script costs
+ * Valkey several times the plain commands. A round's P recent entries go in one ZADD at its
+ * end.
  *
  * What the writer knows is what it read and wrote since its last reset. Only the lease holder
  * ingests, so the other writer is the loader (a PDS listing, through apply.lua): a record it

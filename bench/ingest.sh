@@ -100,14 +100,16 @@ redis-cli -p "$RPORT" SCRIPT FLUSH >/dev/null
 # the same real manifest record each time, into a new key each time. Copying a kilobyte into
 # memory Valkey has not touched yet is what a new record costs it; no index, no TTL. The
 # Valkey CPU per SET says how much of one of the two cores a record rate takes before any index.
-valkey_cpu_s() { redis-cli -p "$RPORT" INFO cpu | tr -d '\r' |
-    awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.3f", s}'; }
+valkey_cpu_s() { # port -> the server's CPU seconds so far
+    redis-cli -p "$1" INFO cpu | tr -d '\r' |
+        awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.3f", s}'
+}
 echo "measuring redis-benchmark -P 64 SET of a record into new keys ..." >&2
-CPU0=$(valkey_cpu_s)
+CPU0=$(valkey_cpu_s "$RPORT")
 REDIS_SET_RECORD=$(redis-benchmark -p "$RPORT" -P 64 -n 500000 -r 1000000000 -q SET 'r:__rand_int__' \
     "$RECORD" 2>/dev/null | tr '\r' '\n' | grep -o '[0-9.]* requests per second' |
     awk '{v = $1} END {printf "%.0f", v}')
-SET_RECORD_US=$(awk -v a="$CPU0" -v b="$(valkey_cpu_s)" 'BEGIN {printf "%.1f", (b - a) * 1e6 / 500000}')
+SET_RECORD_US=$(awk -v a="$CPU0" -v b="$(valkey_cpu_s "$RPORT")" 'BEGIN {printf "%.1f", (b - a) * 1e6 / 500000}')
 redis-cli -p "$RPORT" FLUSHALL >/dev/null
 
 # ---- replay servers: one sending everything, one honouring wantedCollections ----
@@ -323,27 +325,24 @@ valkey_alone() { # -> "records_per_s=... valkey_cpu=... runs=a/b/c" or "error=..
         pport=$(free_port)
         start_redis "$pport" "$DIR/pipe-redis.log" ||
             { kill "$REDIS_PID"; echo "error=the replay's redis-server did not start"; return; }
-        out=$(python3 - "$pport" "$DIR/commands.resp" "$records" <<'EOF'
+        c0=$(valkey_cpu_s "$pport")
+        rate=$(python3 - "$pport" "$DIR/commands.resp" "$records" <<'EOF'
 import subprocess, sys, time
 port, path, records = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def cpu():
-    out = subprocess.run(["redis-cli", "-p", port, "INFO", "cpu"], capture_output=True, text=True).stdout
-    return sum(float(l.split(":")[1]) for l in out.splitlines()
-               if l.startswith(("used_cpu_user:", "used_cpu_sys:")))
-c0 = cpu()
 t0 = time.time()
 with open(path, "rb") as f:
     done = subprocess.run(["redis-cli", "-p", port, "--pipe"], stdin=f, capture_output=True, text=True)
 el = time.time() - t0
 if done.returncode != 0 or "errors: 0," not in done.stdout:
     sys.exit(f"redis-cli --pipe: {done.stdout.strip()} {done.stderr.strip()}")
-print(f"{records / el:.0f} {cpu() - c0:.2f}")
+print(f"{records / el:.0f}")
 EOF
         ) || { kill "$REDIS_PID"; echo "error=replaying the commands failed"; return; }
+        cpu=$(awk -v a="$c0" -v b="$(valkey_cpu_s "$pport")" 'BEGIN {printf "%.2f", b - a}')
         kill "$REDIS_PID" 2>/dev/null || true
         wait "$REDIS_PID" 2>/dev/null || true
-        runs="$runs${runs:+/}${out% *}"
-        cpus="$cpus${cpus:+/}${out#* }"
+        runs="$runs${runs:+/}$rate"
+        cpus="$cpus${cpus:+/}$cpu"
     done
     median=$(echo "$runs" | tr / '\n' | sort -n | sed -n 2p)
     echo "records_per_s=$median valkey_cpu=$cpus runs=$runs"

@@ -55,9 +55,9 @@ if mode == 'recent' then
   return {1, 1, '', 1, #items, pack(items), 0, pack({})}
 end
 
--- The repositories with entries, as {name, updatedAt string, as a number, latest digest},
--- newest first. Ordering them costs two calls per repository, so only the newest 500 a DID
--- created are considered: a DID with more cannot make one read stall Valkey for long.
+-- The repositories with entries, as {name, updatedAt string, as a number, latest digest,
+-- key prefix}, newest first. Ordering them costs two calls per repository, so only the newest
+-- 500 a DID created are considered: a DID with more cannot make one read stall Valkey for long.
 local MAX_REPOSITORIES = 500
 local function repositories()
   local rows = {}
@@ -67,7 +67,7 @@ local function repositories()
     local t = redis.call('ZREVRANGE', p .. 'tags', 0, 0, 'WITHSCORES')
     local at = m[2]
     if t[2] and (not at or tonumber(t[2]) > tonumber(at)) then at = t[2] end
-    if at then rows[#rows + 1] = {r, at, tonumber(at), m[1] or ''} end
+    if at then rows[#rows + 1] = {r, at, tonumber(at), m[1] or '', p} end
   end
   table.sort(rows, function(a, b)
     if a[3] ~= b[3] then return a[3] > b[3] end
@@ -82,12 +82,11 @@ local function repos_page(rows)
   for _, row in ipairs(rows) do
     if #items >= 2 * n then break end
     if cs == '' or row[3] < csn or (row[3] == csn and row[1] < cm) then
-      local p = base .. 'repo/' .. row[1] .. '/'
       items[#items + 1] = row[1]
       items[#items + 1] = row[2]
       extra[#extra + 1] = row[4]
-      extra[#extra + 1] = tostring(redis.call('ZCARD', p .. 'tags'))
-      extra[#extra + 1] = tostring(redis.call('ZCARD', p .. 'manifests'))
+      extra[#extra + 1] = tostring(redis.call('ZCARD', row[5] .. 'tags'))
+      extra[#extra + 1] = tostring(redis.call('ZCARD', row[5] .. 'manifests'))
     end
   end
   return items, extra

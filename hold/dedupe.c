@@ -35,8 +35,6 @@ void dedupe_free(dedupe *d)
 
 static int expired(const char *key, size_t keylen, const void *val, size_t vlen, void *ud)
 {
-    (void)key;
-    (void)keylen;
     double until, now = *(const double *)ud;
     if (vlen != sizeof until) return 1;
     memcpy(&until, val, sizeof until);

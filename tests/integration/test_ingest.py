@@ -66,10 +66,15 @@ def last_event(path):
     return last
 
 
+def read_events(path):
+    """The events of a JSONL file, parsed."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def fixture_events(name):
     """The events of a fixture file, parsed."""
-    with open(os.path.join(FIXTURES, name)) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_events(os.path.join(FIXTURES, name))
 
 
 def write_events(path, events):
@@ -471,8 +476,7 @@ def fold_both_ways(h, events, replay_args=(), tag=""):
         assert app.stop() == 0
     m = metrics["off"]
     # Off: every event through fold.c, all but identity changes (plain there too) by script.
-    with open(events) as f:
-        identities = sum(json.loads(line).get("kind") == "identity" for line in f if line.strip())
+    identities = sum(e.get("kind") == "identity" for e in read_events(events))
     assert m["appview_ingest_scripted_total"] == m["appview_events_folded_total"] - identities
     assert len(dumps["off"]) > 10
     diff = sorted(k for k in set(dumps["off"]) | set(dumps["on"])
