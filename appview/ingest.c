@@ -61,6 +61,7 @@ struct ingest {
     uv_timer_t persist_timer;
 
     uint64_t *events_total, *skipped_total, *folded_total, *replays_total, *fenced_total;
+    uint64_t *dropped_keys_total;
 };
 
 /* ---- drop reasons, as metric labels ---- */
@@ -276,10 +277,66 @@ static uint64_t reply_uint(const redisReply *r)
 }
 
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
- * of version 2 is one of version 3 (which only stopped maintaining repos' scores and removing
- * its members): the ingester writes the new version over it and goes on. */
-#define SCHEMA_VERSION "3"
-#define SCHEMA_UPGRADES_FROM "2"
+ * of versions 2 or 3 (whose tags named digests, not manifest records) is dropped: Valkey is a
+ * cache, reads fall back to the PDSes and the firehose fills it again, from the same cursor. */
+#define SCHEMA_VERSION "4"
+
+static int outdated_schema(const char *found)
+{
+    return !strcmp(found, "2") || !strcmp(found, "3");
+}
+
+static void cursor_loaded(ingest *in)
+{
+    in->cursor_loaded = 1;
+    start_stream(in);
+}
+
+/* Drops the keys of an outdated index under the prefix, a SCAN page at a time; the cursors,
+ * the lease and the schema mark stay. Then marks the index as of this layout. */
+static void drop_page(ingest *in, const char *cursor);
+
+/* An UNLINK that failed leaves a key of the old layout, which its TTL removes in time. */
+static void on_unlinked(redisReply *r, void *ud) {}
+
+static void on_dropped_page(redisReply *r, void *ud)
+{
+    ingest *in = ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        in->cursor_loading = 0; /* tried again on the next up */
+        return;
+    }
+    const redisReply *keys = r->element[1];
+    size_t plen = strlen(in->prefix);
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
+        const char *rest = k->str + plen;
+        if (!strncmp(rest, "cursor:", 7) || !strcmp(rest, "ingest-lease") ||
+            !strcmp(rest, "schema"))
+            continue;
+        valkey_command(in->v, on_unlinked, NULL, 2, (const char *[]){"UNLINK", k->str}, NULL);
+        (*in->dropped_keys_total)++;
+    }
+    if (strcmp(r->element[0]->str, "0")) {
+        drop_page(in, r->element[0]->str);
+        return;
+    }
+    log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
+             (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
+    in->cursor_loading = 0;
+    if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
+}
+
+static void drop_page(ingest *in, const char *cursor)
+{
+    char match[256];
+    snprintf(match, sizeof match, "%s*", in->prefix);
+    if (valkey_command(in->v, on_dropped_page, in, 6,
+                       (const char *[]){"SCAN", cursor, "MATCH", match, "COUNT", "1000"}, NULL) < 0)
+        in->cursor_loading = 0;
+}
 
 static void on_cursor_loaded(redisReply *r, void *ud)
 {
@@ -291,7 +348,18 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     int had_cursor =
         r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
     const char *found = schema->type == REDIS_REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
-    if (found && strcmp(found, SCHEMA_UPGRADES_FROM) == 0) found = NULL;
+    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
+        in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
+    in->acked_time_us = in->acked[JETSTREAM_V1];
+    if (found && outdated_schema(found)) {
+        log_warn("ingest",
+                 "Valkey holds an index of key schema %s under prefix %s, an older layout: "
+                 "dropping it (reads fall back to the PDSes; the firehose refills it)",
+                 found, in->prefix);
+        in->cursor_loading = 1;
+        drop_page(in, "0");
+        return;
+    }
     if (found && strcmp(found, SCHEMA_VERSION) != 0) {
         /* Folding on top of another layout would serve a mix of both: an operator decides. */
         log_error("ingest",
@@ -301,11 +369,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
         return;
     }
     if (!found && writer_mark_schema(in->w) < 0) return; /* retried on next up */
-    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
-        in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
-    in->acked_time_us = in->acked[JETSTREAM_V1];
-    in->cursor_loaded = 1;
-    start_stream(in);
+    cursor_loaded(in);
 }
 
 /* Valkey is ready and no predecessor's commands can still run: load the cursor (first time)
@@ -481,10 +545,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     char lease_key[256];
     snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
     in->lease = lease_new(loop, v, lease_key, opt->lease_ms, on_lease, in);
-    writer_options wo = {.prefix = opt->prefix,
-                         .record_ttl = opt->record_ttl,
-                         .schema_value = SCHEMA_VERSION,
-                         .scripts_only = opt->scripts_only};
+    writer_options wo = {
+        .prefix = opt->prefix, .record_ttl = opt->record_ttl, .schema_value = SCHEMA_VERSION};
     in->w = writer_new(v, f, &wo);
     if (!in->prefix || !in->lease || !in->w) {
         lease_free(in->lease);
@@ -509,6 +571,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                                         "Times the stream was read again after lost writes");
     in->fenced_total = metrics_counter("appview_ingest_fenced_total",
                                        "Earlier ingest connections killed before resuming");
+    in->dropped_keys_total = metrics_counter("appview_schema_dropped_keys_total",
+                                             "Keys of an outdated index layout dropped at start");
     metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
                   in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);

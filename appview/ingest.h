@@ -33,7 +33,6 @@ typedef struct {
     unsigned rewind_seconds; /* v1 resume rewind */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
-    int scripts_only;        /* every event through the Lua scripts (appview/writer.h) */
 } ingest_options;
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,

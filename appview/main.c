@@ -106,7 +106,7 @@ static int start(app *a)
     valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
     a->v = valkey_new(a->loop, &vo);
     if (!a->v) return -1;
-    fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
+    fold_options fo = {.prefix = a->cfg.key_prefix};
     a->f = fold_new(a->v, &fo);
     if (!a->f) return -1;
     if (a->cfg.ingest) {
@@ -116,8 +116,7 @@ static int start(app *a)
                              .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
                              .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
                              .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
-                             .record_ttl = (unsigned)a->cfg.record_ttl,
-                             .scripts_only = !a->cfg.ingest_plain_writes};
+                             .record_ttl = (unsigned)a->cfg.record_ttl};
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
         if (!a->in) return -1;
     }
