@@ -84,7 +84,10 @@ static int reply_ok(op *o, const redisReply *r)
         o->failed = 1; /* the connection was lost: the event is folded again later */
         return 0;
     }
-    /* Not retried: the same event would be refused again and stall the stream behind it. */
+    /* A refusal Valkey may lift (out of memory, ...) fails the event: it is folded again from
+     * the last acknowledged cursor. Any other is not retried: the same event would be refused
+     * again and stall the stream behind it. */
+    if (valkey_error_transient(r->str)) o->failed = 1;
     log_warn("fold", "write refused for %s: %s", o->did, r->str);
     return 0;
 }

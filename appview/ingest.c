@@ -11,6 +11,10 @@
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 
+/* Writes Valkey refused (out of memory, ...) are tried again after a pause that doubles, up to
+ * the most, until one batch goes through. */
+#define REFUSED_RETRY_MIN_MS 1000
+#define REFUSED_RETRY_MAX_MS 30000
 /* Backpressure: stop reading the socket above HIGH commands in flight, resume below LOW. */
 #define PENDING_HIGH 20000
 #define PENDING_LOW 5000
@@ -31,6 +35,7 @@ typedef struct batch {
     unsigned epoch; /* batches of an epoch that saw a failure never move the cursor */
     uint64_t max_cursor, max_time_us;
     unsigned outstanding;
+    int outstanding_ever; /* it wrote something: its success says Valkey takes writes */
     int sealed;
 } batch;
 
@@ -59,9 +64,13 @@ struct ingest {
 
     uv_check_t check;
     uv_timer_t persist_timer;
+    uv_timer_t retry_timer; /* reads again after writes were refused */
+    unsigned retry_ms;      /* its next pause; 0 while writes go through */
+    char refusal[160];      /* what Valkey answered, for _health; "" while writes go through */
 
     uint64_t *events_total, *skipped_total, *folded_total, *replays_total, *fenced_total;
     uint64_t *dropped_keys_total;
+    uint64_t *refused_retries_total;
 };
 
 /* ---- drop reasons, as metric labels ---- */
@@ -95,6 +104,11 @@ static void complete_batches(ingest *in)
         if (b->epoch == in->epoch && !in->replay_needed) {
             if (b->max_cursor > in->acked[b->flavor]) in->acked[b->flavor] = b->max_cursor;
             if (b->max_time_us > in->acked_time_us) in->acked_time_us = b->max_time_us;
+            if (b->outstanding_ever && in->retry_ms) {
+                log_info("ingest", "Valkey takes writes again");
+                in->retry_ms = 0;
+                in->refusal[0] = 0;
+            }
         }
         in->head = b->next;
         if (!in->head) in->tail = NULL;
@@ -129,12 +143,44 @@ static void need_replay(ingest *in)
     if (in->js) jetstream_pause(in->js, 1);
 }
 
+static void resume(ingest *in);
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    ingest *in = t->data;
+    if (!in->valkey_up || in->stopping) return; /* resumed when Valkey is up again */
+    /* What the writer believes it wrote may not be in Valkey: it reads again what it needs. */
+    writer_reset(in->w);
+    resume(in);
+}
+
+/* Writes failed while Valkey is up: it refused them (out of memory, a read-only replica, ...).
+ * Reading stopped (need_replay); it starts again from the last acknowledged cursor after a
+ * pause, and every refusal doubles the pause. One log line per attempt. */
+static void retry_after_refusal(ingest *in)
+{
+    if (uv_is_active((uv_handle_t *)&in->retry_timer)) return;
+    in->retry_ms = in->retry_ms ? in->retry_ms * 2 : REFUSED_RETRY_MIN_MS;
+    if (in->retry_ms > REFUSED_RETRY_MAX_MS) in->retry_ms = REFUSED_RETRY_MAX_MS;
+    const char *why = writer_refusal(in->w);
+    if (why) snprintf(in->refusal, sizeof in->refusal, "%s", why);
+    (*in->refused_retries_total)++;
+    log_warn("ingest",
+             "Valkey refused writes (%s): ingest paused; reading again from the last "
+             "acknowledged cursor in %u ms",
+             in->refusal[0] ? in->refusal : "a script's write", in->retry_ms);
+    uv_timer_start(&in->retry_timer, on_retry_timer, in->retry_ms, 0);
+}
+
 static void on_folded(void *ud, int ok)
 {
     batch *b = ud;
     ingest *in = b->in;
     b->outstanding--;
-    if (!ok && b->epoch == in->epoch) need_replay(in);
+    if (!ok && b->epoch == in->epoch) {
+        need_replay(in);
+        if (in->valkey_up && !in->stopping && lease_held(in->lease)) retry_after_refusal(in);
+    }
     complete_batches(in);
 }
 
@@ -159,6 +205,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
         switch (writer_add(in->w, &ev, on_folded, b)) {
         case 0:
             b->outstanding++;
+            b->outstanding_ever = 1;
             (*in->folded_total)++;
             break;
         case 1:
@@ -506,6 +553,16 @@ double ingest_lag_seconds(const ingest *in)
     return lag > 0 ? lag : 0;
 }
 
+const char *ingest_refusal(const ingest *in)
+{
+    return in->refusal[0] ? in->refusal : NULL;
+}
+
+static double gauge_refused(void *ud)
+{
+    return ingest_refusal(ud) ? 1 : 0;
+}
+
 static double gauge_lag(void *ud)
 {
     return ingest_lag_seconds(ud);
@@ -571,6 +628,12 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                                         "Times the stream was read again after lost writes");
     in->fenced_total = metrics_counter("appview_ingest_fenced_total",
                                        "Earlier ingest connections killed before resuming");
+    in->refused_retries_total =
+        metrics_counter("appview_ingest_refused_retries_total",
+                        "Times ingest paused because Valkey refused writes (out of memory, ...)");
+    metrics_gauge("appview_valkey_writes_refused",
+                  "1 while Valkey refuses the ingester's writes (ingest paused)", gauge_refused,
+                  in);
     in->dropped_keys_total = metrics_counter("appview_schema_dropped_keys_total",
                                              "Keys of an outdated index layout dropped at start");
     metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
@@ -581,6 +644,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     uv_check_start(&in->check, on_check);
     uv_timer_init(loop, &in->persist_timer);
     in->persist_timer.data = in;
+    uv_timer_init(loop, &in->retry_timer);
+    in->retry_timer.data = in;
     uv_timer_start(&in->persist_timer, on_persist_timer, PERSIST_EVERY_MS, PERSIST_EVERY_MS);
     return in;
 }
@@ -630,5 +695,6 @@ void ingest_free(ingest *in)
     lease_free(in->lease);
     writer_free(in->w);
     uv_close((uv_handle_t *)&in->check, NULL);
+    uv_close((uv_handle_t *)&in->retry_timer, NULL);
     uv_close((uv_handle_t *)&in->persist_timer, free_when_closed);
 }

@@ -46,6 +46,9 @@ int ingest_leader(const ingest *in);
 uint64_t ingest_cursor(const ingest *in);
 double ingest_lag_seconds(const ingest *in);
 const char *ingest_url(const ingest *in);
+/* What Valkey answered while it refuses the ingester's writes (out of memory, ...; ingest is
+ * paused and tries again), NULL while writes go through. */
+const char *ingest_refusal(const ingest *in);
 /* Stops reading, persists the acknowledged cursor once pending writes are answered, then
  * gives the lease back; call ingest_idle until it returns 1, then it is safe to free. */
 void ingest_stop(ingest *in);

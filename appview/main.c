@@ -51,8 +51,15 @@ static void health(httpd_req *r, void *ud)
     app *a = ud;
     int up = valkey_ready(a->v);
     buf out = {0};
-    int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f},",
+    int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f",
                         APPVIEW_VERSION, up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
+    /* Writes refused (out of memory, ...): the ingester is paused until Valkey takes them. */
+    const char *refusal = a->in ? ingest_refusal(a->in) : NULL;
+    if (refusal) {
+        rc |= buf_puts(&out, ",\"writesRefused\":");
+        rc |= buf_json_string(&out, refusal, strlen(refusal));
+    }
+    rc |= buf_puts(&out, "},");
     if (a->in) {
         rc |= buf_printf(&out, "\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
                          ingest_leader(a->in) ? "true" : "false",

@@ -124,6 +124,9 @@ struct writer {
     int reads_outstanding, read_failed;
     unsigned epoch; /* replies to reads of an earlier epoch are ignored */
     uint64_t schema_checked_ms;
+    char refusal[160];       /* the last refusal Valkey may lift (out of memory, ...); "" none */
+    uint64_t refused_log_ms; /* when a refused write was last logged */
+    uint64_t refused_unlogged;
     plan plan;   /* the plan being sent (large: one per writer, not one per call) */
     buf scratch; /* a record's header and JSON, as sent */
     uint64_t *indexed_total, *stale_total, *write_errors_total, *forgets_total, *reads_total;
@@ -459,16 +462,42 @@ static void fail_all(item *list)
 
 /* ---- writes ---- */
 
+/* One line every few seconds for refused writes, however many there are. */
+#define REFUSED_LOG_MS 5000
+
 static void note_reply(item *it, const redisReply *r)
 {
+    writer *w = it->w;
     if (!r) {
         it->failed = 1; /* the connection was lost: the event is folded again later */
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        /* Not retried: the same write would be refused again and stall the stream. */
-        (*it->w->write_errors_total)++;
-        it->indexed = 0;
-        log_warn("writer", "write refused for %s: %s", it->ev.did, r->str);
+        return;
     }
+    if (r->type != REDIS_REPLY_ERROR) return;
+    (*w->write_errors_total)++;
+    it->indexed = 0;
+    int transient = valkey_error_transient(r->str);
+    if (transient) {
+        /* Valkey may take it later (out of memory, ...): the event fails, and the stream is
+         * read again from the last acknowledged cursor once it does (appview/ingest.c). */
+        it->failed = 1;
+        snprintf(w->refusal, sizeof w->refusal, "%s", r->str);
+    }
+    /* Otherwise not retried: the same write would be refused again and stall the stream. */
+    uint64_t now = now_ms();
+    if (w->refused_log_ms && now - w->refused_log_ms < REFUSED_LOG_MS) {
+        w->refused_unlogged++;
+        return;
+    }
+    log_warn("writer", "write refused for %s: %s%s (and %llu more since the last line)", it->ev.did,
+             r->str, transient ? "; will be written again" : "",
+             (unsigned long long)w->refused_unlogged);
+    w->refused_log_ms = now;
+    w->refused_unlogged = 0;
+}
+
+const char *writer_refusal(const writer *w)
+{
+    return w->refusal[0] ? w->refusal : NULL;
 }
 
 static void on_write(redisReply *r, void *ud)
@@ -1246,6 +1275,7 @@ void writer_reset(writer *w)
 {
     drop_unsent(w);
     forget(w);
+    w->refusal[0] = 0;
 }
 
 static double gauge_remembered(void *ud)

@@ -46,8 +46,13 @@ void writer_flush(writer *w);
 int writer_mark_schema(writer *w);
 /* Events queued or waiting for reads: not yet Valkey commands, but soon. */
 size_t writer_backlog(const writer *w);
+/* What Valkey answered when it last refused a write it may take later (out of memory, a
+ * read-only replica, ...): the events were failed (cb with ok=0). NULL when none since the
+ * last reset. */
+const char *writer_refusal(const writer *w);
 /* Forgets what it knows of the index and fails every event not yet sent (cb with ok=0). For
- * a lost connection, a lease regained: anything that may have changed the index unseen. */
+ * a lost connection, refused writes, a lease regained: anything that may have left the index
+ * other than the writer believes. */
 void writer_reset(writer *w);
 void writer_free(writer *w);
 

@@ -704,6 +704,59 @@ def test_valkey_restart_midstream_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
 
 
+def test_valkey_refusing_writes_loses_nothing(h):
+    """Valkey out of memory (maxmemory, noeviction) for a while mid-ingest, then given room:
+    refused writes are not skipped but written again from the last acknowledged cursor, so the
+    index, the recent list included, ends as an uninterrupted run's. Meanwhile ingest pauses
+    with a log line per attempt, not per write, and _health says why."""
+    events = generate(h, 20000, seed=17)
+    want = reference_fold(h, events)
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "4000"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
+             what="some records indexed")
+    used = int(next(line.split(":")[1] for line in
+                    h.redis_raw(redis, "INFO", "memory").splitlines()
+                    if line.startswith("used_memory:")))
+    h.redis(redis, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    h.redis(redis, "CONFIG", "SET", "maxmemory", str(used + 32 * 1024))
+    refused = wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[1]["valkey"].get(
+        "writesRefused"), timeout=20, what="_health to show the refusal")
+    assert refused.startswith("OOM"), refused
+    assert h.metrics(app.base)["appview_valkey_writes_refused"] == 1
+    time.sleep(3)
+    h.redis(redis, "CONFIG", "SET", "maxmemory", "0")
+    wait_cursor(h, redis, 1, last_event(events)[0])
+    assert_same_index(snapshot(h, redis), want)
+    m = h.metrics(app.base)
+    assert m["appview_ingest_refused_retries_total"] >= 1 and m["appview_valkey_writes_refused"] == 0
+    assert "writesRefused" not in h.get_json(app.base + "/xrpc/_health")[1]["valkey"]
+    log = app.log()
+    assert log.count("write refused") + log.count("refused writes") < 40, log[-3000:]
+    assert app.stop() == 0
+
+
+def test_valkey_stopped_midstream_loses_nothing(h):
+    """Valkey frozen (SIGSTOP) past the command timeout, then thawed: the connection is dropped
+    and made again, and the stream read again from the last acknowledged cursor."""
+    events = generate(h, 20000, seed=19)
+    want = reference_fold(h, events)
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "4000"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
+             what="some records indexed")
+    redis.signal(signal.SIGSTOP)
+    time.sleep(6)
+    redis.signal(signal.SIGCONT)
+    wait_cursor(h, redis, 1, last_event(events)[0], timeout=90)
+    assert_same_index(snapshot(h, redis), want)
+    assert h.metrics(app.base)["valkey_reconnects_total"] >= 1
+    assert "no reply for" in app.log()
+    assert app.stop() == 0
+
+
 def test_malformed_input_is_dropped_and_counted(h):
     redis = h.start_redis()
     fixture = os.path.join(FIXTURES, "malformed.jsonl")
@@ -757,6 +810,8 @@ def test_falls_over_to_second_url(h):
 def test_health_reports_valkey_down(h):
     redis = h.start_redis()
     app = start_appview(h, redis, [f"ws://127.0.0.1:{free_port()}/subscribe"])
+    # start_appview returns once it listens; Valkey may still be connecting (503).
+    wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[0] == 200, what="200 health")
     status, body = h.get_json(app.base + "/xrpc/_health")
     assert status == 200 and body["valkey"]["up"] is True
     redis.kill()
