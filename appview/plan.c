@@ -165,9 +165,14 @@ static void write_record(plan *p, arena *ar, const event *ev, const char *recs, 
                          size_t fieldn, int raise)
 {
     size_t n;
+    /* r/<X>: what a manifest record is, "R G", or "-" once deleted (a tag resolves by it). */
+    int manifest = !strcmp(ev->collection, "io.atcr.manifest");
+    const char *rfield = manifest ? JOIN(ar, NULL, "r/", ev->rkey) : NULL;
+    size_t rfieldn = rfield ? strlen(rfield) : 0;
     if (ev->is_delete) {
         const char *v = JOIN(ar, &n, ev->rev, " - - - - - -");
         add_op(p, OP_HSET, KEY_RECS, recs, field, fieldn, v, n);
+        if (manifest) add_op(p, OP_HSET, KEY_RECS, recs, rfield, rfieldn, "-", 1);
     } else {
         const char kind[2] = {(char)ev->record_kind, 0};
         const char *at = ev->at ? ev->at : "-";
@@ -194,6 +199,10 @@ static void write_record(plan *p, arena *ar, const event *ev, const char *recs, 
                                 : JOIN(ar, &n, ev->rkey, " ", at, " ", target ? target : "");
             if (!h) ar->overflow = 1;
             add_op(p, OP_HSET, KEY_RECS, recs, h, h ? (size_t)hn : 0, v, n);
+        }
+        if (manifest) {
+            const char *v = JOIN(ar, &n, ev->repository, " ", ev->key);
+            add_op(p, OP_HSET, KEY_RECS, recs, rfield, rfieldn, v, n);
         }
     }
     if (raise) add_op(p, OP_HSET, KEY_RECS, recs, "~rev", 4, ev->rev, strlen(ev->rev));

@@ -14,6 +14,7 @@
  *   or is deleted leaves its old place first.
  * - The hint fields m/R/G and t/R/T name the record written last at that place (a tag's also
  *   says what it points at); they are never removed, so a deleted one stays known as deleted.
+ *   r/X says what the manifest record X is ("R G", "-" once deleted): a tag resolves by it.
  *   Several tag records may name one tag: the last written is the tag, and only it removes the
  *   tag when it goes.
  * - A firehose event raises the DID's ~rev; a create newer than ~rev needs no read of its

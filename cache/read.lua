@@ -40,14 +40,13 @@ local function header(v)
 end
 
 -- The live manifest record of digest g in the repository: the one m/R/G names, else any the
--- manifests zset holds ("G X" members; a scan, only when the hint's record has gone). Returns
--- its rkey and value, or nil, plus whether the index knew the digest at all.
+-- manifests zset holds ("G X" members; a scan, only when the hint's record has gone). r/X
+-- says what a record is. Returns its rkey, or nil, and whether the index knew the digest.
 local function manifest_of_digest(g)
   local rkey = redis.call('HGET', recs, 'm/' .. repo .. '/' .. g)
-  if not rkey then return nil, nil, false end
-  local v = redis.call('HGET', recs, 'io.atcr.manifest/' .. rkey)
-  local kind, r, k = header(v)
-  if kind == 'm' and r == repo and k == g then return rkey, v, true end
+  if not rkey then return nil, false end
+  local want = repo .. ' ' .. g
+  if redis.call('HGET', recs, 'r/' .. rkey) == want then return rkey, true end
   local zset = base .. 'repo/' .. repo .. '/manifests'
   local cursor = '0'
   repeat
@@ -55,39 +54,41 @@ local function manifest_of_digest(g)
     cursor = page[1]
     for i = 1, #page[2], 2 do
       local x = string.sub(page[2][i], #g + 2)
-      v = redis.call('HGET', recs, 'io.atcr.manifest/' .. x)
-      kind, r, k = header(v)
-      if kind == 'm' and r == repo and k == g then return x, v, true end
+      if redis.call('HGET', recs, 'r/' .. x) == want then return x, true end
     end
   until cursor == '0'
-  return nil, nil, true
+  return nil, true
 end
 
--- What a tag points at (its target "mrkey=digest", '-' for a missing part), given the value of
--- its manifest record (when it names one) and whether the index is complete: state, digest,
--- manifest rkey. The at-uri decides: the digest of the record it names, or nothing when that
--- record was deleted, or is absent from a complete index. The deprecated manifestDigest is used
--- for a tag without an at-uri, and while the index is partial and has not seen the record.
-local function resolve(target, mvalue, complete)
-  local mrkey, mdigest = string.match(target or '', '^([^=]*)=(.*)$')
-  if not mrkey then return 'u', '', '' end
-  if mrkey ~= '-' then
-    if mvalue then
-      local kind, r, k = header(mvalue)
-      if kind == 'm' and r == repo then return 'r', k, mrkey end
-      return 'd', '', mrkey -- deleted, or not a manifest of this repository
+-- A tag's hint t/R/T, "Y at X=G", split (plain finds: a pattern costs this script far more):
+-- at, and the manifest rkey X and digest G it points at, nil for a part written '-'.
+local function hint(h)
+  if not h then return nil end
+  local s1 = string.find(h, ' ', 1, true)
+  local s2 = s1 and string.find(h, ' ', s1 + 1, true)
+  local eq = s2 and string.find(h, '=', s2 + 1, true)
+  if not eq then return nil end
+  local x, g = string.sub(h, s2 + 1, eq - 1), string.sub(h, eq + 1)
+  return string.sub(h, s1 + 1, s2 - 1), x ~= '-' and x or nil, g ~= '-' and g or nil
+end
+
+-- What a tag points at, given its manifest rkey x and deprecated digest g (nil when absent),
+-- what that record is (r/X: "R G", "-" deleted, nil not seen) and whether the index is
+-- complete: state, digest. The at-uri decides: the digest of the record it names, or nothing
+-- when that record was deleted, or is absent from a complete index. The deprecated
+-- manifestDigest is used for a tag without an at-uri, and while the index is partial and has
+-- not seen the record.
+local function resolve(x, g, what, complete)
+  if x then
+    if what then
+      local sp = string.find(what, ' ', 1, true)
+      if sp and string.sub(what, 1, sp - 1) == repo then return 'r', string.sub(what, sp + 1) end
+      return 'd', '' -- deleted, or not a manifest of this repository
     end
-    if complete == 1 then return 'd', '', mrkey end
-    if mdigest == '-' then return 'u', '', mrkey end
+    if complete == 1 then return 'd', '' end
   end
-  if mdigest ~= '-' then return 'r', mdigest, '' end
-  return 'u', '', mrkey
-end
-
-local function target_rkey(target)
-  local mrkey = string.match(target or '', '^([^=]*)=')
-  if mrkey and mrkey ~= '-' then return mrkey end
-  return nil
+  if g then return 'r', g end
+  return 'u', ''
 end
 
 local function page()
@@ -128,27 +129,25 @@ if mode == 'manifest' then
   local state, digest, rkey, value, target = '', '', nil, nil, ''
   if ARGV[10] == 'd' then
     local found
-    rkey, value, found = manifest_of_digest(ref)
+    rkey, found = manifest_of_digest(ref)
     digest = ref
     state = rkey and 'f' or (found and 'd' or '')
   else
     local t = redis.call('HGET', recs, 't/' .. repo .. '/' .. ref)
     if t then
       local live = redis.call('ZSCORE', base .. 'repo/' .. repo .. '/tags', ref)
-      local _, tgt = string.match(t, '^(%S+) %S+ (%S+)$')
-      target = tgt or ''
+      local _, mrkey, mdigest = hint(t)
       if not live then
         state = 'd' -- the tag was deleted
       else
-        local mrkey = target_rkey(target)
-        local mvalue = mrkey and redis.call('HGET', recs, 'io.atcr.manifest/' .. mrkey)
-        local s, g = resolve(target, mvalue or nil, complete)
+        local mwhat = mrkey and redis.call('HGET', recs, 'r/' .. mrkey)
+        local s, g = resolve(mrkey, mdigest, mwhat or nil, complete)
         if s == 'r' then
-          if mvalue then
-            rkey, value, digest, state = mrkey, mvalue, g, 'f'
+          if mwhat then
+            rkey, digest, state = mrkey, g, 'f'
           else
             local found
-            rkey, value, found = manifest_of_digest(g)
+            rkey, found = manifest_of_digest(g)
             digest = g
             state = rkey and 'f' or (found and 'd' or '')
           end
@@ -159,6 +158,11 @@ if mode == 'manifest' then
         end
       end
     end
+  end
+  head[4] = state
+  if state == 'f' then value = redis.call('HGET', recs, 'io.atcr.manifest/' .. rkey) end
+  if state == 'f' and not (value and string.find(value, '\n', 1, true)) then
+    state = '' -- r/X without its record: not written by the fold
   end
   head[4] = state
   if state == 'f' then
@@ -197,8 +201,7 @@ end
 -- A repository's updatedAt as written: the createdAt of its newest manifest or tag record.
 local function updated_at(row)
   if row[6] then
-    local t = redis.call('HGET', recs, 't/' .. row[1] .. '/' .. row[6])
-    return t and string.match(t, '^%S+ (%S+) ') or ''
+    return (hint(redis.call('HGET', recs, 't/' .. row[1] .. '/' .. row[6]) or nil)) or ''
   end
   local x = string.match(row[4], ' (%S+)$')
   local _, _, _, _, at = header(x and redis.call('HGET', recs, 'io.atcr.manifest/' .. x))
@@ -243,24 +246,22 @@ if #items > 0 then
   local fields, prefix = {}, 't/' .. repo .. '/'
   for i = 1, #items / 2 do fields[i] = prefix .. items[2 * i - 1] end
   local hints = redis.call('HMGET', recs, unpack(fields))
-  local targets, mfields = {}, {}
+  local ats, xs, gs, rfields = {}, {}, {}, {}
   for i = 1, #hints do
-    local _, _, tgt = string.match(hints[i] or '', '^(%S+) (%S+) (%S+)$')
-    targets[i] = tgt
-    local mrkey = target_rkey(tgt)
-    if mrkey then mfields[#mfields + 1] = 'io.atcr.manifest/' .. mrkey end
+    ats[i], xs[i], gs[i] = hint(hints[i] or nil)
+    if xs[i] then rfields[#rfields + 1] = 'r/' .. xs[i] end
   end
-  local mvalues = #mfields > 0 and redis.call('HMGET', recs, unpack(mfields)) or {}
+  local whats = #rfields > 0 and redis.call('HMGET', recs, unpack(rfields)) or {}
   local j = 0
   for i = 1, #hints do
-    local mvalue
-    if target_rkey(targets[i]) then
+    local what
+    if xs[i] then
       j = j + 1
-      mvalue = mvalues[j] or nil
+      what = whats[j] or nil
     end
-    local s, g = resolve(targets[i], mvalue, complete)
+    local s, g = resolve(xs[i], gs[i], what, complete)
     extra[#extra + 1] = g
-    extra[#extra + 1] = string.match(hints[i] or '', '^%S+ (%S+) ') or ''
+    extra[#extra + 1] = ats[i] or ''
     extra[#extra + 1] = s
   end
 end

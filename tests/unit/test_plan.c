@@ -148,6 +148,7 @@ static void create_new_manifest_needs_no_read(void)
                 " " HEAD("3lbbuqg2k36wa", "m", "app", G1, "-", AT1) JSON
                 "\n"
                 "HSET " BASE "recs m/app/" G1 " " MRKEY "\n"
+                "HSET " BASE "recs r/" MRKEY " app " G1 "\n"
                 "HSET " BASE "recs ~rev 3lbbuqg2k36wa\n"));
     CHECK(p.next.state == STORED_LIVE && !strcmp(p.next.at, AT1) && !strcmp(p.next.key, G1));
 }
@@ -224,7 +225,8 @@ static void manifest_moves_and_deletes(void)
                 "HSET " BASE "recs io.atcr.manifest/" MRKEY
                 " " HEAD("3lbbuqg2zzzzz", "m", "app", G1, "-", AT2) JSON
                 "\n"
-                "HSET " BASE "recs m/app/" G1 " " MRKEY "\n"));
+                "HSET " BASE "recs m/app/" G1 " " MRKEY "\n"
+                "HSET " BASE "recs r/" MRKEY " app " G1 "\n"));
     /* Updated in place: no removal. */
     ev = manifest(MRKEY, "3lbbuqg2zzzzz", "app", G1, AT1);
     CHECK(plans(&ev, &st, PLAN_WRITE, NULL) && !strstr(rendered, "ZREM"));
@@ -233,12 +235,14 @@ static void manifest_moves_and_deletes(void)
     CHECK(plans(&d, &st, PLAN_WRITE,
                 "ZREM " MAN_ZSET " " G1 " " MRKEY "\n"
                 "ZREM " RECENT " " DID " app " G1 " " MRKEY " " AT1 "\n"
-                "HSET " BASE "recs io.atcr.manifest/" MRKEY " 3lbbuqg2zzzzz - - - - - -\n"));
+                "HSET " BASE "recs io.atcr.manifest/" MRKEY " 3lbbuqg2zzzzz - - - - - -\n"
+                "HSET " BASE "recs r/" MRKEY " -\n"));
     CHECK(p.next.state == STORED_TOMBSTONE && !strcmp(p.next.rev, "3lbbuqg2zzzzz"));
     /* A delete of a record never seen leaves its tombstone, so an older create stays out. */
     st.cur = absent();
     CHECK(plans(&d, &st, PLAN_WRITE,
-                "HSET " BASE "recs io.atcr.manifest/" MRKEY " 3lbbuqg2zzzzz - - - - - -\n"));
+                "HSET " BASE "recs io.atcr.manifest/" MRKEY " 3lbbuqg2zzzzz - - - - - -\n"
+                "HSET " BASE "recs r/" MRKEY " -\n"));
 }
 
 static void tags_point_at_manifest_records(void)
