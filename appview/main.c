@@ -139,7 +139,8 @@ static int start(app *a)
                          .record_ttl = (unsigned)a->cfg.record_ttl};
     a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
     if (!a->ld) return -1;
-    httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
+    httpd_options ho = {
+        .listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview", .limits = a->cfg.http};
     a->http = httpd_new(a->loop, &ho);
     if (!a->http) return -1;
     reads_options rdo = {.prefix = a->cfg.key_prefix};
