@@ -55,7 +55,8 @@ int main(int argc, char **argv)
         hold_config_free(&cfg);
         return 1;
     }
-    httpd_options ho = {.listen = cfg.listen, .max_body = HOLD_MAX_BODY, .name = "hold"};
+    httpd_options ho = {
+        .listen = cfg.listen, .max_body = HOLD_MAX_BODY, .name = "hold", .limits = cfg.http};
     a.http = httpd_new(a.loop, &ho);
     drain_options dro = {
         .component = "hold", .begin = drain_begin, .idle = drain_idle, .ud = &a, .tick_ms = 10};
