@@ -1025,17 +1025,15 @@ static double gauge_body_held(void *ud)
     return (double)((httpd *)ud)->body_held;
 }
 
-/* Limits with the documented defaults for zero fields. */
+/* Limits with the documented defaults for zero fields (the body rate's zero means none). */
 static httpd_limits limits_or_defaults(const httpd_limits *in)
 {
     httpd_limits l = *in;
     if (!l.request_timeout) l.request_timeout = 30;
-    if (!l.body_grace && !l.min_body_rate) l.body_grace = 5;
-    if (!l.min_body_rate) l.min_body_rate = 1024;
     if (!l.idle_timeout) l.idle_timeout = 30;
     if (!l.max_body_buffer) l.max_body_buffer = 64u << 20;
     if (!l.max_connections) l.max_connections = 4096;
-    if (!l.max_connections_per_ip) l.max_connections_per_ip = 256;
+    if (!l.max_connections_per_ip) l.max_connections_per_ip = 1024;
     return l;
 }
 

@@ -45,15 +45,17 @@ typedef void (*httpd_handler)(httpd_req *req, void *ud);
  * never read, and the connection closes after the answer. */
 typedef int (*httpd_check)(httpd_req *req, void *ud);
 
-/* Zero fields take the defaults in brackets. */
+/* Zero fields take the defaults in brackets, but a zero body rate means no minimum. The
+ * options (HTTPD_OPTIONS) default to the bracketed values, and to 5 s and 1024 B/s for the
+ * body. */
 typedef struct {
     unsigned request_timeout; /* seconds for a request's head and body, and for its answer [30] */
-    unsigned body_grace;      /* seconds before min_body_rate applies [5] */
-    unsigned min_body_rate;   /* bytes/s a body must average after the grace [1024] */
+    unsigned body_grace;      /* seconds before min_body_rate applies */
+    unsigned min_body_rate;   /* bytes/s a body must average after the grace; 0: none */
     unsigned idle_timeout;    /* seconds a keep-alive connection may wait for a request [30] */
     size_t max_body_buffer;   /* body bytes held across all connections [64 MiB] */
     unsigned max_connections; /* open connections in total [4096] */
-    unsigned max_connections_per_ip; /* open connections per client address [256] */
+    unsigned max_connections_per_ip; /* open connections per client address [1024] */
 } httpd_limits;
 
 /* The option table rows for httpd_limits, for a service's configuration: environment
@@ -73,8 +75,10 @@ typedef struct {
                 "request body bytes held across all connections; past it 503", 1, 1L << 40),       \
         OPT_INT("http-max-connections", PREFIX "_HTTP_MAX_CONNECTIONS", "4096",                    \
                 "open client connections in total", 1, 1000000),                                   \
-        OPT_INT("http-max-connections-per-ip", PREFIX "_HTTP_MAX_CONNECTIONS_PER_IP", "256",       \
-                "open connections per client address (IPv6: per /64)", 1, 1000000)
+        OPT_INT("http-max-connections-per-ip", PREFIX "_HTTP_MAX_CONNECTIONS_PER_IP", "1024",      \
+                "open connections per client address (IPv6: per /64); behind a reverse proxy "     \
+                "every client has the proxy's",                                                    \
+                1, 1000000)
 
 /* Fills l from the HTTPD_OPTION_COUNT values parsed from HTTPD_OPTIONS rows. */
 void httpd_limits_from_options(httpd_limits *l, const option_value *v);

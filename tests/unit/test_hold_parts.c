@@ -90,7 +90,7 @@ static void test_config_flags_env_defaults(void)
     CHECK(c.pull_dedupe_seconds == 60 && c.blob_url_template == NULL);
     CHECK(!c.count_anonymous && c.nblob_url_secrets == 0);
     CHECK(c.http.request_timeout == 30 && c.http.idle_timeout == 30 &&
-          c.http.max_connections_per_ip == 256 && c.http.max_body_buffer == 64u << 20);
+          c.http.max_connections_per_ip == 1024 && c.http.max_body_buffer == 64u << 20);
     hold_config_free(&c);
     setenv("HOLD_PULL_DEDUPE_SECONDS", "1x", 1);
     char *argv2[] = {"hold", NULL};
