@@ -33,9 +33,6 @@
  * then, so only what one read brought in beyond the request). */
 #define MAX_UNREAD (HTTP_MAX_HEAD + 65536)
 #define RETRY_AFTER_SECONDS 1
-/* Warnings about one kind of refusal are printed at most this often, with a count of the
- * ones left out: an attack must not flood the log. */
-#define LOG_EVERY_MS 10000
 
 /* Why the server refused or cut something short: the label of http_limit_hits_total (limits)
  * or http_bad_requests_total (malformed requests). */
@@ -103,8 +100,7 @@ struct httpd {
     uint64_t *requests_total;
     uint64_t *errors_total;
     uint64_t *refused[NREASONS];
-    uint64_t logged_at[NREASONS];
-    unsigned unlogged[NREASONS];
+    log_limit logged[NREASONS];
     metrics_histogram *latency;
     char date[40]; /* the Date header, rewritten once a second */
     time_t date_at;
@@ -190,19 +186,8 @@ static void note(httpd *h, const char *reason, const char *peer, const char *wha
     size_t i = reason_index(reason);
     if (i == NREASONS) return;
     (*h->refused[i])++;
-    if (REASONS[i].quiet) return;
-    uint64_t now = uv_now(h->loop);
-    if (h->logged_at[i] && now - h->logged_at[i] < LOG_EVERY_MS) {
-        h->unlogged[i]++;
-        return;
-    }
-    if (h->unlogged[i])
-        log_warn(h->name, "%s from %s (%s; %u more since the last such line)", what, peer, reason,
-                 h->unlogged[i]);
-    else
-        log_warn(h->name, "%s from %s (%s)", what, peer, reason);
-    h->logged_at[i] = now;
-    h->unlogged[i] = 0;
+    if (!REASONS[i].quiet)
+        log_limited(&h->logged[i], LOG_WARN, h->name, "%s from %s (%s)", what, peer, reason);
 }
 
 /* ---- client addresses ---- */

@@ -24,6 +24,7 @@ static struct {
         *blob_not_found;
     metrics_histogram *commit_seconds, *incr_seconds;
     double last_batch;
+    log_limit said_bad, said_auth_missing, said_auth_wrong;
 } m;
 
 static double gauge_last_batch(void *ud)
@@ -129,7 +130,8 @@ int hold_int_param(httpd_req *r, const char *name, long lo, long hi, long dflt, 
 static void bad_request(httpd_req *r, uint64_t *counter, const char *what)
 {
     (*counter)++;
-    log_warn("api", "%s from %s: %s", httpd_req_path(r), httpd_req_peer(r), what);
+    log_limited(&m.said_bad, LOG_WARN, "api", "%s from %s: %s", httpd_req_path(r),
+                httpd_req_peer(r), what);
     httpd_reply_error(r, 400, "InvalidRequest", "%s", what);
 }
 
@@ -194,12 +196,14 @@ static int check_increment(httpd_req *r, void *ud)
         return 0;
     case AUTH_WRONG:
         (*m.auth_wrong)++;
-        log_warn("api", "incrementStats from %s: wrong service token", httpd_req_peer(r));
+        log_limited(&m.said_auth_wrong, LOG_WARN, "api",
+                    "incrementStats from %s: wrong service token", httpd_req_peer(r));
         httpd_reply_error(r, 403, "InvalidToken", "the service token is not accepted");
         return -1;
     default:
         (*m.auth_missing)++;
-        log_warn("api", "incrementStats from %s: no bearer token", httpd_req_peer(r));
+        log_limited(&m.said_auth_missing, LOG_WARN, "api",
+                    "incrementStats from %s: no bearer token", httpd_req_peer(r));
         httpd_reply_error(r, 401, "AuthRequired", "a bearer service token is required");
         return -1;
     }
