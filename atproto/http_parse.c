@@ -379,13 +379,11 @@ int http_chunked_feed(http_chunked *c, const char *in, size_t len, size_t *used,
             if (d >= 0) {
                 if (++c->size_digits > 15) return HTTP_CHUNKED_BAD;
                 c->left = c->left * 16 + (uint64_t)d;
-            } else if (!c->size_digits) {
-                return HTTP_CHUNKED_BAD;
-            } else if (ch == ';' || is_ows(ch)) {
+            } else if (c->size_digits && (ch == ';' || is_ows(ch))) {
                 c->state = CH_EXT;
-            } else if (ch == '\r') {
+            } else if (c->size_digits && ch == '\r') {
                 c->state = CH_SIZE_LF;
-            } else if (ch == '\n') {
+            } else if (c->size_digits && ch == '\n') {
                 c->state = c->left ? CH_DATA : CH_TRAILER;
                 c->line_bytes = 0;
             } else {
@@ -443,12 +441,10 @@ int http_chunked_feed(http_chunked *c, const char *in, size_t len, size_t *used,
             if (ch == '\n') {
                 c->state = c->line_bytes ? CH_TRAILER : CH_DONE;
                 c->line_bytes = 0;
-            } else if (c->state == CH_TRAILER_LF) {
-                return HTTP_CHUNKED_BAD;
-            } else if (ch == '\r') {
+            } else if (c->state == CH_TRAILER && ch == '\r') {
                 c->state = CH_TRAILER_LF;
-            } else if (!is_value_char(ch) || ++c->line_bytes > CHUNK_LINE_MAX ||
-                       ++c->trailer_bytes > HTTP_MAX_HEAD) {
+            } else if (c->state == CH_TRAILER_LF || !is_value_char(ch) ||
+                       ++c->line_bytes > CHUNK_LINE_MAX || ++c->trailer_bytes > HTTP_MAX_HEAD) {
                 return HTTP_CHUNKED_BAD;
             }
             i++;
