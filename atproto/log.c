@@ -31,8 +31,8 @@ void log_init_from_env(void)
 }
 
 /* One line; with skipped, how many like it were left out before it. */
-static void log_line(enum log_level level, const char *component, unsigned skipped, const char *fmt,
-                     va_list ap)
+__attribute__((format(printf, 4, 0))) static void
+log_line(enum log_level level, const char *component, unsigned skipped, const char *fmt, va_list ap)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
     struct timespec ts;
