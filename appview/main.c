@@ -191,7 +191,8 @@ static void stop(app *a)
 
 int main(int argc, char **argv)
 {
-    json_pool_install(); /* before any jansson value exists */
+    json_pool_install();   /* before any jansson value exists */
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     app a;

@@ -35,6 +35,7 @@ static int drain_idle(void *ud)
 
 int main(int argc, char **argv)
 {
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     hold_config cfg;

@@ -147,6 +147,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: httpd_probe HOST:PORT [MAX_BODY]\n");
         return 2;
     }
+    drain_block_signals();
     static const option_spec specs[HTTPD_OPTION_COUNT] = {HTTPD_OPTIONS("PROBE")};
     option_value v[HTTPD_OPTION_COUNT];
     char *prog[] = {argv[0], NULL};
