@@ -64,9 +64,8 @@ static void on_signal(uv_poll_t *p, int status, int events)
 {
     drain *d = p->data;
     struct signalfd_siginfo si;
-    ssize_t n;
     int signum = 0;
-    while ((n = read(d->fd, &si, sizeof si)) == (ssize_t)sizeof si)
+    while (read(d->fd, &si, sizeof si) == (ssize_t)sizeof si)
         if (!signum) signum = (int)si.ssi_signo;
     if (!signum || d->stopping) return;
     d->stopping = 1;
