@@ -145,7 +145,8 @@ static int start(app *a)
                          .record_ttl = (unsigned)a->cfg.record_ttl};
     a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
     if (!a->ld) return -1;
-    httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
+    httpd_options ho = {
+        .listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview", .limits = a->cfg.http};
     a->http = httpd_new(a->loop, &ho);
     if (!a->http) return -1;
     reads_options rdo = {.prefix = a->cfg.key_prefix};
@@ -196,7 +197,8 @@ static void stop(app *a)
 
 int main(int argc, char **argv)
 {
-    json_pool_install(); /* before any jansson value exists */
+    json_pool_install();   /* before any jansson value exists */
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     app a;
