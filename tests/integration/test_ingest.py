@@ -704,18 +704,25 @@ def test_valkey_restart_midstream_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
 
 
-def test_valkey_refusing_writes_loses_nothing(h):
-    """Valkey out of memory (maxmemory, noeviction) for a while mid-ingest, then given room:
-    refused writes are not skipped but written again from the last acknowledged cursor, so the
-    index, the recent list included, ends as an uninterrupted run's. Meanwhile ingest pauses
-    with a log line per attempt, not per write, and _health says why."""
-    events = generate(h, 20000, seed=17)
+def ingesting_midstream(h, seed):
+    """A paced stream of 20,000 events, the index an uninterrupted run builds from it, and an
+    appview in the middle of ingesting it: (events, that index, its redis, the appview)."""
+    events = generate(h, 20000, seed=seed)
     want = reference_fold(h, events)
     redis = h.start_redis()
     replay = start_replay(h, events, ["--rate", "4000"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
     wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
              what="some records indexed")
+    return events, want, redis, app
+
+
+def test_valkey_refusing_writes_loses_nothing(h):
+    """Valkey out of memory (maxmemory, noeviction) for a while mid-ingest, then given room:
+    refused writes are not skipped but written again from the last acknowledged cursor, so the
+    index, the recent list included, ends as an uninterrupted run's. Meanwhile ingest pauses
+    with a log line per attempt, not per write, and _health says why."""
+    events, want, redis, app = ingesting_midstream(h, seed=17)
     used = int(next(line.split(":")[1] for line in
                     h.redis_raw(redis, "INFO", "memory").splitlines()
                     if line.startswith("used_memory:")))
@@ -740,13 +747,7 @@ def test_valkey_refusing_writes_loses_nothing(h):
 def test_valkey_stopped_midstream_loses_nothing(h):
     """Valkey frozen (SIGSTOP) past the command timeout, then thawed: the connection is dropped
     and made again, and the stream read again from the last acknowledged cursor."""
-    events = generate(h, 20000, seed=19)
-    want = reference_fold(h, events)
-    redis = h.start_redis()
-    replay = start_replay(h, events, ["--rate", "4000"])
-    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
-    wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
-             what="some records indexed")
+    events, want, redis, app = ingesting_midstream(h, seed=19)
     redis.signal(signal.SIGSTOP)
     time.sleep(6)
     redis.signal(signal.SIGCONT)
