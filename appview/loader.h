@@ -48,6 +48,10 @@ loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client
 /* Both return 0 and call cb exactly once later, or -1 (out of memory; cb not called). */
 int loader_resolve(loader *l, const char *actor, loader_cb cb, void *ud);
 int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud);
+/* loader_ensure_repo for an index known to be stale (a #sync: the repo's history diverged):
+ * lists the repo whatever P{D}/complete says, and joins no load already under way (it may
+ * have listed the repo before the change). */
+int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud);
 void loader_free(loader *l);
 
 #endif
