@@ -501,3 +501,30 @@ def test_malformed_fixture_is_served_verbatim(h):
         assert_idle(ws)
     assert got == want, "v1 sends every line as it is, unparseable ones included"
     assert max(len(b) for b in got) > 2 * 1024 * 1024
+
+
+def test_precompressed_frames_are_the_frames_compressed_on_the_fly(h):
+    """--precompress (the benchmark's) changes what the server spends, not what it sends."""
+    fly = start(h, name="fly")
+    pre = start(h, "--precompress", name="pre")
+    out = []
+    for p in (fly, pre):
+        dictionary = urllib.request.urlopen(p.http + jetwire.DICT_PATH).read()
+        with wsclient.connect(p.base + V2 + f"?zstdDictionary={jetwire.dict_id(dictionary)}") as ws:
+            out.append([jetwire.decompress(dictionary, ws.recv_bytes(5)) for _ in lines()])
+    assert out[0] == out[1] and len(out[0]) == len(lines())
+    assert json.loads(urllib.request.urlopen(pre.http + "/_stats").read())["framesCompressed"] \
+        == len(lines())
+
+
+def test_ws_discard_over_wss(h):
+    cert, key = jetwire.self_signed(h.tmp)
+    p = start(h, "--loop", "50", "--tls-cert", cert, "--tls-key", key)
+    out = subprocess.run([h.binary("tools/ws_discard"), f"wss://localhost:{p.port}/subscribe",
+                          "--count", "2000"], capture_output=True, text=True, timeout=20,
+                         env=dict(os.environ, SSL_CERT_FILE=cert))
+    assert out.returncode == 0, out.stderr
+    assert dict(kv.split("=") for kv in out.stdout.split())["frames"] == "2000"
+    out = subprocess.run([h.binary("tools/ws_discard"), f"wss://localhost:{p.port}/subscribe",
+                          "--count", "10"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 1 and "TLS handshake" in out.stderr, "an untrusted server is refused"
