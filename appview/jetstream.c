@@ -314,7 +314,7 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- the dictionary (v2 compression) ---- */
 
-static void dict_off(jetstream *js, endpoint *e, const char *why)
+static void dict_off(endpoint *e, const char *why)
 {
     e->dict_state = DICT_OFF;
     log_warn(C, "%s: no zstd dictionary (%s): reading it uncompressed", e->w.url, why);
@@ -341,16 +341,16 @@ static void on_dictionary(const http_result *res, void *ud)
     if (res->error != HTTP_OK || res->status != 200) {
         snprintf(why, sizeof why, "fetching it failed: %s %ld %.80s", http_error_name(res->error),
                  res->status, res->error_text);
-        dict_off(js, e, why);
+        dict_off(e, why);
     } else if (!id) {
-        dict_off(js, e, "the answer is not a zstd dictionary");
+        dict_off(e, "the answer is not a zstd dictionary");
     } else if (id == e->refused_dict_id) {
-        dict_off(js, e, "the server refuses the dictionary it serves");
+        dict_off(e, "the server refuses the dictionary it serves");
     } else {
         ZSTD_freeDDict(e->ddict);
         e->ddict = ZSTD_createDDict(res->body, res->len);
         if (!e->ddict) {
-            dict_off(js, e, "libzstd cannot load it");
+            dict_off(e, "libzstd cannot load it");
         } else {
             e->dict_state = DICT_READY;
             e->dict_id = id;
@@ -368,7 +368,7 @@ static int need_dictionary(jetstream *js, endpoint *e)
         return 0;
     dict_fetch *f = calloc(1, sizeof *f);
     if (!f) {
-        dict_off(js, e, "out of memory");
+        dict_off(e, "out of memory");
         return 0;
     }
     f->js = js;
@@ -377,7 +377,7 @@ static int need_dictionary(jetstream *js, endpoint *e)
     http_request_options o = {.trusted = true};
     if (http_get(js->opt.http, e->w.dict_url, &o, on_dictionary, f) < 0) {
         free(f);
-        dict_off(js, e, "the HTTP client refused the request");
+        dict_off(e, "the HTTP client refused the request");
         return 0;
     }
     (*js->dict_fetches_total)++;
@@ -712,7 +712,7 @@ static void handle_refusal(jetstream *js)
                      e->w.url, js->dict_sent, r.dict_id);
             e->dict_state = DICT_NONE;
         } else {
-            dict_off(js, e, "the server refused it again");
+            dict_off(e, "the server refused it again");
         }
         connection_lost(js, why, RETRY_SAME_NOW);
         return;

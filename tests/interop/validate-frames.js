@@ -13,20 +13,10 @@
 // exits 1 when anything failed.
 'use strict'
 const fs = require('fs')
-const path = require('path')
 const { Lexicons, jsonToLex } = require('@atproto/lexicon')
+const { jsonFiles } = require('./validate-lexicons')
 
 const NSID = 'network.bsky.jetstream.subscribeEvents'
-
-function jsonFiles(dir) {
-  const out = []
-  for (const ent of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, ent.name)
-    if (ent.isDirectory()) out.push(...jsonFiles(p))
-    else if (ent.name.endsWith('.json')) out.push(p)
-  }
-  return out
-}
 
 // A query string decoded the way an XRPC server decodes it for this method's parameters.
 function params(def, query) {
