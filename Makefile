@@ -79,7 +79,7 @@ $(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libatproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # Test tools that drive appview code (the resolver, the Jetstream client) link it too.
-APPVIEW_TOOLS := $(BIN)/tools/resolve $(BIN)/tools/jetstream_tail
+APPVIEW_TOOLS := $(BIN)/tools/resolve $(BIN)/tools/jetstream_tail $(BIN)/tools/fold_records
 $(APPVIEW_TOOLS): $(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libappview.a $(BUILD)/libcache.a $(BUILD)/libatproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

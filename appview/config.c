@@ -75,7 +75,6 @@ enum {
     O_CURSOR_REWIND_SECONDS,
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
-    O_INGEST_PLAIN_WRITES,
     O_UPSTREAM_TIMEOUT_MS,
     O_COUNT
 };
@@ -146,10 +145,6 @@ static const option_spec SPECS[O_COUNT] = {
                 "lease electing the one ingesting replica: a standby takes over this long "
                 "after the ingester stopped renewing it",
                 1, 600),
-    [O_INGEST_PLAIN_WRITES] =
-        OPT_BOOL("ingest-plain-writes", "APPVIEW_INGEST_PLAIN_WRITES", "on",
-                 "write most records with plain commands decided in the appview (off: every "
-                 "event through the Lua scripts, slower; for diagnosis)"),
     [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
                                       "total time allowed for one upstream HTTP call", 100, 600000),
 };
@@ -211,7 +206,6 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->cursor_rewind_seconds = (int)v[O_CURSOR_REWIND_SECONDS].num;
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
-    c->ingest_plain_writes = v[O_INGEST_PLAIN_WRITES].num;
     c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {

@@ -34,7 +34,6 @@ typedef struct {
     int cursor_rewind_seconds;   /* APPVIEW_CURSOR_REWIND_SECONDS, default 5 */
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
-    bool ingest_plain_writes;    /* APPVIEW_INGEST_PLAIN_WRITES, default on */
     int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
 } appview_config;
 

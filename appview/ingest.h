@@ -46,7 +46,6 @@ typedef struct {
     int no_compression;      /* v2: uncompressed frames even where dict-zstd is served */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
-    int scripts_only;        /* every event through the Lua scripts (appview/writer.h) */
 } ingest_options;
 
 /* ld reloads DIDs a #sync names; http fetches the v2 dictionary (NULL: no compression). */
@@ -61,6 +60,10 @@ int ingest_leader(const ingest *in);
 uint64_t ingest_cursor(const ingest *in); /* the seq, or the time_us where there is none */
 double ingest_lag_seconds(const ingest *in);
 const char *ingest_url(const ingest *in);
+/* What Valkey answered while it refuses the ingester's writes (out of memory, ...; ingest is
+ * paused and tries again), NULL while writes go through. */
+const char *ingest_refusal(const ingest *in);
+
 /* The stream's state for _health, as JSON members appended to out (",\"seq\":..."): the
  * acknowledged seq and time_us, compression, cursors refused as too old, #info and error
  * frames, indexes marked incomplete. */
@@ -75,6 +78,7 @@ typedef struct {
     uint64_t time_us;
 } ingest_position;
 uint64_t ingest_resume_cursor(const ingest_position *at, const char *url, unsigned rewind_seconds);
+
 /* Stops reading, persists the acknowledged cursor once pending writes are answered, then
  * gives the lease back; call ingest_idle until it returns 1, then it is safe to free. */
 void ingest_stop(ingest *in);

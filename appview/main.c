@@ -51,8 +51,15 @@ static void health(httpd_req *r, void *ud)
     app *a = ud;
     int up = valkey_ready(a->v);
     buf out = {0};
-    int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f},",
+    int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f",
                         APPVIEW_VERSION, up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
+    /* Writes refused (out of memory, ...): the ingester is paused until Valkey takes them. */
+    const char *refusal = a->in ? ingest_refusal(a->in) : NULL;
+    if (refusal) {
+        rc |= buf_puts(&out, ",\"writesRefused\":");
+        rc |= buf_json_string(&out, refusal, strlen(refusal));
+    }
+    rc |= buf_puts(&out, "},");
     if (a->in) {
         rc |= buf_printf(&out, "\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
                          ingest_leader(a->in) ? "true" : "false",
@@ -108,7 +115,7 @@ static int start(app *a)
     valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
     a->v = valkey_new(a->loop, &vo);
     if (!a->v) return -1;
-    fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
+    fold_options fo = {.prefix = a->cfg.key_prefix};
     a->f = fold_new(a->v, &fo);
     if (!a->f) return -1;
     /* Addresses from DID documents are untrusted: private ones, and plain http, only when the
@@ -137,8 +144,7 @@ static int start(app *a)
                              .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
                              .no_compression = !a->cfg.jetstream_compress,
                              .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
-                             .record_ttl = (unsigned)a->cfg.record_ttl,
-                             .scripts_only = !a->cfg.ingest_plain_writes};
+                             .record_ttl = (unsigned)a->cfg.record_ttl};
         a->in = ingest_new(a->loop, a->v, a->f, a->ld, a->upstream, a->lexicons, &io);
         if (!a->in) return -1;
     }
