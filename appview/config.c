@@ -76,7 +76,8 @@ enum {
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
     O_UPSTREAM_TIMEOUT_MS,
-    O_COUNT
+    O_HTTP,
+    O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
 };
 
 static const option_spec SPECS[O_COUNT] = {
@@ -147,6 +148,7 @@ static const option_spec SPECS[O_COUNT] = {
                 1, 600),
     [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
                                       "total time allowed for one upstream HTTP call", 100, 600000),
+    [O_HTTP] = HTTPD_OPTIONS("APPVIEW"),
 };
 
 static void free_list(char **items, size_t n)
@@ -207,6 +209,7 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
     c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
+    httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {
         fprintf(stderr, "appview: --jetstream-urls (APPVIEW_JETSTREAM_URLS) is empty but ingest "

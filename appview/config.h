@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "atproto/httpd.h"
+
 typedef struct {
     char *listen;          /* APPVIEW_LISTEN, host:port, default 0.0.0.0:8080 */
     char *valkey_url;      /* APPVIEW_VALKEY_URL, redis://host:port/db or unix:///path */
@@ -35,6 +37,7 @@ typedef struct {
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
     int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
+    httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;
 
 /* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr).

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -588,8 +589,7 @@ static int take_record(listing *ls, json_t *item, event *ev)
 /* The XRPC error name of a response, e.g. "RepoNotFound"; "" when none. */
 static const char *xrpc_error_name(const http_result *res, json_t **root)
 {
-    json_error_t err;
-    *root = json_loadb(res->body, res->len, 0, &err);
+    *root = json_read(res->body, res->len);
     const char *e = get_string(*root, "error");
     return e ? e : "";
 }
@@ -636,8 +636,7 @@ static void on_page(const http_result *res, void *ud)
         listing_end(ls);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     json_t *records = json_object_get(root, "records");
     if (!json_is_array(records)) {
         json_decref(root);
@@ -724,8 +723,7 @@ static void on_latest_commit(const http_result *res, void *ud)
         rf_finish(rf, st, msg);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     const char *rev = get_string(root, "rev");
     if (rev && atp_is_tid(rev, strlen(rev))) rf->rev = strdup(rev);
     json_decref(root);

@@ -148,7 +148,8 @@ static int start(app *a)
         a->in = ingest_new(a->loop, a->v, a->f, a->ld, a->upstream, a->lexicons, &io);
         if (!a->in) return -1;
     }
-    httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
+    httpd_options ho = {
+        .listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview", .limits = a->cfg.http};
     a->http = httpd_new(a->loop, &ho);
     if (!a->http) return -1;
     reads_options rdo = {.prefix = a->cfg.key_prefix};
@@ -199,7 +200,8 @@ static void stop(app *a)
 
 int main(int argc, char **argv)
 {
-    json_pool_install(); /* before any jansson value exists */
+    json_pool_install();   /* before any jansson value exists */
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     app a;

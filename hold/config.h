@@ -2,7 +2,10 @@
 #ifndef HOLD_CONFIG_H
 #define HOLD_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "atproto/httpd.h"
 
 typedef struct {
     char *listen;     /* HOLD_LISTEN, default 0.0.0.0:8081 */
@@ -12,7 +15,11 @@ typedef struct {
     char **tokens;    /* HOLD_SERVICE_TOKENS, comma-separated */
     size_t ntokens;
     char *blob_url_template; /* HOLD_BLOB_URL_TEMPLATE, {did} and {cid} filled; NULL: none */
+    char **blob_url_secrets; /* HOLD_BLOB_URL_SECRETS: keys of signed getBlob URLs */
+    size_t nblob_url_secrets;
+    bool count_anonymous;    /* HOLD_COUNT_ANONYMOUS: getBlob counts without a proof, default off */
     int pull_dedupe_seconds; /* HOLD_PULL_DEDUPE_SECONDS, default 60 */
+    httpd_limits http;       /* HOLD_HTTP_* */
 } hold_config;
 
 /* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr). */

@@ -35,6 +35,7 @@ static int drain_idle(void *ud)
 
 int main(int argc, char **argv)
 {
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     hold_config cfg;
@@ -55,7 +56,8 @@ int main(int argc, char **argv)
         hold_config_free(&cfg);
         return 1;
     }
-    httpd_options ho = {.listen = cfg.listen, .max_body = HOLD_MAX_BODY, .name = "hold"};
+    httpd_options ho = {
+        .listen = cfg.listen, .max_body = HOLD_MAX_BODY, .name = "hold", .limits = cfg.http};
     a.http = httpd_new(a.loop, &ho);
     drain_options dro = {
         .component = "hold", .begin = drain_begin, .idle = drain_idle, .ud = &a, .tick_ms = 10};
