@@ -3,7 +3,7 @@
 # `make bench` runs the benchmarks. `make run` / `make demo` start the services locally.
 
 CC      ?= cc
-PKGS    := libwebsockets hiredis jansson libcurl sqlite3 libuv libzstd libcrypto
+PKGS    := libwebsockets hiredis jansson libcurl sqlite3 libuv libzstd libssl libcrypto
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-unused-parameter -Wvla

@@ -71,6 +71,7 @@ enum {
     O_KEY_PREFIX,
     O_LEXICON_DIR,
     O_JETSTREAM_STALL_SECONDS,
+    O_JETSTREAM_COMPRESS,
     O_CURSOR_REWIND_SECONDS,
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
@@ -132,8 +133,12 @@ static const option_spec SPECS[O_COUNT] = {
     [O_JETSTREAM_STALL_SECONDS] =
         OPT_INT("jetstream-stall-seconds", "APPVIEW_JETSTREAM_STALL_SECONDS", "30",
                 "silence after which a Jetstream socket is replaced", 1, 3600),
-    [O_CURSOR_REWIND_SECONDS] = OPT_INT("cursor-rewind-seconds", "APPVIEW_CURSOR_REWIND_SECONDS",
-                                        "5", "how far before the saved cursor to resume", 0, 3600),
+    [O_JETSTREAM_COMPRESS] =
+        OPT_BOOL("jetstream-compress", "APPVIEW_JETSTREAM_COMPRESS", "on",
+                 "v2: dict-zstd frames where the server serves a dictionary (off: plain JSON)"),
+    [O_CURSOR_REWIND_SECONDS] =
+        OPT_INT("cursor-rewind-seconds", "APPVIEW_CURSOR_REWIND_SECONDS", "5",
+                "how far before a saved time cursor to resume (a seq resumes exactly)", 0, 3600),
     [O_INGEST] = OPT_BOOL("ingest", "APPVIEW_INGEST", "on",
                           "whether this replica may read the firehose (off: serve reads only)"),
     [O_INGEST_LEASE_SECONDS] =
@@ -199,6 +204,7 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->key_prefix = option_take_str(&v[O_KEY_PREFIX]);
     c->lexicon_dir = option_take_str(&v[O_LEXICON_DIR]);
     c->jetstream_stall_seconds = (int)v[O_JETSTREAM_STALL_SECONDS].num;
+    c->jetstream_compress = v[O_JETSTREAM_COMPRESS].num;
     c->cursor_rewind_seconds = (int)v[O_CURSOR_REWIND_SECONDS].num;
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;

@@ -32,6 +32,7 @@ typedef struct {
     char *key_prefix;            /* APPVIEW_KEY_PREFIX, default atcr: */
     char *lexicon_dir;           /* APPVIEW_LEXICON_DIR, default ./lexicons */
     int jetstream_stall_seconds; /* APPVIEW_JETSTREAM_STALL_SECONDS, default 30 */
+    bool jetstream_compress;     /* APPVIEW_JETSTREAM_COMPRESS: v2 dict-zstd, default on */
     int cursor_rewind_seconds;   /* APPVIEW_CURSOR_REWIND_SECONDS, default 5 */
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "atproto/backoff.h"
 #include "atproto/buf.h"
 #include "atproto/http_client.h"
 #include "atproto/json_read.h"
@@ -18,6 +19,7 @@
 #define DEFAULT_PARK_MS 60000
 #define MAX_PARK_MS 3600000ULL
 #define BACKOFF_MS 250
+#define BACKOFF_CAP_MS 5000
 
 typedef struct waiter waiter;
 struct waiter {
@@ -208,7 +210,8 @@ static void retry_or_fail(fetch *f, const char *why)
     }
     uv_timer_init(d->loop, f->backoff);
     f->backoff->data = f;
-    uv_timer_start(f->backoff, on_backoff, (uint64_t)BACKOFF_MS << (f->attempts - 1), 0);
+    uv_timer_start(f->backoff, on_backoff,
+                   backoff_delay_ms(BACKOFF_MS, BACKOFF_CAP_MS, (unsigned)f->attempts - 1), 0);
 }
 
 static int parse_ok(entry *e, const http_result *res)

@@ -899,11 +899,11 @@ static void on_check_handle(redisReply *r, void *ud)
     rf_release(rf);
 }
 
-static int rf_start(repo_flight *rf)
+static int rf_start(repo_flight *rf, int reload)
 {
     loader *l = rf->l;
     rf->stage = STAGE_CHECK;
-    if (atp_is_did(rf->did, strlen(rf->did))) {
+    if (!reload && atp_is_did(rf->did, strlen(rf->did))) {
         char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
         char *id = fmt("%s{%s}/id", l->prefix, rf->did);
         if (complete && id && rf_send(rf, on_check, 2, (const char *[]){"GET", complete}) == 0)
@@ -916,14 +916,15 @@ static int rf_start(repo_flight *rf)
     return ident_resolve(l, rf->did, on_repo_ident, rf);
 }
 
-int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
+static int ensure(loader *l, const char *did, int reload, loader_cb cb, void *ud)
 {
     repo_waiter *w = calloc(1, sizeof *w);
     if (!w) return -1;
     w->cb = cb;
     w->ud = ud;
     unsigned b = bucket(did);
-    for (repo_flight *rf = l->repos[b]; rf; rf = rf->next) {
+    /* the newest flight comes first in its bucket: later calls join the reload */
+    for (repo_flight *rf = reload ? NULL : l->repos[b]; rf; rf = rf->next) {
         if (!strcmp(rf->did, did)) {
             w->next = rf->waiters;
             rf->waiters = w;
@@ -940,7 +941,7 @@ int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
     rf->l = l;
     rf->waiters = w;
     rf->fail_status = LOAD_OK;
-    if (rf_start(rf) < 0) {
+    if (rf_start(rf, reload) < 0) {
         rf->waiters = NULL;
         rf_free(rf);
         free(w);
@@ -950,6 +951,16 @@ int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
     l->repos[b] = rf;
     l->live++;
     return 0;
+}
+
+int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
+{
+    return ensure(l, did, 0, cb, ud);
+}
+
+int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud)
+{
+    return ensure(l, did, 1, cb, ud);
 }
 
 /* ==== single records ==== */

@@ -53,6 +53,10 @@ int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud);
  * came before it. LOAD_OK once the index holds what the PDS does. */
 int loader_fetch_record(loader *l, const char *did, const char *collection, const char *rkey,
                         loader_cb cb, void *ud);
+/* loader_ensure_repo for an index known to be stale (a #sync: the repo's history diverged):
+ * lists the repo whatever P{D}/complete says, and joins no load already under way (it may
+ * have listed the repo before the change). */
+int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud);
 void loader_free(loader *l);
 
 #endif

@@ -66,8 +66,10 @@ static void health(httpd_req *r, void *ud)
                          ingest_connected(a->in) ? "true" : "false");
         const char *url = ingest_url(a->in);
         rc |= buf_json_string(&out, url, strlen(url));
-        rc |= buf_printf(&out, ",\"cursor\":%llu,\"lagSeconds\":%.3f}}",
+        rc |= buf_printf(&out, ",\"cursor\":%llu,\"lagSeconds\":%.3f",
                          (unsigned long long)ingest_cursor(a->in), ingest_lag_seconds(a->in));
+        rc |= ingest_health_json(a->in, &out);
+        rc |= buf_puts(&out, "}}");
     } else {
         rc |= buf_puts(&out, "\"jetstream\":null}");
     }
@@ -116,17 +118,6 @@ static int start(app *a)
     fold_options fo = {.prefix = a->cfg.key_prefix};
     a->f = fold_new(a->v, &fo);
     if (!a->f) return -1;
-    if (a->cfg.ingest) {
-        ingest_options io = {.urls = (const char *const *)a->cfg.jetstream_urls,
-                             .nurls = a->cfg.njetstream_urls,
-                             .prefix = a->cfg.key_prefix,
-                             .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
-                             .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
-                             .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
-                             .record_ttl = (unsigned)a->cfg.record_ttl};
-        a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
-        if (!a->in) return -1;
-    }
     /* Addresses from DID documents are untrusted: private ones, and plain http, only when the
      * operator allows them (a local test network). */
     http_client_options hco = {.timeout_ms = a->cfg.upstream_timeout_ms,
@@ -145,6 +136,18 @@ static int start(app *a)
                          .record_ttl = (unsigned)a->cfg.record_ttl};
     a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
     if (!a->ld) return -1;
+    if (a->cfg.ingest) {
+        ingest_options io = {.urls = (const char *const *)a->cfg.jetstream_urls,
+                             .nurls = a->cfg.njetstream_urls,
+                             .prefix = a->cfg.key_prefix,
+                             .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
+                             .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
+                             .no_compression = !a->cfg.jetstream_compress,
+                             .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
+                             .record_ttl = (unsigned)a->cfg.record_ttl};
+        a->in = ingest_new(a->loop, a->v, a->f, a->ld, a->upstream, a->lexicons, &io);
+        if (!a->in) return -1;
+    }
     httpd_options ho = {
         .listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview", .limits = a->cfg.http};
     a->http = httpd_new(a->loop, &ho);

@@ -23,7 +23,7 @@ typedef struct {
     size_t max_body_bytes;   /* default 5 MiB */
     int max_per_host;        /* concurrent transfers per scheme://host:port; default 8 */
     int max_attempts;        /* 5xx and connection errors; default 3 */
-    long retry_base_ms;      /* first backoff; doubles per attempt, jitter 50-150%; default 200 */
+    long retry_base_ms;      /* first backoff, doubled per attempt (atproto/backoff.h); 200 */
     int max_redirects;       /* default 3; negative: never follow */
     bool allow_private;      /* connect to loopback/private/link-local/... addresses */
     bool allow_http;         /* plain http:// URLs and redirects */

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "atproto/buf.h"
+#include "atproto/backoff.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
+#include "atproto/url.h"
 
 #define MAX_SCRIPTS 16
 #define BACKOFF_MIN_MS 100
@@ -64,7 +66,7 @@ struct valkey {
     uv_timer_t reconnect_timer;
     uv_timer_t watchdog;
     uv_prepare_t flush; /* writes queued commands once per loop iteration */
-    unsigned backoff_ms;
+    unsigned attempts;  /* failed connections in a row */
     uint64_t connect_started_ns;
     uint64_t last_sent_ns;
     int freeing;
@@ -82,15 +84,6 @@ static void schedule_reconnect(valkey *v);
 
 /* ---- URL ---- */
 
-static char *dup_range(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-    if (!p) return NULL;
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
 static int parse_db(const char *s, int *db)
 {
     char *end;
@@ -100,48 +93,38 @@ static int parse_db(const char *s, int *db)
     return 0;
 }
 
+static int dup_into(char **dst, const char *s)
+{
+    return s && !(*dst = strdup(s)) ? -1 : 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]; "redis://secret@host" is
+ * a password alone, as redis-cli reads it. */
 static int parse_url(valkey *v, const char *url)
 {
-    if (!strncmp(url, "unix://", 7)) {
-        const char *path = url + 7;
-        const char *q = strchr(path, '?');
-        v->unix_path = dup_range(path, q ? (size_t)(q - path) : strlen(path));
-        if (!v->unix_path || !*v->unix_path) return -1;
-        if (q) return strncmp(q, "?db=", 4) ? -1 : parse_db(q + 4, &v->db);
-        return 0;
-    }
-    if (strncmp(url, "redis://", 8)) return -1;
-    const char *p = url + 8;
-    const char *at = strchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p && !(v->user = dup_range(p, (size_t)(colon - p)))) return -1;
-            if (!(v->password = dup_range(colon + 1, (size_t)(at - colon - 1)))) return -1;
-        } else if (!(v->password = dup_range(p, (size_t)(at - p)))) {
-            return -1;
+    url_parts u;
+    char why[96];
+    if (url_parse(url, &u, why, sizeof why) < 0) return -1;
+    int rc = -1;
+    if (!strcmp(u.scheme, "unix")) {
+        if (!*u.host && *u.path && !u.fragment && !u.user &&
+            (!u.query || (!strncmp(u.query, "db=", 3) && !parse_db(u.query + 3, &v->db))))
+            rc = dup_into(&v->unix_path, u.path);
+    } else if (!strcmp(u.scheme, "redis") && *u.host && !u.query && !u.fragment) {
+        const char *user = u.user && *u.user ? u.user : NULL, *password = u.password;
+        if (user && !password) {
+            password = user;
+            user = NULL;
         }
-        p = at + 1;
+        v->port = u.port;
+        rc = (dup_into(&v->host, u.host) || dup_into(&v->user, user) ||
+              dup_into(&v->password, password) ||
+              (u.path[0] && u.path[1] && parse_db(u.path + 1, &v->db)))
+                 ? -1
+                 : 0;
     }
-    const char *slash = strchr(p, '/');
-    size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
-    const char *colon = memchr(p, ':', hostport);
-    v->port = 6379;
-    if (colon) {
-        char portbuf[8];
-        size_t n = hostport - (size_t)(colon - p) - 1;
-        if (n == 0 || n >= sizeof portbuf) return -1;
-        memcpy(portbuf, colon + 1, n);
-        portbuf[n] = '\0';
-        char *end;
-        long port = strtol(portbuf, &end, 10);
-        if (*end || port <= 0 || port > 65535) return -1;
-        v->port = (int)port;
-        hostport = (size_t)(colon - p);
-    }
-    if (!hostport || !(v->host = dup_range(p, hostport))) return -1;
-    if (slash && slash[1]) return parse_db(slash + 1, &v->db);
-    return 0;
+    url_parts_free(&u);
+    return rc;
 }
 
 /* ---- in-flight queue ---- */
@@ -273,7 +256,7 @@ static void on_setup_reply(redisReply *reply, void *ud)
         return;
     }
     if (--v->loading == 0) {
-        v->backoff_ms = 0;
+        v->attempts = 0;
         log_info("valkey", "ready (%d scripts loaded)", v->nscripts);
         set_state(v, VK_READY);
     }
@@ -305,7 +288,7 @@ static void send_setup(valkey *v)
         return;
     }
     if (v->loading == 0) {
-        v->backoff_ms = 0;
+        v->attempts = 0;
         set_state(v, VK_READY);
     }
 }
@@ -490,10 +473,8 @@ static void on_reconnect_timer(uv_timer_t *t)
 static void schedule_reconnect(valkey *v)
 {
     if (v->freeing) return;
-    v->backoff_ms = v->backoff_ms ? v->backoff_ms * 2 : BACKOFF_MIN_MS;
-    if (v->backoff_ms > BACKOFF_MAX_MS) v->backoff_ms = BACKOFF_MAX_MS;
-    /* Full jitter: replicas that lost the same server do not come back in lockstep. */
-    uint64_t delay = BACKOFF_MIN_MS / 2 + (uint64_t)rand() % v->backoff_ms;
+    uint64_t delay = backoff_delay_ms(BACKOFF_MIN_MS, BACKOFF_MAX_MS, v->attempts);
+    if (v->attempts < 32) v->attempts++;
     uv_timer_start(&v->reconnect_timer, on_reconnect_timer, delay, 0);
 }
 

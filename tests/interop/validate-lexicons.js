@@ -73,4 +73,6 @@ function main() {
   process.exit(errors.length ? 1 : 0)
 }
 
-main()
+module.exports = { jsonFiles }
+
+if (require.main === module) main()

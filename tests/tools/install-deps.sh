@@ -3,7 +3,7 @@
 # those named as arguments (`make lint` and `make format` name their tools).
 set -e
 PKGS="build-essential pkg-config libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev
-libjansson-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev libzstd-dev redis-server redis-tools
+libjansson-dev libsqlite3-dev sqlite3 libcurl4-openssl-dev libzstd-dev libssl-dev openssl redis-server redis-tools
 python3 wrk nginx-light ca-certificates curl nodejs npm $*"
 missing=""
 for p in $PKGS; do
