@@ -272,6 +272,7 @@ static void sync_repo(ingest *in, batch *b, const char *did)
         return;
     }
     b->outstanding++;
+    writer_forget_did(in->w, did);
     log_info("ingest", "#sync for %s: its index is reloaded from its PDS", did);
     if (in->ld && loader_reload_repo(in->ld, did, on_reloaded, NULL) < 0)
         log_warn("ingest", "#sync for %s: cannot start the reload (out of memory)", did);

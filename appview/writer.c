@@ -1258,6 +1258,20 @@ static void drop_unsent(writer *w)
     fail_all(queue);
 }
 
+void writer_forget_did(writer *w, const char *did)
+{
+    did_memo d;
+    if (did_get(w, did, &d) < 0) {
+        forget(w);
+        return;
+    }
+    d.gen++;     /* what it remembered of D's records is void */
+    d.ttl_gen++; /* and of D's zsets, which a reload may empty (Valkey deletes them) */
+    d.recs_ttl_ms = d.repos_ttl_ms = 0;
+    d.gone_state = d.rev_state = MEMO_UNKNOWN;
+    did_put(w, did, &d);
+}
+
 void writer_reset(writer *w)
 {
     drop_unsent(w);

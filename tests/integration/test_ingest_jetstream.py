@@ -296,13 +296,19 @@ def test_sync_reloads_the_did_from_its_pds(h):
             "rev": "3kaaaaaaaaaa2", "operation": "create", "collection": "io.atcr.manifest",
             "rkey": "3kaaaaaaaaaa2", "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
             "record": dict(manifest, repository="ghosts", digest=ghost)}},
-        {"did": alice, "time_us": t + 1000, "kind": "sync", "sync": {
+        {"did": alice, "time_us": t + 1000000, "kind": "sync", "sync": {
             "did": alice, "seq": 900, "rev": "3kaaaaaaaaab2", "blocks": {"$bytes": "OqJl"},
             "time": "2025-08-12T12:00:02.000Z"}},
+        # An old update of the record the reload found gone, delivered after it: the reload's
+        # tombstone (at the repository's latest rev) must win over what the writer remembered.
+        {"did": alice, "time_us": t + 5000000, "kind": "commit", "commit": {
+            "rev": "3kaaaaaaaaac2", "operation": "update", "collection": "io.atcr.manifest",
+            "rkey": "3kaaaaaaaaaa2", "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
+            "record": dict(manifest, repository="ghosts", digest=ghost)}},
     ]
     path = e2e.write_events(os.path.join(h.tmp, "sync.jsonl"), events)
     redis = h.start_redis()
-    replay = e2e.start_replay(h, path, ["--rate", "1"])  # the #sync a second later
+    replay = e2e.start_replay(h, path, ["--live"])  # the #sync a second later, then 4 s
     app = e2e.start_appview(h, redis, [url(replay)], env={
         "APPVIEW_PLC_URL": net.plc, "APPVIEW_ALLOW_PRIVATE_NETWORKS": "1"})
     complete = f"{PREFIX}{{{alice}}}/complete"
@@ -318,6 +324,8 @@ def test_sync_reloads_the_did_from_its_pds(h):
              what="the DID reloaded from its PDS")
     got = index()
     assert "ghosts" not in got, "a record the repo no longer has is gone"
+    e2e.wait_cursor(h, redis, 1, t + 5000000)
+    assert "ghosts" not in index(), "an older event brought back what the reload pruned"
     assert e2e.digests(got["tools"]["manifests"]) == [digest], got
     assert got["tools"]["tags"] == {"v1": digest}, got
     m = h.metrics(app.base)
