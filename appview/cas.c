@@ -16,7 +16,7 @@
 #define CAS_ATTEMPTS 5
 
 struct cas {
-    valkey *v;
+    cache_client *v;
     char *prefix, *recent;
     char ttl[16];
     int script;
@@ -167,7 +167,7 @@ static int key_add(keyset *k, const char *key)
     return 0;
 }
 
-static void on_written(redisReply *r, void *ud);
+static void on_written(const reply *r, void *ud);
 
 /* Where a string sits in a buf that may still move while it grows. */
 typedef struct {
@@ -319,8 +319,8 @@ static void plan_and_write(job *j)
     j->written = b.written;
     int rc = ok && !b.nguards ? 1 : -1; /* no guard: nothing to write, all was stale */
     if (nkeys > 0)
-        rc = valkey_eval(j->c->v, j->c->script, on_written, j, nkeys, call.argc, call.argv,
-                         call.lens);
+        rc = cache_eval(j->c->v, j->c->script, on_written, j, nkeys, call.argc, call.argv,
+                        call.lens);
     batch_free(&b);
     free(call.argv);
     free(call.lens);
@@ -332,40 +332,40 @@ static void plan_and_write(job *j)
     }
 }
 
-static void on_written(redisReply *r, void *ud)
+static void on_written(const reply *r, void *ud)
 {
     job *j = ud;
     cas *c = j->c;
-    if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+    if (r && r->type == REPLY_INTEGER && r->integer == 1) {
         (*c->written_total) += j->written;
         (*c->stale_total) += j->n - j->written;
         job_end(j, 1, j->written);
         return;
     }
-    if (r && r->type == REDIS_REPLY_INTEGER && j->attempts < CAS_ATTEMPTS) {
+    if (r && r->type == REPLY_INTEGER && j->attempts < CAS_ATTEMPTS) {
         (*c->conflicts_total)++;
         if (read_states(j) == 0) return;
     }
-    if (r && r->type == REDIS_REPLY_ERROR)
+    if (r && r->type == REPLY_ERROR)
         log_warn("loader", "index write refused for %s: %s", j->evs[0].ev.did, r->str);
     job_end(j, 0, 0);
 }
 
 /* ---- reads ---- */
 
-static void on_owners(redisReply *r, void *ud)
+static void on_owners(const reply *r, void *ud)
 {
     job *j = ud;
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
+    if (!r || r->type != REPLY_ARRAY) {
         job_end(j, 0, 0);
         return;
     }
     size_t e = 0;
     for (size_t i = 0; i < j->n; i++) {
         if (!j->owner_read[i]) continue;
-        const redisReply *v = e < r->elements ? r->element[e++] : NULL;
+        const reply *v = e < r->elements ? r->element[e++] : NULL;
         free(j->owners[i]);
-        j->owners[i] = strdup(v && v->type == REDIS_REPLY_STRING ? v->str : "");
+        j->owners[i] = strdup(v && v->type == REPLY_STRING ? v->str : "");
         if (!j->owners[i]) {
             job_end(j, 0, 0);
             return;
@@ -374,10 +374,10 @@ static void on_owners(redisReply *r, void *ud)
     plan_and_write(j);
 }
 
-static void on_states(redisReply *r, void *ud)
+static void on_states(const reply *r, void *ud)
 {
     job *j = ud;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != j->n) {
+    if (!r || r->type != REPLY_ARRAY || r->elements != j->n) {
         job_end(j, 0, 0);
         return;
     }
@@ -394,11 +394,11 @@ static void on_states(redisReply *r, void *ud)
         return;
     }
     for (size_t i = 0; !err && i < j->n; i++) {
-        const redisReply *v = r->element[i];
+        const reply *v = r->element[i];
         stored_record *cur = &j->cur[i];
         memset(cur, 0, sizeof *cur);
         cur->state = STORED_ABSENT;
-        if (v->type == REDIS_REPLY_STRING && plan_parse_stored(v->str, v->len, cur) < 0) {
+        if (v->type == REPLY_STRING && plan_parse_stored(v->str, v->len, cur) < 0) {
             log_warn("loader", "%s: unreadable field %s/%s, written over", j->evs[i].ev.did,
                      j->evs[i].ev.collection, j->evs[i].ev.rkey);
             cur->state = STORED_ABSENT;
@@ -411,7 +411,7 @@ static void on_states(redisReply *r, void *ud)
     for (size_t k = 0; !err && k < nowners; k++)
         err |= push_span(&a, &names, spans[k]);
     int rc = 0;
-    if (!err && nowners) rc = valkey_command(j->c->v, on_owners, j, a.argc, a.argv, a.lens);
+    if (!err && nowners) rc = cache_command(j->c->v, on_owners, j, a.argc, a.argv, a.lens);
     buf_free(&names);
     free(spans);
     free(a.argv);
@@ -437,7 +437,7 @@ static int read_states(job *j)
     }
     for (size_t i = 0; !err && i < j->n; i++)
         err |= push_span(&a, &names, spans[i]);
-    int rc = err ? -1 : valkey_command(j->c->v, on_states, j, a.argc, a.argv, a.lens);
+    int rc = err ? -1 : cache_command(j->c->v, on_states, j, a.argc, a.argv, a.lens);
     buf_free(&names);
     free(spans);
     free(a.argv);
@@ -480,7 +480,7 @@ int cas_fold(cas *c, const event *evs, size_t n, cas_done_cb cb, void *ud)
     return 0;
 }
 
-cas *cas_new(valkey *v, const cas_options *opt)
+cas *cas_new(cache_client *v, const cas_options *opt)
 {
     cas *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -488,7 +488,7 @@ cas *cas_new(valkey *v, const cas_options *opt)
     c->prefix = strdup(opt->prefix);
     c->recent = strdup(opt->recent);
     snprintf(c->ttl, sizeof c->ttl, "%u", opt->record_ttl);
-    c->script = valkey_register_script(v, "guarded", lua_guarded);
+    c->script = cache_register_script(v, "guarded", lua_guarded);
     if (!c->prefix || !c->recent || c->script < 0) {
         cas_free(c);
         return NULL;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 #include "appview/event.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct cas cas;
 
@@ -27,8 +27,8 @@ typedef struct {
  * the index. */
 typedef void (*cas_done_cb)(void *ud, int ok, size_t written);
 
-/* Registers its script on v, so call it before valkey_start. */
-cas *cas_new(valkey *v, const cas_options *opt);
+/* Registers its script on v, so call it before cache_start. */
+cas *cas_new(cache_client *v, const cas_options *opt);
 /* Folds n record events (EVENT_COMMIT, all of one DID, time_us 0). They are copied: the
  * caller's may go once this returns. 0 when started (cb runs once, later); 1 when n is 0 (cb
  * does not run); -1 out of memory or Valkey not connected (cb does not run). */

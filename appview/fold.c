@@ -14,7 +14,7 @@
 #define HOLD_STATS_TTL "2592000"
 
 struct fold {
-    valkey *v;
+    cache_client *v;
     char *prefix;
     char gone_ttl[16];
     int script_purge, script_hold_stats;
@@ -34,7 +34,7 @@ typedef struct op {
     char did[]; /* for the log line of a refused write */
 } op;
 
-fold *fold_new(valkey *v, const fold_options *opt)
+fold *fold_new(cache_client *v, const fold_options *opt)
 {
     fold *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -43,8 +43,8 @@ fold *fold_new(valkey *v, const fold_options *opt)
     buf recent = {0};
     if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
-    f->script_purge = valkey_register_script(v, "purge", lua_purge);
-    f->script_hold_stats = valkey_register_script(v, "hold_stats", lua_hold_stats);
+    f->script_purge = cache_register_script(v, "purge", lua_purge);
+    f->script_hold_stats = cache_register_script(v, "hold_stats", lua_hold_stats);
     if (!f->prefix || !f->recent_key || f->script_purge < 0 || f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
@@ -76,9 +76,9 @@ void fold_free(fold *f)
     free(f);
 }
 
-static int reply_ok(op *o, const redisReply *r)
+static int reply_ok(op *o, const reply *r)
 {
-    if (r && r->type != REDIS_REPLY_ERROR) return 1;
+    if (r && r->type != REPLY_ERROR) return 1;
     (*o->f->write_errors_total)++;
     if (!r) {
         o->failed = 1; /* the connection was lost: the event is folded again later */
@@ -87,7 +87,7 @@ static int reply_ok(op *o, const redisReply *r)
     /* A refusal Valkey may lift (out of memory, ...) fails the event: it is folded again from
      * the last acknowledged cursor. Any other is not retried: the same event would be refused
      * again and stall the stream behind it. */
-    if (valkey_error_transient(r->str)) o->failed = 1;
+    if (cache_error_transient(r->str)) o->failed = 1;
     log_warn("fold", "write refused for %s: %s", o->did, r->str);
     return 0;
 }
@@ -99,7 +99,7 @@ static void op_finish_one(op *o)
     free(o);
 }
 
-static void on_followup(redisReply *r, void *ud)
+static void on_followup(const reply *r, void *ud)
 {
     op *o = ud;
     reply_ok(o, r);
@@ -109,16 +109,16 @@ static void on_followup(redisReply *r, void *ud)
 /* A command that belongs to the event's writes; failure to send fails the event. */
 static void followup(op *o, int argc, const char **argv)
 {
-    if (valkey_command(o->f->v, on_followup, o, argc, argv, NULL) == 0)
+    if (cache_command(o->f->v, on_followup, o, argc, argv, NULL) == 0)
         o->outstanding++;
     else
         o->failed = 1;
 }
 
 /* Drops P handle:<handle> once the DID's cached identity is gone. */
-static void drop_handle(op *o, const redisReply *handle)
+static void drop_handle(op *o, const reply *handle)
 {
-    if (handle->type != REDIS_REPLY_STRING || !handle->len) return;
+    if (handle->type != REPLY_STRING || !handle->len) return;
     buf key = {0};
     if (buf_printf(&key, "%shandle:%s", o->f->prefix, handle->str) == 0)
         followup(o, 2, (const char *[]){"DEL", key.data});
@@ -127,7 +127,7 @@ static void drop_handle(op *o, const redisReply *handle)
     buf_free(&key);
 }
 
-static void on_purge(redisReply *r, void *ud)
+static void on_purge(const reply *r, void *ud)
 {
     op *o = ud;
     if (reply_ok(o, r)) {
@@ -137,7 +137,7 @@ static void on_purge(redisReply *r, void *ud)
     op_finish_one(o);
 }
 
-static void on_identity(redisReply *r, void *ud)
+static void on_identity(const reply *r, void *ud)
 {
     op *o = ud;
     if (reply_ok(o, r)) drop_handle(o, r);
@@ -179,10 +179,10 @@ static int send_hold_stats(fold *f, const event *ev, op *o)
         rc |= buf_printf(&k[i], "%s{%s}/repo/%s/%s", f->prefix, ev->key, ev->repository, suffix[i]);
     rc |= buf_printf(&k[4], "%s{%s}/keys", f->prefix, ev->key);
     if (rc == 0)
-        rc = valkey_eval(f->v, f->script_hold_stats, on_followup, o, 5, 9,
-                         (const char *[]){k[0].data, k[1].data, k[2].data, k[3].data, k[4].data,
-                                          ev->did, value, at, HOLD_STATS_TTL},
-                         NULL);
+        rc = cache_eval(f->v, f->script_hold_stats, on_followup, o, 5, 9,
+                        (const char *[]){k[0].data, k[1].data, k[2].data, k[3].data, k[4].data,
+                                         ev->did, value, at, HOLD_STATS_TTL},
+                        NULL);
     for (int i = 0; i < 5; i++)
         buf_free(&k[i]);
     return rc;
@@ -218,15 +218,15 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
         char keys[2300], time_us[24];
         snprintf(keys, sizeof keys, "%skeys", base);
         snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
-        rc = valkey_eval(f->v, f->script_purge, on_purge, o, 2, 6,
-                         (const char *[]){keys, f->recent_key, base, time_us, f->gone_ttl, ev->did},
-                         NULL);
+        rc = cache_eval(f->v, f->script_purge, on_purge, o, 2, 6,
+                        (const char *[]){keys, f->recent_key, base, time_us, f->gone_ttl, ev->did},
+                        NULL);
     } else {
         /* Plain commands: a script call costs Valkey several times these two. Another client
          * writing the identity between them only makes the next query resolve it again. */
         char id[2300];
         snprintf(id, sizeof id, "%sid", base);
-        rc = valkey_command(f->v, on_identity, o, 3, (const char *[]){"HGET", id, "handle"}, NULL);
+        rc = cache_command(f->v, on_identity, o, 3, (const char *[]){"HGET", id, "handle"}, NULL);
         if (rc == 0) followup(o, 2, (const char *[]){"DEL", id});
     }
     if (rc < 0) {

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "appview/event.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct fold fold;
 
@@ -22,8 +22,8 @@ typedef struct {
  * (connection lost or an error reply): the event must be folded again later. */
 typedef void (*fold_done_cb)(void *ud, int ok);
 
-/* Registers the scripts on v, so call it before valkey_start. */
-fold *fold_new(valkey *v, const fold_options *opt);
+/* Registers the scripts on v, so call it before cache_start. */
+fold *fold_new(cache_client *v, const fold_options *opt);
 /* A purge or an identity change (record events are planned: appview/plan.h). 0: writes sent,
  * cb will run; 1: nothing to write (cb will not run); -1: Valkey not ready or out of memory (cb
  * will not run; the event must be folded again later). */

@@ -49,7 +49,7 @@ typedef struct batch {
 
 struct ingest {
     uv_loop_t *loop;
-    valkey *v;
+    cache_client *v;
     writer *w;
     loader *ld;
     const lexicon_set *lexicons;
@@ -242,9 +242,9 @@ static void on_folded(void *ud, int ok)
     complete_batches(in);
 }
 
-static void on_batch_reply(redisReply *r, void *ud)
+static void on_batch_reply(const reply *r, void *ud)
 {
-    on_folded(ud, r && r->type != REDIS_REPLY_ERROR);
+    on_folded(ud, r && r->type != REPLY_ERROR);
 }
 
 /* ---- what the stream says beyond records ---- */
@@ -267,7 +267,7 @@ static void sync_repo(ingest *in, batch *b, const char *did)
     (*in->syncs_total)++;
     char key[512];
     snprintf(key, sizeof key, "%s{%s}/complete", in->prefix, did);
-    if (valkey_command(in->v, on_batch_reply, b, 2, (const char *[]){"DEL", key}, NULL) < 0) {
+    if (cache_command(in->v, on_batch_reply, b, 2, (const char *[]){"DEL", key}, NULL) < 0) {
         need_replay(in);
         return;
     }
@@ -280,31 +280,30 @@ static void sync_repo(ingest *in, batch *b, const char *did)
 
 static void invalidate_step(ingest *in, const char *cursor);
 
-static void on_deleted(redisReply *r, void *ud)
+static void on_deleted(const reply *r, void *ud)
 {
     (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR) log_warn("ingest", "DEL refused: %s", r->str);
+    if (r && r->type == REPLY_ERROR) log_warn("ingest", "DEL refused: %s", r->str);
 }
 
-static void on_scanned(redisReply *r, void *ud)
+static void on_scanned(const reply *r, void *ud)
 {
     ingest *in = ud;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (!r || r->type != REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REPLY_STRING ||
+        r->element[1]->type != REPLY_ARRAY) {
         log_warn("ingest", "marking indexes incomplete stopped: Valkey did not answer the scan");
         in->invalidating = 0;
         return;
     }
-    const redisReply *keys = r->element[1];
+    const reply *keys = r->element[1];
     if (keys->elements) {
         size_t n = keys->elements + 1;
         const char **argv = calloc(n, sizeof *argv);
         if (argv) {
             argv[0] = "DEL";
             for (size_t i = 0; i < keys->elements; i++)
-                argv[i + 1] =
-                    keys->element[i]->type == REDIS_REPLY_STRING ? keys->element[i]->str : "";
-            if (valkey_command(in->v, on_deleted, NULL, (int)n, argv, NULL) == 0)
+                argv[i + 1] = keys->element[i]->type == REPLY_STRING ? keys->element[i]->str : "";
+            if (cache_command(in->v, on_deleted, NULL, (int)n, argv, NULL) == 0)
                 *in->invalidated_total += keys->elements;
             free(argv);
         }
@@ -332,9 +331,9 @@ static void invalidate_step(ingest *in, const char *cursor)
         pattern[o++] = *p;
     }
     snprintf(pattern + o, sizeof pattern - o, "{*}/complete");
-    if (valkey_command(in->v, on_scanned, in, 6,
-                       (const char *[]){"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT},
-                       NULL) < 0) {
+    if (cache_command(in->v, on_scanned, in, 6,
+                      (const char *[]){"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT},
+                      NULL) < 0) {
         log_warn("ingest", "marking indexes incomplete stopped: Valkey is not connected");
         in->invalidating = 0;
     }
@@ -438,7 +437,7 @@ static void on_check(uv_check_t *h)
     writer_flush(in->w);
     complete_batches(in);
     if (!in->js || in->replay_needed || !in->valkey_up || in->stopping) return;
-    size_t pending = valkey_pending(in->v) + writer_backlog(in->w);
+    size_t pending = cache_pending(in->v) + writer_backlog(in->w);
     if (!in->paused_for_pending && pending > PENDING_HIGH) {
         in->paused_for_pending = 1;
         jetstream_pause(in->js, 1);
@@ -474,11 +473,11 @@ typedef struct {
     position value;
 } persist_req;
 
-static void on_persisted(redisReply *r, void *ud)
+static void on_persisted(const reply *r, void *ud)
 {
     persist_req *p = ud;
     p->in->persist_inflight--;
-    if (r && r->type != REDIS_REPLY_ERROR) advance(&p->in->persisted, &p->value);
+    if (r && r->type != REPLY_ERROR) advance(&p->in->persisted, &p->value);
     free(p);
 }
 
@@ -500,7 +499,7 @@ static void persist_cursors(ingest *in)
     snprintf(v2, sizeof v2, "%llu", (unsigned long long)a->seq);
     int with_seq = a->seq && a->url >= 0;
     const char *argv[] = {"MSET", k1, v1, k2, v2, ku, with_seq ? in->urls[a->url] : ""};
-    if (valkey_command(in->v, on_persisted, req, with_seq ? 7 : 3, argv, NULL) < 0) {
+    if (cache_command(in->v, on_persisted, req, with_seq ? 7 : 3, argv, NULL) < 0) {
         free(req);
         return;
     }
@@ -533,9 +532,9 @@ static void start_stream(ingest *in)
     jetstream_start(in->js);
 }
 
-static uint64_t reply_uint(const redisReply *r)
+static uint64_t reply_uint(const reply *r)
 {
-    return (r && r->type == REDIS_REPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
+    return (r && r->type == REPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
 }
 
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
@@ -559,26 +558,26 @@ static void cursor_loaded(ingest *in)
 static void drop_page(ingest *in, const char *cursor);
 
 /* An UNLINK that failed leaves a key of the old layout, which its TTL removes in time. */
-static void on_unlinked(redisReply *r, void *ud) {}
+static void on_unlinked(const reply *r, void *ud) {}
 
-static void on_dropped_page(redisReply *r, void *ud)
+static void on_dropped_page(const reply *r, void *ud)
 {
     ingest *in = ud;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (!r || r->type != REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REPLY_STRING ||
+        r->element[1]->type != REPLY_ARRAY) {
         in->cursor_loading = 0; /* tried again on the next up */
         return;
     }
-    const redisReply *keys = r->element[1];
+    const reply *keys = r->element[1];
     size_t plen = strlen(in->prefix);
     for (size_t i = 0; i < keys->elements; i++) {
-        const redisReply *k = keys->element[i];
-        if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
+        const reply *k = keys->element[i];
+        if (k->type != REPLY_STRING || k->len <= plen) continue;
         const char *rest = k->str + plen;
         if (!strncmp(rest, "cursor:", 7) || !strcmp(rest, "ingest-lease") ||
             !strcmp(rest, "schema"))
             continue;
-        valkey_command(in->v, on_unlinked, NULL, 2, (const char *[]){"UNLINK", k->str}, NULL);
+        cache_command(in->v, on_unlinked, NULL, 2, (const char *[]){"UNLINK", k->str}, NULL);
         (*in->dropped_keys_total)++;
     }
     if (strcmp(r->element[0]->str, "0")) {
@@ -595,25 +594,24 @@ static void drop_page(ingest *in, const char *cursor)
 {
     char match[256];
     snprintf(match, sizeof match, "%s*", in->prefix);
-    if (valkey_command(in->v, on_dropped_page, in, 6,
-                       (const char *[]){"SCAN", cursor, "MATCH", match, "COUNT", "1000"}, NULL) < 0)
+    if (cache_command(in->v, on_dropped_page, in, 6,
+                      (const char *[]){"SCAN", cursor, "MATCH", match, "COUNT", "1000"}, NULL) < 0)
         in->cursor_loading = 0;
 }
 
-static void on_cursor_loaded(redisReply *r, void *ud)
+static void on_cursor_loaded(const reply *r, void *ud)
 {
     ingest *in = ud;
     in->cursor_loading = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) return; /* retried on next up */
+    if (!r || r->type != REPLY_ARRAY || r->elements != 4) return; /* retried on next up */
     if (!lease_held(in->lease)) return; /* read again when the lease comes back */
-    const redisReply *schema = r->element[3];
-    int had_cursor =
-        r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
-    const char *found = schema->type == REDIS_REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
-    const redisReply *url = r->element[2];
+    const reply *schema = r->element[3];
+    int had_cursor = r->element[0]->type == REPLY_STRING || r->element[1]->type == REPLY_STRING;
+    const char *found = schema->type == REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
+    const reply *url = r->element[2];
     in->acked = (position){.time_us = reply_uint(r->element[0]),
                            .seq = reply_uint(r->element[1]),
-                           .url = url->type == REDIS_REPLY_STRING ? url_index(in, url->str) : -1};
+                           .url = url->type == REPLY_STRING ? url_index(in, url->str) : -1};
     if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
     in->read = in->persisted = in->acked;
     if (found && outdated_schema(found)) {
@@ -649,8 +647,8 @@ static void resume(ingest *in)
         cursor_key(in, "v2", k2, sizeof k2);
         cursor_key(in, "url", ku, sizeof ku);
         snprintf(schema, sizeof schema, "%sschema", in->prefix);
-        if (valkey_command(in->v, on_cursor_loaded, in, 5,
-                           (const char *[]){"MGET", k1, k2, ku, schema}, NULL) == 0)
+        if (cache_command(in->v, on_cursor_loaded, in, 5,
+                          (const char *[]){"MGET", k1, k2, ku, schema}, NULL) == 0)
             in->cursor_loading = 1;
         return;
     }
@@ -664,19 +662,19 @@ static void resume(ingest *in)
     }
 }
 
-static void on_own_id(redisReply *r, void *ud)
+static void on_own_id(const reply *r, void *ud)
 {
     ingest *in = ud;
-    in->own_client_id = (r && r->type == REDIS_REPLY_INTEGER) ? r->integer : -1;
+    in->own_client_id = (r && r->type == REPLY_INTEGER) ? r->integer : -1;
 }
 
-static void on_named(redisReply *r, void *ud)
+static void on_named(const reply *r, void *ud)
 {
     (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR) log_warn("ingest", "CLIENT SETNAME refused: %s", r->str);
+    if (r && r->type == REPLY_ERROR) log_warn("ingest", "CLIENT SETNAME refused: %s", r->str);
 }
 
-static void on_fenced(redisReply *r, void *ud)
+static void on_fenced(const reply *r, void *ud)
 {
     (void)r; /* a client that left meanwhile makes KILL fail: it is gone either way */
     ingest *in = ud;
@@ -684,10 +682,10 @@ static void on_fenced(redisReply *r, void *ud)
 }
 
 /* CLIENT LIST lines look like "id=7 addr=... name=atcr:ingest ...". */
-static void on_client_list(redisReply *r, void *ud)
+static void on_client_list(const reply *r, void *ud)
 {
     ingest *in = ud;
-    if (!r || r->type != REDIS_REPLY_STRING || in->own_client_id < 0) {
+    if (!r || r->type != REPLY_STRING || in->own_client_id < 0) {
         in->fencing = 0; /* the connection failed: the next "up" fences again */
         return;
     }
@@ -703,8 +701,8 @@ static void on_client_list(redisReply *r, void *ud)
             continue;
         char idbuf[24];
         snprintf(idbuf, sizeof idbuf, "%lld", id);
-        if (valkey_command(in->v, on_fenced, in, 4, (const char *[]){"CLIENT", "KILL", "ID", idbuf},
-                           NULL) == 0) {
+        if (cache_command(in->v, on_fenced, in, 4, (const char *[]){"CLIENT", "KILL", "ID", idbuf},
+                          NULL) == 0) {
             in->fencing++;
             (*in->fenced_total)++;
             log_info("ingest", "fencing off an earlier ingest connection (client %s)", idbuf);
@@ -719,11 +717,11 @@ static void begin_fencing(ingest *in)
 {
     if (in->fencing || in->stopping || !in->valkey_up || !lease_held(in->lease)) return;
     in->own_client_id = -1;
-    if (valkey_command(in->v, on_named, in, 3,
-                       (const char *[]){"CLIENT", "SETNAME", in->client_name}, NULL) < 0 ||
-        valkey_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
-        valkey_command(in->v, on_client_list, in, 4,
-                       (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
+    if (cache_command(in->v, on_named, in, 3,
+                      (const char *[]){"CLIENT", "SETNAME", in->client_name}, NULL) < 0 ||
+        cache_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
+        cache_command(in->v, on_client_list, in, 4,
+                      (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
         return; /* not connected after all: the next "up" tries again */
     in->fencing = 1;
 }
@@ -829,7 +827,7 @@ static void free_urls(ingest *in)
     free(in->urls);
 }
 
-ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, loader *ld, http_client *http,
+ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_client *http,
                    const lexicon_set *lexicons, const ingest_options *opt)
 {
     ingest *in = calloc(1, sizeof *in);

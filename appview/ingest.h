@@ -33,7 +33,7 @@
 #include "atproto/buf.h"
 #include "atproto/http_client.h"
 #include "atproto/lexicon.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct ingest ingest;
 
@@ -49,7 +49,7 @@ typedef struct {
 } ingest_options;
 
 /* ld reloads DIDs a #sync names; http fetches the v2 dictionary (NULL: no compression). */
-ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, loader *ld, http_client *http,
+ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_client *http,
                    const lexicon_set *lexicons, const ingest_options *opt);
 /* Call from the valkey state callback: ingest starts once Valkey is up and has the cursor. */
 void ingest_on_valkey_state(ingest *in, int up);

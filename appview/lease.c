@@ -12,7 +12,7 @@
 
 struct lease {
     uv_loop_t *loop;
-    valkey *v;
+    cache_client *v;
     char *key;
     char id[128];
     char ttl[16];
@@ -45,7 +45,7 @@ static void make_id(lease *l)
              (unsigned long long)(rnd & 0xffffffffffffull));
 }
 
-lease *lease_new(uv_loop_t *loop, valkey *v, const char *key, unsigned ttl_ms, lease_cb cb,
+lease *lease_new(uv_loop_t *loop, cache_client *v, const char *key, unsigned ttl_ms, lease_cb cb,
                  void *ud)
 {
     if (ttl_ms < 300) return NULL;
@@ -59,7 +59,7 @@ lease *lease_new(uv_loop_t *loop, valkey *v, const char *key, unsigned ttl_ms, l
     snprintf(l->ttl, sizeof l->ttl, "%u", ttl_ms);
     make_id(l);
     l->key = strdup(key);
-    l->script = valkey_register_script(v, "lease", lua_lease);
+    l->script = cache_register_script(v, "lease", lua_lease);
     if (!l->key || l->script < 0) {
         free(l->key);
         free(l);
@@ -83,11 +83,11 @@ static void set_held(lease *l, int held)
     l->cb(held, l->ud);
 }
 
-static void on_hold_reply(redisReply *r, void *ud)
+static void on_hold_reply(const reply *r, void *ud)
 {
     lease *l = ud;
     l->inflight = 0;
-    if (!l->running || !r || r->type != REDIS_REPLY_INTEGER) return; /* the timer decides */
+    if (!l->running || !r || r->type != REPLY_INTEGER) return; /* the timer decides */
     if (r->integer == 1) l->held_until = l->sent_at + l->ttl_ms;
     set_held(l, r->integer == 1);
 }
@@ -102,8 +102,8 @@ static void on_tick(uv_timer_t *t)
     }
     if (l->inflight || !l->running) return;
     l->sent_at = uv_now(l->loop);
-    if (valkey_eval(l->v, l->script, on_hold_reply, l, 1, 4,
-                    (const char *[]){l->key, l->id, l->ttl, "hold"}, NULL) == 0)
+    if (cache_eval(l->v, l->script, on_hold_reply, l, 1, 4,
+                   (const char *[]){l->key, l->id, l->ttl, "hold"}, NULL) == 0)
         l->inflight = 1;
 }
 
@@ -119,7 +119,7 @@ int lease_held(const lease *l)
     return l->held;
 }
 
-static void on_released(redisReply *r, void *ud)
+static void on_released(const reply *r, void *ud)
 {
     (void)r; /* not given back (Valkey gone): the key expires with its TTL */
     ((lease *)ud)->releasing = 0;
@@ -130,8 +130,8 @@ void lease_release(lease *l)
     if (!l->running) return;
     l->running = 0;
     uv_timer_stop(&l->timer);
-    if (l->held && valkey_eval(l->v, l->script, on_released, l, 1, 4,
-                               (const char *[]){l->key, l->id, l->ttl, "release"}, NULL) == 0) {
+    if (l->held && cache_eval(l->v, l->script, on_released, l, 1, 4,
+                              (const char *[]){l->key, l->id, l->ttl, "release"}, NULL) == 0) {
         l->releasing = 1;
         log_info("lease", "giving the ingest lease back (%s)", l->id);
     }

@@ -10,15 +10,15 @@
 
 #include <uv.h>
 
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct lease lease;
 
 /* Called when this process comes to hold the lease (held 1) or stops holding it (held 0). */
 typedef void (*lease_cb)(int held, void *ud);
 
-/* Registers its script: call before valkey_start. ttl_ms >= 300. */
-lease *lease_new(uv_loop_t *loop, valkey *v, const char *key, unsigned ttl_ms, lease_cb cb,
+/* Registers its script: call before cache_start. ttl_ms >= 300. */
+lease *lease_new(uv_loop_t *loop, cache_client *v, const char *key, unsigned ttl_ms, lease_cb cb,
                  void *ud);
 /* Tries to take the lease now and then every third of its TTL until released. */
 void lease_start(lease *l);

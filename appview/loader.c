@@ -87,7 +87,7 @@ typedef struct listing {
 
 struct loader {
     uv_loop_t *loop;
-    valkey *v;
+    cache_client *v;
     fold *f;
     resolver *r;
     http_client *http;
@@ -128,16 +128,16 @@ static unsigned bucket(const char *key)
     return h % NBUCKETS;
 }
 
-static void on_ignored(redisReply *r, void *ud)
+static void on_ignored(const reply *r, void *ud)
 {
     (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR) log_warn("loader", "cache write refused: %s", r->str);
+    if (r && r->type == REPLY_ERROR) log_warn("loader", "cache write refused: %s", r->str);
 }
 
 /* A cache write nobody waits for: the identity path answers without it. */
 static void write_quiet(loader *l, int argc, const char **argv)
 {
-    if (valkey_command(l->v, on_ignored, NULL, argc, argv, NULL) < 0)
+    if (cache_command(l->v, on_ignored, NULL, argc, argv, NULL) < 0)
         log_debug("loader", "cache write skipped: Valkey not ready");
 }
 
@@ -270,15 +270,10 @@ static void id_network_or_fail(id_flight *f)
     }
 }
 
-static int reply_is_string(const redisReply *r)
-{
-    return r && r->type == REDIS_REPLY_STRING;
-}
-
 /* HMGET P{D}/id handle pds: a hit when pds is present (possibly empty: no PDS). */
-static void take_id_reply(id_flight *f, const redisReply *r)
+static void take_id_reply(id_flight *f, const reply *r)
 {
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    if (!r || r->type != REPLY_ARRAY || r->elements != 2) return;
     if (!reply_is_string(r->element[1])) return;
     f->pds = strdup(r->element[1]->str);
     f->handle = strdup(reply_is_string(r->element[0]) ? r->element[0]->str : "");
@@ -287,16 +282,16 @@ static void take_id_reply(id_flight *f, const redisReply *r)
 
 static void id_step_done(id_flight *f);
 
-static void on_id_reply(redisReply *r, void *ud)
+static void on_id_reply(const reply *r, void *ud)
 {
     id_flight *f = ud;
     if (!r) {
         f->broken = 1;
-    } else if (r->type == REDIS_REPLY_INTEGER) {
+    } else if (r->type == REPLY_INTEGER) {
         f->negative |= r->integer > 0; /* EXISTS of a negative key */
-    } else if (r->type == REDIS_REPLY_STRING && !f->is_did && !f->did) {
+    } else if (r->type == REPLY_STRING && !f->is_did && !f->did) {
         f->did = strdup(r->str); /* GET P handle:<h> */
-    } else if (r->type == REDIS_REPLY_ARRAY) {
+    } else if (r->type == REPLY_ARRAY) {
         take_id_reply(f, r);
     }
     if (--f->replies == 0) id_step_done(f);
@@ -304,7 +299,7 @@ static void on_id_reply(redisReply *r, void *ud)
 
 static void id_send(id_flight *f, int argc, const char **argv)
 {
-    if (valkey_command(f->l->v, on_id_reply, f, argc, argv, NULL) == 0)
+    if (cache_command(f->l->v, on_id_reply, f, argc, argv, NULL) == 0)
         f->replies++;
     else
         f->broken = 1;
@@ -773,11 +768,11 @@ static void on_repo_ident(const ident *id, void *ud)
 /* Records of D in Valkey that the listing did not return were deleted on the PDS (a delete
  * the firehose did not deliver): they get a delete at the listing's rev, which the plan
  * ignores for any record written by a newer commit than the listing. */
-static void on_recs(redisReply *r, void *ud)
+static void on_recs(const reply *r, void *ud)
 {
     repo_flight *rf = ud;
     loader *l = rf->l;
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
+    if (!r || r->type != REPLY_ARRAY) {
         rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache unavailable");
         rf_release(rf);
         return;
@@ -788,8 +783,8 @@ static void on_recs(redisReply *r, void *ud)
     size_t n = 0;
     if (!evs || !collections_of) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
     for (size_t i = 0; evs && collections_of && i < r->elements; i++) {
-        const redisReply *m = r->element[i];
-        if (m->type != REDIS_REPLY_STRING) continue;
+        const reply *m = r->element[i];
+        if (m->type != REPLY_STRING) continue;
         const char *rest = m->str; /* <collection>/<rkey>, or another field of the hash */
         const char *slash = strchr(rest, '/');
         if (!slash) continue;
@@ -821,17 +816,16 @@ static void on_recs(redisReply *r, void *ud)
     rf_release(rf);
 }
 
-static void on_marked(redisReply *r, void *ud)
+static void on_marked(const reply *r, void *ud)
 {
     repo_flight *rf = ud;
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache write failed");
+    if (!r || r->type == REPLY_ERROR) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache write failed");
     rf_release(rf);
 }
 
-static int rf_send(repo_flight *rf, valkey_reply_cb cb, int argc, const char **argv)
+static int rf_send(repo_flight *rf, cache_reply_cb cb, int argc, const char **argv)
 {
-    if (valkey_command(rf->l->v, cb, rf, argc, argv, NULL) < 0) return -1;
+    if (cache_command(rf->l->v, cb, rf, argc, argv, NULL) < 0) return -1;
     rf->outstanding++;
     return 0;
 }
@@ -885,17 +879,17 @@ static void rf_next(repo_flight *rf)
     rf_finish(rf, LOAD_UPSTREAM_FAILURE, "cache unavailable");
 }
 
-static void on_check(redisReply *r, void *ud)
+static void on_check(const reply *r, void *ud)
 {
     repo_flight *rf = ud;
-    if (r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "1")) rf->complete = 1;
+    if (r && r->type == REPLY_STRING && !strcmp(r->str, "1")) rf->complete = 1;
     rf_release(rf);
 }
 
-static void on_check_handle(redisReply *r, void *ud)
+static void on_check_handle(const reply *r, void *ud)
 {
     repo_flight *rf = ud;
-    if (r && r->type == REDIS_REPLY_STRING && r->len && !rf->handle) rf->handle = strdup(r->str);
+    if (r && r->type == REPLY_STRING && r->len && !rf->handle) rf->handle = strdup(r->str);
     rf_release(rf);
 }
 
@@ -1196,7 +1190,7 @@ int loader_fetch_record(loader *l, const char *did, const char *collection, cons
 
 /* ==== lifetime ==== */
 
-loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client *http,
+loader *loader_new(uv_loop_t *loop, cache_client *v, fold *f, resolver *r, http_client *http,
                    const lexicon_set *lexicons, const loader_options *opt)
 {
     loader *l = calloc(1, sizeof *l);

@@ -16,7 +16,7 @@
 #include "appview/resolver.h"
 #include "atproto/http_client.h"
 #include "atproto/lexicon.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct loader loader;
 
@@ -43,7 +43,7 @@ typedef struct {
     unsigned identity_ttl, negative_ttl, record_ttl;
 } loader_options;
 
-loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client *http,
+loader *loader_new(uv_loop_t *loop, cache_client *v, fold *f, resolver *r, http_client *http,
                    const lexicon_set *lexicons, const loader_options *opt);
 /* Both return 0 and call cb exactly once later, or -1 (out of memory; cb not called). */
 int loader_resolve(loader *l, const char *actor, loader_cb cb, void *ud);

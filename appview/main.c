@@ -20,7 +20,7 @@
 #include "atproto/lexicon.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 #define APPVIEW_VERSION "0.1.0"
 #define DRAIN_TIMEOUT_MS 10000
@@ -29,7 +29,7 @@ typedef struct {
     appview_config cfg;
     uv_loop_t *loop;
     lexicon_set *lexicons;
-    valkey *v;
+    cache_client *v;
     fold *f;
     ingest *in;
     http_client *upstream;
@@ -49,10 +49,10 @@ static void on_valkey_state(int up, void *ud)
 static void health(httpd_req *r, void *ud)
 {
     app *a = ud;
-    int up = valkey_ready(a->v);
+    int up = cache_ready(a->v);
     buf out = {0};
     int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f",
-                        APPVIEW_VERSION, up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
+                        APPVIEW_VERSION, up ? "true" : "false", cache_latency_p99(a->v) * 1e3);
     /* Writes refused (out of memory, ...): the ingester is paused until Valkey takes them. */
     const char *refusal = a->in ? ingest_refusal(a->in) : NULL;
     if (refusal) {
@@ -112,8 +112,8 @@ static int start(app *a)
         log_error("appview", "lexicons in %s: %s", a->cfg.lexicon_dir, err);
         return -1;
     }
-    valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
-    a->v = valkey_new(a->loop, &vo);
+    cache_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
+    a->v = cache_new(a->loop, &vo);
     if (!a->v) return -1;
     fold_options fo = {.prefix = a->cfg.key_prefix};
     a->f = fold_new(a->v, &fo);
@@ -173,7 +173,7 @@ static int start(app *a)
     if (httpd_route(a->http, "GET", "/xrpc/_health", health, a) < 0 ||
         httpd_route(a->http, "GET", "/metrics", metrics_page, a) < 0)
         return -1;
-    valkey_start(a->v);
+    cache_start(a->v);
     return 0;
 }
 
@@ -184,7 +184,7 @@ static void stop(app *a)
      * clients, whose cancelled requests finish the loader's last callbacks. */
     stats_stop(a->st);
     if (a->ld) loader_free(a->ld);
-    if (a->v) valkey_free(a->v);
+    if (a->v) cache_free(a->v);
     if (a->identities) resolver_free(a->identities);
     stats_free(a->st);
     if (a->upstream) http_client_free(a->upstream);

@@ -44,7 +44,7 @@ typedef struct {
 #define MAX_EXTRA_FIELDS (REPO_EXTRA * (MAX_LIMIT + 1))
 
 struct reads {
-    valkey *v;
+    cache_client *v;
     loader *l;
     char *prefix;
     int script;
@@ -83,8 +83,8 @@ typedef struct {
 typedef struct {
     long long complete, known, found;
     char state; /* getManifest: 'f' found, 'd' deleted, 'u' a tag's manifest not seen, 0 unknown */
-    const redisReply *handle;
-    const redisReply *const *items;
+    const reply *handle;
+    const reply *const *items;
     size_t nitems;
     const field *page, *extra;
     size_t npage, nextra;
@@ -376,14 +376,14 @@ static int parse_limit(const char *s, unsigned *out)
 
 /* ---- responses ---- */
 
-static int str_eq(const redisReply *e, const char *s)
+static int str_eq(const reply *e, const char *s)
 {
-    return e->type == REDIS_REPLY_STRING && e->len == strlen(s) && !memcmp(e->str, s, e->len);
+    return e->type == REPLY_STRING && e->len == strlen(s) && !memcmp(e->str, s, e->len);
 }
 
-static int is_str(const redisReply *e)
+static int is_str(const reply *e)
 {
-    return e->type == REDIS_REPLY_STRING;
+    return e->type == REPLY_STRING;
 }
 
 /* The entries of a page (member, score pairs) to show, and whether there are more: the read
@@ -481,8 +481,8 @@ static int build_recent(rq *q, const read_result *res)
 static int build_manifest(rq *q, const read_result *res)
 {
     if (res->nitems < 4) return -1;
-    const redisReply *digest = res->items[0], *rkey = res->items[1], *cid = res->items[2],
-                     *val = res->items[3];
+    const reply *digest = res->items[0], *rkey = res->items[1], *cid = res->items[2],
+                *val = res->items[3];
     if (!is_str(digest) || !is_str(rkey) || !is_str(cid) || !is_str(val)) return -1;
     json_t *rec = json_read(val->str, val->len);
     const char *media = json_string_value(json_object_get(rec, "mediaType"));
@@ -608,12 +608,11 @@ static void on_ensure(const load_result *res, void *ud)
     if (!fail_bad_actor(q, res)) run_read(q);
 }
 
-static int parse_result(const redisReply *reply, method m, read_result *res)
+static int parse_result(const reply *answer, method m, read_result *res)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4) return -1;
-    const redisReply *const *e = (const redisReply *const *)reply->element;
-    if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER || !is_str(e[2]))
-        return -1;
+    if (answer->type != REPLY_ARRAY || answer->elements < 4) return -1;
+    const reply *const *e = (const reply *const *)answer->element;
+    if (e[0]->type != REPLY_INTEGER || e[1]->type != REPLY_INTEGER || !is_str(e[2])) return -1;
     res->complete = e[0]->integer;
     res->known = e[1]->integer;
     res->handle = e[2];
@@ -623,11 +622,11 @@ static int parse_result(const redisReply *reply, method m, read_result *res)
         res->state = e[3]->len ? e[3]->str[0] : 0;
         res->found = res->state == 'f';
     } else {
-        if (e[3]->type != REDIS_REPLY_INTEGER) return -1;
+        if (e[3]->type != REPLY_INTEGER) return -1;
         res->found = e[3]->integer;
     }
     res->items = e + 4;
-    res->nitems = reply->elements - 4;
+    res->nitems = answer->elements - 4;
     res->page = res->extra = NULL;
     res->npage = res->nextra = 0;
     return 0;
@@ -636,14 +635,13 @@ static int parse_result(const redisReply *reply, method m, read_result *res)
 /* Splits one of read.lua's lists, `count` strings packed into one joined by newlines (or,
  * read unpacked, an array of them), into f. 1 when the packed string does not split into
  * `count`: a value holds a newline, and the list must be read unpacked; -1 when malformed. */
-static int unpack_list(const redisReply *count, const redisReply *list, field *f, size_t max,
-                       size_t *n)
+static int unpack_list(const reply *count, const reply *list, field *f, size_t max, size_t *n)
 {
-    if (count->type != REDIS_REPLY_INTEGER || count->integer < 0 || (size_t)count->integer > max)
+    if (count->type != REPLY_INTEGER || count->integer < 0 || (size_t)count->integer > max)
         return -1;
     size_t want = (size_t)count->integer;
     *n = want;
-    if (list->type == REDIS_REPLY_ARRAY) {
+    if (list->type == REPLY_ARRAY) {
         if (list->elements != want) return -1;
         for (size_t i = 0; i < want; i++) {
             if (!is_str(list->element[i])) return -1;
@@ -676,16 +674,16 @@ static int unpack_lists(reads *r, read_result *res)
     return a || b;
 }
 
-static void on_read(redisReply *reply, void *ud)
+static void on_read(const reply *answer, void *ud)
 {
     rq *q = ud;
     reads *r = q->r;
-    if (!reply) {
+    if (!answer) {
         fail(q, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
         return;
     }
     read_result res;
-    int rc = parse_result(reply, q->m, &res);
+    int rc = parse_result(answer, q->m, &res);
     if (rc == 0 && q->m != M_MANIFEST) rc = unpack_lists(r, &res);
     if (rc > 0 && !q->unpacked) {
         /* Values with newlines, which the fold never writes: read the arrays instead. */
@@ -697,7 +695,7 @@ static void on_read(redisReply *reply, void *ud)
     }
     if (rc != 0) {
         log_error("reads", "%s: unexpected reply from the read script: %s", method_names[q->m],
-                  reply->type == REDIS_REPLY_ERROR ? reply->str : "wrong shape");
+                  answer->type == REPLY_ERROR ? answer->str : "wrong shape");
         fail(q, 500, "InternalServerError", "index read failed");
         return;
     }
@@ -778,7 +776,7 @@ static void run_read(rq *q)
                               q->unpacked ? "a" : "",
                               q->reference ? q->reference : "",
                               q->ref_is_tag ? "t" : "d"};
-        rc = valkey_eval(r->v, r->script, on_read, q, 1, 11, argv, NULL);
+        rc = cache_eval(r->v, r->script, on_read, q, 1, 11, argv, NULL);
     }
     if (rc < 0) fail(q, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
 }
@@ -804,18 +802,18 @@ static void on_resolved(const load_result *res, void *ud)
     }
 }
 
-static void on_handle(redisReply *reply, void *ud)
+static void on_handle(const reply *answer, void *ud)
 {
     rq *q = ud;
-    if (!reply) {
+    if (!answer) {
         fail(q, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
         return;
     }
-    if (reply->type != REDIS_REPLY_STRING || !atp_is_did(reply->str, reply->len)) {
+    if (answer->type != REPLY_STRING || !atp_is_did(answer->str, answer->len)) {
         fail(q, 404, "RepoNotFound", "handle not resolved");
         return;
     }
-    q->did = strdup(reply->str);
+    q->did = strdup(answer->str);
     if (!q->did) {
         fail(q, 500, "InternalServerError", "out of memory");
         return;
@@ -837,7 +835,7 @@ static void lookup_handle(rq *q, const char *actor)
         *p = (char)tolower((unsigned char)*p);
     for (char *p = key.data + strlen(q->r->prefix); *p; p++)
         *p = (char)tolower((unsigned char)*p);
-    int rc = valkey_command(q->r->v, on_handle, q, 2, (const char *[]){"GET", key.data}, NULL);
+    int rc = cache_command(q->r->v, on_handle, q, 2, (const char *[]){"GET", key.data}, NULL);
     buf_free(&key);
     if (rc < 0) fail(q, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
 }
@@ -920,14 +918,14 @@ static void handle_read(httpd_req *req, void *ud)
 
 /* ---- setup ---- */
 
-reads *reads_new(httpd *h, valkey *v, loader *l, const reads_options *opt)
+reads *reads_new(httpd *h, cache_client *v, loader *l, const reads_options *opt)
 {
     reads *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->v = v;
     r->l = l;
     r->prefix = strdup(opt->prefix ? opt->prefix : "atcr:");
-    r->script = valkey_register_script(v, "read", lua_read);
+    r->script = cache_register_script(v, "read", lua_read);
     if (!r->prefix || r->script < 0) {
         log_error("reads", "could not register the read script");
         reads_free(r);

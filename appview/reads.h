@@ -11,7 +11,7 @@
 
 #include "appview/loader.h"
 #include "atproto/httpd.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct reads reads;
 
@@ -19,10 +19,10 @@ typedef struct {
     const char *prefix; /* key prefix, e.g. "atcr:" */
 } reads_options;
 
-/* Registers the routes on h and the read scripts on v, so call it before valkey_start.
+/* Registers the routes on h and the read scripts on v, so call it before cache_start.
  * l may be NULL: serve from Valkey only. NULL on failure (logged). */
-reads *reads_new(httpd *h, valkey *v, loader *l, const reads_options *opt);
-/* After valkey_free and loader_free: their pending callbacks still refer to it. */
+reads *reads_new(httpd *h, cache_client *v, loader *l, const reads_options *opt);
+/* After cache_free and loader_free: their pending callbacks still refer to it. */
 void reads_free(reads *r);
 
 #endif

@@ -31,7 +31,7 @@ struct mapping {
 
 struct stats {
     uv_loop_t *loop;
-    valkey *v;
+    cache_client *v;
     loader *l;
     holds *hl;
     dockerhub *hub;
@@ -250,12 +250,12 @@ static void key_of(buf *b, const stats *s, const flight *f, const char *suffix)
     if (buf_printf(b, "%s{%s}/repo/%s/%s", s->prefix, f->did, f->repo, suffix) < 0) buf_reset(b);
 }
 
-static void on_saved(redisReply *reply, void *ud)
+static void on_saved(const reply *answer, void *ud)
 {
     flight *f = ud;
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
+    if (!answer || answer->type == REPLY_ERROR)
         log_warn("stats", "could not cache stats of %s %s: %s", f->did, f->repo,
-                 reply ? reply->str : "Valkey unavailable");
+                 answer ? answer->str : "Valkey unavailable");
     flight_release(f);
 }
 
@@ -328,7 +328,7 @@ static void finish_stats(flight *f)
                 if (strncmp(json_string_value(val), "0 0 ", 4)) argv[n++] = hold;
             }
             f->refs++;
-            if (valkey_eval(s->v, s->script_save, on_saved, f, 4, (int)n, argv, NULL) < 0) {
+            if (cache_eval(s->v, s->script_save, on_saved, f, 4, (int)n, argv, NULL) < 0) {
                 f->refs--;
                 log_warn("stats", "could not store the stats of %s %s (Valkey down?)", f->did,
                          f->repo);
@@ -562,7 +562,7 @@ static int add_hold(flight *f, const char *did)
     return 0;
 }
 
-static void on_holds_read(redisReply *reply, void *ud)
+static void on_holds_read(const reply *answer, void *ud)
 {
     flight *f = ud;
     stats *s = f->s;
@@ -571,19 +571,18 @@ static void on_holds_read(redisReply *reply, void *ud)
         flight_release(f);
         return;
     }
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 4 ||
-        reply->element[0]->type != REDIS_REPLY_INTEGER ||
-        reply->element[3]->type != REDIS_REPLY_INTEGER ||
-        reply->element[2]->type != REDIS_REPLY_STRING) {
-        if (reply && reply->type == REDIS_REPLY_ERROR)
-            log_error("stats", "stats_holds script: %s", reply->str);
+    if (!answer || answer->type != REPLY_ARRAY || answer->elements < 4 ||
+        answer->element[0]->type != REPLY_INTEGER || answer->element[3]->type != REPLY_INTEGER ||
+        answer->element[2]->type != REPLY_STRING) {
+        if (answer && answer->type == REPLY_ERROR)
+            log_error("stats", "stats_holds script: %s", answer->str);
         answer_error(f, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
         flight_release(f);
         return;
     }
-    long long complete = reply->element[0]->integer, live = reply->element[1]->integer;
-    size_t nh = (size_t)reply->element[3]->integer;
-    if (4 + nh > reply->elements) nh = reply->elements - 4;
+    long long complete = answer->element[0]->integer, live = answer->element[1]->integer;
+    size_t nh = (size_t)answer->element[3]->integer;
+    if (4 + nh > answer->elements) nh = answer->elements - 4;
     if (!complete && !f->loaded && s->l) {
         f->loaded = 1;
         if (loader_ensure_repo(s->l, f->did, on_ensure, f) == 0) return; /* keeps the ref */
@@ -600,8 +599,8 @@ static void on_holds_read(redisReply *reply, void *ud)
     f->known = json_object();
     int err = !f->hold_dids || !f->known;
     for (size_t i = 0; !err && i < nh; i++) {
-        const redisReply *e = reply->element[4 + i];
-        if (e->type != REDIS_REPLY_STRING || e->len < 3) continue;
+        const reply *e = answer->element[4 + i];
+        if (e->type != REPLY_STRING || e->len < 3) continue;
         if (!strncmp(e->str, "d:", 2)) {
             err = add_hold(f, e->str + 2);
         } else {
@@ -612,15 +611,15 @@ static void on_holds_read(redisReply *reply, void *ud)
     }
     for (size_t i = 0; !err && i < s->ncfg_holds; i++)
         err = add_hold(f, s->cfg_holds[i]);
-    for (size_t i = 4 + nh; !err && i + 1 < reply->elements; i += 2) {
-        const redisReply *k = reply->element[i], *v = reply->element[i + 1];
-        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING)
+    for (size_t i = 4 + nh; !err && i + 1 < answer->elements; i += 2) {
+        const reply *k = answer->element[i], *v = answer->element[i + 1];
+        if (k->type == REPLY_STRING && v->type == REPLY_STRING)
             json_object_set_new(f->known, k->str, json_string(v->str));
     }
     if (!f->image) {
         const char *mapped = lookup_map(s, f->did, f->repo);
         f->image_verified = mapped != NULL;
-        f->image = mapped ? strdup(mapped) : image_from_source(reply->element[2]->str);
+        f->image = mapped ? strdup(mapped) : image_from_source(answer->element[2]->str);
     }
     buf pq = {0};
     err |= buf_puts(&pq, f->history ? "/xrpc/io.atcr.hold.getStatsHistory?did="
@@ -663,7 +662,7 @@ static void run_holds(flight *f)
         buf_printf(&base, "%s{%s}/", s->prefix, f->did) == 0) {
         const char *argv[] = {key.data, base.data, f->repo};
         f->refs++;
-        rc = valkey_eval(s->v, s->script_holds, on_holds_read, f, 1, 3, argv, NULL);
+        rc = cache_eval(s->v, s->script_holds, on_holds_read, f, 1, 3, argv, NULL);
         if (rc < 0) f->refs--;
     }
     buf_free(&key);
@@ -671,12 +670,12 @@ static void run_holds(flight *f)
     if (rc < 0) answer_error(f, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
 }
 
-static void on_cached(redisReply *reply, void *ud)
+static void on_cached(const reply *answer, void *ud)
 {
     flight *f = ud;
-    if (reply && reply->type == REDIS_REPLY_STRING && !f->answered) {
+    if (answer && answer->type == REPLY_STRING && !f->answered) {
         (*f->s->cache_hits)++;
-        answer_json(f, reply->str, reply->len);
+        answer_json(f, answer->str, answer->len);
     } else if (f->s->stopped) {
         answer_error(f, 503, "ServiceUnavailable", "shutting down");
     } else if (!f->answered) {
@@ -761,7 +760,7 @@ static void start(pending *p, const char *did)
         int rc = buf_printf(&key, "%s{%s}/repo/%s/stats", s->prefix, did, p->repo);
         if (rc == 0) {
             f->refs++;
-            rc = valkey_command(s->v, on_cached, f, 2, (const char *[]){"GET", key.data}, NULL);
+            rc = cache_command(s->v, on_cached, f, 2, (const char *[]){"GET", key.data}, NULL);
             if (rc < 0) f->refs--;
         }
         buf_free(&key);
@@ -902,7 +901,7 @@ static int refresh_fetch(history *h, const char *image, history_done_fn done, vo
 
 /* ---- setup ---- */
 
-stats *stats_new(uv_loop_t *loop, httpd *h, valkey *v, loader *l, resolver *r,
+stats *stats_new(uv_loop_t *loop, httpd *h, cache_client *v, loader *l, resolver *r,
                  const stats_options *opt)
 {
     stats *s = calloc(1, sizeof *s);
@@ -916,8 +915,8 @@ stats *stats_new(uv_loop_t *loop, httpd *h, valkey *v, loader *l, resolver *r,
     int err = !s->prefix || !s->cfg_holds;
     for (size_t i = 0; !err && i < opt->nholds; i++)
         err = !(s->cfg_holds[s->ncfg_holds++] = strdup(opt->holds[i]));
-    s->script_holds = valkey_register_script(v, "stats_holds", lua_stats_holds);
-    s->script_save = valkey_register_script(v, "stats_save", lua_stats_save);
+    s->script_holds = cache_register_script(v, "stats_holds", lua_stats_holds);
+    s->script_save = cache_register_script(v, "stats_save", lua_stats_save);
     if (err || s->script_holds < 0 || s->script_save < 0) {
         log_error("stats", "could not set up (out of memory or scripts)");
         stats_free(s);

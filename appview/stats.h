@@ -17,7 +17,7 @@
 #include "appview/loader.h"
 #include "appview/resolver.h"
 #include "atproto/httpd.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct stats stats;
 
@@ -35,12 +35,12 @@ typedef struct {
     bool allow_private;
 } stats_options;
 
-/* Registers routes on h and scripts on v (so before valkey_start), opens the history
+/* Registers routes on h and scripts on v (so before cache_start), opens the history
  * database and starts its refresh loop. l may be NULL (no cache-miss loading). NULL on
  * failure (logged). */
-stats *stats_new(uv_loop_t *loop, httpd *h, valkey *v, loader *l, resolver *r,
+stats *stats_new(uv_loop_t *loop, httpd *h, cache_client *v, loader *l, resolver *r,
                  const stats_options *opt);
-/* Stops starting work (call before loader_free and valkey_free); stats_free after
+/* Stops starting work (call before loader_free and cache_free); stats_free after
  * resolver_free, before http_client_free of the resolver's client and httpd_free. */
 void stats_stop(stats *s);
 void stats_free(stats *s);

@@ -106,7 +106,7 @@ typedef struct {
 } read_req;
 
 struct writer {
-    valkey *v;
+    cache_client *v;
     fold *f;
     char *prefix, *schema_key, *schema_value;
     const char *recent_key; /* the fold's */
@@ -452,17 +452,17 @@ static void fail_all(item *list)
 /* One line every few seconds for refused writes, however many there are. */
 #define REFUSED_LOG_MS 5000
 
-static void note_reply(item *it, const redisReply *r)
+static void note_reply(item *it, const reply *r)
 {
     writer *w = it->w;
     if (!r) {
         it->failed = 1; /* the connection was lost: the event is folded again later */
         return;
     }
-    if (r->type != REDIS_REPLY_ERROR) return;
+    if (r->type != REPLY_ERROR) return;
     (*w->write_errors_total)++;
     it->indexed = 0;
-    int transient = valkey_error_transient(r->str);
+    int transient = cache_error_transient(r->str);
     if (transient) {
         /* Valkey may take it later (out of memory, ...): the event fails, and the stream is
          * read again from the last acknowledged cursor once it does (appview/ingest.c). */
@@ -487,7 +487,7 @@ const char *writer_refusal(const writer *w)
     return w->refusal[0] ? w->refusal : NULL;
 }
 
-static void on_write(redisReply *r, void *ud)
+static void on_write(const reply *r, void *ud)
 {
     item *it = ud;
     note_reply(it, r);
@@ -496,7 +496,7 @@ static void on_write(redisReply *r, void *ud)
 
 static void write_cmd(item *it, int argc, const char **argv, const size_t *lens)
 {
-    if (valkey_command(it->w->v, on_write, it, argc, argv, lens) == 0)
+    if (cache_command(it->w->v, on_write, it, argc, argv, lens) == 0)
         it->outstanding++;
     else
         it->failed = 1;
@@ -592,7 +592,7 @@ typedef struct {
     item *items[];
 } recent_batch;
 
-static void on_recent_batch(redisReply *r, void *ud)
+static void on_recent_batch(const reply *r, void *ud)
 {
     recent_batch *b = ud;
     for (size_t i = 0; i < b->n; i++) {
@@ -624,7 +624,7 @@ static int collect_entry(const char *member, size_t mlen, const void *val, size_
 }
 
 /* A failed trim is caught up by the next. */
-static void on_trimmed(redisReply *r, void *ud) {}
+static void on_trimmed(const reply *r, void *ud) {}
 
 /* Sends every entry held back with one ZADD, then the trim a put of the round asked for. */
 static void recent_flush(writer *w)
@@ -642,7 +642,7 @@ static void recent_flush(writer *w)
             a.argv[1] = w->recent_key;
             a.lens[1] = strlen(w->recent_key);
             strmap_sweep(w->round_recent, collect_entry, &a);
-            if (valkey_command(w->v, on_recent_batch, a.batch, a.argc, a.argv, a.lens) < 0) {
+            if (cache_command(w->v, on_recent_batch, a.batch, a.argc, a.argv, a.lens) < 0) {
                 fail_items(a.batch->items, a.batch->n);
                 free(a.batch);
             }
@@ -658,8 +658,8 @@ static void recent_flush(writer *w)
         w->recent_trim = 0;
         char stop[24];
         snprintf(stop, sizeof stop, "%d", -FOLD_RECENT_KEEP - 1);
-        valkey_command(w->v, on_trimmed, NULL, 4,
-                       (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
+        cache_command(w->v, on_trimmed, NULL, 4,
+                      (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
     }
 }
 
@@ -976,24 +976,24 @@ static void read_done(writer *w)
     if (--w->reads_outstanding == 0) round_ready(w);
 }
 
-static void on_schema_written(redisReply *r, void *ud)
+static void on_schema_written(const reply *r, void *ud)
 {
     (void)ud;
-    if (r && r->type == REDIS_REPLY_ERROR) log_warn("writer", "schema mark refused: %s", r->str);
+    if (r && r->type == REPLY_ERROR) log_warn("writer", "schema mark refused: %s", r->str);
 }
 
 int writer_mark_schema(writer *w)
 {
-    return valkey_command(w->v, on_schema_written, NULL, 3,
-                          (const char *[]){"SET", w->schema_key, w->schema_value}, NULL);
+    return cache_command(w->v, on_schema_written, NULL, 3,
+                         (const char *[]){"SET", w->schema_key, w->schema_value}, NULL);
 }
 
 /* A TTL that failed is caught up when the key is next written. */
-static void on_reexpired(redisReply *r, void *ud) {}
+static void on_reexpired(const reply *r, void *ud) {}
 
 static void reexpire(writer *w, const char *key)
 {
-    valkey_command(w->v, on_reexpired, NULL, 3, (const char *[]){"EXPIRE", key, w->ttl}, NULL);
+    cache_command(w->v, on_reexpired, NULL, 3, (const char *[]){"EXPIRE", key, w->ttl}, NULL);
 }
 
 static int reexpire_zset(const char *key, size_t keylen, const void *val, size_t vlen, void *ud)
@@ -1020,9 +1020,9 @@ static int reexpire_did(const char *did, size_t didlen, const void *val, size_t 
     return 0;
 }
 
-static void remember_schema(writer *w, const redisReply *r)
+static void remember_schema(writer *w, const reply *r)
 {
-    if (r->type != REDIS_REPLY_INTEGER || r->integer != 0) return;
+    if (r->type != REPLY_INTEGER || r->integer != 0) return;
     /* Flushed: keys written since the last check were written as if they had their TTL, and
      * may exist again without one. Every key the writer remembers giving a TTL gets it again
      * (an EXPIRE of a key that is gone does nothing); then it forgets what it knew. */
@@ -1034,16 +1034,16 @@ static void remember_schema(writer *w, const redisReply *r)
     if (writer_mark_schema(w) < 0) w->read_failed = 1;
 }
 
-static void remember_owner(writer *w, const read_req *q, const redisReply *r)
+static void remember_owner(writer *w, const read_req *q, const reply *r)
 {
-    if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)
-        owner_set(w, q->key, MEMO_KNOWN, r->type == REDIS_REPLY_STRING ? r->str : "",
-                  r->type == REDIS_REPLY_STRING ? r->len : 0);
+    if (r->type == REPLY_NIL || r->type == REPLY_STRING)
+        owner_set(w, q->key, MEMO_KNOWN, r->type == REPLY_STRING ? r->str : "",
+                  r->type == REPLY_STRING ? r->len : 0);
     else
         strmap_del(w->round_owners, q->key, q->keylen);
 }
 
-static void remember_did(writer *w, read_kind kind, const char *did, const redisReply *r)
+static void remember_did(writer *w, read_kind kind, const char *did, const reply *r)
 {
     did_memo d;
     if (did_get(w, did, &d) < 0) return;
@@ -1051,29 +1051,28 @@ static void remember_did(writer *w, read_kind kind, const char *did, const redis
     case READ_MAX_REV:
         d.rev_state = MEMO_UNKNOWN;
         d.max_rev[0] = 0;
-        if (r->type == REDIS_REPLY_NIL ||
-            (r->type == REDIS_REPLY_STRING && r->len < PLAN_REV_MAX)) {
-            if (r->type == REDIS_REPLY_STRING) memcpy(d.max_rev, r->str, r->len + 1);
+        if (r->type == REPLY_NIL || (r->type == REPLY_STRING && r->len < PLAN_REV_MAX)) {
+            if (r->type == REPLY_STRING) memcpy(d.max_rev, r->str, r->len + 1);
             d.rev_state = MEMO_KNOWN;
-            d.history_known = r->type == REDIS_REPLY_STRING; /* or no recs: READ_RECS_EXIST */
+            d.history_known = r->type == REPLY_STRING; /* or no recs: READ_RECS_EXIST */
         }
         break;
     case READ_RECS_EXIST:
         /* Records without ~rev were written only by the loader (or before ~rev existed): their
          * history is unknown, so no create counts as new until an event sets ~rev. */
-        if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) d.history_known = 1;
+        if (r->type == REPLY_INTEGER && r->integer == 0) d.history_known = 1;
         break;
     default: /* READ_GONE */
         d.gone_state = MEMO_UNKNOWN;
-        if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING) {
-            d.gone = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
+        if (r->type == REPLY_NIL || r->type == REPLY_STRING) {
+            d.gone = r->type == REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
             d.gone_state = MEMO_KNOWN;
         }
     }
     did_put(w, did, &d);
 }
 
-static void remember(writer *w, const read_req *q, const redisReply *r)
+static void remember(writer *w, const read_req *q, const reply *r)
 {
     switch (q->kind) {
     case READ_SCHEMA:
@@ -1097,18 +1096,18 @@ static void remember(writer *w, const read_req *q, const redisReply *r)
     did_memo d;
     if (did_get(w, did, &d) < 0) return;
     stored_record s = {.state = STORED_ABSENT};
-    if (r->type == REDIS_REPLY_STRING && plan_parse_stored(r->str, r->len, &s) < 0) {
+    if (r->type == REPLY_STRING && plan_parse_stored(r->str, r->len, &s) < 0) {
         /* Not a header the fold writes: written over as if absent. */
         log_warn("writer", "%s: unreadable field, written over", q->key);
         s.state = STORED_ABSENT;
-    } else if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL) {
+    } else if (r->type != REPLY_STRING && r->type != REPLY_NIL) {
         strmap_del(w->fields, q->key, q->keylen); /* read again when needed */
         return;
     }
     field_remember(w, q->key, q->keylen, d.gen, &s);
 }
 
-static void on_read(redisReply *r, void *ud)
+static void on_read(const reply *r, void *ud)
 {
     read_req *q = ud;
     writer *w = q->w;
@@ -1136,7 +1135,7 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
     q->keylen = keylen;
     memcpy(q->key, memo_key, keylen);
     q->key[keylen] = 0;
-    if (valkey_command(w->v, on_read, q, argc, argv, NULL) < 0) {
+    if (cache_command(w->v, on_read, q, argc, argv, NULL) < 0) {
         free(q);
         w->read_failed = 1;
         return;
@@ -1285,7 +1284,7 @@ static double gauge_remembered(void *ud)
     return (double)strmap_count(w->fields);
 }
 
-writer *writer_new(valkey *v, fold *f, const writer_options *opt)
+writer *writer_new(cache_client *v, fold *f, const writer_options *opt)
 {
     writer *w = calloc(1, sizeof *w);
     if (!w) return NULL;

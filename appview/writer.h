@@ -20,7 +20,7 @@
 
 #include "appview/event.h"
 #include "appview/fold.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct writer writer;
 
@@ -34,7 +34,7 @@ typedef struct {
  * (connection lost), or the event was dropped by writer_reset: it must be folded again. */
 typedef void (*writer_done_cb)(void *ud, int ok);
 
-writer *writer_new(valkey *v, fold *f, const writer_options *opt);
+writer *writer_new(cache_client *v, fold *f, const writer_options *opt);
 /* Queues a copy of ev. 0: cb will run; 1: nothing to write (cb will not run); -1: out of
  * memory (cb will not run; the event must be folded again later). */
 int writer_add(writer *w, const event *ev, writer_done_cb cb, void *ud);

@@ -16,11 +16,11 @@
 #include "appview/event.h"
 #include "atproto/lexicon.h"
 #include "atproto/metrics.h"
-#include "cache/valkey.h"
+#include "cache/client.h"
 
 typedef struct {
     uv_loop_t *loop;
-    valkey *v;
+    cache_client *v;
     cas *c;
     lexicon_set *lex;
     json_t **lines;
@@ -34,7 +34,7 @@ static void fold_next(run *r);
 static void on_done(uv_timer_t *t)
 {
     run *r = t->data;
-    valkey_free(r->v);
+    cache_free(r->v);
     r->v = NULL;
     uv_close((uv_handle_t *)t, NULL);
 }
@@ -130,8 +130,7 @@ int main(int argc, char **argv)
         }
         r.lines[r.n++] = o;
     }
-    r.v =
-        valkey_new(r.loop, &(valkey_options){.url = argv[1], .on_state = on_state, .state_ud = &r});
+    r.v = cache_new(r.loop, &(cache_options){.url = argv[1], .on_state = on_state, .state_ud = &r});
     const char *prefix = argc > 3 ? argv[3] : "atcr:";
     char recent[256];
     snprintf(recent, sizeof recent, "%srecent", prefix);
@@ -140,7 +139,7 @@ int main(int argc, char **argv)
     if (!r.c) return 2;
     uv_timer_init(r.loop, &r.done);
     r.done.data = &r;
-    valkey_start(r.v);
+    cache_start(r.v);
     uv_run(r.loop, UV_RUN_DEFAULT);
     cas_free(r.c);
     for (size_t i = 0; i < r.n; i++)
