@@ -39,6 +39,10 @@ typedef struct {
     char **owners; /* a live tag's hint field value, when the event moves it: "" absent */
     int *owner_read;
     size_t written; /* events whose plan changes the index, in the write in flight */
+    /* P recent's entries to add once the script ran, when P recent lives on another slot than
+     * the DID: "score\0member\0" pairs */
+    buf recent_adds;
+    size_t nrecent_adds;
     cas_done_cb cb;
     void *ud;
 } job;
@@ -92,6 +96,7 @@ static void job_free(job *j)
     free(j->owner_read);
     free(j->base);
     free(j->recs);
+    buf_free(&j->recent_adds);
     free(j);
 }
 
@@ -278,15 +283,22 @@ static int plan_one(job *j, batch *b, size_t i)
     return 0;
 }
 
+/* Whether the script writes op: not P recent's when it lives on another slot (split). */
+static int in_script(const plan_op *op, int split)
+{
+    return !split || op->target != KEY_RECENT;
+}
+
 /* The script's call: KEYS (every key written, recs first), the guards, the commands, and an
  * EXPIRE for each key but P recent. */
-static int build_call(job *j, batch *b, args *call)
+static int build_call(job *j, batch *b, args *call, int split)
 {
     keyset keys = {0};
     int err = key_add(&keys, j->recs);
     for (size_t i = 0; i < j->n; i++)
         for (int k = 0; k < b->plans[i].nops; k++)
-            err |= key_add(&keys, b->plans[i].ops[k].key);
+            if (in_script(&b->plans[i].ops[k], split))
+                err |= key_add(&keys, b->plans[i].ops[k].key);
     for (size_t k = 0; k < keys.n; k++)
         err |= push_str(call, keys.keys[k]);
     snprintf(b->nguards_arg, sizeof b->nguards_arg, "%zu", b->nguards);
@@ -295,7 +307,8 @@ static int build_call(job *j, batch *b, args *call)
         err |= push_span(call, &b->text, b->guards[g]);
     for (size_t i = 0; i < j->n; i++)
         for (int k = 0; k < b->plans[i].nops; k++)
-            err |= push_op(call, &b->plans[i].ops[k], &b->text, b->values[i]);
+            if (in_script(&b->plans[i].ops[k], split))
+                err |= push_op(call, &b->plans[i].ops[k], &b->text, b->values[i]);
     for (size_t k = 0; k < keys.n; k++)
         if (strcmp(keys.keys[k], j->c->recent))
             err |= push_str(call, "3") | push_str(call, "EXPIRE") | push_str(call, keys.keys[k]) |
@@ -303,6 +316,46 @@ static int build_call(job *j, batch *b, args *call)
     int nkeys = (int)keys.n;
     free(keys.keys);
     return err ? -1 : nkeys;
+}
+
+/* A removal from P recent refused: the script held behind it fails too (cache_order). */
+static void on_recent_removed(const reply *r, void *ud)
+{
+    (void)ud;
+    if (r && r->type == REPLY_ERROR) log_warn("loader", "recent list removal refused: %s", r->str);
+}
+
+/* Where P recent lives on another slot than the DID (a cluster), its changes cannot be in the
+ * script. Removals go first, and the script waits until they are answered and replicated: a
+ * crash never leaves an entry whose record moved. Additions are kept to be sent once the
+ * script ran: a crash before leaves a record without its entry, which the next load of the
+ * DID adds again (the load did not finish, so the index is still incomplete). */
+static int split_recent(job *j, const batch *b)
+{
+    cas *c = j->c;
+    int removed = 0, err = 0;
+    buf_reset(&j->recent_adds);
+    j->nrecent_adds = 0;
+    for (size_t i = 0; !err && i < j->n; i++) {
+        for (int k = 0; !err && k < b->plans[i].nops; k++) {
+            const plan_op *op = &b->plans[i].ops[k];
+            if (op->target != KEY_RECENT) continue;
+            if (op->kind == OP_ZREM) {
+                err = cache_command(c->v, on_recent_removed, NULL, 3,
+                                    (const char *[]){"ZREM", c->recent, op->b},
+                                    (const size_t[]){4, strlen(c->recent), op->blen}) < 0;
+                removed = 1;
+            } else {
+                err = buf_append(&j->recent_adds, op->a, op->alen) < 0 ||
+                      buf_append(&j->recent_adds, "", 1) < 0 ||
+                      buf_append(&j->recent_adds, op->b, op->blen) < 0 ||
+                      buf_append(&j->recent_adds, "", 1) < 0;
+                j->nrecent_adds++;
+            }
+        }
+    }
+    if (!err && removed) err = cache_order(c->v, c->recent, j->recs) < 0;
+    return err ? -1 : 0;
 }
 
 static void plan_and_write(job *j)
@@ -313,12 +366,13 @@ static void plan_and_write(job *j)
     int ok = b.plans && b.guards && b.values;
     for (size_t i = 0; ok && i < j->n; i++)
         ok = plan_one(j, &b, i) == 0;
+    int split = !cache_keys_together(j->c->v, j->recs, j->c->recent);
     args call = {0};
-    int nkeys = ok && b.nguards ? build_call(j, &b, &call) : -1;
+    int nkeys = ok && b.nguards ? build_call(j, &b, &call, split) : -1;
     j->attempts++;
     j->written = b.written;
     int rc = ok && !b.nguards ? 1 : -1; /* no guard: nothing to write, all was stale */
-    if (nkeys > 0)
+    if (nkeys > 0 && (!split || split_recent(j, &b) == 0))
         rc = cache_eval(j->c->v, j->c->script, on_written, j, nkeys, call.argc, call.argv,
                         call.lens);
     batch_free(&b);
@@ -332,6 +386,31 @@ static void plan_and_write(job *j)
     }
 }
 
+static void on_recent_added(const reply *r, void *ud)
+{
+    job *j = ud;
+    if (r && r->type == REPLY_ERROR)
+        log_warn("loader", "recent list addition refused for %s: %s", j->evs[0].ev.did, r->str);
+    job_end(j, r && r->type != REPLY_ERROR, j->written);
+}
+
+/* The entries split_recent kept, in one ZADD. 0 when sent (it ends the job), -1 when not. */
+static int add_recent(job *j)
+{
+    args a = {0};
+    int err = push_str(&a, "ZADD") | push_str(&a, j->c->recent);
+    const char *p = j->recent_adds.data;
+    for (size_t i = 0; !err && i < 2 * j->nrecent_adds; i++) {
+        size_t n = strlen(p);
+        err |= push(&a, p, n);
+        p += n + 1;
+    }
+    int rc = err ? -1 : cache_command(j->c->v, on_recent_added, j, a.argc, a.argv, a.lens);
+    free(a.argv);
+    free(a.lens);
+    return rc;
+}
+
 static void on_written(const reply *r, void *ud)
 {
     job *j = ud;
@@ -339,7 +418,8 @@ static void on_written(const reply *r, void *ud)
     if (r && r->type == REPLY_INTEGER && r->integer == 1) {
         (*c->written_total) += j->written;
         (*c->stale_total) += j->n - j->written;
-        job_end(j, 1, j->written);
+        if (j->nrecent_adds && add_recent(j) == 0) return;
+        job_end(j, !j->nrecent_adds, j->written);
         return;
     }
     if (r && r->type == REPLY_INTEGER && j->attempts < CAS_ATTEMPTS) {

@@ -17,7 +17,7 @@ struct fold {
     cache_client *v;
     char *prefix;
     char gone_ttl[16];
-    int script_purge, script_hold_stats;
+    int script_purge, script_forget_recent, script_hold_stats;
     unsigned since_trim;
     char *recent_key;
     uint64_t *purges_total;
@@ -44,8 +44,10 @@ fold *fold_new(cache_client *v, const fold_options *opt)
     if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
     f->script_purge = cache_register_script(v, "purge", lua_purge);
+    f->script_forget_recent = cache_register_script(v, "forget_recent", lua_forget_recent);
     f->script_hold_stats = cache_register_script(v, "hold_stats", lua_hold_stats);
-    if (!f->prefix || !f->recent_key || f->script_purge < 0 || f->script_hold_stats < 0) {
+    if (!f->prefix || !f->recent_key || f->script_purge < 0 || f->script_forget_recent < 0 ||
+        f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
     }
@@ -215,12 +217,26 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
     if (!o) return -1;
     int rc;
     if (ev->kind == EVENT_ACCOUNT) {
-        char keys[2300], time_us[24];
-        snprintf(keys, sizeof keys, "%skeys", base);
+        /* Two scripts, each on its key's slot; either order is safe, and a replay runs both
+         * again. */
+        static const char *const names[7] = {"keys",     "repos", "recs", "id",
+                                             "complete", "neg",   "gone"};
+        char keys[7][2300], time_us[24];
+        const char *argv[10];
+        for (int i = 0; i < 7; i++) {
+            snprintf(keys[i], sizeof keys[i], "%s%s", base, names[i]);
+            argv[i] = keys[i];
+        }
         snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
-        rc = cache_eval(f->v, f->script_purge, on_purge, o, 2, 6,
-                        (const char *[]){keys, f->recent_key, base, time_us, f->gone_ttl, ev->did},
-                        NULL);
+        argv[7] = base;
+        argv[8] = time_us;
+        argv[9] = f->gone_ttl;
+        rc = cache_eval(f->v, f->script_purge, on_purge, o, 7, 10, argv, NULL);
+        if (rc == 0 && cache_eval(f->v, f->script_forget_recent, on_followup, o, 1, 2,
+                                  (const char *[]){f->recent_key, ev->did}, NULL) == 0)
+            o->outstanding++;
+        else if (rc == 0)
+            o->failed = 1;
     } else {
         /* Plain commands: a script call costs Valkey several times these two. Another client
          * writing the identity between them only makes the next query resolve it again. */

@@ -1,6 +1,7 @@
 /* The events that change the index other than through a record's plan (appview/plan.h): an
  * account deleted or taken down purges every key of its DID (cache/purge.lua, one atomic script
- * on the DID's slot plus its P recent entries); an identity change drops the DID's cached
+ * on the DID's slot) and its P recent entries (cache/forget_recent.lua, on P recent's slot);
+ * an identity change drops the DID's cached
  * identity (plain HGET and DEL); a hold's io.atcr.hold.stats record also updates the user's last
  * known counts (cache/hold_stats.lua). See cache/SCHEMA.md for the keys. */
 #ifndef APPVIEW_FOLD_H

@@ -22,7 +22,6 @@
 /* A repository record is at most 1 MiB; the event around it adds little. Larger messages are
  * skipped (and counted) by the client before any parse. */
 #define MAX_EVENT_BYTES (1024 * 1024 + 16 * 1024)
-#define SCAN_COUNT "1000"
 
 static const char *const wanted_collections[] = {"io.atcr.manifest", "io.atcr.tag",
                                                  "io.atcr.hold.stats"};
@@ -66,13 +65,21 @@ struct ingest {
 
     batch *head, *tail; /* tail is open while the iteration adds events to it */
     unsigned epoch;
-    position acked;     /* every write up to here was acknowledged */
+    position written; /* every write up to here was acknowledged */
+    position acked;   /* ... and is as safe as Valkey keeps it: replicated (cache_sync) */
+    position syncing; /* what the cache_sync in flight will make safe */
+    int sync_inflight, sync_failed;
     position read;      /* the last event read: where a reconnect of this process resumes */
     position persisted; /* what P cursor:* hold */
     int persist_inflight;
-    long long own_client_id;
-    int fencing; /* replies awaited before resuming after a (re)connect */
+    int fencing; /* a fence in flight before resuming after a (re)connect */
     int cursor_loading, cursor_loaded;
+    int cursor_pending;    /* GETs of the cursor keys still to be answered */
+    char *cursor_found[4]; /* their values: v1, v2, url, schema (NULL: none) */
+    struct cursor_part {
+        ingest *in;
+        int ix, failed;
+    } cursor_parts[4];
     int paused_for_pending, valkey_up, replay_needed, stopping;
     int invalidating, invalidate_again; /* marking every index incomplete */
     uint64_t last_floor;
@@ -155,12 +162,14 @@ static int current_url(ingest *in)
 
 /* ---- batches and the cursor ---- */
 
+static void sync_written(ingest *in);
+
 static void complete_batches(ingest *in)
 {
     while (in->head && in->head->sealed && in->head->outstanding == 0) {
         batch *b = in->head;
         if (b->epoch == in->epoch && !in->replay_needed) {
-            advance(&in->acked, &b->last);
+            advance(&in->written, &b->last);
             if (b->outstanding_ever && in->retry_ms) {
                 log_info("ingest", "Valkey takes writes again");
                 in->retry_ms = 0;
@@ -171,6 +180,7 @@ static void complete_batches(ingest *in)
         if (!in->head) in->tail = NULL;
         free(b);
     }
+    sync_written(in);
 }
 
 static batch *open_batch(ingest *in, int url)
@@ -197,7 +207,7 @@ static void need_replay(ingest *in)
     if (in->replay_needed) return;
     in->replay_needed = 1;
     in->epoch++;
-    in->read = in->acked;
+    in->read = in->written = in->acked; /* what was written past it is written again */
     if (in->js) jetstream_pause(in->js, 1);
 }
 
@@ -228,6 +238,42 @@ static void retry_after_refusal(ingest *in)
              "acknowledged cursor in %u ms",
              in->refusal[0] ? in->refusal : "a script's write", in->retry_ms);
     uv_timer_start(&in->retry_timer, on_retry_timer, in->retry_ms, 0);
+}
+
+static int same_position(const position *a, const position *b)
+{
+    return a->seq == b->seq && a->url == b->url && a->time_us == b->time_us;
+}
+
+/* Writes were acknowledged by the primaries; the cursor moves past them once they are as safe
+ * as Valkey keeps them: with APPVIEW_VALKEY_WAIT_REPLICAS, on the replicas a failover could
+ * promote (cache_sync). One sync at a time covers every batch acknowledged before it. */
+static void on_synced(int ok, void *ud)
+{
+    ingest *in = ud;
+    in->sync_inflight = 0;
+    in->sync_failed = !ok;
+    if (ok) {
+        advance(&in->acked, &in->syncing);
+        sync_written(in);
+        return;
+    }
+    if (!in->replay_needed) {
+        /* A WAIT fell short, or a node went away: the writes since the last safe cursor may
+         * not survive a failover. They are written again from there. */
+        need_replay(in);
+        snprintf(in->refusal, sizeof in->refusal,
+                 "the replicas did not confirm the writes within the WAIT timeout");
+        if (in->valkey_up && !in->stopping && lease_held(in->lease)) retry_after_refusal(in);
+    }
+}
+
+static void sync_written(ingest *in)
+{
+    if (in->sync_inflight || same_position(&in->written, &in->acked)) return;
+    if (in->sync_failed && in->replay_needed) return; /* again once the replay is under way */
+    in->syncing = in->written;
+    if (cache_sync(in->v, on_synced, in) == 0) in->sync_inflight = 1;
 }
 
 static void on_folded(void *ud, int ok)
@@ -278,7 +324,7 @@ static void sync_repo(ingest *in, batch *b, const char *did)
         log_warn("ingest", "#sync for %s: cannot start the reload (out of memory)", did);
 }
 
-static void invalidate_step(ingest *in, const char *cursor);
+static void invalidate_start(ingest *in);
 
 static void on_deleted(const reply *r, void *ud)
 {
@@ -286,43 +332,34 @@ static void on_deleted(const reply *r, void *ud)
     if (r && r->type == REPLY_ERROR) log_warn("ingest", "DEL refused: %s", r->str);
 }
 
-static void on_scanned(const reply *r, void *ud)
+/* One page of P{*}/complete keys, each deleted by a DEL of its own (on a cluster each lives on
+ * its DID's slot); then, at the end of the walk, another if more events were missed meanwhile. */
+static int on_incomplete_page(const reply *keys, int end, void *ud)
 {
     ingest *in = ud;
-    if (!r || r->type != REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REPLY_STRING ||
-        r->element[1]->type != REPLY_ARRAY) {
-        log_warn("ingest", "marking indexes incomplete stopped: Valkey did not answer the scan");
-        in->invalidating = 0;
-        return;
-    }
-    const reply *keys = r->element[1];
-    if (keys->elements) {
-        size_t n = keys->elements + 1;
-        const char **argv = calloc(n, sizeof *argv);
-        if (argv) {
-            argv[0] = "DEL";
-            for (size_t i = 0; i < keys->elements; i++)
-                argv[i + 1] = keys->element[i]->type == REPLY_STRING ? keys->element[i]->str : "";
-            if (cache_command(in->v, on_deleted, NULL, (int)n, argv, NULL) == 0)
-                *in->invalidated_total += keys->elements;
-            free(argv);
-        }
-    }
-    invalidate_step(in, r->element[0]->str);
-}
-
-static void invalidate_step(ingest *in, const char *cursor)
-{
-    if (!strcmp(cursor, "0") && in->invalidating > 1) { /* a whole pass done */
+    if (!keys) {
+        if (end < 0)
+            log_warn("ingest",
+                     "marking indexes incomplete stopped: Valkey did not answer the scan");
         in->invalidating = 0;
         if (in->invalidate_again) {
             in->invalidate_again = 0;
-            in->invalidating = 1;
-            invalidate_step(in, "0");
+            invalidate_start(in);
         }
-        return;
+        return 0;
     }
-    in->invalidating = 2;
+    for (size_t i = 0; i < keys->elements; i++) {
+        const reply *k = keys->element[i];
+        if (k->type == REPLY_STRING &&
+            cache_command(in->v, on_deleted, NULL, 2, (const char *[]){"DEL", k->str},
+                          (const size_t[]){3, k->len}) == 0)
+            (*in->invalidated_total)++;
+    }
+    return 0;
+}
+
+static void invalidate_start(ingest *in)
+{
     /* the prefix is the operator's: escape what SCAN's pattern would read as a wildcard */
     char pattern[512];
     size_t o = 0;
@@ -331,12 +368,11 @@ static void invalidate_step(ingest *in, const char *cursor)
         pattern[o++] = *p;
     }
     snprintf(pattern + o, sizeof pattern - o, "{*}/complete");
-    if (cache_command(in->v, on_scanned, in, 6,
-                      (const char *[]){"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT},
-                      NULL) < 0) {
+    if (cache_scan(in->v, pattern, on_incomplete_page, in) < 0) {
         log_warn("ingest", "marking indexes incomplete stopped: Valkey is not connected");
-        in->invalidating = 0;
+        return;
     }
+    in->invalidating = 1;
 }
 
 /* Events were missed (the server no longer had them): no index can be trusted to be complete.
@@ -349,8 +385,7 @@ static void invalidate_all(ingest *in, const char *why)
         in->invalidate_again = 1;
         return;
     }
-    in->invalidating = 1;
-    invalidate_step(in, "0");
+    invalidate_start(in);
 }
 
 static void on_too_old(void *ud, const char *url, uint64_t floor)
@@ -468,42 +503,63 @@ static void cursor_key(const ingest *in, const char *which, char *out, size_t n)
     snprintf(out, n, "%scursor:%s", in->prefix, which);
 }
 
+/* One write of the cursor: its SETs, and the position they record once all are answered. */
 typedef struct {
     ingest *in;
     position value;
+    int pending, failed;
 } persist_req;
 
-static void on_persisted(const reply *r, void *ud)
+static void persist_done(persist_req *p, int ok)
 {
-    persist_req *p = ud;
-    p->in->persist_inflight--;
-    if (r && r->type != REPLY_ERROR) advance(&p->in->persisted, &p->value);
+    if (!ok) p->failed = 1;
+    if (--p->pending) return;
+    p->in->persist_inflight = 0;
+    if (!p->failed) advance(&p->in->persisted, &p->value);
     free(p);
 }
 
-/* P cursor:v1 (time_us), and with a seq P cursor:v2 and P cursor:url, in one MSET: a restart
- * never finds a seq next to another server's URL. */
+static void on_persisted(const reply *r, void *ud)
+{
+    persist_done(ud, r && r->type != REPLY_ERROR);
+}
+
+static int persist_set(persist_req *req, const char *key, const char *value)
+{
+    if (cache_command(req->in->v, on_persisted, req, 3, (const char *[]){"SET", key, value}, NULL) <
+        0)
+        return -1;
+    req->pending++;
+    return 0;
+}
+
+/* P cursor:v1 (time_us), and with a seq P cursor:v2 and P cursor:url. The three keys may live
+ * on different nodes, so no one command writes them; a restart must still never find a seq
+ * next to another server's URL. So when the URL changes, cursor:v2 is first cleared (a
+ * restart then resumes by time), and the URL and then the seq are written only once what came
+ * before them is answered (cache_order). One write at a time. */
 static void persist_cursors(ingest *in)
 {
-    if (!in->valkey_up || !in->cursor_loaded) return;
+    if (!in->valkey_up || !in->cursor_loaded || in->persist_inflight) return;
     const position *a = &in->acked, *p = &in->persisted;
     if (a->time_us <= p->time_us && (a->seq == p->seq && a->url == p->url)) return;
-    persist_req *req = malloc(sizeof *req);
+    persist_req *req = calloc(1, sizeof *req);
     if (!req) return;
-    *req = (persist_req){in, *a};
+    *req = (persist_req){.in = in, .value = *a, .pending = 1};
     char k1[256], k2[256], ku[256], v1[24], v2[24];
     cursor_key(in, "v1", k1, sizeof k1);
     cursor_key(in, "v2", k2, sizeof k2);
     cursor_key(in, "url", ku, sizeof ku);
     snprintf(v1, sizeof v1, "%llu", (unsigned long long)a->time_us);
     snprintf(v2, sizeof v2, "%llu", (unsigned long long)a->seq);
-    int with_seq = a->seq && a->url >= 0;
-    const char *argv[] = {"MSET", k1, v1, k2, v2, ku, with_seq ? in->urls[a->url] : ""};
-    if (cache_command(in->v, on_persisted, req, with_seq ? 7 : 3, argv, NULL) < 0) {
-        free(req);
-        return;
-    }
-    in->persist_inflight++;
+    int with_seq = a->seq && a->url >= 0, err = 0;
+    if (with_seq && a->url != p->url)
+        err = persist_set(req, k2, "0") < 0 || cache_order(in->v, k2, ku) < 0 ||
+              persist_set(req, ku, in->urls[a->url]) < 0 || cache_order(in->v, ku, k2) < 0;
+    if (!err && with_seq) err = persist_set(req, k2, v2) < 0;
+    if (!err) err = persist_set(req, k1, v1) < 0;
+    in->persist_inflight = 1;
+    persist_done(req, !err); /* the hold of the sends above */
 }
 
 static void on_persist_timer(uv_timer_t *t)
@@ -532,11 +588,6 @@ static void start_stream(ingest *in)
     jetstream_start(in->js);
 }
 
-static uint64_t reply_uint(const reply *r)
-{
-    return (r && r->type == REPLY_STRING) ? strtoull(r->str, NULL, 10) : 0;
-}
-
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
  * of versions 2 or 3 (whose tags named digests, not manifest records) is dropped: Valkey is a
  * cache, reads fall back to the PDSes and the firehose fills it again, from the same cursor. */
@@ -553,22 +604,23 @@ static void cursor_loaded(ingest *in)
     start_stream(in);
 }
 
-/* Drops the keys of an outdated index under the prefix, a SCAN page at a time; the cursors,
- * the lease and the schema mark stay. Then marks the index as of this layout. */
-static void drop_page(ingest *in, const char *cursor);
-
 /* An UNLINK that failed leaves a key of the old layout, which its TTL removes in time. */
 static void on_unlinked(const reply *r, void *ud) {}
 
-static void on_dropped_page(const reply *r, void *ud)
+/* Drops the keys of an outdated index under the prefix, a SCAN page at a time (one UNLINK per
+ * key: on a cluster each lives on its own slot); the cursors, the lease and the schema mark
+ * stay. Then marks the index as of this layout. */
+static int on_outdated_page(const reply *keys, int end, void *ud)
 {
     ingest *in = ud;
-    if (!r || r->type != REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REPLY_STRING ||
-        r->element[1]->type != REPLY_ARRAY) {
-        in->cursor_loading = 0; /* tried again on the next up */
-        return;
+    if (!keys) {
+        in->cursor_loading = 0;
+        if (end < 0) return 0; /* tried again on the next up */
+        log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
+                 (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
+        if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
+        return 0;
     }
-    const reply *keys = r->element[1];
     size_t plen = strlen(in->prefix);
     for (size_t i = 0; i < keys->elements; i++) {
         const reply *k = keys->element[i];
@@ -577,50 +629,47 @@ static void on_dropped_page(const reply *r, void *ud)
         if (!strncmp(rest, "cursor:", 7) || !strcmp(rest, "ingest-lease") ||
             !strcmp(rest, "schema"))
             continue;
-        cache_command(in->v, on_unlinked, NULL, 2, (const char *[]){"UNLINK", k->str}, NULL);
+        cache_command(in->v, on_unlinked, NULL, 2, (const char *[]){"UNLINK", k->str},
+                      (const size_t[]){6, k->len});
         (*in->dropped_keys_total)++;
     }
-    if (strcmp(r->element[0]->str, "0")) {
-        drop_page(in, r->element[0]->str);
-        return;
-    }
-    log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
-             (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
-    in->cursor_loading = 0;
-    if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
+    return 0;
 }
 
-static void drop_page(ingest *in, const char *cursor)
+static void drop_outdated(ingest *in)
 {
     char match[256];
     snprintf(match, sizeof match, "%s*", in->prefix);
-    if (cache_command(in->v, on_dropped_page, in, 6,
-                      (const char *[]){"SCAN", cursor, "MATCH", match, "COUNT", "1000"}, NULL) < 0)
-        in->cursor_loading = 0;
+    if (cache_scan(in->v, match, on_outdated_page, in) < 0) in->cursor_loading = 0;
 }
 
-static void on_cursor_loaded(const reply *r, void *ud)
+static uint64_t found_uint(const char *s)
 {
-    ingest *in = ud;
+    return s ? strtoull(s, NULL, 10) : 0;
+}
+
+/* Every GET of the cursor keys answered: where to resume, and whether this layout is ours. */
+static void cursor_read(ingest *in)
+{
+    char **v = in->cursor_found;
+    int failed = 0;
+    for (int i = 0; i < 4; i++)
+        failed |= in->cursor_parts[i].failed;
     in->cursor_loading = 0;
-    if (!r || r->type != REPLY_ARRAY || r->elements != 4) return; /* retried on next up */
-    if (!lease_held(in->lease)) return; /* read again when the lease comes back */
-    const reply *schema = r->element[3];
-    int had_cursor = r->element[0]->type == REPLY_STRING || r->element[1]->type == REPLY_STRING;
-    const char *found = schema->type == REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
-    const reply *url = r->element[2];
-    in->acked = (position){.time_us = reply_uint(r->element[0]),
-                           .seq = reply_uint(r->element[1]),
-                           .url = url->type == REPLY_STRING ? url_index(in, url->str) : -1};
+    if (failed || !lease_held(in->lease)) return; /* tried again on the next up, or lease */
+    const char *found = v[3] ? v[3] : (v[0] || v[1]) ? "1" : NULL;
+    in->acked = (position){.time_us = found_uint(v[0]),
+                           .seq = found_uint(v[1]),
+                           .url = v[2] ? url_index(in, v[2]) : -1};
     if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
-    in->read = in->persisted = in->acked;
+    in->read = in->persisted = in->written = in->acked;
     if (found && outdated_schema(found)) {
         log_warn("ingest",
                  "Valkey holds an index of key schema %s under prefix %s, an older layout: "
                  "dropping it (reads fall back to the PDSes; the firehose refills it)",
                  found, in->prefix);
         in->cursor_loading = 1;
-        drop_page(in, "0");
+        drop_outdated(in);
         return;
     }
     if (found && strcmp(found, SCHEMA_VERSION) != 0) {
@@ -635,21 +684,45 @@ static void on_cursor_loaded(const reply *r, void *ud)
     cursor_loaded(in);
 }
 
+static void on_cursor_part(const reply *r, void *ud)
+{
+    struct cursor_part *part = ud;
+    ingest *in = part->in;
+    free(in->cursor_found[part->ix]);
+    in->cursor_found[part->ix] = NULL;
+    if (!r || (r->type != REPLY_STRING && r->type != REPLY_NIL))
+        part->failed = 1;
+    else if (r->type == REPLY_STRING && !(in->cursor_found[part->ix] = strdup(r->str)))
+        part->failed = 1;
+    if (--in->cursor_pending == 0) cursor_read(in);
+}
+
+/* P cursor:v1, v2, url and P schema: four GETs (four slots on a cluster). */
+static void load_cursor(ingest *in)
+{
+    static const char *const names[4] = {"cursor:v1", "cursor:v2", "cursor:url", "schema"};
+    in->cursor_loading = 1;
+    in->cursor_pending = 1;
+    for (int i = 0; i < 4; i++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s%s", in->prefix, names[i]);
+        in->cursor_parts[i] = (struct cursor_part){.in = in, .ix = i, .failed = 1};
+        if (cache_command(in->v, on_cursor_part, &in->cursor_parts[i], 2,
+                          (const char *[]){"GET", key}, NULL) == 0) {
+            in->cursor_parts[i].failed = 0;
+            in->cursor_pending++;
+        }
+    }
+    if (--in->cursor_pending == 0) cursor_read(in);
+}
+
 /* Valkey is ready and no predecessor's commands can still run: load the cursor (first time)
  * or read the stream again from the last acknowledged cursor. */
 static void resume(ingest *in)
 {
     if (!lease_held(in->lease) || in->stopping) return;
     if (!in->cursor_loaded) {
-        if (in->cursor_loading) return;
-        char k1[256], k2[256], ku[256], schema[256];
-        cursor_key(in, "v1", k1, sizeof k1);
-        cursor_key(in, "v2", k2, sizeof k2);
-        cursor_key(in, "url", ku, sizeof ku);
-        snprintf(schema, sizeof schema, "%sschema", in->prefix);
-        if (cache_command(in->v, on_cursor_loaded, in, 5,
-                          (const char *[]){"MGET", k1, k2, ku, schema}, NULL) == 0)
-            in->cursor_loading = 1;
+        if (!in->cursor_loading) load_cursor(in);
         return;
     }
     if (in->js && in->replay_needed && !in->stopping) {
@@ -662,68 +735,20 @@ static void resume(ingest *in)
     }
 }
 
-static void on_own_id(const reply *r, void *ud)
+static void on_fenced(int ok, unsigned killed, void *ud)
 {
     ingest *in = ud;
-    in->own_client_id = (r && r->type == REPLY_INTEGER) ? r->integer : -1;
+    in->fencing = 0;
+    *in->fenced_total += killed;
+    if (ok) resume(in); /* else a connection failed: the next "up" fences again */
 }
 
-static void on_named(const reply *r, void *ud)
-{
-    (void)ud;
-    if (r && r->type == REPLY_ERROR) log_warn("ingest", "CLIENT SETNAME refused: %s", r->str);
-}
-
-static void on_fenced(const reply *r, void *ud)
-{
-    (void)r; /* a client that left meanwhile makes KILL fail: it is gone either way */
-    ingest *in = ud;
-    if (--in->fencing == 0) resume(in);
-}
-
-/* CLIENT LIST lines look like "id=7 addr=... name=atcr:ingest ...". */
-static void on_client_list(const reply *r, void *ud)
-{
-    ingest *in = ud;
-    if (!r || r->type != REPLY_STRING || in->own_client_id < 0) {
-        in->fencing = 0; /* the connection failed: the next "up" fences again */
-        return;
-    }
-    char name[160];
-    in->fencing = 1; /* held until every kill below was answered */
-    for (const char *line = r->str; line && *line; line = strchr(line, '\n'), line += !!line) {
-        long long id;
-        const char *at = strstr(line, " name=");
-        const char *eol = strchr(line, '\n');
-        if (sscanf(line, "id=%lld", &id) != 1 || !at || (eol && at > eol)) continue;
-        if (sscanf(at, " name=%159s", name) != 1 || strcmp(name, in->client_name) ||
-            id == in->own_client_id)
-            continue;
-        char idbuf[24];
-        snprintf(idbuf, sizeof idbuf, "%lld", id);
-        if (cache_command(in->v, on_fenced, in, 4, (const char *[]){"CLIENT", "KILL", "ID", idbuf},
-                          NULL) == 0) {
-            in->fencing++;
-            (*in->fenced_total)++;
-            log_info("ingest", "fencing off an earlier ingest connection (client %s)", idbuf);
-        }
-    }
-    on_fenced(NULL, in);
-}
-
-/* The lease holder names its connection, so a successor can find it, and kills the other
- * connections of that name before its first write. */
+/* The lease holder names its connections, so a successor can find them, and kills the other
+ * connections of that name (on every node) before its first write. */
 static void begin_fencing(ingest *in)
 {
     if (in->fencing || in->stopping || !in->valkey_up || !lease_held(in->lease)) return;
-    in->own_client_id = -1;
-    if (cache_command(in->v, on_named, in, 3,
-                      (const char *[]){"CLIENT", "SETNAME", in->client_name}, NULL) < 0 ||
-        cache_command(in->v, on_own_id, in, 2, (const char *[]){"CLIENT", "ID"}, NULL) < 0 ||
-        cache_command(in->v, on_client_list, in, 4,
-                      (const char *[]){"CLIENT", "LIST", "TYPE", "normal"}, NULL) < 0)
-        return; /* not connected after all: the next "up" tries again */
-    in->fencing = 1;
+    if (cache_fence(in->v, in->client_name, on_fenced, in) == 0) in->fencing = 1;
 }
 
 void ingest_on_valkey_state(ingest *in, int up)
@@ -837,7 +862,7 @@ ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_c
     in->ld = ld;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
-    in->acked.url = in->read.url = in->persisted.url = -1;
+    in->acked.url = in->written.url = in->syncing.url = in->read.url = in->persisted.url = -1;
     in->prefix = strdup(opt->prefix);
     in->urls = calloc(opt->nurls ? opt->nurls : 1, sizeof *in->urls);
     for (; in->urls && in->nurls < opt->nurls; in->nurls++)
@@ -922,6 +947,8 @@ void ingest_stop(ingest *in)
 int ingest_idle(ingest *in)
 {
     if (in->head) return 0;
+    if (!in->sync_failed) sync_written(in); /* a failed one is not tried again on the way out */
+    if (in->sync_inflight) return 0;
     /* Everything acknowledged: one last write of the cursor, then the lease goes to a
      * standby, which resumes from that cursor. */
     persist_cursors(in);
@@ -939,6 +966,8 @@ static void free_when_closed(uv_handle_t *h)
 {
     ingest *in = h->data;
     if (h == (uv_handle_t *)&in->persist_timer) {
+        for (int i = 0; i < 4; i++)
+            free(in->cursor_found[i]);
         free_urls(in);
         free(in->prefix);
         free(in);

@@ -1,6 +1,7 @@
 /* The firehose into the index. Jetstream messages are parsed (appview/event.h) and written
  * (appview/writer.h) in batches, one batch per loop iteration. The cursor advances only past a
- * batch whose writes, and every earlier batch's, were acknowledged; it is persisted in Valkey
+ * batch whose writes, and every earlier batch's, were acknowledged (and, with
+ * APPVIEW_VALKEY_WAIT_REPLICAS, confirmed by the replicas: cache_sync); it is persisted in Valkey
  * (P cursor:v1 the time_us, P cursor:v2 the seq, P cursor:url where that seq is good) and
  * resumed from on restart: by seq on the same URL (exact), else by time_us rewound a little
  * (a seq is one server's own). A reconnect of the same process resumes from the last event it
@@ -19,9 +20,10 @@
  *
  * Commands a previous ingester (a crashed process, or this one's own lost connection) sent
  * may still sit unexecuted in Valkey's input buffers and would run interleaved with the
- * replay. So the lease holder names its connection <prefix>ingest, and every time it
- * (re)starts ingesting it first kills the other connections of that name: Valkey drops their
- * unexecuted commands, and the replay redoes whatever they left half done. */
+ * replay. So the lease holder names its connections <prefix>ingest, and every time it
+ * (re)starts ingesting it first kills the other connections of that name, on every node
+ * (cache_fence): Valkey drops their unexecuted commands, and the replay redoes whatever they
+ * left half done. */
 #ifndef APPVIEW_INGEST_H
 #define APPVIEW_INGEST_H
 

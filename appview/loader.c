@@ -59,7 +59,7 @@ typedef struct id_flight {
     int did_step; /* handle path: the P{D}/id lookup was made */
 } id_flight;
 
-typedef enum { STAGE_CHECK, STAGE_LISTING, STAGE_PRUNE, STAGE_MARK } repo_stage;
+typedef enum { STAGE_CHECK, STAGE_LISTING, STAGE_PRUNE, STAGE_SYNC, STAGE_MARK } repo_stage;
 
 /* One repository load in progress, keyed by DID. */
 typedef struct repo_flight {
@@ -823,6 +823,13 @@ static void on_marked(const reply *r, void *ud)
     rf_release(rf);
 }
 
+static void on_synced(int ok, void *ud)
+{
+    repo_flight *rf = ud;
+    if (!ok) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache writes not confirmed");
+    rf_release(rf);
+}
+
 static int rf_send(repo_flight *rf, cache_reply_cb cb, int argc, const char **argv)
 {
     if (cache_command(rf->l->v, cb, rf, argc, argv, NULL) < 0) return -1;
@@ -860,7 +867,17 @@ static void rf_next(repo_flight *rf)
         if (rc == 0) return;
         break;
     }
-    case STAGE_PRUNE: {
+    case STAGE_PRUNE:
+        /* What the load wrote (the recent list may live on another node than the DID) is
+         * answered, and with WAIT configured on the replicas, before the index says complete:
+         * a crash or a failover before leaves it incomplete, and it is loaded again. */
+        rf->stage = STAGE_SYNC;
+        if (cache_sync(l->v, on_synced, rf) == 0) {
+            rf->outstanding++;
+            return;
+        }
+        break;
+    case STAGE_SYNC: {
         rf->stage = STAGE_MARK;
         char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
         if (complete)

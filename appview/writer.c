@@ -776,6 +776,29 @@ static void send_recs(writer *w, item *it, const plan *p, const char *base, did_
     if (ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
 }
 
+/* The plan's removals from P recent, sent first. A replay cannot tell which entry a record
+ * had before it moved, so the removal must never be lost while the move survives: where P
+ * recent and the DID's keys are not one ordered stream (a cluster), the DID's writes of this
+ * event wait until the removals are answered and replicated (cache_order). */
+static int send_recent_removals(writer *w, item *it, const plan *p, const char *base)
+{
+    int sent = 0;
+    for (int i = 0; i < p->nops; i++) {
+        const plan_op *op = &p->ops[i];
+        if (op->target != KEY_RECENT || op->kind != OP_ZREM) continue;
+        recent_drop(w, op->b, op->blen);
+        write_cmd(it, 3, (const char *[]){"ZREM", op->key, op->b},
+                  (const size_t[]){4, strlen(op->key), op->blen});
+        sent = 1;
+    }
+    char recs[KEY_MAX];
+    if (sent && (STRJOIN(recs, base, "recs") < 0 || cache_order(w->v, w->recent_key, recs) < 0)) {
+        it->failed = 1; /* nothing else of the event is sent: it is folded again */
+        return -1;
+    }
+    return 0;
+}
+
 /* Sends a plan's ops as plain commands in their order (the record's HSET, which the planner
  * puts last, as one command), with what the writer saves: a round's P recent entries in one
  * ZADD at its end, a repository named in repos once, TTLs refreshed at most every eighth of
@@ -783,6 +806,7 @@ static void send_recs(writer *w, item *it, const plan *p, const char *base, did_
 static void send_plan(writer *w, item *it, const plan *p, const char *base, did_memo *d)
 {
     uint64_t now = now_ms();
+    if (send_recent_removals(w, it, p, base) < 0) return;
     for (int i = 0; i < p->nops; i++) {
         const plan_op *op = &p->ops[i];
         switch (op->target) {
@@ -792,10 +816,6 @@ static void send_plan(writer *w, item *it, const plan *p, const char *base, did_
             if (op->kind == OP_ZADD) {
                 recent_hold(w, it, op->b, op->blen, op->a, op->alen);
                 if (fold_recent_trim_due(w->f)) w->recent_trim = 1;
-            } else {
-                recent_drop(w, op->b, op->blen);
-                write_cmd(it, 3, (const char *[]){"ZREM", op->key, op->b},
-                          (const size_t[]){4, strlen(op->key), op->blen});
             }
             continue;
         case KEY_REPOS:
