@@ -30,6 +30,15 @@ static const char *check_valkey_url(const char *v)
     return "expected redis://HOST:PORT/DB or unix:///PATH";
 }
 
+/* Seeds are checked whole when the cluster client is made; here, that there is something. */
+static const char *check_cluster_seeds(const char *v)
+{
+    for (const char *p = v; *p; p++)
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+            return "expected host:port,host:port,... (no spaces)";
+    return *v ? NULL : "expected host:port,host:port,...";
+}
+
 static const char *check_ws_url(const char *v)
 {
     return has_scheme(v, "wss://") || has_scheme(v, "ws://") ? NULL
@@ -76,6 +85,9 @@ enum {
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
     O_UPSTREAM_TIMEOUT_MS,
+    O_VALKEY_CLUSTER,
+    O_VALKEY_WAIT_REPLICAS,
+    O_VALKEY_WAIT_TIMEOUT_MS,
     O_HTTP,
     O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
 };
@@ -148,6 +160,19 @@ static const option_spec SPECS[O_COUNT] = {
                 1, 600),
     [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
                                       "total time allowed for one upstream HTTP call", 100, 600000),
+    [O_VALKEY_CLUSTER] =
+        OPT_STR("valkey-cluster", "APPVIEW_VALKEY_CLUSTER", NULL,
+                "Valkey Cluster seed nodes, host:port,... (a password as in --valkey-url: "
+                "redis://:PASSWORD@host:port); when set, used instead of --valkey-url",
+                check_cluster_seeds),
+    [O_VALKEY_WAIT_REPLICAS] =
+        OPT_INT("valkey-wait-replicas", "APPVIEW_VALKEY_WAIT_REPLICAS", "-1",
+                "replicas that must confirm the index writes before the cursor moves past them "
+                "(WAIT; fewer when a primary has fewer); -1: 1 on a cluster, 0 on one server",
+                -1, 16),
+    [O_VALKEY_WAIT_TIMEOUT_MS] = OPT_INT(
+        "valkey-wait-timeout-ms", "APPVIEW_VALKEY_WAIT_TIMEOUT_MS", "1000",
+        "how long the replicas get to confirm; past it ingest pauses and writes again", 10, 4000),
     [O_HTTP] = HTTPD_OPTIONS("APPVIEW"),
 };
 
@@ -162,6 +187,7 @@ void appview_config_free(appview_config *c)
 {
     free(c->listen);
     free(c->valkey_url);
+    free(c->valkey_cluster);
     free_list(c->jetstream_urls, c->njetstream_urls);
     free(c->plc_url);
     free(c->handle_resolver_url);
@@ -209,6 +235,10 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
     c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
+    c->valkey_cluster = option_take_str(&v[O_VALKEY_CLUSTER]);
+    c->valkey_wait_replicas = (int)v[O_VALKEY_WAIT_REPLICAS].num;
+    if (c->valkey_wait_replicas < 0) c->valkey_wait_replicas = c->valkey_cluster ? 1 : 0;
+    c->valkey_wait_timeout_ms = (int)v[O_VALKEY_WAIT_TIMEOUT_MS].num;
     httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {

@@ -37,6 +37,9 @@ typedef struct {
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
     int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
+    char *valkey_cluster;        /* APPVIEW_VALKEY_CLUSTER, seed nodes; NULL: valkey_url */
+    int valkey_wait_replicas;    /* APPVIEW_VALKEY_WAIT_REPLICAS: 1 on a cluster, else 0 */
+    int valkey_wait_timeout_ms;  /* APPVIEW_VALKEY_WAIT_TIMEOUT_MS, default 1000 */
     httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;
 

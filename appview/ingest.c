@@ -234,9 +234,10 @@ static void retry_after_refusal(ingest *in)
     if (why) snprintf(in->refusal, sizeof in->refusal, "%s", why);
     (*in->refused_retries_total)++;
     log_warn("ingest",
-             "Valkey refused writes (%s): ingest paused; reading again from the last "
-             "acknowledged cursor in %u ms",
-             in->refusal[0] ? in->refusal : "a script's write", in->retry_ms);
+             "Valkey %s%s%s: ingest paused; reading again from the last acknowledged cursor in "
+             "%u ms",
+             in->refusal[0] ? "refused writes (" : "did not take every write", in->refusal,
+             in->refusal[0] ? ")" : "", in->retry_ms);
     uv_timer_start(&in->retry_timer, on_retry_timer, in->retry_ms, 0);
 }
 

@@ -112,7 +112,12 @@ static int start(app *a)
         log_error("appview", "lexicons in %s: %s", a->cfg.lexicon_dir, err);
         return -1;
     }
-    cache_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
+    cache_options vo = {.url = a->cfg.valkey_url,
+                        .cluster = a->cfg.valkey_cluster,
+                        .wait_replicas = (unsigned)a->cfg.valkey_wait_replicas,
+                        .wait_timeout_ms = (unsigned)a->cfg.valkey_wait_timeout_ms,
+                        .on_state = on_valkey_state,
+                        .state_ud = a};
     a->v = cache_new(a->loop, &vo);
     if (!a->v) return -1;
     fold_options fo = {.prefix = a->cfg.key_prefix};
@@ -224,8 +229,12 @@ int main(int argc, char **argv)
         metrics_free_all();
         return 1;
     }
-    log_info("appview", "version %s: listening on %s (port %d), Valkey %s, ingest %s",
-             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), a.cfg.valkey_url,
+    log_info("appview", "version %s: listening on %s (port %d), Valkey %s%s, ingest %s",
+             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http),
+             a.cfg.valkey_cluster ? "Cluster, seeds " : "",
+             !a.cfg.valkey_cluster               ? a.cfg.valkey_url
+             : strchr(a.cfg.valkey_cluster, '@') ? "(with credentials)"
+                                                 : a.cfg.valkey_cluster,
              a.cfg.ingest ? "on" : "off");
 
     uv_run(a.loop, UV_RUN_DEFAULT);

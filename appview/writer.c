@@ -131,6 +131,7 @@ struct writer {
     plan plan;   /* the plan being sent (large: one per writer, not one per call) */
     buf scratch; /* a record's header and JSON, as sent */
     uint64_t *indexed_total, *stale_total, *write_errors_total, *forgets_total, *reads_total;
+    uint64_t *rounds_total, *round_waits_total;
 };
 
 static uint64_t now_ms(void)
@@ -1199,6 +1200,7 @@ static void round_ready(writer *w)
         w->reads_outstanding = 1; /* held while the item is planned */
         progress pr = process(w, it);
         if (pr == WAITING && !w->read_failed && w->reads_outstanding > 1) {
+            (*w->round_waits_total)++;
             read_done(w);
             return;
         }
@@ -1244,6 +1246,8 @@ void writer_flush(writer *w)
     }
     for (const item *it = w->round; it; it = it->next)
         read_ahead(w, it);
+    (*w->rounds_total)++;
+    if (w->reads_outstanding > 1) (*w->round_waits_total)++;
     read_done(w);
 }
 
@@ -1337,6 +1341,11 @@ writer *writer_new(cache_client *v, fold *f, const writer_options *opt)
     w->reads_total = metrics_counter("appview_ingest_reads_total",
                                      "Index reads the ingester made to plan events (state it "
                                      "did not remember)");
+    w->rounds_total = metrics_counter("appview_ingest_rounds_total",
+                                      "Writer rounds (the events queued since the last one)");
+    w->round_waits_total = metrics_counter(
+        "appview_ingest_round_waits_total",
+        "Round trips a writer round waited on (its read-ahead, reads a plan asked for)");
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");

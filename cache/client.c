@@ -127,11 +127,12 @@ struct cache_client {
     uint64_t seq;
     barrier *barriers;
 
-    uv_timer_t tick, refresh_timer, barrier_timer;
+    uv_timer_t tick, refresh_timer;
+    uv_idle_t barrier_idle; /* new barriers are looked at from the loop */
     int open_handles;
 
     uint64_t *moved_total, *ask_total, *retries_total, *refreshes_total, *waits_total,
-        *waits_short_total;
+        *waits_short_total, *orders_total;
     metrics_histogram *latency;
 };
 
@@ -845,12 +846,19 @@ static void on_role(redisReply *r, void *ud)
         if (w->acked >= 0 && slot_wait_enough(w->acked, c->wait_replicas, known)) {
             if (w->gen > n->wait_ok_gen) n->wait_ok_gen = w->gen;
         } else {
+            /* one line when a node starts failing, not one per WAIT in flight */
+            if (n->wait_fail_gen <= n->wait_ok_gen) {
+                if (w->acked < 0)
+                    log_warn("valkey", "%s:%d: WAIT not answered (connection lost)", n->addr.host,
+                             n->addr.port);
+                else
+                    log_warn("valkey",
+                             "%s:%d: %lld of %lld replicas confirmed the writes within %u ms",
+                             n->addr.host, n->addr.port, w->acked, known, c->wait_timeout_ms);
+            }
             n->wait_fail_gen = w->gen;
             n->dirty = 1;
             (*c->waits_short_total)++;
-            log_warn("valkey", "%s%s%d: %lld of %lld replicas confirmed the writes within %u ms",
-                     n->addr.host, n->addr.port ? ":" : "", n->addr.port, w->acked, known,
-                     c->wait_timeout_ms);
         }
         n->wait_target = wait_target(c, connected);
     }
@@ -1014,9 +1022,10 @@ static void check_barriers(cache_client *c)
     if (released) pump(c);
 }
 
-static void on_barrier_timer(uv_timer_t *t)
+static void on_barrier_idle(uv_idle_t *h)
 {
-    check_barriers(t->data);
+    uv_idle_stop(h);
+    check_barriers(h->data);
 }
 
 static barrier *barrier_add(cache_client *c)
@@ -1026,8 +1035,9 @@ static barrier *barrier_add(cache_client *c)
     b->seq = c->seq;
     b->next = c->barriers;
     c->barriers = b;
-    /* looked at from the loop, never inside the caller's call */
-    uv_timer_start(&c->barrier_timer, on_barrier_timer, 0, 0);
+    /* looked at from the loop, never inside the caller's call (an idle handle: a zero timer
+     * started again from its own callback would never let the loop leave its timers) */
+    uv_idle_start(&c->barrier_idle, on_barrier_idle);
     return b;
 }
 
@@ -1052,6 +1062,7 @@ int cache_order(cache_client *c, const char *first, const char *then)
     if (c->freeing) return -1;
     barrier *b = barrier_add(c);
     if (!b) return -1;
+    (*c->orders_total)++;
     b->hold = 1;
     b->slot = slot_of_key(then, strlen(then));
     b->first_slot = slot_of_key(first, strlen(first));
@@ -1363,14 +1374,17 @@ cache_client *cache_new(uv_loop_t *loop, const cache_options *opt)
         metrics_counter("valkey_waits_total", "WAITs for replicas before a cursor moved");
     c->waits_short_total = metrics_counter("valkey_waits_short_total",
                                            "WAITs whose replicas did not all confirm in time");
+    c->orders_total = metrics_counter(
+        "valkey_orders_total",
+        "Writes held until those on another slot before them were answered (cache_order)");
     c->latency = metrics_histogram_get("valkey_command_seconds", "Valkey round-trip time");
     metrics_gauge("valkey_cluster", "1 when the appview runs on a Valkey Cluster", gauge_cluster,
                   c);
     own_gauges(c);
     uv_timer_init(loop, &c->tick);
     uv_timer_init(loop, &c->refresh_timer);
-    uv_timer_init(loop, &c->barrier_timer);
-    c->tick.data = c->refresh_timer.data = c->barrier_timer.data = c;
+    uv_idle_init(loop, &c->barrier_idle);
+    c->tick.data = c->refresh_timer.data = c->barrier_idle.data = c;
     c->open_handles = 3;
     return c;
 }
@@ -1484,5 +1498,5 @@ void cache_free(cache_client *c)
     }
     uv_close((uv_handle_t *)&c->tick, on_handle_closed);
     uv_close((uv_handle_t *)&c->refresh_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->barrier_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->barrier_idle, on_handle_closed);
 }

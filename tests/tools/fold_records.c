@@ -5,6 +5,7 @@
  *   {"did", "collection", "rkey", "rev", "delete": true}    a delete
  * Each is validated against the lexicons (an invalid one fails the run) and folded in order.
  *   fold_records VALKEY_URL [LEXICON_DIR] [PREFIX]
+ * VALKEY_URL may also be a Valkey Cluster's seed nodes, host:port,... (no "://").
  * Prints "folded N written M" and exits 0, or names the line that failed and exits 1. */
 #include <jansson.h>
 #include <stdio.h>
@@ -130,7 +131,11 @@ int main(int argc, char **argv)
         }
         r.lines[r.n++] = o;
     }
-    r.v = cache_new(r.loop, &(cache_options){.url = argv[1], .on_state = on_state, .state_ud = &r});
+    int seeds = !strstr(argv[1], "://");
+    r.v = cache_new(r.loop, &(cache_options){.url = seeds ? NULL : argv[1],
+                                             .cluster = seeds ? argv[1] : NULL,
+                                             .on_state = on_state,
+                                             .state_ud = &r});
     const char *prefix = argc > 3 ? argv[3] : "atcr:";
     char recent[256];
     snprintf(recent, sizeof recent, "%srecent", prefix);

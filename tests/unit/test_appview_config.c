@@ -32,6 +32,9 @@ static const char *const ENV[] = {
     "APPVIEW_CURSOR_REWIND_SECONDS",
     "APPVIEW_INGEST",
     "APPVIEW_UPSTREAM_TIMEOUT_MS",
+    "APPVIEW_VALKEY_CLUSTER",
+    "APPVIEW_VALKEY_WAIT_REPLICAS",
+    "APPVIEW_VALKEY_WAIT_TIMEOUT_MS",
 };
 
 static void clear_env(void)
@@ -208,11 +211,43 @@ static void test_help_and_unknown_flag(void)
     CHECK(load_quietly(&c, 3, unknown) == -1);
 }
 
+/* Cluster mode: seeds replace the URL, and the cursor waits for one replica by default. */
+static void test_cluster_options(void)
+{
+    clear_env();
+    appview_config c;
+    char *plain[] = {"appview", NULL};
+    CHECK(appview_config_load(&c, 1, plain) == 0);
+    CHECK(c.valkey_cluster == NULL && c.valkey_wait_replicas == 0);
+    CHECK(c.valkey_wait_timeout_ms == 1000);
+    appview_config_free(&c);
+
+    setenv("APPVIEW_VALKEY_CLUSTER", "10.0.0.1:7000,redis://:pw@10.0.0.2:7000", 1);
+    CHECK(appview_config_load(&c, 1, plain) == 0);
+    CHECK(streq(c.valkey_cluster, "10.0.0.1:7000,redis://:pw@10.0.0.2:7000"));
+    CHECK(c.valkey_wait_replicas == 1);
+    appview_config_free(&c);
+
+    char *off[] = {"appview", "--valkey-wait-replicas", "0", "--valkey-cluster", "h:1", NULL};
+    CHECK(appview_config_load(&c, 5, off) == 0);
+    CHECK(streq(c.valkey_cluster, "h:1") && c.valkey_wait_replicas == 0);
+    appview_config_free(&c);
+
+    char *spaced[] = {"appview", "--valkey-cluster", "h:1, h:2", NULL};
+    CHECK(load_quietly(&c, 3, spaced) == -1);
+    char *many[] = {"appview", "--valkey-wait-replicas", "17", NULL};
+    CHECK(load_quietly(&c, 3, many) == -1);
+    char *slow[] = {"appview", "--valkey-wait-timeout-ms", "5000", NULL};
+    CHECK(load_quietly(&c, 3, slow) == -1);
+    clear_env();
+}
+
 int main(void)
 {
     RUN(test_defaults);
     RUN(test_env_and_flag_overrides);
     RUN(test_invalid_values_rejected);
     RUN(test_help_and_unknown_flag);
+    RUN(test_cluster_options);
     CHECK_EXIT();
 }
