@@ -22,6 +22,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def cluster_port():
+    """A free port for a cluster node: its bus listens 10000 above, which must be free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.time() + timeout
     last = None
@@ -120,6 +134,22 @@ class Harness:
         wait_for(lambda: self.redis(p, "PING") == "PONG", what="redis-server")
         return p
 
+    def start_redis_cluster(self, primaries=3, replicas=1, node_timeout_ms=1000, name="cluster"):
+        """A Valkey Cluster of Debian's redis-server on loopback: primaries x (1 + replicas)
+        nodes, slots spread by `redis-cli --cluster create`, ready when every node says the
+        cluster is ok. Returns a RedisCluster."""
+        c = RedisCluster(self, name, node_timeout_ms)
+        for i in range(primaries * (1 + replicas)):
+            c.start_node(i)
+        out = subprocess.run(["redis-cli", "--cluster", "create",
+                              *[f"127.0.0.1:{n.port}" for n in c.nodes],
+                              "--cluster-replicas", str(replicas), "--cluster-yes"],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create: {out.stdout[-2000:]}{out.stderr}")
+        c.wait_healthy(primaries)
+        return c
+
     def redis(self, rp, *args):
         """One command to a redis Proc through redis-cli; returns stdout stripped."""
         out = subprocess.run(["redis-cli", "-p", str(rp.port), "--no-raw", *map(str, args)],
@@ -203,6 +233,246 @@ class Harness:
                 continue
             out.append(f"--- {p.name} log (last {len(lines)} lines)\n" + "\n".join(lines))
         return "\n".join(out)
+
+
+class RespConn:
+    """A plain RESP2 connection to one redis-server, for tests that read many keys: one socket,
+    pipelined commands, replies as bytes, int, None, lists, or RespError."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b"-":
+            return RespError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise ValueError(f"bad RESP line {line!r}")
+
+    def pipeline(self, commands):
+        out = b""
+        for cmd in commands:
+            args = [a if isinstance(a, bytes) else str(a).encode() for a in cmd]
+            out += b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a)
+                                                    for a in args)
+        self.sock.sendall(out)
+        return [self._reply() for _ in commands]
+
+    def command(self, *args):
+        r = self.pipeline([args])[0]
+        if isinstance(r, RespError):
+            raise r
+        return r
+
+
+class RespError(Exception):
+    pass
+
+
+class RedisCluster:
+    """A running cluster: its nodes (Procs with .port), which are primaries, failures and slot
+    moves on demand, and every key read back through the node that holds it."""
+
+    def __init__(self, harness, name, node_timeout_ms):
+        self.h, self.name, self.node_timeout_ms = harness, name, node_timeout_ms
+        self.nodes = []
+
+    def start_node(self, i, port=None):
+        """Node i (again, on its port and with its nodes.conf, when it was started before)."""
+        port = port or (self.nodes[i].port if i < len(self.nodes) else cluster_port())
+        d = os.path.join(self.h.tmp, f"{self.name}-{i}")
+        os.makedirs(d, exist_ok=True)
+        p = self.h.spawn(f"{self.name}-{i}", [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+            "--save", "", "--appendonly", "no", "--protected-mode", "no",
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            # a replica gets its first copy at once, not after the default 5 s wait
+            "--repl-diskless-sync-delay", "0"])
+        p.port = port
+        wait_for(lambda: self.h.redis(p, "PING") == "PONG", what=f"cluster node {i}")
+        if i < len(self.nodes):
+            self.nodes[i] = p
+        else:
+            self.nodes.append(p)
+        return p
+
+    @property
+    def seeds(self):
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def cluster_nodes(self, via=None):
+        """CLUSTER NODES from a live node: [{id, port, flags, primary, slots}]."""
+        for n in ([via] if via else self.nodes):
+            if not n.alive():
+                continue
+            try:
+                text = self.h.redis_raw(n, "CLUSTER", "NODES")
+            except Exception:  # a node starting up
+                continue
+            out = []
+            for line in text.splitlines():
+                f = line.split()
+                if len(f) < 8:
+                    continue
+                out.append({"id": f[0], "port": int(f[1].split("@")[0].rsplit(":", 1)[1]),
+                            "flags": f[2].split(","), "primary": f[3], "slots": f[8:]})
+            if out:
+                return out
+        raise AssertionError("no cluster node answers")
+
+    def primaries(self):
+        """The nodes (Procs) that are live primaries with slots, by port order."""
+        ports = {e["port"] for e in self.cluster_nodes()
+                 if "master" in e["flags"] and "fail" not in e["flags"] and e["slots"]}
+        return [n for n in self.nodes if n.port in ports and n.alive()]
+
+    def node_id(self, proc):
+        return next(e["id"] for e in self.cluster_nodes() if e["port"] == proc.port)
+
+    def slots_of(self, proc):
+        """The slots a primary serves (CLUSTER NODES ranges, migrations left out)."""
+        entry = next(e for e in self.cluster_nodes() if e["port"] == proc.port)
+        out = set()
+        for r in entry["slots"]:
+            if r[0].isdigit():
+                first, _, last = r.partition("-")
+                out.update(range(int(first), int(last or first) + 1))
+        return out
+
+    def wait_healthy(self, primaries, timeout=30):
+        """Every live node says cluster_state:ok, sees `primaries` primaries with slots and none
+        failed, and every live replica holds its primary's copy."""
+        def healthy():
+            live = [n for n in self.nodes if n.alive()]
+            for n in live:
+                if "cluster_state:ok" not in self.h.redis_raw(n, "CLUSTER", "INFO"):
+                    return False
+                entries = self.cluster_nodes(via=n)
+                if any("fail" in e["flags"] or "fail?" in e["flags"] for e in entries):
+                    return False
+                if sum(1 for e in entries if "master" in e["flags"] and e["slots"]) != primaries:
+                    return False
+                role = self.h.redis_raw(n, "INFO", "replication")
+                if "role:slave" in role and "master_link_status:up" not in role:
+                    return False
+            return True
+        wait_for(healthy, timeout=timeout, interval=0.1, what=f"{self.name} healthy")
+
+    def kill_primary(self, index=0):
+        """SIGKILLs one primary; returns its node index. Its replica is promoted by the
+        cluster (failover) once the others agree it failed."""
+        victim = self.primaries()[index]
+        victim.kill()
+        return self.nodes.index(victim)
+
+    def wait_failover(self, primaries=3, timeout=30):
+        """A replica took over every slot a killed primary served."""
+        def covered():
+            live = [n for n in self.nodes if n.alive()]
+            return all("cluster_state:ok" in self.h.redis_raw(n, "CLUSTER", "INFO")
+                       for n in live) and len(self.primaries()) == primaries
+        wait_for(covered, timeout=timeout, interval=0.1, what=f"{self.name} failover")
+
+    def restart_as_replica(self, i, primaries=3):
+        """Node i, killed, starts again (same port and nodes.conf, no data): the cluster makes
+        it a replica of the node that took its place, which sends it everything."""
+        p = self.start_node(i)
+        wait_for(lambda: "master_link_status:up" in self.h.redis_raw(p, "INFO", "replication"),
+                 timeout=30, interval=0.1, what=f"node {i} to come back as a replica")
+        self.wait_healthy(primaries)
+        return p
+
+    def reshard(self, slots, source, target):
+        """Moves `slots` slots from primary source to primary target (redis-cli --cluster
+        reshard: MIGRATE key batches, ASK meanwhile, MOVED after)."""
+        out = subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{source.port}",
+                              "--cluster-from", self.node_id(source),
+                              "--cluster-to", self.node_id(target),
+                              "--cluster-slots", str(slots), "--cluster-yes",
+                              "--cluster-pipeline", "2"],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"reshard: {out.stdout[-2000:]}{out.stderr}")
+
+    def get(self, key):
+        """GET through the cluster (redis-cli -c follows MOVED)."""
+        out = subprocess.run(["redis-cli", "-c", "-p", str(self.primaries()[0].port), "--raw",
+                              "GET", key], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def set(self, key, value):
+        """SET through the cluster (redis-cli -c follows MOVED)."""
+        subprocess.run(["redis-cli", "-c", "-p", str(self.primaries()[0].port), "SET", key,
+                        value], capture_output=True, text=True, timeout=10, check=True)
+
+    def keys_by_node(self, pattern="*"):
+        """{port: [key, ...]} of every live primary (SCAN)."""
+        out = {}
+        for n in self.primaries():
+            conn = RespConn(n.port)
+            try:
+                keys, cursor = [], b"0"
+                while True:
+                    cursor, page = conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                    keys += [k.decode() for k in page]
+                    if cursor == b"0":
+                        break
+                out[n.port] = keys
+            finally:
+                conn.close()
+        return out
+
+    def copy_to(self, single, pattern="*"):
+        """Every key of the cluster (DUMP on the primary that holds it) RESTOREd into a single
+        redis-server, so what reads one server's keys reads the cluster's."""
+        dst = RespConn(single.port)
+        try:
+            for port, keys in self.keys_by_node(pattern).items():
+                src = RespConn(port)
+                try:
+                    dumps = src.pipeline([("DUMP", k) for k in keys])
+                finally:
+                    src.close()
+                restores = [("RESTORE", k, 0, d, "REPLACE") for k, d in zip(keys, dumps)
+                            if isinstance(d, bytes)]
+                for r in dst.pipeline(restores):
+                    if isinstance(r, RespError):
+                        raise r
+        finally:
+            dst.close()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
