@@ -41,6 +41,7 @@ struct node {
     /* WAITs sent, and the newest one that confirmed, or fell short */
     unsigned wait_gen, wait_ok_gen, wait_fail_gen;
     unsigned wait_target; /* replicas its next WAIT asks for */
+    int wait_wanted;      /* a WAIT to send at the end of this loop iteration */
 };
 
 /* A command of the caller's, from issue to answer. In cluster mode it keeps a copy of its
@@ -48,7 +49,7 @@ struct node {
 struct call {
     call *prev, *next;   /* c->head: every command in flight, in issue order */
     call *sprev, *snext; /* cluster: its slot's commands in flight, in issue order */
-    call *wnext;         /* c->waiting, in issue order */
+    call *wnext;         /* its slot's commands waiting to be sent, in issue order */
     cache_client *c;
     cache_reply_cb cb;
     void *ud;
@@ -73,9 +74,8 @@ typedef struct {
 } wait_dep;
 
 struct barrier {
-    barrier *next;
+    barrier *next; /* in its list: its first slot's holds, the syncs, or those confirming */
     uint64_t seq;
-    int phase; /* 0: commands up to seq unanswered; 1: WAITs pending */
     int failed;
     wait_dep *deps;
     size_t ndeps;
@@ -116,19 +116,24 @@ struct cache_client {
     unsigned sent_count[SLOT_COUNT]; /* commands on the wire per slot */
     unsigned char draining[SLOT_COUNT];
     unsigned hold_count[SLOT_COUNT];
-    unsigned waiting_count[SLOT_COUNT];
-    unsigned blocked_pass[SLOT_COUNT];
-    unsigned pass;
 
     call head; /* sentinel of the in-flight list */
     size_t ninflight;
-    call **slot_first, **slot_last; /* cluster: each slot's commands in flight */
-    call *waiting, *waiting_tail;
     uint64_t seq;
-    barrier *barriers;
+    /* cluster: each slot's commands in flight, and those waiting to be sent (held behind a
+     * cache_order, a MOVED being drained, a node not ready, a pause), in issue order */
+    call **slot_first, **slot_last, **wait_first, **wait_last;
+    uint64_t waiting_bits[SLOT_COUNT / 64];
+    size_t nwaiting;
+    /* cache_order's holds, by the slot whose commands they wait for, in issue order; the
+     * slots with new ones; cache_sync's, in issue order; and those waiting on WAITs */
+    barrier **hold_first, **hold_last;
+    uint64_t hold_check_bits[SLOT_COUNT / 64];
+    barrier *syncs, *syncs_last, *confirming;
 
     uv_timer_t tick, refresh_timer;
     uv_idle_t barrier_idle; /* new barriers are looked at from the loop */
+    uv_check_t wait_flush;  /* the WAITs wanted in a loop iteration, sent at its end */
     int open_handles;
 
     uint64_t *moved_total, *ask_total, *retries_total, *refreshes_total, *waits_total,
@@ -137,7 +142,10 @@ struct cache_client {
 };
 
 static void pump(cache_client *c);
-static void check_barriers(cache_client *c);
+static void pump_slot(cache_client *c, unsigned s);
+static void check_holds(cache_client *c, unsigned slot);
+static void check_syncs(cache_client *c);
+static void check_confirming(cache_client *c);
 static void schedule_refresh(cache_client *c, uint64_t delay_ms);
 static void update_state(cache_client *c);
 static void send_client_name(node *n);
@@ -536,18 +544,44 @@ static void inflight_remove(cache_client *c, call *k)
         c->slot_last[k->slot] = k->sprev;
 }
 
-/* In issue order; a command sent again keeps its place. */
+static void bit_set(uint64_t *bits, unsigned i)
+{
+    bits[i >> 6] |= 1ull << (i & 63);
+}
+
+static void bit_clear(uint64_t *bits, unsigned i)
+{
+    bits[i >> 6] &= ~(1ull << (i & 63));
+}
+
+/* Into its slot's waiting list, in issue order: a command sent again keeps its place. */
 static void wait_insert(cache_client *c, call *k)
 {
-    call **pp = &c->waiting;
-    if (c->waiting_tail && c->waiting_tail->seq < k->seq) pp = &c->waiting_tail->wnext;
+    unsigned s = k->slot;
+    call **pp = &c->wait_first[s];
+    if (c->wait_last[s] && c->wait_last[s]->seq < k->seq) pp = &c->wait_last[s]->wnext;
     while (*pp && (*pp)->seq < k->seq)
         pp = &(*pp)->wnext;
     k->wnext = *pp;
     *pp = k;
-    if (!k->wnext) c->waiting_tail = k;
+    if (!k->wnext) c->wait_last[s] = k;
     k->waiting = 1;
-    c->waiting_count[k->slot]++;
+    c->nwaiting++;
+    bit_set(c->waiting_bits, s);
+}
+
+static call *wait_pop(cache_client *c, unsigned s)
+{
+    call *k = c->wait_first[s];
+    c->wait_first[s] = k->wnext;
+    if (!k->wnext) {
+        c->wait_last[s] = NULL;
+        bit_clear(c->waiting_bits, s);
+    }
+    k->wnext = NULL;
+    k->waiting = 0;
+    c->nwaiting--;
+    return k;
 }
 
 /* A call with its arguments; on a cluster they are copied (it may be sent again later). */
@@ -615,10 +649,11 @@ static int send_to(call *k, node *n)
 /* Which barriers a failed command spoils: those that wait for it. */
 static void note_failure(cache_client *c, const call *k)
 {
-    for (barrier *b = c->barriers; b; b = b->next)
-        if (b->phase == 0 && b->seq >= k->seq &&
-            (!b->hold || !c->cluster || b->first_slot == k->slot))
-            b->failed = 1;
+    for (barrier *b = c->syncs; b; b = b->next)
+        if (b->seq >= k->seq) b->failed = 1;
+    if (!c->cluster) return;
+    for (barrier *b = c->hold_first[k->slot]; b; b = b->next)
+        if (b->seq >= k->seq) b->failed = 1;
 }
 
 /* The command's end: the caller gets the reply (NULL: it failed). */
@@ -629,9 +664,12 @@ static void finish(call *k, const redisReply *r, node *from)
     if (!r) note_failure(c, k);
     set_ask(k, NULL);
     inflight_remove(c, k);
+    unsigned slot = k->slot;
     hand_over(r, k->cb, k->ud);
     free(k);
-    if (!c->freeing) check_barriers(c);
+    if (c->freeing) return;
+    if (c->cluster) check_holds(c, slot);
+    check_syncs(c);
 }
 
 /* A command a cluster answered with a redirection, or that a lost node never answered: sent
@@ -690,63 +728,61 @@ static void on_call_reply(redisReply *r, void *ud)
     call *k = ud;
     cache_client *c = k->c;
     node *n = k->sent;
+    unsigned s = k->slot;
     k->sent = NULL;
     n->refs--;
-    if (--c->sent_count[k->slot] == 0 && c->draining[k->slot]) c->draining[k->slot] = 0;
+    if (--c->sent_count[s] == 0) c->draining[s] = 0;
     if (!c->freeing && c->cluster && retry(k, n, r)) {
-        pump(c);
+        pump_slot(c, s);
         return;
     }
     finish(k, r, n);
-    if (!c->freeing && c->cluster && c->waiting) pump(c);
+    if (!c->freeing && c->cluster && c->wait_first[s]) pump_slot(c, s);
 }
 
-/* Sends what waits and may go now, in issue order: a command goes only once nothing of its
- * slot issued before it still waits (hold, draining, its node not ready, a pause). Commands
- * past their deadline fail. */
-static void pump(cache_client *c)
+/* Sends what waits on slot s and may go now, in issue order: the first that may not (a hold,
+ * a MOVED being drained, its node not ready, a pause) keeps the rest behind it. What is past
+ * its deadline fails. */
+static void pump_slot(cache_client *c, unsigned s)
 {
     if (c->freeing) return;
-    c->pass++;
     uint64_t now = now_ns();
-    call *expired = NULL, **expired_tail = &expired;
-    call **pp = &c->waiting, *prev = NULL;
-    while (*pp) {
-        call *k = *pp;
-        unsigned s = k->slot;
-        int blocked = c->blocked_pass[s] == c->pass;
-        node *to = k->ask ? k->ask : owner_of(c, s);
-        if (!blocked && now >= k->deadline_ns) {
-            *pp = k->wnext;
-            c->waiting_count[s]--;
-            k->wnext = NULL;
-            *expired_tail = k;
-            expired_tail = &k->wnext;
+    call *expired = NULL, **tail = &expired;
+    while (c->wait_first[s]) {
+        call *k = c->wait_first[s];
+        if (now >= k->deadline_ns) {
+            *tail = wait_pop(c, s);
+            tail = &k->wnext;
             continue;
         }
-        if (!blocked)
-            blocked =
-                c->hold_count[s] || c->draining[s] || now < k->not_before_ns || !to || !to->ready;
-        if (!blocked) {
-            *pp = k->wnext;
-            k->waiting = 0;
-            c->waiting_count[s]--;
-            if (send_to(k, to) == 0) continue;
-            k->wnext = *pp; /* not taken after all: stays in its place */
-            *pp = k;
-            k->waiting = 1;
-            c->waiting_count[s]++;
+        node *to = k->ask ? k->ask : owner_of(c, s);
+        if (c->hold_count[s] || c->draining[s] || now < k->not_before_ns || !to || !to->ready)
+            break;
+        wait_pop(c, s);
+        if (send_to(k, to) < 0) {
+            wait_insert(c, k); /* not taken after all: back in its place */
+            break;
         }
-        c->blocked_pass[s] = c->pass;
-        prev = k;
-        pp = &k->wnext;
     }
-    c->waiting_tail = prev;
     while (expired) {
         call *k = expired;
         expired = k->wnext;
-        k->waiting = 0;
+        k->wnext = NULL;
         finish(k, NULL, NULL);
+    }
+}
+
+/* Every slot with commands waiting. */
+static void pump(cache_client *c)
+{
+    if (c->freeing || !c->nwaiting) return;
+    for (unsigned w = 0; w < SLOT_COUNT / 64; w++) {
+        uint64_t bits = c->waiting_bits[w];
+        while (bits) {
+            unsigned s = w * 64 + (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            pump_slot(c, s);
+        }
     }
 }
 
@@ -775,7 +811,7 @@ static int issue(cache_client *c, int script, int nkeys, cache_reply_cb cb, void
     k->deadline_ns = now + c->timeout_ns;
     inflight_add(c, k);
     /* Behind what of its slot waits, so it keeps its order. */
-    if (c->waiting_count[slot] || c->hold_count[slot] || c->draining[slot]) {
+    if (c->cluster && (c->wait_first[slot] || c->hold_count[slot] || c->draining[slot])) {
         wait_insert(c, k);
         return 0;
     }
@@ -863,7 +899,7 @@ static void on_role(redisReply *r, void *ud)
         n->wait_target = wait_target(c, connected);
     }
     free(w);
-    if (!c->freeing) check_barriers(c);
+    if (!c->freeing) check_confirming(c);
 }
 
 /* Sends WAIT (and ROLE) on n; its generation is what barriers wait for. */
@@ -907,22 +943,38 @@ static void add_dep(barrier *b, node *n, unsigned gen)
     n->refs++;
 }
 
-/* Everything up to the barrier was answered: the WAITs it needs (a node's writes since its last
- * WAIT, or the WAIT already on its way). */
-static void start_waits(cache_client *c, barrier *b)
+static void on_wait_flush(uv_check_t *h)
 {
-    if (!c->wait_replicas) return;
+    cache_client *c = h->data;
+    uv_check_stop(h);
     for (node *n = c->nodes; n; n = n->next) {
-        if (b->only && n != b->only) continue;
-        if (n->dirty) {
-            if (send_wait(n) < 0) {
-                b->failed = 1; /* writes it acknowledged may die with it */
-                continue;
-            }
-            add_dep(b, n, n->wait_gen);
-        } else if (n->wait_gen > n->wait_ok_gen && n->wait_gen > n->wait_fail_gen) {
-            add_dep(b, n, n->wait_gen);
+        if (!n->wait_wanted) continue;
+        n->wait_wanted = 0;
+        if (send_wait(n) < 0) { /* what depends on it fails */
+            n->wait_fail_gen = ++n->wait_gen;
+            n->dirty = 1;
         }
+    }
+    check_confirming(c);
+}
+
+/* b needs n's writes so far on its replicas: the WAIT this loop iteration sends (one per node
+ * however many barriers want it), or the one already on its way when nothing was answered on
+ * n since it left. */
+static void want_wait(cache_client *c, barrier *b, node *n)
+{
+    if (n->dirty || n->wait_wanted) {
+        if (!n->ready) {
+            b->failed = 1; /* writes it acknowledged may die with it */
+            return;
+        }
+        if (!n->wait_wanted) {
+            n->wait_wanted = 1;
+            uv_check_start(&c->wait_flush, on_wait_flush);
+        }
+        add_dep(b, n, n->wait_gen + 1);
+    } else if (n->wait_gen > n->wait_ok_gen && n->wait_gen > n->wait_fail_gen) {
+        add_dep(b, n, n->wait_gen);
     }
 }
 
@@ -942,36 +994,6 @@ static int deps_done(barrier *b)
     return 1;
 }
 
-static void release_hold(cache_client *c, barrier *b)
-{
-    c->hold_count[b->slot]--;
-    if (!b->failed) return;
-    /* What was held behind a write that did not reach the replicas fails: its caller folds it
-     * again. */
-    call *failed = NULL, **tail = &failed;
-    for (call **pp = &c->waiting; *pp;) {
-        call *k = *pp;
-        if (k->slot != b->slot || k->seq <= b->seq) {
-            pp = &k->wnext;
-            continue;
-        }
-        *pp = k->wnext;
-        c->waiting_count[k->slot]--;
-        k->waiting = 0;
-        k->wnext = NULL;
-        *tail = k;
-        tail = &k->wnext;
-    }
-    c->waiting_tail = NULL;
-    for (call *k = c->waiting; k; k = k->wnext)
-        c->waiting_tail = k;
-    while (failed) {
-        call *k = failed;
-        failed = k->wnext;
-        finish(k, NULL, NULL);
-    }
-}
-
 static void barrier_free(barrier *b)
 {
     for (size_t i = 0; i < b->ndeps; i++)
@@ -981,62 +1003,134 @@ static void barrier_free(barrier *b)
     free(b);
 }
 
-/* The oldest command in flight: of every slot (a sync), or of one (an order). */
-static uint64_t oldest_in_flight(const cache_client *c, const barrier *b)
+/* A hold ends: what it held goes, or, when the write it followed did not make it, fails (its
+ * caller folds it again). */
+static void release_hold(cache_client *c, barrier *b)
 {
-    const call *k = c->head.next != &c->head ? c->head.next : NULL;
-    if (b->hold && c->cluster) k = c->slot_first[b->first_slot];
-    return k ? k->seq : UINT64_MAX;
+    unsigned s = b->slot;
+    c->hold_count[s]--;
+    if (b->failed) {
+        call *failed = NULL, **tail = &failed;
+        call **pp = &c->wait_first[s];
+        while (*pp && (*pp)->seq <= b->seq)
+            pp = &(*pp)->wnext;
+        while (*pp) {
+            call *k = *pp;
+            *pp = k->wnext;
+            c->nwaiting--;
+            k->waiting = 0;
+            k->wnext = NULL;
+            *tail = k;
+            tail = &k->wnext;
+        }
+        c->wait_last[s] = NULL;
+        for (call *k = c->wait_first[s]; k; k = k->wnext)
+            c->wait_last[s] = k;
+        if (!c->wait_first[s]) bit_clear(c->waiting_bits, s);
+        while (failed) {
+            call *k = failed;
+            failed = k->wnext;
+            finish(k, NULL, NULL);
+        }
+    }
+    pump_slot(c, s);
 }
 
-static void check_barriers(cache_client *c)
+static void barrier_done(cache_client *c, barrier *b)
 {
-    barrier *done = NULL, **tail = &done;
-    for (barrier **pp = &c->barriers; *pp;) {
+    if (b->hold)
+        release_hold(c, b);
+    else
+        b->cb(!b->failed, b->ud);
+    barrier_free(b);
+}
+
+/* Every command b waits for was answered: the WAITs it needs, then it is done. */
+static void answered(cache_client *c, barrier *b)
+{
+    if (c->wait_replicas) {
+        if (b->only)
+            want_wait(c, b, b->only);
+        else
+            for (node *n = c->nodes; n; n = n->next)
+                want_wait(c, b, n);
+    }
+    if (deps_done(b)) {
+        barrier_done(c, b);
+        return;
+    }
+    b->next = c->confirming;
+    c->confirming = b;
+}
+
+/* Holds waiting on slot's commands: those issued before its oldest in flight are answered. */
+static void check_holds(cache_client *c, unsigned slot)
+{
+    const call *oldest = c->slot_first[slot];
+    barrier *b;
+    while ((b = c->hold_first[slot]) && (!oldest || oldest->seq > b->seq)) {
+        c->hold_first[slot] = b->next;
+        if (!b->next) c->hold_last[slot] = NULL;
+        b->next = NULL;
+        answered(c, b);
+        oldest = c->slot_first[slot];
+    }
+}
+
+static void check_syncs(cache_client *c)
+{
+    barrier *b;
+    while ((b = c->syncs) && (c->head.next == &c->head || c->head.next->seq > b->seq)) {
+        c->syncs = b->next;
+        if (!c->syncs) c->syncs_last = NULL;
+        b->next = NULL;
+        answered(c, b);
+    }
+}
+
+static void check_confirming(cache_client *c)
+{
+    barrier *done = NULL;
+    for (barrier **pp = &c->confirming; *pp;) {
         barrier *b = *pp;
-        if (b->phase == 0 && oldest_in_flight(c, b) > b->seq) {
-            b->phase = 1;
-            start_waits(c, b);
-        }
-        if (b->phase == 1 && deps_done(b)) {
-            *pp = b->next;
-            b->next = NULL;
-            *tail = b;
-            tail = &b->next;
+        if (!deps_done(b)) {
+            pp = &b->next;
             continue;
         }
-        pp = &b->next;
+        *pp = b->next;
+        b->next = done;
+        done = b;
     }
-    int released = 0;
     while (done) {
         barrier *b = done;
         done = b->next;
-        if (b->hold) {
-            release_hold(c, b);
-            released = 1;
-        } else {
-            b->cb(!b->failed, b->ud);
-        }
-        barrier_free(b);
+        barrier_done(c, b);
     }
-    if (released) pump(c);
 }
 
+/* New barriers are looked at from the loop, never inside the caller's call (an idle handle: a
+ * zero timer started again from its own callback would never let the loop leave its timers). */
 static void on_barrier_idle(uv_idle_t *h)
 {
+    cache_client *c = h->data;
     uv_idle_stop(h);
-    check_barriers(h->data);
+    check_syncs(c);
+    for (unsigned w = 0; c->cluster && w < SLOT_COUNT / 64; w++) {
+        uint64_t bits = c->hold_check_bits[w];
+        c->hold_check_bits[w] = 0;
+        while (bits) {
+            unsigned s = w * 64 + (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            check_holds(c, s);
+        }
+    }
 }
 
-static barrier *barrier_add(cache_client *c)
+static barrier *barrier_new(cache_client *c)
 {
     barrier *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->seq = c->seq;
-    b->next = c->barriers;
-    c->barriers = b;
-    /* looked at from the loop, never inside the caller's call (an idle handle: a zero timer
-     * started again from its own callback would never let the loop leave its timers) */
     uv_idle_start(&c->barrier_idle, on_barrier_idle);
     return b;
 }
@@ -1044,10 +1138,15 @@ static barrier *barrier_add(cache_client *c)
 int cache_sync(cache_client *c, cache_done_cb cb, void *ud)
 {
     if (c->freeing) return -1;
-    barrier *b = barrier_add(c);
+    barrier *b = barrier_new(c);
     if (!b) return -1;
     b->cb = cb;
     b->ud = ud;
+    if (c->syncs_last)
+        c->syncs_last->next = b;
+    else
+        c->syncs = b;
+    c->syncs_last = b;
     return 0;
 }
 
@@ -1060,7 +1159,7 @@ int cache_order(cache_client *c, const char *first, const char *then)
 {
     if (cache_keys_together(c, first, then)) return 0;
     if (c->freeing) return -1;
-    barrier *b = barrier_add(c);
+    barrier *b = barrier_new(c);
     if (!b) return -1;
     (*c->orders_total)++;
     b->hold = 1;
@@ -1072,6 +1171,13 @@ int cache_order(cache_client *c, const char *first, const char *then)
     else
         b->failed = 1;
     c->hold_count[b->slot]++;
+    unsigned f = b->first_slot;
+    if (c->hold_last[f])
+        c->hold_last[f]->next = b;
+    else
+        c->hold_first[f] = b;
+    c->hold_last[f] = b;
+    bit_set(c->hold_check_bits, f);
     return 0;
 }
 
@@ -1319,8 +1425,19 @@ int cache_fence(cache_client *c, const char *name, cache_fence_cb cb, void *ud)
 static void on_tick(uv_timer_t *t)
 {
     cache_client *c = t->data;
-    if (c->waiting) pump(c);
+    pump(c);
     sweep_nodes(c);
+}
+
+static void free_slot_lists(cache_client *c)
+{
+    cluster_seeds_free(&c->seeds);
+    free(c->slot_first);
+    free(c->slot_last);
+    free(c->wait_first);
+    free(c->wait_last);
+    free(c->hold_first);
+    free(c->hold_last);
 }
 
 static double gauge_cluster(void *ud)
@@ -1348,15 +1465,18 @@ cache_client *cache_new(uv_loop_t *loop, const cache_options *opt)
         if (!ok) log_error("valkey", "bad cluster seed list: %s", why);
         c->slot_first = ok ? calloc(SLOT_COUNT, sizeof *c->slot_first) : NULL;
         c->slot_last = ok ? calloc(SLOT_COUNT, sizeof *c->slot_last) : NULL;
-        ok = ok && c->slot_first && c->slot_last;
+        c->wait_first = ok ? calloc(SLOT_COUNT, sizeof *c->wait_first) : NULL;
+        c->wait_last = ok ? calloc(SLOT_COUNT, sizeof *c->wait_last) : NULL;
+        c->hold_first = ok ? calloc(SLOT_COUNT, sizeof *c->hold_first) : NULL;
+        c->hold_last = ok ? calloc(SLOT_COUNT, sizeof *c->hold_last) : NULL;
+        ok = ok && c->slot_first && c->slot_last && c->wait_first && c->wait_last &&
+             c->hold_first && c->hold_last;
     } else {
         /* valkey_new checks and logs the URL */
         ok = opt->url && (c->url = strdup(opt->url)) && (c->owner[0] = node_new(c, NULL, c->url));
     }
     if (!ok) {
-        cluster_seeds_free(&c->seeds);
-        free(c->slot_first);
-        free(c->slot_last);
+        free_slot_lists(c);
         free(c->url);
         free(c);
         return NULL;
@@ -1384,8 +1504,9 @@ cache_client *cache_new(uv_loop_t *loop, const cache_options *opt)
     uv_timer_init(loop, &c->tick);
     uv_timer_init(loop, &c->refresh_timer);
     uv_idle_init(loop, &c->barrier_idle);
-    c->tick.data = c->refresh_timer.data = c->barrier_idle.data = c;
-    c->open_handles = 3;
+    uv_check_init(loop, &c->wait_flush);
+    c->tick.data = c->refresh_timer.data = c->barrier_idle.data = c->wait_flush.data = c;
+    c->open_handles = 4;
     return c;
 }
 
@@ -1457,9 +1578,7 @@ static void release(cache_client *c)
         free(c->scripts[i].name);
         free(c->scripts[i].source);
     }
-    cluster_seeds_free(&c->seeds);
-    free(c->slot_first);
-    free(c->slot_last);
+    free_slot_lists(c);
     free(c->url);
     free(c->client_name);
     free(c);
@@ -1469,6 +1588,18 @@ static void on_handle_closed(uv_handle_t *h)
 {
     cache_client *c = h->data;
     if (--c->open_handles == 0) release(c);
+}
+
+/* At the end, nodes gone: syncs are told they failed, holds just go. */
+static void free_barriers(barrier *b)
+{
+    while (b) {
+        barrier *next = b->next;
+        if (!b->hold) b->cb(0, b->ud);
+        free(b->deps);
+        free(b);
+        b = next;
+    }
 }
 
 void cache_free(cache_client *c)
@@ -1483,20 +1614,20 @@ void cache_free(cache_client *c)
         c->nodes = n->next;
         free(n);
     }
-    while (c->waiting) {
-        call *k = c->waiting;
-        c->waiting = k->wnext;
-        k->ask = NULL; /* its node is gone */
-        finish(k, NULL, NULL);
+    for (unsigned s = 0; c->cluster && s < SLOT_COUNT; s++) {
+        while (c->wait_first[s]) {
+            call *k = wait_pop(c, s);
+            k->ask = NULL; /* its node is gone */
+            finish(k, NULL, NULL);
+        }
+        free_barriers(c->hold_first[s]);
+        c->hold_first[s] = NULL;
     }
-    while (c->barriers) {
-        barrier *b = c->barriers;
-        c->barriers = b->next;
-        if (!b->hold) b->cb(0, b->ud);
-        free(b->deps);
-        free(b);
-    }
+    free_barriers(c->syncs);
+    free_barriers(c->confirming);
+    c->syncs = c->confirming = NULL;
     uv_close((uv_handle_t *)&c->tick, on_handle_closed);
     uv_close((uv_handle_t *)&c->refresh_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->barrier_idle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->wait_flush, on_handle_closed);
 }
