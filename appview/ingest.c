@@ -691,10 +691,9 @@ static void on_cursor_part(const reply *r, void *ud)
     ingest *in = part->in;
     free(in->cursor_found[part->ix]);
     in->cursor_found[part->ix] = NULL;
-    if (!r || (r->type != REPLY_STRING && r->type != REPLY_NIL))
-        part->failed = 1;
-    else if (r->type == REPLY_STRING && !(in->cursor_found[part->ix] = strdup(r->str)))
-        part->failed = 1;
+    int ok = r && (r->type == REPLY_STRING || r->type == REPLY_NIL);
+    if (ok && r->type == REPLY_STRING) ok = (in->cursor_found[part->ix] = strdup(r->str)) != NULL;
+    if (!ok) part->failed = 1;
     if (--in->cursor_pending == 0) cursor_read(in);
 }
 
@@ -848,7 +847,7 @@ int ingest_health_json(const ingest *in, buf *out)
 
 static void free_urls(ingest *in)
 {
-    for (size_t i = 0; i < in->nurls; i++)
+    for (size_t i = 0; in->urls && i < in->nurls; i++)
         free(in->urls[i]);
     free(in->urls);
 }
