@@ -71,7 +71,16 @@ struct ingest {
     uint64_t *events_total, *skipped_total, *folded_total, *replays_total, *fenced_total;
     uint64_t *dropped_keys_total;
     uint64_t *refused_retries_total;
+    void (*request_backfill)(void *ud, const char *reason);
+    void *request_backfill_ud;
 };
+
+/* The index no longer holds what the network does, beyond what the stream will bring: a
+ * backfill lists every DID again. */
+static void request_backfill(ingest *in, const char *reason)
+{
+    if (in->request_backfill) in->request_backfill(in->request_backfill_ud, reason);
+}
 
 /* ---- drop reasons, as metric labels ---- */
 
@@ -326,12 +335,7 @@ static uint64_t reply_uint(const redisReply *r)
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
  * of versions 2 or 3 (whose tags named digests, not manifest records) is dropped: Valkey is a
  * cache, reads fall back to the PDSes and the firehose fills it again, from the same cursor. */
-#define SCHEMA_VERSION "4"
-
-static int outdated_schema(const char *found)
-{
-    return !strcmp(found, "2") || !strcmp(found, "3");
-}
+#define SCHEMA_VERSION FOLD_SCHEMA_VERSION
 
 static void cursor_loaded(ingest *in)
 {
@@ -372,6 +376,7 @@ static void on_dropped_page(redisReply *r, void *ud)
     }
     log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
              (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
+    request_backfill(in, "schema change");
     in->cursor_loading = 0;
     if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
 }
@@ -398,7 +403,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
         in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
     in->acked_time_us = in->acked[JETSTREAM_V1];
-    if (found && outdated_schema(found)) {
+    if (found && fold_schema_outdated(found)) {
         log_warn("ingest",
                  "Valkey holds an index of key schema %s under prefix %s, an older layout: "
                  "dropping it (reads fall back to the PDSes; the firehose refills it)",
@@ -597,6 +602,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     in->v = v;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
+    in->request_backfill = opt->request_backfill;
+    in->request_backfill_ud = opt->request_backfill_ud;
     in->prefix = strdup(opt->prefix);
     snprintf(in->client_name, sizeof in->client_name, "%singest", opt->prefix);
     char lease_key[256];

@@ -33,6 +33,11 @@ typedef struct {
     unsigned rewind_seconds; /* v1 resume rewind */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
+    /* Called when the index lost what a backfill would load (an outdated layout was dropped;
+     * the stream could not resume from the cursor): appview/backfill.h's backfill_request.
+     * May be NULL. */
+    void (*request_backfill)(void *ud, const char *reason);
+    void *request_backfill_ud;
 } ingest_options;
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,

@@ -1,10 +1,13 @@
-/* bin/appview: follows Jetstream into Valkey (appview/ingest.h) and answers XRPC queries. */
+/* bin/appview: follows Jetstream into Valkey (appview/ingest.h) and answers XRPC queries;
+ * `appview backfill` runs one backfill pass (appview/backfill.h) in the foreground. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "appview/backfill.h"
 #include "appview/config.h"
 #include "appview/fold.h"
 #include "appview/ingest.h"
@@ -38,7 +41,31 @@ typedef struct {
     reads *rd;
     stats *st;
     httpd *http;
+    backfill *bf;
+    int command; /* `appview backfill`: no ingest, no server; exit_status says how it went */
+    int exit_status;
 } app;
+
+static void on_request_backfill(void *ud, const char *reason)
+{
+    app *a = ud;
+    if (a->bf) backfill_request(a->bf, reason);
+}
+
+/* The command's pass ended: leave the loop the way SIGTERM does. */
+static void on_backfill_done(void *ud, int status)
+{
+    app *a = ud;
+    a->exit_status = status;
+    uv_kill(getpid(), SIGTERM);
+}
+
+static bf_mode backfill_mode(const app *a)
+{
+    if (a->command) return BF_COMMAND;
+    if (!strcmp(a->cfg.backfill, "auto")) return BF_AUTO;
+    return !strcmp(a->cfg.backfill, "once") ? BF_ONCE : BF_OFF;
+}
 
 static void on_valkey_state(int up, void *ud)
 {
@@ -60,6 +87,10 @@ static void health(httpd_req *r, void *ud)
         rc |= buf_json_string(&out, refusal, strlen(refusal));
     }
     rc |= buf_puts(&out, "},");
+    if (a->bf) {
+        rc |= backfill_health_json(a->bf, &out);
+        rc |= buf_puts(&out, ",");
+    }
     if (a->in) {
         rc |= buf_printf(&out, "\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
                          ingest_leader(a->in) ? "true" : "false",
@@ -92,14 +123,16 @@ static void drain_begin(void *ud, int signum)
 {
     app *a = ud;
     log_info("appview", "signal %d: draining", signum);
-    httpd_stop(a->http);
+    if (a->http) httpd_stop(a->http);
     if (a->in) ingest_stop(a->in);
+    if (a->bf) backfill_stop(a->bf);
 }
 
 static int drain_idle(void *ud)
 {
     app *a = ud;
-    return httpd_inflight(a->http) == 0 && (!a->in || ingest_idle(a->in));
+    return (!a->http || httpd_inflight(a->http) == 0) && (!a->in || ingest_idle(a->in)) &&
+           (!a->bf || backfill_idle(a->bf));
 }
 
 static int start(app *a)
@@ -116,14 +149,16 @@ static int start(app *a)
     fold_options fo = {.prefix = a->cfg.key_prefix};
     a->f = fold_new(a->v, &fo);
     if (!a->f) return -1;
-    if (a->cfg.ingest) {
+    if (a->cfg.ingest && !a->command) {
         ingest_options io = {.urls = (const char *const *)a->cfg.jetstream_urls,
                              .nurls = a->cfg.njetstream_urls,
                              .prefix = a->cfg.key_prefix,
                              .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
                              .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
                              .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
-                             .record_ttl = (unsigned)a->cfg.record_ttl};
+                             .record_ttl = (unsigned)a->cfg.record_ttl,
+                             .request_backfill = on_request_backfill,
+                             .request_backfill_ud = a};
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
         if (!a->in) return -1;
     }
@@ -145,6 +180,22 @@ static int start(app *a)
                          .record_ttl = (unsigned)a->cfg.record_ttl};
     a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
     if (!a->ld) return -1;
+    backfill_options bo = {.mode = backfill_mode(a),
+                           .prefix = a->cfg.key_prefix,
+                           .relay_url = a->cfg.relay_url,
+                           .dids_file = a->cfg.backfill_dids_file,
+                           .concurrency = (unsigned)a->cfg.backfill_concurrency,
+                           .per_host = (unsigned)a->cfg.backfill_per_host,
+                           .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
+                           .progress_bar = a->command && isatty(STDERR_FILENO),
+                           .on_done = on_backfill_done,
+                           .ud = a};
+    a->bf = backfill_new(a->loop, a->v, a->ld, a->upstream, &bo);
+    if (!a->bf) return -1;
+    if (a->command) {
+        valkey_start(a->v);
+        return 0;
+    }
     httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
     a->http = httpd_new(a->loop, &ho);
     if (!a->http) return -1;
@@ -184,6 +235,7 @@ static void stop(app *a)
     if (a->identities) resolver_free(a->identities);
     stats_free(a->st);
     if (a->upstream) http_client_free(a->upstream);
+    backfill_free(a->bf);
     if (a->rd) reads_free(a->rd);
     if (a->in) ingest_free(a->in);
     if (a->f) fold_free(a->f);
@@ -197,11 +249,14 @@ static void stop(app *a)
 int main(int argc, char **argv)
 {
     json_pool_install(); /* before any jansson value exists */
-    log_init_from_env();
+    int level_chosen = log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     app a;
     memset(&a, 0, sizeof a);
-    int rc = appview_config_load(&a.cfg, argc, argv);
+    a.command = argc > 1 && !strcmp(argv[1], "backfill");
+    /* A progress bar says what a line per DID would: on a terminal, warnings only. */
+    if (a.command && isatty(STDERR_FILENO) && !level_chosen) log_set_level(LOG_WARN);
+    int rc = appview_config_load(&a.cfg, argc - a.command, argv + a.command);
     if (rc != 0) return rc > 0 ? 0 : 2;
     a.loop = uv_default_loop();
     srand((unsigned)uv_hrtime());
@@ -219,15 +274,22 @@ int main(int argc, char **argv)
         metrics_free_all();
         return 1;
     }
-    log_info("appview", "version %s: listening on %s (port %d), Valkey %s, ingest %s",
-             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), a.cfg.valkey_url,
-             a.cfg.ingest ? "on" : "off");
+    if (a.command)
+        log_info("appview", "version %s: backfill from %s into Valkey %s", APPVIEW_VERSION,
+                 a.cfg.backfill_dids_file ? a.cfg.backfill_dids_file : a.cfg.relay_url,
+                 a.cfg.valkey_url);
+    else
+        log_info("appview",
+                 "version %s: listening on %s (port %d), Valkey %s, ingest %s, backfill %s",
+                 APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), a.cfg.valkey_url,
+                 a.cfg.ingest ? "on" : "off", a.cfg.backfill);
 
     uv_run(a.loop, UV_RUN_DEFAULT);
 
     stop(&a);
     rc = uv_loop_close(a.loop) == 0 ? 0 : 1;
     if (rc) log_warn("appview", "event loop closed with handles still open");
+    if (a.command && !rc) rc = a.exit_status;
     appview_config_free(&a.cfg);
     metrics_free_all();
     log_info("appview", "stopped");

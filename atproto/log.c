@@ -10,24 +10,29 @@
 #include <time.h>
 
 static enum log_level min_level = LOG_INFO;
+static void (*before_line)(void);
+
+void log_set_before_line(void (*fn)(void))
+{
+    before_line = fn;
+}
 
 void log_set_level(enum log_level level)
 {
     min_level = level;
 }
 
-void log_init_from_env(void)
+int log_init_from_env(void)
 {
+    static const char *const names[] = {"debug", "info", "warn", "error"};
     const char *v = getenv("LOG_LEVEL");
-    if (!v) return;
-    if (!strcmp(v, "debug"))
-        min_level = LOG_DEBUG;
-    else if (!strcmp(v, "info"))
-        min_level = LOG_INFO;
-    else if (!strcmp(v, "warn"))
-        min_level = LOG_WARN;
-    else if (!strcmp(v, "error"))
-        min_level = LOG_ERROR;
+    for (int i = 0; v && i < 4; i++) {
+        if (!strcmp(v, names[i])) {
+            min_level = (enum log_level)i;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 void log_msg(enum log_level level, const char *component, const char *fmt, ...)
@@ -56,6 +61,7 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
     for (size_t i = (size_t)n; i < len; i++)
         if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
     line[len++] = '\n';
+    if (before_line) before_line();
     fwrite(line, 1, len, stderr);
 }
 
