@@ -45,7 +45,7 @@ typedef enum {
 typedef struct {
     int replies;
     char *pass, *state, *source, *reason, *request;
-    uint64_t retry_at, failed;
+    uint64_t retry_at, failed, found, done, records;
     unsigned retries;
     bf_schema schema;
     int broken;
@@ -405,7 +405,7 @@ static void pass_finished(backfill *b)
     b->gen++;
     b->ph = PH_IDLE;
     b->next_check = uv_now(b->loop) + CHECK_EVERY_MS;
-    set_status(b, "finished");
+    set_status(b, "finished%s", b->failed ? " with failed DIDs (to be retried)" : "");
     if (b->mode != BF_COMMAND) {
         lease_release(b->lease);
         return;
@@ -702,7 +702,7 @@ static void on_relay_page(const http_result *res, void *ud)
     json_t *cursor = json_object_get(root, "cursor");
     if (!json_is_array(repos) || (cursor && !json_is_string(cursor))) {
         json_decref(root);
-        source_failed(b, "malformed answer (no repos array)", -1);
+        source_failed(b, "malformed answer (not JSON with a repos array)", -1);
         return;
     }
     size_t n = 0, i;
@@ -1037,6 +1037,16 @@ static void decided(backfill *b)
     b->ph = PH_IDLE;
     b->next_check = now + CHECK_EVERY_MS;
     b->retries = c->retries;
+    if (act != BF_RESUME && act != BF_NEW && act != BF_RETRY) {
+        /* What the last pass did, for _health. */
+        b->found = c->found;
+        b->done = c->done;
+        b->failed = c->failed;
+        b->records = c->records;
+        b->queued = 0;
+        snprintf(b->reason, sizeof b->reason, "%s", c->reason ? c->reason : "");
+        snprintf(b->pass, sizeof b->pass, "%s", c->pass ? c->pass : "");
+    }
     switch (act) {
     case BF_IDLE:
         if (lease_held(b->lease)) lease_release(b->lease);
@@ -1084,7 +1094,7 @@ static void on_check_reply(redisReply *r, void *ud)
     uintptr_t which = (uintptr_t)tag;
     check_view *c = &b->chk;
     if (!r || r->type == REDIS_REPLY_ERROR) c->broken = 1;
-    if (which == 0 && r && r->type == REDIS_REPLY_ARRAY && r->elements == 7) {
+    if (which == 0 && r && r->type == REDIS_REPLY_ARRAY && r->elements == 10) {
         c->pass = reply_str(r->element[0]);
         c->state = reply_str(r->element[1]);
         c->source = reply_str(r->element[2]);
@@ -1092,6 +1102,9 @@ static void on_check_reply(redisReply *r, void *ud)
         c->request = reply_str(r->element[4]);
         c->retries = (unsigned)reply_u64(r->element[5]);
         c->reason = reply_str(r->element[6]);
+        c->found = reply_u64(r->element[7]);
+        c->done = reply_u64(r->element[8]);
+        c->records = reply_u64(r->element[9]);
     } else if (which == 1) {
         c->failed = reply_u64(r);
     } else if (which == 2) {
@@ -1111,13 +1124,13 @@ static void check(backfill *b)
     check_clear(&b->chk);
     b->ph = PH_CHECKING;
     b->gen++;
-    const char *cmds[3][9] = {
-        {"HMGET", b->k_state, "pass", "state", "source", "retry_at", "request", "retries",
-         "reason"},
+    const char *cmds[3][12] = {
+        {"HMGET", b->k_state, "pass", "state", "source", "retry_at", "request", "retries", "reason",
+         "found", "done", "records"},
         {"HLEN", b->k_failed},
         {"GET", b->k_schema},
     };
-    static const int argc[3] = {9, 2, 2};
+    static const int argc[3] = {12, 2, 2};
     for (uintptr_t i = 0; i < 3; i++) {
         step_ctx *c = ctx_new(b, (bf_item *)i);
         if (!c || valkey_command(b->v, on_check_reply, c, argc[i], cmds[i], NULL) < 0) {
@@ -1273,23 +1286,24 @@ int backfill_health_json(const backfill *b, buf *out)
                    lease_held(b->lease) ? "true" : "false");
     const char *st = state_name(b);
     rc |= buf_json_string(out, st, strlen(st));
-    if (b->ph == PH_RUNNING || b->ph == PH_STARTING) {
+    if (*b->pass) {
         double e = eta(b);
+        int running = b->ph == PH_RUNNING;
         rc |= buf_puts(out, ",\"pass\":");
         rc |= buf_json_string(out, b->pass, strlen(b->pass));
         rc |= buf_puts(out, ",\"reason\":");
         rc |= buf_json_string(out, b->reason, strlen(b->reason));
-        rc |= buf_puts(out, ",\"source\":");
-        rc |= buf_json_string(out, b->source, strlen(b->source));
         rc |= buf_printf(out,
                          ",\"dids\":{\"found\":%llu,\"done\":%llu,\"failed\":%llu,\"queued\":%llu,"
-                         "\"active\":%u},\"records\":%llu,\"ratePerSecond\":%.2f,\"listing\":%s",
+                         "\"active\":%u},\"records\":%llu",
                          (unsigned long long)b->found, (unsigned long long)b->done,
                          (unsigned long long)b->failed, (unsigned long long)b->queued,
-                         b->sched ? bf_sched_active(b->sched) : 0, (unsigned long long)b->records,
-                         rate(b), listing(b) ? "true" : "false");
-        if (e >= 0) rc |= buf_printf(out, ",\"etaSeconds\":%.0f", e);
-        if (b->src_error[0]) {
+                         b->sched ? bf_sched_active(b->sched) : 0, (unsigned long long)b->records);
+        if (running)
+            rc |= buf_printf(out, ",\"ratePerSecond\":%.2f,\"listing\":%s", rate(b),
+                             listing(b) ? "true" : "false");
+        if (running && e >= 0) rc |= buf_printf(out, ",\"etaSeconds\":%.0f", e);
+        if (running && b->src_error[0]) {
             rc |= buf_puts(out, ",\"sourceError\":");
             rc |= buf_json_string(out, b->src_error, strlen(b->src_error));
         }
