@@ -1053,7 +1053,8 @@ static void decided(backfill *b)
         if (v.finished)
             set_status(b, "finished%s", v.failed ? " with failed DIDs (to be retried)" : "");
         else if (c->request)
-            set_status(b, "a pass was requested (%s); APPVIEW_BACKFILL=once runs none", c->request);
+            set_status(b, "a pass was requested (%s); APPVIEW_BACKFILL=%s runs none", c->request,
+                       b->mode == BF_ONCE ? "once" : "off");
         else
             set_status(b, "idle");
         return;
@@ -1233,7 +1234,7 @@ static void on_tick(uv_timer_t *t)
     if (b->request && !b->request_inflight && up) write_request(b);
     switch (b->ph) {
     case PH_IDLE:
-        if (up && now >= b->next_check && b->mode != BF_OFF) check(b);
+        if (up && now >= b->next_check) check(b);
         break;
     case PH_LEASING:
         if (b->next_check == 0 && lease_held(b->lease)) {
@@ -1274,7 +1275,7 @@ static const char *state_name(const backfill *b)
     case PH_ENDED:
         return "ended";
     default:
-        return b->mode == BF_OFF ? "off" : *b->status ? b->status : "idle";
+        return *b->status ? b->status : "idle";
     }
 }
 
