@@ -176,6 +176,14 @@ static step_ctx *ctx_new(backfill *b, bf_item *item)
     return c;
 }
 
+/* A context whose call could not be made (the caller holds the backfill). NULL is ignored. */
+static void ctx_drop(step_ctx *c)
+{
+    if (!c) return;
+    c->b->refs--;
+    free(c);
+}
+
 /* Frees the context; returns its backfill when the callback still concerns the pass running
  * here, NULL when it is to be ignored (the pass stopped, or the process is stopping). */
 static backfill *ctx_take(step_ctx *c, bf_item **item)
@@ -309,11 +317,10 @@ static int run_op(backfill *b, const char *op, valkey_reply_cb cb, step_ctx *ctx
         rc = valkey_eval(b->v, b->script, cb, ctx, 4, 6 + nargs, argv, NULL);
     }
     free(argv);
-    if (rc == 0) {
+    if (rc == 0)
         b->ops_inflight++;
-    } else if (ctx) {
-        ctx_take(ctx, NULL);
-    }
+    else
+        ctx_drop(ctx);
     return rc;
 }
 
@@ -389,7 +396,7 @@ static void on_failed_listed(redisReply *r, void *ud)
         }
         if (b->failed > shown)
             fprintf(stderr, "  ... and %llu more (HGETALL %s)\n",
-                    (unsigned long long)(b->failed - shown), b->k_failed);
+                    (unsigned long long)b->failed - shown, b->k_failed);
     }
     command_end(b, 1);
 }
@@ -424,7 +431,7 @@ static void pass_finished(backfill *b)
     if (!c ||
         valkey_command(b->v, on_failed_listed, c, 5,
                        (const char *[]){"HSCAN", b->k_failed, "0", "COUNT", "50"}, NULL) < 0) {
-        if (c) ctx_take(c, NULL);
+        ctx_drop(c);
         command_end(b, 1);
     }
 }
@@ -453,7 +460,7 @@ static void finish(backfill *b)
     char now[24], due[24];
     uint64_t t = wall_ms();
     snprintf(now, sizeof now, "%llu", (unsigned long long)t);
-    snprintf(due, sizeof due, "%llu", (unsigned long long)(t + bf_retry_delay_ms(b->retries)));
+    snprintf(due, sizeof due, "%llu", (unsigned long long)t + bf_retry_delay_ms(b->retries));
     b->finishing = 1;
     if (run_op(b, "finish", on_finish, ctx_new(b, NULL), 2, (const char *[]){now, due}) < 0) {
         b->finishing = 0;
@@ -562,7 +569,7 @@ static void start_step(backfill *b, const bf_step *st)
     else if (c)
         rc = loader_load_repo(b->ld, st->item->did, LOADER_FORCE, on_loaded, c);
     if (rc < 0) {
-        if (c) ctx_take(c, NULL);
+        ctx_drop(c);
         step_failed(b, st->item, BF_FAIL_TRANSIENT, -1, "out of memory");
     }
 }
@@ -611,7 +618,7 @@ static void scan(backfill *b)
         valkey_command(b->v, on_scanned, c, 5,
                        (const char *[]){"SSCAN", b->k_todo, b->scan_cursor, "COUNT", SCAN_COUNT},
                        NULL) < 0) {
-        if (c) ctx_take(c, NULL);
+        ctx_drop(c);
         pass_stop(b, "Valkey unavailable");
         return;
     }
@@ -758,8 +765,8 @@ static void fetch_relay_page(backfill *b)
     http_request_options ro = {.trusted = true};
     if (c && http_get(b->http, url.data, &ro, on_relay_page, c) == 0)
         b->src_inflight = 1;
-    else if (c)
-        ctx_take(c, NULL);
+    else
+        ctx_drop(c);
     buf_free(&url);
     if (!b->src_inflight) source_failed(b, "out of memory", -1);
 }
@@ -946,7 +953,7 @@ static void read_pass(backfill *b)
     step_ctx *c = ctx_new(b, NULL);
     if (!c || valkey_command(b->v, on_pass_read, c, 2, (const char *[]){"HGETALL", b->k_state},
                              NULL) < 0) {
-        if (c) ctx_take(c, NULL);
+        ctx_drop(c);
         pass_stop(b, "Valkey unavailable");
     }
 }
@@ -1135,7 +1142,7 @@ static void check(backfill *b)
     for (uintptr_t i = 0; i < 3; i++) {
         step_ctx *c = ctx_new(b, (bf_item *)i);
         if (!c || valkey_command(b->v, on_check_reply, c, argc[i], cmds[i], NULL) < 0) {
-            if (c) ctx_take(c, NULL);
+            ctx_drop(c);
             b->chk.broken = 1;
             continue;
         }
@@ -1169,7 +1176,7 @@ static void run_check(backfill *b)
     step_ctx *c = ctx_new(b, NULL);
     if (!c || valkey_command(b->v, on_run_check, c, 4,
                              (const char *[]){"HMGET", b->k_state, "pass", "request"}, NULL) < 0) {
-        if (c) ctx_take(c, NULL);
+        ctx_drop(c);
         return;
     }
     b->checking_run = 1;
@@ -1198,7 +1205,7 @@ static void write_request(backfill *b)
     if (!c ||
         valkey_command(b->v, on_request_written, c, 4,
                        (const char *[]){"HSET", b->k_state, "request", b->request}, NULL) < 0) {
-        if (c) ctx_take(c, NULL);
+        ctx_drop(c);
         return;
     }
     b->request_inflight = 1;
