@@ -754,3 +754,33 @@ def test_bad_input_is_bounded_counted_and_reported(h):
     finally:
         relay.close()
         ups.close()
+
+
+def test_auto_backfills_after_the_ingester_drops_an_old_layout(h):
+    """An index of schema 3 under the prefix: the backfill waits while the ingester drops it,
+    then runs the pass the ingester asks for, and listRecent holds the network's history."""
+    net = network(h)
+    want = truth(net)
+    relay, ups = Relay(net), Upstreams(net)
+    redis = h.start_redis()
+    old = "did:plc:oldoooooooooooooooooooooo"
+    h.redis(redis, "SET", PREFIX + "schema", "3")
+    h.redis(redis, "ZADD", PREFIX + "recent", 1, f"{old} app sha256:aa")
+    h.redis(redis, "HSET", PREFIX + "backfill", "pass", "1-old", "state", "finished", "source",
+            relay.url)
+    js = jetstream_live.Server()
+    try:
+        app = start_service(h, redis, net, ups, env={
+            "APPVIEW_INGEST": "on", "APPVIEW_JETSTREAM_URLS": js.url, "APPVIEW_BACKFILL": "auto",
+            "APPVIEW_RELAY_URL": relay.url})
+        st = wait_finished(h, redis)
+        assert st["reason"] == "schema change" and st["pass"] != "1-old", st
+        assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
+        assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+        log = app.log()
+        assert log.index("dropping it") < log.index("a new pass is requested: schema change")
+        check_recent(h, app, {d: t for d, t in want.items() if d in net.atcr_dids()})
+    finally:
+        js.close()
+        relay.close()
+        ups.close()
