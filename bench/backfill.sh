@@ -4,8 +4,11 @@
 # fresh redis-server: DIDs/s, records/s and the upstream requests/s the appview made, next to the
 # yardstick measured in the same run: the stand-in's own listRecords rate under wrk at the same
 # concurrency (what the upstream could give; the appview's work per DID is a PLC document, a
-# getLatestCommit and a listRecords per collection, then Valkey). Then the same network four
-# times larger, for the peak RSS: it should not grow with the DID count.
+# getLatestCommit and a listRecords per collection, then Valkey), and a second one: the same
+# upstream requests the appview made, fetched by a bare client on the appview's own HTTP stack
+# (tests/tools/http_fetch, atproto/http_client) with the same per-host limit, so the gap between
+# the two is what loading costs beyond the HTTP. Then the same network four times larger, for
+# the peak RSS: it should not grow with the DID count.
 # Run from the repository root after `make` (make bench does both).
 #   BENCH_DIDS=N (default 2000), BENCH_MANIFESTS=M and BENCH_TAGS=T per DID (10, 5),
 #   BENCH_HOSTS=H PDS hosts (4), BENCH_CONCURRENCY=C (16), BENCH_PER_HOST (C / H)
@@ -21,7 +24,9 @@ PER_HOST=${BENCH_PER_HOST:-$(((C + H - 1) / H))}
 DIR=$(pwd)/var/bench/backfill
 rm -rf "$DIR" && mkdir -p "$DIR"
 [ -x "$BIN/appview" ] || { echo "backfill bench: $BIN/appview not built (make)" >&2; exit 1; }
-[ -x "$BIN/tools/net_standin" ] || make -s "$BIN/tools/net_standin" >/dev/null
+for t in net_standin http_fetch; do
+    [ -x "$BIN/tools/$t" ] || make -s "$BIN/tools/$t" >/dev/null
+done
 command -v redis-server >/dev/null || { echo "backfill bench: redis-server needed" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "backfill bench: wrk needed" >&2; exit 1; }
 
@@ -121,6 +126,31 @@ end
     return rate
 
 
+def bare_client(net):
+    """The appview's upstream requests for every DID (PLC document, getLatestCommit, a
+    listRecords per collection: one page each here), fetched by http_fetch; requests/s."""
+    import urllib.parse
+    b32 = "abcdefghijklmnopqrstuvwxyz234567"
+    urls = []
+    for i in range(N):
+        did = "did:plc:backfillstandina" + "".join(b32[(i >> (5 * k)) & 31] for k in range(7, -1, -1))
+        pds, q = net["pds"][i % H], urllib.parse.quote(did)
+        urls += [f"{net['plc']}/{q}", f"{pds}/xrpc/com.atproto.sync.getLatestCommit?did={q}"]
+        urls += [f"{pds}/xrpc/com.atproto.repo.listRecords?repo={q}&collection={c}&limit=100"
+                 for c in ("io.atcr.manifest", "io.atcr.tag")]
+    with open(f"{DIR}/urls", "w") as f:
+        f.write("\n".join(urls) + "\n")
+    t0 = time.monotonic()
+    out = subprocess.run([f"{BIN}/tools/http_fetch", "--allow-private", "--allow-http",
+                          "--max-per-host", str(2 * PER_HOST), "--urls", f"{DIR}/urls"],
+                         capture_output=True, text=True)
+    secs = time.monotonic() - t0
+    bad = [l for l in out.stdout.splitlines() if '"status":200' not in l]
+    if out.returncode or bad or len(out.stdout.splitlines()) != len(urls):
+        raise SystemExit(f"backfill bench: http_fetch failed: {out.stderr[-500:]} {bad[:2]}")
+    return len(urls) / secs
+
+
 try:
     sp, net = standin(N)
     rp, port = redis()
@@ -135,6 +165,7 @@ try:
     done, records = int(state["done"]), int(state["records"])
     assert done == net["listed"] and records == net["records"], (state, net)
     yard = wrk_list_records(net, C)
+    bare = bare_client(net)
     print(f"backfill: {N} DIDs x ({M} manifests + {T} tags) on {H} PDS hosts, concurrency {C} "
           f"({PER_HOST} per host), net_standin serving from memory, into a fresh redis-server")
     print(f"  appview backfill      {secs:6.2f} s  {done / secs:8.0f} DIDs/s  "
@@ -142,8 +173,11 @@ try:
           f"({lists / secs:.0f} listRecords/s)  peak RSS {peak / 1024:.1f} MiB")
     print(f"  yardstick: stand-in listRecords under wrk -c{C}  {yard:8.0f} requests/s "
           f"= {yard * M:9.0f} records/s")
-    print(f"  appview / yardstick: records/s {records / secs / (yard * M):.2f}, "
-          f"requests/s {requests / secs / yard:.2f}")
+    print(f"  yardstick: the same {requests} requests by a bare http_client "
+          f"(max {2 * PER_HOST} per host)  {bare:8.0f} requests/s")
+    print(f"  appview / stand-in listRecords: records/s {records / secs / (yard * M):.2f}, "
+          f"requests/s {requests / secs / yard:.2f};  appview / bare client requests/s "
+          f"{requests / secs / bare:.2f}")
     rp.terminate()
     sp.terminate()
     sp, net = standin(N * 4)
