@@ -358,9 +358,21 @@ static void pass_stop(backfill *b, const char *why)
     set_status(b, "paused: %s", why);
 }
 
-static void op_trouble(backfill *b, int rc)
+/* The answer to a run_op call: its backfill, the counters taken (and *item, and finish's flag
+ * when asked), when the pass goes on; NULL when the answer is to be ignored or it stopped the
+ * pass (Valkey failed, or the pass is not P backfill's any more). */
+static backfill *op_answer(redisReply *r, void *ud, bf_item **item, int *finished)
 {
-    pass_stop(b, rc < 0 ? "Valkey did not take a progress write" : "the pass was replaced");
+    step_ctx *c = ud;
+    c->b->ops_inflight--;
+    backfill *b = ctx_take(c, item);
+    if (!b) return NULL;
+    int rc = take_counts(b, r, finished);
+    if (rc <= 0) {
+        pass_stop(b, rc < 0 ? "Valkey did not take a progress write" : "the pass was replaced");
+        return NULL;
+    }
+    return b;
 }
 
 /* ---- the end of a pass ---- */
@@ -438,16 +450,10 @@ static void pass_finished(backfill *b)
 
 static void on_finish(redisReply *r, void *ud)
 {
-    step_ctx *c = ud;
-    backfill *b = c->b;
-    b->ops_inflight--;
-    if (!(b = ctx_take(c, NULL))) return;
+    int finished = 0;
+    backfill *b = op_answer(r, ud, NULL, &finished);
+    if (!b) return;
     b->finishing = 0;
-    int finished = 0, rc = take_counts(b, r, &finished);
-    if (rc <= 0) {
-        op_trouble(b, rc);
-        return;
-    }
     if (finished) {
         pass_finished(b);
         return;
@@ -472,16 +478,9 @@ static void finish(backfill *b)
 
 static void on_marked(redisReply *r, void *ud)
 {
-    step_ctx *c = ud;
-    c->b->ops_inflight--;
     bf_item *it;
-    backfill *b = ctx_take(c, &it);
+    backfill *b = op_answer(r, ud, &it, NULL);
     if (!b) return;
-    int rc = take_counts(b, r, NULL);
-    if (rc <= 0) {
-        op_trouble(b, rc);
-        return;
-    }
     bf_sched_remove(b->sched, it);
     pump(b);
 }
@@ -642,16 +641,9 @@ static void source_failed(backfill *b, const char *error, long wait_ms)
 
 static void on_page_written(redisReply *r, void *ud)
 {
-    step_ctx *c = ud;
-    c->b->ops_inflight--;
-    backfill *b = ctx_take(c, NULL);
+    backfill *b = op_answer(r, ud, NULL, NULL);
     if (!b) return;
     b->src_inflight = 0;
-    int rc = take_counts(b, r, NULL);
-    if (rc <= 0) {
-        op_trouble(b, rc);
-        return;
-    }
     b->src_failures = 0;
     b->src_error[0] = 0;
     (*b->pages_total)++;
@@ -862,16 +854,8 @@ static void pump(backfill *b)
 
 static void on_counted(redisReply *r, void *ud)
 {
-    step_ctx *c = ud;
-    c->b->ops_inflight--;
-    backfill *b = ctx_take(c, NULL);
-    if (!b) return;
-    int rc = take_counts(b, r, NULL);
-    if (rc <= 0) {
-        op_trouble(b, rc);
-        return;
-    }
-    pump(b);
+    backfill *b = op_answer(r, ud, NULL, NULL);
+    if (b) pump(b);
 }
 
 /* Reads the pass back (its counters, cursors, which collections are listed) and runs it. */
@@ -960,16 +944,8 @@ static void read_pass(backfill *b)
 
 static void on_begun(redisReply *r, void *ud)
 {
-    step_ctx *c = ud;
-    c->b->ops_inflight--;
-    backfill *b = ctx_take(c, NULL);
-    if (!b) return;
-    int rc = take_counts(b, r, NULL);
-    if (rc <= 0) {
-        op_trouble(b, rc);
-        return;
-    }
-    read_pass(b);
+    backfill *b = op_answer(r, ud, NULL, NULL);
+    if (b) read_pass(b);
 }
 
 /* A mark that did not take is written by the next pass, or by the ingester. */
