@@ -145,11 +145,35 @@ def truth(net):
 
 # ---- stand-ins and proxies ----
 
-class Relay:
+class Stopped:
+    """Registered with the harness like a process, so h.close() closes it after the test."""
+
+    def __init__(self, h, close=None):
+        self.name, self.open = type(self).__name__, True
+        if close:
+            self.close = close
+        h.procs.append(self)
+
+    def alive(self):
+        return self.open
+
+    def signal(self, sig):
+        self.open = False
+        self.close()
+
+    def wait(self, timeout=None):
+        return 0
+
+    def log(self):
+        return ""
+
+
+class Relay(Stopped):
     """listReposByCollection from the PDS, pages of PAGE DIDs, the last DID as the cursor."""
     PAGE = 7
 
-    def __init__(self, net):
+    def __init__(self, h, net):
+        super().__init__(h)
         self.net, self.samples, self.requests = net, [], []
         self.fail_after = None  # answer 503 once this many pages were served
         self.served = 0
@@ -253,12 +277,13 @@ def resp(port, *args):
         return data.decode().strip()
 
 
-class Upstreams:
+class Upstreams(Stopped):
     """The PLC directory behind a proxy that points each DID document at one of two PDS proxies
     (hosts 0 and 1, DIDs alternating in sorted order); the PDS proxies forward to the real PDS,
     log every request, count each listing's last page per (DID, collection) and inject faults."""
 
-    def __init__(self, net, redis=None, delay=0.0):
+    def __init__(self, h, net, redis=None, delay=0.0):
+        super().__init__(h)
         self.net, self.redis, self.delay = net, redis, delay
         self.lock = threading.Lock()
         self.log = []  # (time, host, did, method, status)
@@ -327,14 +352,16 @@ class Upstreams:
         reply(hd, st, body)
         return st
 
+    def close(self):
+        self.release.set()
+        for s in self.hosts + [self.plc]:
+            s.close()
+
     def count(self, method=LIST, host=None, since=0.0, until=float("inf")):
         with self.lock:
             return sum(1 for t, k, _, m, _ in self.log
                        if m == method and (host is None or k == host) and since <= t < until)
 
-    def close(self):
-        for s in self.hosts + [self.plc]:
-            s.close()
 
 
 # ---- the appview ----
@@ -471,94 +498,84 @@ def check_recent(h, app, want):
 
 # ---- the tests ----
 
+
 def test_backfill_command_loads_the_whole_network(h):
     net = network(h)
     want = truth(net)
-    relay, ups = Relay(net), Upstreams(net)
+    relay, ups = Relay(h, net), Upstreams(h, net)
     redis = h.start_redis()
-    try:
-        assert backfill_command(h, redis, net, ups, relay) == 0, h.tail_logs()
-        st = state(h, redis)
-        assert st["state"] == "finished" and st["found"] == st["done"] == str(WITH_RECORDS), st
-        assert int(st["records"]) == sum(len(t["manifests"]) + len(t["tags"])
-                                         for t in want.values()), st
-        assert count(h, redis, "HLEN", PREFIX + "backfill:failed") == 0
-        # Paging: the relay's pages of 7 were all asked for, each collection to its end.
-        pages = {c: [r for r in relay.requests if r[1] == (c,)]
-                 for c in ("io.atcr.manifest", "io.atcr.tag")}
-        assert len(pages["io.atcr.manifest"]) == -(-WITH_RECORDS // Relay.PAGE), pages
-        # Each DID listed once, both collections to their last page, from the host it lives on.
-        for did in net.atcr_dids():
-            assert ups.last_pages.get((did, "io.atcr.manifest")) == 1, did
-            assert ups.last_pages.get((did, "io.atcr.tag")) == 1, did
-        assert ups.count(host=0) and ups.count(host=1)
-        big = net.accounts[0]["did"]
-        assert sum(1 for _, _, d, m, _ in ups.log if d == big and m == LIST) >= BIG // 100 + 2
+    assert backfill_command(h, redis, net, ups, relay) == 0, h.tail_logs()
+    st = state(h, redis)
+    assert st["state"] == "finished" and st["found"] == st["done"] == str(WITH_RECORDS), st
+    assert int(st["records"]) == sum(len(t["manifests"]) + len(t["tags"])
+                                     for t in want.values()), st
+    assert count(h, redis, "HLEN", PREFIX + "backfill:failed") == 0
+    # Paging: the relay's pages of 7 were all asked for, each collection to its end.
+    pages = {c: [r for r in relay.requests if r[1] == (c,)]
+             for c in ("io.atcr.manifest", "io.atcr.tag")}
+    assert len(pages["io.atcr.manifest"]) == -(-WITH_RECORDS // Relay.PAGE), pages
+    # Each DID listed once, both collections to their last page, from the host it lives on.
+    for did in net.atcr_dids():
+        assert ups.last_pages.get((did, "io.atcr.manifest")) == 1, did
+        assert ups.last_pages.get((did, "io.atcr.tag")) == 1, did
+    assert ups.count(host=0) and ups.count(host=1)
+    big = net.accounts[0]["did"]
+    assert sum(1 for _, _, d, m, _ in ups.log if d == big and m == LIST) >= BIG // 100 + 2
 
-        app = start_service(h, redis, net, ups)
-        check_every_read(h, app, net, want)
-        check_recent(h, app, want)
-        st, body = h.get_json(app.base + "/xrpc/_health")
-        assert body["backfill"]["mode"] == "off", body
-        relay.check_lexicon(h)
-    finally:
-        relay.close()
-        ups.close()
+    app = start_service(h, redis, net, ups)
+    check_every_read(h, app, net, want)
+    check_recent(h, app, want)
+    st, body = h.get_json(app.base + "/xrpc/_health")
+    assert body["backfill"]["mode"] == "off", body
+    relay.check_lexicon(h)
 
 
 def test_sigkill_at_random_moments_loads_each_did_once(h):
     net = network(h)
     want = truth(net)
     redis = h.start_redis()
-    relay, ups = Relay(net), Upstreams(net, redis=redis, delay=0.04)
+    relay, ups = Relay(h, net), Upstreams(h, net, redis=redis, delay=0.04)
     relay.delay = 0.15  # so that kills come while DIDs are being listed too
     env = {"APPVIEW_BACKFILL": "auto", "APPVIEW_RELAY_URL": relay.url,
            "APPVIEW_BACKFILL_PER_HOST": "1", "APPVIEW_BACKFILL_CONCURRENCY": "3"}
     rng = random.Random()
     kills, mid_pass = 0, 0
-    try:
-        for k in range(5):
-            app = start_service(h, redis, net, ups, env=env, name=f"appview{k}")
-            before = int(state(h, redis).get("done", 0))
-            # A few more DIDs done, then a random moment: mid-listing, mid-write, anywhere.
-            try:
-                wait_for(lambda: int(state(h, redis).get("done", 0)) >= before + 3 or
-                         state(h, redis).get("state") == "finished", timeout=60, interval=0.05,
-                         what="progress")
-            except AssertionError:
-                raise AssertionError(h.tail_logs())
-            time.sleep(rng.uniform(0, 0.4))
-            s = state(h, redis)
-            if s.get("state") == "finished":
-                break
-            app.kill()
-            kills += 1
-            mid_pass += int(s.get("done", 0)) < WITH_RECORDS
-        app = start_service(h, redis, net, ups, env=env, name="appview-last")
-        st = wait_finished(h, redis)
-        assert kills >= 3 and mid_pass >= 3, (kills, mid_pass)
-        # The relay was asked each page once, or again by a run killed before saving it.
-        pages = [r for r in relay.requests if r[1] == ("io.atcr.manifest",)]
-        assert len(pages) <= -(-WITH_RECORDS // Relay.PAGE) + kills, pages
-        assert st["found"] == st["done"] == str(WITH_RECORDS), st
-        assert count(h, redis, "HLEN", PREFIX + "backfill:failed") == 0
-        assert count(h, redis, "SCARD", PREFIX + "backfill:todo") == 0
-        # No DID was listed after it was marked done; none was skipped; a DID listed twice was
-        # one in progress when a kill came (at most the concurrency per kill).
-        assert ups.after_done == [], ups.after_done
-        extra = 0
-        for did in net.atcr_dids():
-            n = ups.last_pages.get((did, "io.atcr.manifest"), 0)
-            assert n >= 1, f"{did} never listed to its end"
-            extra += n - 1
-        assert extra <= kills * 3, (extra, kills)
-        check_recent(h, app, want)
-        st, body = h.get_json(app.base + "/xrpc/_health")
-        assert body["backfill"]["mode"] == "auto" and body["backfill"]["state"] == "finished", body
-        relay.check_lexicon(h)
-    finally:
-        relay.close()
-        ups.close()
+    for k in range(5):
+        app = start_service(h, redis, net, ups, env=env, name=f"appview{k}")
+        before = int(state(h, redis).get("done", 0))
+        # A few more DIDs done, then a random moment: mid-listing, mid-write, anywhere.
+        wait_for(lambda: int(state(h, redis).get("done", 0)) >= before + 3 or
+                 state(h, redis).get("state") == "finished", timeout=60, interval=0.05,
+                 what="progress")
+        time.sleep(rng.uniform(0, 0.4))
+        s = state(h, redis)
+        if s.get("state") == "finished":
+            break
+        app.kill()
+        kills += 1
+        mid_pass += int(s.get("done", 0)) < WITH_RECORDS
+    app = start_service(h, redis, net, ups, env=env, name="appview-last")
+    st = wait_finished(h, redis)
+    assert kills >= 3 and mid_pass >= 3, (kills, mid_pass)
+    # The relay was asked each page once, or again by a run killed before saving it.
+    pages = [r for r in relay.requests if r[1] == ("io.atcr.manifest",)]
+    assert len(pages) <= -(-WITH_RECORDS // Relay.PAGE) + kills, pages
+    assert st["found"] == st["done"] == str(WITH_RECORDS), st
+    assert count(h, redis, "HLEN", PREFIX + "backfill:failed") == 0
+    assert count(h, redis, "SCARD", PREFIX + "backfill:todo") == 0
+    # No DID was listed after it was marked done; none was skipped; a DID listed twice was
+    # one in progress when a kill came (at most the concurrency per kill).
+    assert ups.after_done == [], ups.after_done
+    extra = 0
+    for did in net.atcr_dids():
+        n = ups.last_pages.get((did, "io.atcr.manifest"), 0)
+        assert n >= 1, f"{did} never listed to its end"
+        extra += n - 1
+    assert extra <= kills * 3, (extra, kills)
+    check_recent(h, app, want)
+    st, body = h.get_json(app.base + "/xrpc/_health")
+    assert body["backfill"]["mode"] == "auto" and body["backfill"]["state"] == "finished", body
+    relay.check_lexicon(h)
 
 
 def test_firehose_events_during_the_backfill_win(h):
@@ -581,11 +598,12 @@ def test_firehose_events_during_the_backfill_win(h):
         {"collection": "io.atcr.tag", "rkey": "live_old", "record": tag("old", m[1], 1)}])
     net.accounts.append(fh)
     net.atcr.append(did)
-    relay = Relay(net)
+    relay = Relay(h, net)
     redis = h.start_redis()
-    ups = Upstreams(net)
+    ups = Upstreams(h, net)
     ups.hold, ups.release = {did}, threading.Event()
     js = jetstream_live.Server()
+    Stopped(h, js.close)
     t_us = [int(time.time() * 1e6)]
 
     def event(op, collection, rkey, res, record=None):
@@ -595,131 +613,110 @@ def test_firehose_events_during_the_backfill_win(h):
             c.update(record=record, cid=res["cid"])
         js.push({"did": did, "time_us": t_us[0], "kind": "commit", "commit": c})
 
-    try:
-        app = start_service(h, redis, net, ups, env={
-            "APPVIEW_INGEST": "on", "APPVIEW_JETSTREAM_URLS": js.url, "APPVIEW_BACKFILL": "auto",
-            "APPVIEW_RELAY_URL": relay.url})
-        assert ups.held.wait(60), "the backfill never listed the account"
-        # The PDS answered the listing; before it arrives, the account writes, and the firehose
-        # brings the writes to the appview.
-        latest = tag("latest", m[2], 5)
-        res = net.dn.command("put", repo=did, collection="io.atcr.tag", rkey="live_latest",
-                             record=latest)
-        event("update", "io.atcr.tag", "live_latest", res, latest)
-        mrkey = m[1].rsplit("/", 1)[1]
-        res = net.dn.command("delete", repo=did, collection="io.atcr.manifest", rkey=mrkey)
-        event("delete", "io.atcr.manifest", mrkey, res)
-        newm = dict(mk[0]["record"], digest="sha256:%064x" % 999, createdAt=iso(T0_MS + 90000000))
-        res = net.dn.command("create", repo=did, collection="io.atcr.manifest", record=newm)
-        event("create", "io.atcr.manifest", res["uri"].rsplit("/", 1)[1], res, newm)
-        wait_for(lambda: int(h.redis(redis, "GET", PREFIX + "cursor:v1") or 0) >= t_us[0],
-                 timeout=30, what="the events folded")
-        ups.release.set()
-        wait_finished(h, redis)
+    app = start_service(h, redis, net, ups, env={
+        "APPVIEW_INGEST": "on", "APPVIEW_JETSTREAM_URLS": js.url, "APPVIEW_BACKFILL": "auto",
+        "APPVIEW_RELAY_URL": relay.url})
+    assert ups.held.wait(60), "the backfill never listed the account"
+    # The PDS answered the listing; before it arrives, the account writes, and the firehose
+    # brings the writes to the appview.
+    latest = tag("latest", m[2], 5)
+    res = net.dn.command("put", repo=did, collection="io.atcr.tag", rkey="live_latest",
+                         record=latest)
+    event("update", "io.atcr.tag", "live_latest", res, latest)
+    mrkey = m[1].rsplit("/", 1)[1]
+    res = net.dn.command("delete", repo=did, collection="io.atcr.manifest", rkey=mrkey)
+    event("delete", "io.atcr.manifest", mrkey, res)
+    newm = dict(mk[0]["record"], digest="sha256:%064x" % 999, createdAt=iso(T0_MS + 90000000))
+    res = net.dn.command("create", repo=did, collection="io.atcr.manifest", record=newm)
+    event("create", "io.atcr.manifest", res["uri"].rsplit("/", 1)[1], res, newm)
+    wait_for(lambda: int(h.redis(redis, "GET", PREFIX + "cursor:v1") or 0) >= t_us[0],
+             timeout=30, what="the events folded")
+    ups.release.set()
+    wait_finished(h, redis)
 
-        st, body = xrpc(h, app, "listTags", actor=did, repository="live")
-        assert st == 200 and {t["tag"]: t.get("digest") for t in body["tags"]} == {
-            "latest": mk[2]["record"]["digest"], "old": None}, body
-        st, body = xrpc(h, app, "listRepositories", actor=did)
-        assert st == 200 and body["repositories"][0]["manifestCount"] == 3, body
+    st, body = xrpc(h, app, "listTags", actor=did, repository="live")
+    assert st == 200 and {t["tag"]: t.get("digest") for t in body["tags"]} == {
+        "latest": mk[2]["record"]["digest"], "old": None}, body
+    st, body = xrpc(h, app, "listRepositories", actor=did)
+    assert st == 200 and body["repositories"][0]["manifestCount"] == 3, body
 
-        # The same network folded cold, from the PDS as it is now: the same index.
-        cold, plain = h.start_redis(name="redis-cold"), Upstreams(net)
-        try:
-            assert backfill_command(h, cold, net, plain, relay, name="cold") == 0
-        finally:
-            plain.close()
-        assert_same_index(snapshot(h, redis), snapshot(h, cold))
-    finally:
-        ups.release.set()
-        js.close()
-        relay.close()
-        ups.close()
+    # The same network folded cold, from the PDS as it is now: the same index.
+    cold = h.start_redis(name="redis-cold")
+    assert backfill_command(h, cold, net, Upstreams(h, net), relay, name="cold") == 0
+    assert_same_index(snapshot(h, redis), snapshot(h, cold))
 
 
 def test_relay_down_then_back_resumes_from_its_cursor(h):
     net = network(h)
-    relay, ups = Relay(net), Upstreams(net)
+    relay, ups = Relay(h, net), Upstreams(h, net)
     redis = h.start_redis()
     dids = net.atcr_dids()
-    try:
-        # Two pages, then the relay is down; killed meanwhile, and started again while it is.
-        relay.fail_after = 2
-        p = backfill_command(h, redis, net, ups, relay, wait=False, name="backfill1")
-        wait_for(lambda: any(r[3] == 503 for r in relay.requests), timeout=30,
-                 what="the relay down")
-        saved = state(h, redis).get("cursor:io.atcr.manifest")
-        assert saved == dids[2 * Relay.PAGE - 1], (saved, relay.requests)
-        p.kill()
-        n = len(relay.requests)
-        p = backfill_command(h, redis, net, ups, relay, wait=False, name="backfill2")
-        wait_for(lambda: len(relay.requests) >= n + 2, timeout=30, what="the relay asked again")
-        relay.fail_after = None
-        assert p.wait(120) == 0, h.tail_logs()
-        # The second run asked from the saved cursor, while the relay was down and after.
-        after = [r for r in relay.requests[n:] if r[1] == ("io.atcr.manifest",)]
-        assert after[0][2] == saved and after[1][2] == saved, after
-        assert all(r[2] and r[2] >= saved for r in after), after
-        st = state(h, redis)
-        assert st["found"] == st["done"] == str(len(dids)), st
-        relay.check_lexicon(h)
-    finally:
-        relay.close()
-        ups.close()
+    # Two pages, then the relay is down; killed meanwhile, and started again while it is.
+    relay.fail_after = 2
+    p = backfill_command(h, redis, net, ups, relay, wait=False, name="backfill1")
+    wait_for(lambda: any(r[3] == 503 for r in relay.requests), timeout=30,
+             what="the relay down")
+    saved = state(h, redis).get("cursor:io.atcr.manifest")
+    assert saved == dids[2 * Relay.PAGE - 1], (saved, relay.requests)
+    p.kill()
+    n = len(relay.requests)
+    p = backfill_command(h, redis, net, ups, relay, wait=False, name="backfill2")
+    wait_for(lambda: len(relay.requests) >= n + 2, timeout=30, what="the relay asked again")
+    relay.fail_after = None
+    assert p.wait(120) == 0, h.tail_logs()
+    # The second run asked from the saved cursor, while the relay was down and after.
+    after = [r for r in relay.requests[n:] if r[1] == ("io.atcr.manifest",)]
+    assert after[0][2] == saved and after[1][2] == saved, after
+    assert all(r[2] and r[2] >= saved for r in after), after
+    st = state(h, redis)
+    assert st["found"] == st["done"] == str(len(dids)), st
+    relay.check_lexicon(h)
 
 
 def test_a_pds_failing_for_one_did_fails_it_and_the_others_complete(h):
     net = network(h)
-    relay, ups = Relay(net), Upstreams(net)
+    relay, ups = Relay(h, net), Upstreams(h, net)
     redis = h.start_redis()
     dids = net.atcr_dids()
     bad = dids[5]
     ups.fail_dids = {bad}
-    try:
-        p = backfill_command(h, redis, net, ups, relay, wait=False)
-        assert p.wait(180) == 1, p.log()[-3000:]
-        assert f"  {bad}: listRecords: HTTP 500" in p.log(), p.log()[-2000:]
-        st = state(h, redis)
-        assert st["done"] == str(len(dids) - 1) and st["state"] == "finished", st
-        failed = h.redis(redis, "HGET", PREFIX + "backfill:failed", bad).split(" ", 2)
-        assert failed[0] == "3" and "HTTP 500" in failed[2], failed
-        # Three attempts, each the HTTP client's three tries of at most two listings.
-        tries = sum(1 for _, _, d, m, _ in ups.log if d == bad and m == LIST)
-        assert 3 <= tries <= 3 * 3 * 2, tries
-        # Once the PDS is well, the next run retries that DID only.
-        ups.fail_dids = set()
-        n = len(ups.log)
-        assert backfill_command(h, redis, net, ups, relay, name="retry") == 0
-        assert {d for _, _, d, m, _ in ups.log[n:] if m == LIST} == {bad}
-        st = state(h, redis)
-        assert st["done"] == str(len(dids)) and st["retries"] == "1", st
-        assert count(h, redis, "EXISTS", f"{PREFIX}{{{bad}}}/complete") == 1
-    finally:
-        relay.close()
-        ups.close()
+    p = backfill_command(h, redis, net, ups, relay, wait=False)
+    assert p.wait(180) == 1, p.log()[-3000:]
+    assert f"  {bad}: listRecords: HTTP 500" in p.log(), p.log()[-2000:]
+    st = state(h, redis)
+    assert st["done"] == str(len(dids) - 1) and st["state"] == "finished", st
+    failed = h.redis(redis, "HGET", PREFIX + "backfill:failed", bad).split(" ", 2)
+    assert failed[0] == "3" and "HTTP 500" in failed[2], failed
+    # Three attempts, each the HTTP client's three tries of at most two listings.
+    tries = sum(1 for _, _, d, m, _ in ups.log if d == bad and m == LIST)
+    assert 3 <= tries <= 3 * 3 * 2, tries
+    # Once the PDS is well, the next run retries that DID only.
+    ups.fail_dids = set()
+    n = len(ups.log)
+    assert backfill_command(h, redis, net, ups, relay, name="retry") == 0
+    assert {d for _, _, d, m, _ in ups.log[n:] if m == LIST} == {bad}
+    st = state(h, redis)
+    assert st["done"] == str(len(dids)) and st["retries"] == "1", st
+    assert count(h, redis, "EXISTS", f"{PREFIX}{{{bad}}}/complete") == 1
 
 
 def test_a_429_parks_its_host_while_the_other_goes_on(h):
     net = network(h)
-    relay, ups = Relay(net), Upstreams(net, delay=0.02)
+    relay, ups = Relay(h, net), Upstreams(h, net, delay=0.02)
     redis = h.start_redis()
     ups.rate_limit = {0: 3}
-    try:
-        assert backfill_command(h, redis, net, ups, relay,
-                                env={"APPVIEW_BACKFILL_PER_HOST": "1"}) == 0, h.tail_logs()
-        assert len(ups.parked) == 1, ups.parked
-        _, t429, until = ups.parked[0]
-        # Host 0 was asked nothing until its reset (whole seconds, so a second of slack; and
-        # what was in flight with the 429), host 1 went on meanwhile.
-        during = [x for x in ups.log if t429 + 0.3 < x[0] < until - 1]
-        assert not [x for x in during if x[1] == 0], during
-        assert [x for x in during if x[1] == 1 and x[3] == LIST]
-        st = state(h, redis)
-        assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
-        assert count(h, redis, "HLEN", PREFIX + "backfill:failed") == 0
-    finally:
-        relay.close()
-        ups.close()
+    assert backfill_command(h, redis, net, ups, relay,
+                            env={"APPVIEW_BACKFILL_PER_HOST": "1"}) == 0, h.tail_logs()
+    assert len(ups.parked) == 1, ups.parked
+    _, t429, until = ups.parked[0]
+    # Host 0 was asked nothing until its reset (whole seconds, so a second of slack; and
+    # what was in flight with the 429), host 1 went on meanwhile.
+    during = [x for x in ups.log if t429 + 0.3 < x[0] < until - 1]
+    assert not [x for x in during if x[1] == 0], during
+    assert [x for x in during if x[1] == 1 and x[3] == LIST]
+    st = state(h, redis)
+    assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
+    assert count(h, redis, "HLEN", PREFIX + "backfill:failed") == 0
 
 
 def test_bad_input_is_bounded_counted_and_reported(h):
@@ -727,33 +724,29 @@ def test_bad_input_is_bounded_counted_and_reported(h):
     whose document names no PDS: each counted, the DID reported failed, the rest loaded."""
     net = network(h)
     dids = net.atcr_dids()
-    relay, ups = Relay(net), Upstreams(net)
+    relay, ups = Relay(h, net), Upstreams(h, net)
     relay.garbage = 1
     relay.loop_after = (("io.atcr.tag",), relay.index["io.atcr.tag"][Relay.PAGE - 1])
     relay.bad_entries = [{"did": "not a did"}, {"handle": "alice.test"}]
     ups.no_pds = {dids[3]}
     redis = h.start_redis()
-    try:
-        app = start_service(h, redis, net, ups, env={"APPVIEW_BACKFILL": "once",
-                                                     "APPVIEW_RELAY_URL": relay.url})
-        st = wait_finished(h, redis)
-        assert st["found"] == str(len(dids)) and st["done"] == str(len(dids) - 1), st
-        failed = h.redis(redis, "HGET", PREFIX + "backfill:failed", dids[3])
-        assert failed.startswith("0 ") and failed.endswith("the DID document names no PDS"), failed
-        m = h.metrics(app.base)
-        assert m["appview_backfill_invalid_dids_total"] == 4, m  # both collections' first pages
-        assert m["appview_backfill_source_errors_total"] == 2, m  # the garbage, the loop
-        assert m["appview_backfill_dids_failed_total"] == 1, m
-        assert m["appview_backfill_dids_loaded_total"] == len(dids) - 1, m
-        assert "answered the cursor it was sent" in app.log()
-        # The looping listing ended at the loop: the tag pages after it were never asked for.
-        tags = [r for r in relay.requests if r[1] == ("io.atcr.tag",) and r[3] == 200]
-        assert [r[2] for r in tags].count(relay.loop_after[1]) == 1, tags
-        st, body = h.get_json(app.base + "/xrpc/_health")
-        assert body["backfill"]["state"].startswith("finished with failed DIDs"), body
-    finally:
-        relay.close()
-        ups.close()
+    app = start_service(h, redis, net, ups, env={"APPVIEW_BACKFILL": "once",
+                                                 "APPVIEW_RELAY_URL": relay.url})
+    st = wait_finished(h, redis)
+    assert st["found"] == str(len(dids)) and st["done"] == str(len(dids) - 1), st
+    failed = h.redis(redis, "HGET", PREFIX + "backfill:failed", dids[3])
+    assert failed.startswith("0 ") and failed.endswith("the DID document names no PDS"), failed
+    m = h.metrics(app.base)
+    assert m["appview_backfill_invalid_dids_total"] == 4, m  # both collections' first pages
+    assert m["appview_backfill_source_errors_total"] == 2, m  # the garbage, the loop
+    assert m["appview_backfill_dids_failed_total"] == 1, m
+    assert m["appview_backfill_dids_loaded_total"] == len(dids) - 1, m
+    assert "answered the cursor it was sent" in app.log()
+    # The looping listing ended at the loop: the tag pages after it were never asked for.
+    tags = [r for r in relay.requests if r[1] == ("io.atcr.tag",) and r[3] == 200]
+    assert [r[2] for r in tags].count(relay.loop_after[1]) == 1, tags
+    st, body = h.get_json(app.base + "/xrpc/_health")
+    assert body["backfill"]["state"].startswith("finished with failed DIDs"), body
 
 
 def test_auto_backfills_after_the_ingester_drops_an_old_layout(h):
@@ -761,7 +754,7 @@ def test_auto_backfills_after_the_ingester_drops_an_old_layout(h):
     then runs the pass the ingester asks for, and listRecent holds the network's history."""
     net = network(h)
     want = truth(net)
-    relay, ups = Relay(net), Upstreams(net)
+    relay, ups = Relay(h, net), Upstreams(h, net)
     redis = h.start_redis()
     old = "did:plc:oldoooooooooooooooooooooo"
     h.redis(redis, "SET", PREFIX + "schema", "3")
@@ -769,18 +762,14 @@ def test_auto_backfills_after_the_ingester_drops_an_old_layout(h):
     h.redis(redis, "HSET", PREFIX + "backfill", "pass", "1-old", "state", "finished", "source",
             relay.url)
     js = jetstream_live.Server()
-    try:
-        app = start_service(h, redis, net, ups, env={
-            "APPVIEW_INGEST": "on", "APPVIEW_JETSTREAM_URLS": js.url, "APPVIEW_BACKFILL": "auto",
-            "APPVIEW_RELAY_URL": relay.url})
-        st = wait_finished(h, redis)
-        assert st["reason"] == "schema change" and st["pass"] != "1-old", st
-        assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
-        assert h.redis(redis, "GET", PREFIX + "schema") == "4"
-        log = app.log()
-        assert log.index("dropping it") < log.index("a new pass is requested: schema change")
-        check_recent(h, app, {d: t for d, t in want.items() if d in net.atcr_dids()})
-    finally:
-        js.close()
-        relay.close()
-        ups.close()
+    Stopped(h, js.close)
+    app = start_service(h, redis, net, ups, env={
+        "APPVIEW_INGEST": "on", "APPVIEW_JETSTREAM_URLS": js.url, "APPVIEW_BACKFILL": "auto",
+        "APPVIEW_RELAY_URL": relay.url})
+    st = wait_finished(h, redis)
+    assert st["reason"] == "schema change" and st["pass"] != "1-old", st
+    assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
+    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    log = app.log()
+    assert log.index("dropping it") < log.index("a new pass is requested: schema change")
+    check_recent(h, app, {d: t for d, t in want.items() if d in net.atcr_dids()})
