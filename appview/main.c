@@ -95,8 +95,23 @@ static int drain_idle(void *ud)
     return httpd_inflight(a->http) == 0 && (!a->in || ingest_idle(a->in));
 }
 
+/* Logs that a step that reports nothing itself failed; returns -1 for start()'s tail calls. */
+static int cannot_set_up(const char *what)
+{
+    log_error("appview", "cannot set up %s (out of memory)", what);
+    return -1;
+}
+
 static int start(app *a)
 {
+    /* The address first: a port that cannot be bound stops start-up before the lease is
+     * asked for or the stream is read. */
+    httpd_options ho = {.listen = a->cfg.listen,
+                        .max_body = 64 * 1024,
+                        .name = "appview",
+                        .setting = "--listen, APPVIEW_LISTEN"};
+    a->http = httpd_new(a->loop, &ho);
+    if (!a->http) return -1;
     char err[512];
     a->lexicons = lexicon_load_dir(a->cfg.lexicon_dir, err, sizeof err);
     if (!a->lexicons) {
@@ -108,7 +123,7 @@ static int start(app *a)
     if (!a->v) return -1;
     fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
     a->f = fold_new(a->v, &fo);
-    if (!a->f) return -1;
+    if (!a->f) return cannot_set_up("the fold scripts");
     if (a->cfg.ingest) {
         ingest_options io = {.urls = (const char *const *)a->cfg.jetstream_urls,
                              .nurls = a->cfg.njetstream_urls,
@@ -119,7 +134,7 @@ static int start(app *a)
                              .record_ttl = (unsigned)a->cfg.record_ttl,
                              .scripts_only = !a->cfg.ingest_plain_writes};
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
-        if (!a->in) return -1;
+        if (!a->in) return cannot_set_up("ingest");
     }
     /* Addresses from DID documents are untrusted: private ones, and plain http, only when the
      * operator allows them (a local test network). */
@@ -127,21 +142,18 @@ static int start(app *a)
                                .allow_private = a->cfg.allow_private_networks,
                                .allow_http = a->cfg.allow_private_networks};
     a->upstream = http_client_new(a->loop, &hco);
-    if (!a->upstream) return -1;
+    if (!a->upstream) return cannot_set_up("the HTTP client");
     resolver_options ro = {.plc_url = a->cfg.plc_url,
                            .handle_resolver_url = a->cfg.handle_resolver_url,
                            .allow_private = a->cfg.allow_private_networks};
     a->identities = resolver_new(a->loop, a->upstream, &ro);
-    if (!a->identities) return -1;
+    if (!a->identities) return cannot_set_up("the identity resolver");
     loader_options lo = {.prefix = a->cfg.key_prefix,
                          .identity_ttl = (unsigned)a->cfg.identity_ttl,
                          .negative_ttl = (unsigned)a->cfg.negative_ttl,
                          .record_ttl = (unsigned)a->cfg.record_ttl};
     a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
-    if (!a->ld) return -1;
-    httpd_options ho = {.listen = a->cfg.listen, .max_body = 64 * 1024, .name = "appview"};
-    a->http = httpd_new(a->loop, &ho);
-    if (!a->http) return -1;
+    if (!a->ld) return cannot_set_up("the loader");
     reads_options rdo = {.prefix = a->cfg.key_prefix};
     a->rd = reads_new(a->http, a->v, a->ld, &rdo);
     if (!a->rd) return -1;
@@ -162,7 +174,7 @@ static int start(app *a)
     if (!a->st) return -1;
     if (httpd_route(a->http, "GET", "/xrpc/_health", health, a) < 0 ||
         httpd_route(a->http, "GET", "/metrics", metrics_page, a) < 0)
-        return -1;
+        return cannot_set_up("the routes");
     valkey_start(a->v);
     return 0;
 }
@@ -206,8 +218,9 @@ int main(int argc, char **argv)
                          .ud = &a,
                          .tick_ms = 20,
                          .timeout_ms = DRAIN_TIMEOUT_MS};
-    if (start(&a) < 0 || drain_watch(a.loop, &dro) < 0) {
-        log_error("appview", "start-up failed");
+    rc = start(&a);
+    if (rc == 0 && drain_watch(a.loop, &dro) < 0) rc = cannot_set_up("signal handling");
+    if (rc < 0) {
         stop(&a);
         appview_config_free(&a.cfg);
         metrics_free_all();

@@ -22,12 +22,15 @@ typedef struct httpd_req httpd_req;
 typedef void (*httpd_handler)(httpd_req *req, void *ud);
 
 typedef struct {
-    const char *listen; /* "host:port", "[v6]:port" or ":port"; port 0 picks a free one */
-    size_t max_body;    /* request body cap in bytes; 0 means 1 MiB */
-    const char *name;   /* component name for logs, e.g. "appview" */
+    const char *listen;  /* a listen address (atproto/listener.h); port 0 picks a free one */
+    size_t max_body;     /* request body cap in bytes; 0 means 1 MiB */
+    const char *name;    /* component name for logs, e.g. "appview" */
+    const char *setting; /* where listen came from, for errors: "--listen, APPVIEW_LISTEN" */
 } httpd_options;
 
-/* Creates the server on loop and starts listening. NULL on failure (logged). */
+/* Creates the server on loop, bound to every address listen names (atproto/listener.h) before
+ * it returns. NULL on failure, with one error line naming the address, the setting, the cause
+ * and what to do; handles it had opened close when the loop runs next. */
 httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt);
 /* method is "GET" or "POST". Returns 0, or -1 when out of memory. */
 int httpd_route(httpd *h, const char *method, const char *path, httpd_handler fn, void *ud);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "atproto/listener.h"
 #include "atproto/syntax.h"
 
 #define HELP_COLUMN 34
@@ -212,21 +213,11 @@ char **option_take_list(option_value *v, size_t *n)
 
 const char *options_check_host_port(const char *value)
 {
-    static const char want[] = "expected HOST:PORT, [IPv6]:PORT or :PORT with a port 0..65535";
-    const char *colon = strrchr(value, ':');
-    if (!colon) return want;
-    size_t hostlen = (size_t)(colon - value);
-    if (hostlen && value[0] == '[') {
-        if (hostlen < 3 || value[hostlen - 1] != ']') return want;
-    } else if (memchr(value, ':', hostlen) || memchr(value, ']', hostlen)) {
-        return want;
-    }
-    for (size_t i = 0; i < hostlen; i++)
-        if (isspace((unsigned char)value[i]) || value[i] == '/') return want;
-    const char *p = colon + 1;
-    size_t digits = strspn(p, "0123456789");
-    if (!digits || p[digits] || digits > 5 || atol(p) > 65535) return want;
-    return NULL;
+    char host[1025];
+    int port;
+    return listener_split(value, host, sizeof host, &port) < 0
+               ? "expected HOST:PORT, [IPv6]:PORT or :PORT with a port 0..65535"
+               : NULL;
 }
 
 const char *options_check_did(const char *value)

@@ -63,7 +63,7 @@ void options_free(option_value *out, size_t n);
 char *option_take_str(option_value *v);
 char **option_take_list(option_value *v, size_t *n);
 
-/* A checker for listen addresses: "host:port", "[v6]:port" or ":port", port 0..65535. */
+/* A checker for listen addresses (atproto/listener.h): "HOST:PORT", "[IPv6]:PORT" or ":PORT". */
 const char *options_check_host_port(const char *value);
 
 /* A checker for DIDs (atp_is_did). */
