@@ -20,9 +20,9 @@
 #include "atproto/lexicon.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
+#include "atproto/redact.h"
 #include "cache/valkey.h"
 
-#define APPVIEW_VERSION "0.1.0"
 #define DRAIN_TIMEOUT_MS 10000
 
 typedef struct {
@@ -115,7 +115,8 @@ static int start(app *a)
     char err[512];
     a->lexicons = lexicon_load_dir(a->cfg.lexicon_dir, err, sizeof err);
     if (!a->lexicons) {
-        log_error("appview", "lexicons in %s: %s", a->cfg.lexicon_dir, err);
+        log_error("appview", "lexicons in %s (--lexicon-dir, APPVIEW_LEXICON_DIR): %s",
+                  a->cfg.lexicon_dir, err);
         return -1;
     }
     valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
@@ -203,12 +204,16 @@ static void stop(app *a)
 int main(int argc, char **argv)
 {
     json_pool_install(); /* before any jansson value exists */
-    log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     app a;
     memset(&a, 0, sizeof a);
     int rc = appview_config_load(&a.cfg, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
+    if (appview_config_prepare_paths(&a.cfg) < 0) {
+        appview_config_free(&a.cfg);
+        return 2;
+    }
+    log_set_level(a.cfg.log_level);
     a.loop = uv_default_loop();
     srand((unsigned)uv_hrtime());
 
@@ -226,8 +231,10 @@ int main(int argc, char **argv)
         metrics_free_all();
         return 1;
     }
+    char valkey_shown[512];
+    redact_url(a.cfg.valkey_url, valkey_shown, sizeof valkey_shown);
     log_info("appview", "version %s: listening on %s (port %d), Valkey %s, ingest %s",
-             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), a.cfg.valkey_url,
+             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), valkey_shown,
              a.cfg.ingest ? "on" : "off");
 
     uv_run(a.loop, UV_RUN_DEFAULT);

@@ -11,6 +11,7 @@
 #include "atproto/buf.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
+#include "atproto/redact.h"
 
 #define MAX_SCRIPTS 16
 #define BACKOFF_MIN_MS 100
@@ -91,57 +92,86 @@ static char *dup_range(const char *s, size_t n)
     return p;
 }
 
-static int parse_db(const char *s, int *db)
+#define URL_FORMS "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=N]"
+
+static const char *parse_db(const char *s, int *db)
 {
     char *end;
     long n = strtol(s, &end, 10);
-    if (end == s || *end || n < 0 || n > 1000) return -1;
+    if (end == s || *end || n < 0 || n > 1000) return "the DB index must be a number 0..1000";
     *db = (int)n;
-    return 0;
+    return NULL;
 }
 
-static int parse_url(valkey *v, const char *url)
+/* Fills v's URL fields; NULL, or why url is not a Valkey URL. */
+static const char *parse_url(valkey *v, const char *url)
 {
+    static const char oom[] = "out of memory";
     if (!strncmp(url, "unix://", 7)) {
         const char *path = url + 7;
         const char *q = strchr(path, '?');
         v->unix_path = dup_range(path, q ? (size_t)(q - path) : strlen(path));
-        if (!v->unix_path || !*v->unix_path) return -1;
-        if (q) return strncmp(q, "?db=", 4) ? -1 : parse_db(q + 4, &v->db);
-        return 0;
+        if (!v->unix_path) return oom;
+        if (v->unix_path[0] != '/') return "no socket path (unix:///PATH)";
+        if (q)
+            return strncmp(q, "?db=", 4) ? "only ?db=N may follow the socket path"
+                                         : parse_db(q + 4, &v->db);
+        return NULL;
     }
-    if (strncmp(url, "redis://", 8)) return -1;
+    if (strncmp(url, "redis://", 8)) return URL_FORMS;
     const char *p = url + 8;
-    const char *at = strchr(p, '@');
+    const char *slash = strchr(p, '/');
+    size_t auth = slash ? (size_t)(slash - p) : strlen(p);
+    const char *at = NULL;
+    for (size_t i = 0; i < auth; i++)
+        if (p[i] == '@') at = p + i; /* the last one: a password may hold '@' */
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon) {
-            if (colon > p && !(v->user = dup_range(p, (size_t)(colon - p)))) return -1;
-            if (!(v->password = dup_range(colon + 1, (size_t)(at - colon - 1)))) return -1;
+            if (colon > p && !(v->user = dup_range(p, (size_t)(colon - p)))) return oom;
+            if (!(v->password = dup_range(colon + 1, (size_t)(at - colon - 1)))) return oom;
         } else if (!(v->password = dup_range(p, (size_t)(at - p)))) {
-            return -1;
+            return oom;
         }
+        auth -= (size_t)(at + 1 - p);
         p = at + 1;
     }
-    const char *slash = strchr(p, '/');
-    size_t hostport = slash ? (size_t)(slash - p) : strlen(p);
-    const char *colon = memchr(p, ':', hostport);
+    const char *colon = memchr(p, ':', auth);
     v->port = 6379;
+    size_t hostlen = auth;
     if (colon) {
         char portbuf[8];
-        size_t n = hostport - (size_t)(colon - p) - 1;
-        if (n == 0 || n >= sizeof portbuf) return -1;
+        size_t n = auth - (size_t)(colon - p) - 1;
+        if (n == 0 || n >= sizeof portbuf) return "the port must be a number 1..65535";
         memcpy(portbuf, colon + 1, n);
         portbuf[n] = '\0';
         char *end;
         long port = strtol(portbuf, &end, 10);
-        if (*end || port <= 0 || port > 65535) return -1;
+        if (*end || port <= 0 || port > 65535) return "the port must be a number 1..65535";
         v->port = (int)port;
-        hostport = (size_t)(colon - p);
+        hostlen = (size_t)(colon - p);
     }
-    if (!hostport || !(v->host = dup_range(p, hostport))) return -1;
+    if (!hostlen) return "no host";
+    if (!(v->host = dup_range(p, hostlen))) return oom;
     if (slash && slash[1]) return parse_db(slash + 1, &v->db);
-    return 0;
+    return NULL;
+}
+
+static void url_fields_free(valkey *v)
+{
+    free(v->host);
+    free(v->unix_path);
+    free(v->user);
+    free(v->password);
+}
+
+const char *valkey_check_url(const char *url)
+{
+    valkey v;
+    memset(&v, 0, sizeof v);
+    const char *why = parse_url(&v, url);
+    url_fields_free(&v);
+    return why;
 }
 
 /* ---- in-flight queue ---- */
@@ -567,8 +597,11 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     v->timeout_ns = (uint64_t)((opt->command_timeout > 0 ? opt->command_timeout : 5) * 1e9);
     v->on_state = opt->on_state;
     v->state_ud = opt->state_ud;
-    if (parse_url(v, opt->url) < 0) {
-        log_error("valkey", "bad URL '%s' (want redis://host:port/db or unix:///path)", opt->url);
+    const char *why = parse_url(v, opt->url);
+    if (why) {
+        char shown[512];
+        redact_url(opt->url, shown, sizeof shown);
+        log_error("valkey", "bad URL '%s': %s", shown, why);
         valkey_free(v);
         return NULL;
     }
@@ -674,10 +707,7 @@ static void release(valkey *v)
         free(v->scripts[i].name);
         free(v->scripts[i].source);
     }
-    free(v->host);
-    free(v->unix_path);
-    free(v->user);
-    free(v->password);
+    url_fields_free(v);
     buf_free(&v->command);
     free(v);
 }

@@ -26,6 +26,10 @@ typedef struct {
     void *state_ud;
 } valkey_options;
 
+/* NULL when url is one of the forms above, else why not ("the port must be a number
+ * 1..65535"), for configuration checks. */
+const char *valkey_check_url(const char *url);
+
 /* Parses the URL; NULL (logged) when it is not one of the forms above. */
 valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt);
 /* Registers a script; returns its id for valkey_eval, or -1. Before valkey_start only. */

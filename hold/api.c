@@ -511,7 +511,7 @@ static void handle_health(httpd_req *r, void *ud)
     hold_api *a = ud;
     int64_t rows = store_count(a->st);
     hold_reply_json(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "status",
-                                 rows >= 0 ? "ok" : "degraded", "version", "0.1.0", "did",
+                                 rows >= 0 ? "ok" : "degraded", "version", HOLD_VERSION, "did",
                                  a->cfg->did, "repositories", (json_int_t)rows, "pending",
                                  (json_int_t)store_pending(a->st), "commitP99Seconds",
                                  metrics_quantile(m.commit_seconds, 0.99)));

@@ -36,11 +36,15 @@ static int drain_idle(void *ud)
 
 int main(int argc, char **argv)
 {
-    log_init_from_env();
     signal(SIGPIPE, SIG_IGN);
     hold_config cfg;
     int rc = hold_config_load(&cfg, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
+    if (hold_config_prepare_paths(&cfg) < 0) {
+        hold_config_free(&cfg);
+        return 2;
+    }
+    log_set_level(cfg.log_level);
 
     /* The address first: a port that cannot be bound stops start-up before anything else. */
     app a = {.loop = uv_default_loop()};
@@ -51,7 +55,9 @@ int main(int argc, char **argv)
     a.http = httpd_new(a.loop, &ho);
     hold_api api;
     memset(&api, 0, sizeof api);
-    if (a.http) a.st = store_open(a.loop, cfg.db, hold_api_on_commit, NULL);
+    char err[1024];
+    if (a.http && !(a.st = store_open(a.loop, cfg.db, hold_api_on_commit, NULL, err, sizeof err)))
+        log_error("hold", "cannot open the database %s (--db, HOLD_DB): %s", cfg.db, err);
     drain_options dro = {
         .component = "hold", .begin = drain_begin, .idle = drain_idle, .ud = &a, .tick_ms = 10};
     int ready = a.st != NULL; /* store_open and httpd_new log why they failed */

@@ -233,3 +233,148 @@ def test_port_taken_on_another_address(h):
                              + BUSY]
     finally:
         other.close()
+
+
+# ---- settings checked before anything starts (exit 2, one line on stderr) ----
+
+def config_error(p):
+    """The one line a process that refused its configuration printed (it printed nothing
+    else)."""
+    assert exits(p) == 2, p.log()
+    lines = p.log().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_version_flag(h):
+    for name in ("appview", "hold"):
+        out = subprocess.run([h.binary(name), "--version"], capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 0 and out.stdout == f"{name} 0.1.0\n", out
+        helptext = subprocess.run([h.binary(name), "--help"], capture_output=True, text=True,
+                                  timeout=30).stdout
+        assert "--log-level" in helptext and "env LOG_LEVEL" in helptext, helptext
+
+
+def test_unknown_log_level(h):
+    redis = h.start_redis()
+    p = appview(h, redis, f"127.0.0.1:{free_port()}", LOG_LEVEL="verbose")
+    assert config_error(p) == ("appview: bad value 'verbose' for --log-level (LOG_LEVEL): "
+                               "expected debug, info, warn or error")
+    p = hold(h, f"127.0.0.1:{free_port()}", LOG_LEVEL="verbose")
+    assert config_error(p) == ("hold: bad value 'verbose' for --log-level (LOG_LEVEL): "
+                               "expected debug, info, warn or error")
+    # a known level takes effect: warn hides the start-up INFO lines
+    p = hold(h, f"127.0.0.1:{free_port()}", name="hold-warn", wait=False, LOG_LEVEL="warn")
+    wait_for(lambda: listening(p.popen.pid), what="hold listening")
+    assert "INFO" not in p.log() and p.alive()
+    assert p.stop() == 0
+
+
+def test_jetstream_urls_that_cannot_work(h):
+    redis = h.start_redis()
+    cases = [
+        ("ws://127.0.0.1:99999/subscribe",
+         "appview: bad value 'ws://127.0.0.1:99999/subscribe' for --jetstream-urls "
+         "(APPVIEW_JETSTREAM_URLS): the port must be a number 1..65535"),
+        ("ws://127.0.0.1:6008/subscribe,",
+         "appview: bad value 'ws://127.0.0.1:6008/subscribe,' for --jetstream-urls "
+         "(APPVIEW_JETSTREAM_URLS): an empty item (two commas in a row, or a comma at an end); "
+         "remove it"),
+        ("wss://jetstream2.us-east.bsky.network/",
+         "appview: bad value 'wss://jetstream2.us-east.bsky.network/' for --jetstream-urls "
+         "(APPVIEW_JETSTREAM_URLS): the path must end in /subscribe (Jetstream v1) or "
+         "/xrpc/network.bsky.jetstream.subscribeEvents (v2)"),
+    ]
+    for i, (urls, line) in enumerate(cases):
+        p = appview(h, redis, f"127.0.0.1:{free_port()}", name=f"appview{i}",
+                    APPVIEW_JETSTREAM_URLS=urls)
+        assert config_error(p) == line
+    assert h.redis(redis, "DBSIZE") == "(integer) 0"  # no lease taken, nothing written
+
+
+def test_empty_setting_with_a_default(h):
+    p = hold(h, f"127.0.0.1:{free_port()}", HOLD_DB="")
+    assert config_error(p) == ("hold: HOLD_DB is set but empty (--db): unset it to use the "
+                               "default './var/hold.db', or give a value")
+
+
+def test_valkey_url_password_never_shown(h):
+    redis = h.start_redis()
+    p = appview(h, redis, f"127.0.0.1:{free_port()}",
+                APPVIEW_VALKEY_URL="redis://:s3cretpass@127.0.0.1:99999/0")
+    assert config_error(p) == ("appview: bad value 'redis://:***@127.0.0.1:99999/0' for "
+                               "--valkey-url (APPVIEW_VALKEY_URL): the port must be a number "
+                               "1..65535")
+
+
+def test_appview_run_outside_the_repository(h):
+    redis = h.start_redis()
+    elsewhere = os.path.join(h.tmp, "elsewhere")
+    os.makedirs(elsewhere)
+    env = {"APPVIEW_VALKEY_URL": redis.url, "APPVIEW_LISTEN": f"127.0.0.1:{free_port()}",
+           "APPVIEW_INGEST": "off"}
+    p = h.spawn("appview", [h.binary("appview")], env=env, sanitized=True, cwd=elsewhere)
+    assert config_error(p) == (
+        f"appview: --lexicon-dir (APPVIEW_LEXICON_DIR) './lexicons' is {elsewhere}/lexicons: "
+        "No such file or directory; relative paths start from the working directory: run from "
+        "the repository, or set it to the lexicons/ directory")
+    # with the lexicons named, the data directory is created where it is asked for
+    env["APPVIEW_LEXICON_DIR"] = os.path.join(ROOT, "lexicons")
+    p = h.spawn("appview2", [h.binary("appview")], env=env, sanitized=True, cwd=elsewhere)
+    wait_for(lambda: "INFO appview: version" in p.log(), what="appview start")
+    assert os.path.isdir(os.path.join(elsewhere, "var", "appview"))
+    assert p.stop() == 0
+
+
+# ---- HOLD_DB ----
+
+def test_hold_db_in_a_missing_directory(h):
+    db = os.path.join(h.tmp, "missing", "hold.db")
+    p = hold(h, f"127.0.0.1:{free_port()}", HOLD_DB=db)
+    assert config_error(p) == (
+        f"hold: --db (HOLD_DB) '{db}' is {db}: its directory {h.tmp}/missing: No such file or "
+        "directory; create the directory (mkdir -p), or choose a path in an existing one")
+
+
+def test_hold_db_is_a_directory(h):
+    p = hold(h, f"127.0.0.1:{free_port()}", HOLD_DB=h.tmp)
+    assert config_error(p) == (f"hold: --db (HOLD_DB) '{h.tmp}' is {h.tmp}: a directory; name "
+                               "a file in it, e.g. hold.db")
+
+
+def test_hold_db_relative_path_is_shown_absolute(h):
+    p = hold(h, f"127.0.0.1:{free_port()}", HOLD_DB="no-such-dir/hold.db")
+    assert config_error(p) == (
+        f"hold: --db (HOLD_DB) 'no-such-dir/hold.db' is {ROOT}/no-such-dir/hold.db: its "
+        f"directory {ROOT}/no-such-dir: No such file or directory; create the directory "
+        "(mkdir -p), or choose a path in an existing one")
+
+
+def test_hold_db_not_an_sqlite_file(h):
+    db = os.path.join(h.tmp, "notes.txt")
+    with open(db, "w") as f:
+        f.write("these are my notes, not a database\n" * 100)
+    port = free_port()
+    p = hold(h, f"127.0.0.1:{port}", HOLD_DB=db)
+    assert exits(p) == 1
+    assert errors(p) == [
+        f"hold: cannot open the database {db} (--db, HOLD_DB): file is not a database; it is "
+        "not an SQLite database: name the hold's database, or a new file"]
+    assert not listening(p.popen.pid)
+
+
+def test_hold_db_without_permission(h):
+    # As root every file is writable: run the hold as nobody against a directory of root's.
+    locked = os.path.join(h.tmp, "locked")
+    os.makedirs(locked, mode=0o755)
+    db = os.path.join(locked, "hold.db")
+    os.chmod(h.tmp, 0o755)
+    e = {"HOLD_LISTEN": f"127.0.0.1:{free_port()}", "HOLD_DB": db}
+    p = h.spawn("hold", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         h.binary("hold")], env=e, sanitized=True)
+    assert exits(p) == 1
+    assert errors(p) == [
+        f"hold: cannot open the database {db} (--db, HOLD_DB): unable to open database file "
+        "(Permission denied); this user needs to read and write the file and its directory "
+        "(SQLite creates -wal and -shm files next to it)"]

@@ -37,9 +37,10 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
 
 
 class Proc:
-    def __init__(self, harness, name, argv, env, sanitized):
+    def __init__(self, harness, name, argv, env, sanitized, cwd=None):
         self.harness, self.name, self.argv, self.env = harness, name, argv, env
         self.sanitized = sanitized
+        self.cwd = cwd or harness.root
         self.log_path = os.path.join(harness.tmp, f"{name}.log")
         self.popen = None
         self.start()
@@ -47,7 +48,7 @@ class Proc:
     def start(self):
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=self.harness.root)
+                                      stdin=subprocess.DEVNULL, cwd=self.cwd)
         log.close()
 
     def alive(self):
@@ -90,14 +91,15 @@ class Harness:
         self.procs = []
 
     # ---- processes ----
-    def spawn(self, name, argv, env=None, sanitized=False):
+    def spawn(self, name, argv, env=None, sanitized=False, cwd=None):
+        """Starts argv in the repository root (or cwd) with its output in <tmp>/<name>.log."""
         full_env = dict(os.environ)
         full_env.update({"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:log_path=" +
                          os.path.join(self.tmp, name + ".asan"),
                          "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:log_path=" +
                          os.path.join(self.tmp, name + ".asan")})
         full_env.update(env or {})
-        p = Proc(self, name, argv, full_env, sanitized)
+        p = Proc(self, name, argv, full_env, sanitized, cwd)
         self.procs.append(p)
         return p
 
