@@ -50,6 +50,11 @@ struct ingest {
     unsigned epoch;
     uint64_t acked[3]; /* per flavor: the cursor every write up to which was acknowledged */
     uint64_t acked_time_us;
+    /* For health: the newest event's own time (the saved cursor's before any arrives), when
+     * ingest began (the lag's origin before either), when a message last arrived (loop ms,
+     * 0 before any) and since when the lease holder has been without a stream (0: it is
+     * not, or this replica stands by). */
+    uint64_t newest_time_us, began_us, last_message_ms, stream_down_since_ms;
     uint64_t persisted[3];
     int persist_inflight;
     long long own_client_id;
@@ -141,6 +146,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
 {
     ingest *in = ud;
     (*in->events_total)++;
+    in->last_message_ms = uv_now(in->loop);
     batch *b = open_batch(in, flavor);
     if (!b) {
         need_replay(in);
@@ -168,6 +174,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
     }
     if (ev.cursor > b->max_cursor) b->max_cursor = ev.cursor;
     if (ev.time_us > b->max_time_us) b->max_time_us = ev.time_us;
+    if (ev.time_us > in->newest_time_us) in->newest_time_us = ev.time_us;
     event_clear(&ev);
 }
 
@@ -203,6 +210,7 @@ static uint64_t resume_cursor(void *ud, jetstream_flavor flavor)
 static void on_js_state(void *ud, int connected)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = connected ? 0 : uv_now(in->loop);
     /* A new connection starts a new stream: failures of the old one are behind us. */
     if (connected && in->valkey_up && in->head == NULL) in->replay_needed = 0;
 }
@@ -304,6 +312,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
         in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
     in->acked_time_us = in->acked[JETSTREAM_V1];
+    if (in->acked_time_us > in->newest_time_us) in->newest_time_us = in->acked_time_us;
     in->cursor_loaded = 1;
     start_stream(in);
 }
@@ -416,6 +425,7 @@ void ingest_on_valkey_state(ingest *in, int up)
 static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = held ? uv_now(in->loop) : 0;
     if (held) {
         writer_reset(in->w); /* another replica wrote meanwhile */
         begin_fencing(in);
@@ -433,13 +443,34 @@ static void on_lease(int held, void *ud)
 
 /* ---- gauges and accessors ---- */
 
-double ingest_lag_seconds(const ingest *in)
+static uint64_t wall_us(void)
 {
-    if (!in->acked_time_us) return 0;
     uv_timeval64_t now;
     uv_gettimeofday(&now);
-    double lag = (double)now.tv_sec + now.tv_usec / 1e6 - (double)in->acked_time_us / 1e6;
-    return lag > 0 ? lag : 0;
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
+}
+
+double ingest_lag_seconds(const ingest *in)
+{
+    uint64_t from = in->newest_time_us ? in->newest_time_us : in->began_us;
+    uint64_t now = wall_us();
+    return now > from ? (double)(now - from) / 1e6 : 0;
+}
+
+double ingest_last_message_age(const ingest *in)
+{
+    return in->last_message_ms ? (double)(uv_now(in->loop) - in->last_message_ms) / 1e3 : -1;
+}
+
+double ingest_stream_down_seconds(const ingest *in)
+{
+    if (!in->stream_down_since_ms || !lease_held(in->lease) || ingest_connected(in)) return 0;
+    return (double)(uv_now(in->loop) - in->stream_down_since_ms) / 1e3;
+}
+
+const char *ingest_stream_error(const ingest *in)
+{
+    return in->js ? jetstream_last_error(in->js) : "";
 }
 
 static double gauge_lag(void *ud)
@@ -476,6 +507,7 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     in->v = v;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
+    in->began_us = wall_us();
     in->prefix = strdup(opt->prefix);
     snprintf(in->client_name, sizeof in->client_name, "%singest", opt->prefix);
     char lease_key[256];
@@ -509,8 +541,10 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                                         "Times the stream was read again after lost writes");
     in->fenced_total = metrics_counter("appview_ingest_fenced_total",
                                        "Earlier ingest connections killed before resuming");
-    metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
-                  in);
+    metrics_gauge("appview_cursor_lag_seconds",
+                  "Age of the newest event received (before any: of the saved cursor, or time "
+                  "since start)",
+                  gauge_lag, in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);
     uv_check_init(loop, &in->check);
     in->check.data = in;

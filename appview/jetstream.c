@@ -12,12 +12,15 @@
  * no timer or clock call. */
 #include <uv.h> /* before libwebsockets.h, so lws sees libuv's types */
 
+#include <errno.h>
 #include <libwebsockets.h>
+#include <netdb.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "appview/jetstream.h"
@@ -76,6 +79,7 @@ struct jetstream {
     uint64_t reads_seen; /* reads at the last tick */
     uint64_t delivered;  /* messages on the current connection */
     uint64_t last_activity_ms;
+    char last_error[300]; /* why the last attempt failed or the last connection ended */
 
     /* handshake */
     buf path;    /* request path with our parameters and the cursor */
@@ -268,8 +272,9 @@ static void connection_lost(jetstream *js, const char *why, int advance)
         log_info(C, "disconnected from %s after %llu messages: %s", e->url,
                  (unsigned long long)js->delivered, why);
     } else {
-        log_warn(C, "cannot connect to %s: %s", e->url, why);
+        log_warn(C, "cannot connect to %s (APPVIEW_JETSTREAM_URLS): %s", e->url, why);
     }
+    snprintf(js->last_error, sizeof js->last_error, "%s: %s", e->url, why);
     reset_connection_state(js);
     js->state = ST_WAITING;
     (*js->reconnects_total)++;
@@ -366,7 +371,18 @@ static void connect_now(jetstream *js)
     js->in_connect = 0;
     if (js->state != ST_CONNECTING || js->wsi) return; /* settled inside the call */
     if (!wsi) {
-        connection_lost(js, "lws could not start the connection", 1);
+        /* lws 4.1 resolves the name inside the call and keeps the resolver's answer to
+         * itself; asking again tells a name that does not resolve from other failures. */
+        char why[300];
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+        int rc = getaddrinfo(e->host, NULL, &hints, &res);
+        if (res) freeaddrinfo(res);
+        if (rc)
+            snprintf(why, sizeof why, "cannot resolve %s: %s", e->host,
+                     rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        else
+            snprintf(why, sizeof why, "lws could not start the connection");
+        connection_lost(js, why, 1);
         return;
     }
     js->wsi = wsi;
@@ -456,6 +472,7 @@ static void established(jetstream *js)
 {
     js->open = 1;
     js->state = ST_UP;
+    js->last_error[0] = '\0';
     connected_instances++;
     buf_reset(&js->head);
     log_info(C, "connected to %s", js->eps[js->cur].url);
@@ -742,8 +759,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         break;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-        char why[160];
-        snprintf(why, sizeof why, "%.150s", in ? (const char *)in : "connection error");
+        /* lws says only "closed before established"; the socket still holds the cause. */
+        char why[200];
+        int err = 0;
+        socklen_t elen = sizeof err;
+        int fd = lws_get_socket_fd(wsi);
+        if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) err = 0;
+        snprintf(why, sizeof why, "%.150s%s%s%s", in ? (const char *)in : "connection error",
+                 err ? " (" : "", err ? strerror(err) : "", err ? ")" : "");
         connection_lost(js, why, 1);
         break;
     }
@@ -895,6 +918,11 @@ void jetstream_reconnect(jetstream *js)
 int jetstream_connected(const jetstream *js)
 {
     return js->state == ST_UP;
+}
+
+const char *jetstream_last_error(const jetstream *js)
+{
+    return js->last_error;
 }
 
 const char *jetstream_url(const jetstream *js)

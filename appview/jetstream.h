@@ -47,6 +47,9 @@ void jetstream_pause(jetstream *js, int paused);
 void jetstream_reconnect(jetstream *js);
 int jetstream_connected(const jetstream *js);
 const char *jetstream_url(const jetstream *js); /* the URL in use or last tried */
+/* "URL: why" of the last failed attempt or lost connection ("... Connection refused", "cannot
+ * resolve HOST: ..."), "" while connected or before the first attempt. */
+const char *jetstream_last_error(const jetstream *js);
 /* Closes the socket and the lws context; the loop must run afterwards so handles close. */
 void jetstream_free(jetstream *js);
 

@@ -46,28 +46,66 @@ static void on_valkey_state(int up, void *ud)
     if (a->in) ingest_on_valkey_state(a->in, up);
 }
 
+static int json_str(buf *out, const char *s)
+{
+    return buf_json_string(out, s, strlen(s));
+}
+
+/* _health tells a load balancer the truth: 200 "ok" while this replica does its job; 503
+ * "down" while Valkey is not ready (reads fail), 503 "degraded" while this replica holds the
+ * ingest lease without a Jetstream connection for longer than the stall period (reads work,
+ * the index goes stale). "problems" says why, in words. */
 static void health(httpd_req *r, void *ud)
 {
     app *a = ud;
     int up = valkey_ready(a->v);
+    double without_stream = a->in ? ingest_stream_down_seconds(a->in) : 0;
+    int stale = without_stream > a->cfg.jetstream_stall_seconds;
+    const char *valkey_error = valkey_problem(a->v);
+    const char *stream_error = a->in ? ingest_stream_error(a->in) : "";
     buf out = {0};
-    int rc = buf_printf(&out, "{\"version\":\"%s\",\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f},",
-                        APPVIEW_VERSION, up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
+    int rc =
+        buf_printf(&out, "{\"version\":\"%s\",\"status\":\"%s\",\"problems\":[", APPVIEW_VERSION,
+                   !up     ? "down"
+                   : stale ? "degraded"
+                           : "ok");
+    if (!up) {
+        char why[400];
+        snprintf(why, sizeof why, "Valkey is not ready: %s",
+                 *valkey_error ? valkey_error : "connecting");
+        rc |= json_str(&out, why);
+    }
+    if (stale) {
+        char why[600];
+        snprintf(why, sizeof why,
+                 "holding the ingest lease without a Jetstream connection for %.1f s%s%s",
+                 without_stream, *stream_error ? ": " : "", stream_error);
+        rc |= (!up ? buf_puts(&out, ",") : 0) | json_str(&out, why);
+    }
+    rc |= buf_printf(&out, "],\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f,\"error\":",
+                     up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
+    rc |= json_str(&out, valkey_error);
     if (a->in) {
-        rc |= buf_printf(&out, "\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
+        rc |= buf_printf(&out, "},\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
                          ingest_leader(a->in) ? "true" : "false",
                          ingest_connected(a->in) ? "true" : "false");
-        const char *url = ingest_url(a->in);
-        rc |= buf_json_string(&out, url, strlen(url));
-        rc |= buf_printf(&out, ",\"cursor\":%llu,\"lagSeconds\":%.3f}}",
-                         (unsigned long long)ingest_cursor(a->in), ingest_lag_seconds(a->in));
+        rc |= json_str(&out, ingest_url(a->in));
+        rc |= buf_puts(&out, ",\"error\":");
+        rc |= json_str(&out, stream_error);
+        double age = ingest_last_message_age(a->in);
+        rc |= buf_printf(&out,
+                         ",\"cursor\":%llu,\"lagSeconds\":%.3f,\"secondsWithoutStream\":%.3f,"
+                         "\"lastMessageAgeSeconds\":",
+                         (unsigned long long)ingest_cursor(a->in), ingest_lag_seconds(a->in),
+                         without_stream);
+        rc |= age < 0 ? buf_puts(&out, "null}}") : buf_printf(&out, "%.3f}}", age);
     } else {
-        rc |= buf_puts(&out, "\"jetstream\":null}");
+        rc |= buf_puts(&out, "},\"jetstream\":null}");
     }
     if (rc)
         httpd_reply_error(r, 500, "InternalServerError", "out of memory");
     else
-        httpd_reply_json(r, up ? 200 : 503, out.data, out.len);
+        httpd_reply_json(r, up && !stale ? 200 : 503, out.data, out.len);
     buf_free(&out);
 }
 
@@ -119,7 +157,10 @@ static int start(app *a)
                   a->cfg.lexicon_dir, err);
         return -1;
     }
-    valkey_options vo = {.url = a->cfg.valkey_url, .on_state = on_valkey_state, .state_ud = a};
+    valkey_options vo = {.url = a->cfg.valkey_url,
+                         .on_state = on_valkey_state,
+                         .state_ud = a,
+                         .setting = "--valkey-url, APPVIEW_VALKEY_URL"};
     a->v = valkey_new(a->loop, &vo);
     if (!a->v) return -1;
     fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};

@@ -51,7 +51,11 @@ static int reject(const char *prog, const option_spec *s, const char *value, con
 {
     char shown[512];
     redact_url(value, shown, sizeof shown);
-    fprintf(stderr, "%s: bad value '%s' for --%s (%s): %s\n", prog, shown, s->flag, s->env, why);
+    if (s->secret)
+        fprintf(stderr, "%s: bad value for --%s (%s), not shown: %s\n", prog, s->flag, s->env, why);
+    else
+        fprintf(stderr, "%s: bad value '%s' for --%s (%s): %s\n", prog, shown, s->flag, s->env,
+                why);
     return -1;
 }
 

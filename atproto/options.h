@@ -26,6 +26,7 @@ typedef struct {
     option_kind kind;
     long min, max;      /* OPTION_INT range, inclusive */
     option_check check; /* may be NULL; applies to strings and list items */
+    int secret;         /* never shown: errors name the option, not the value */
 } option_spec;
 
 /* Table rows without the fields a kind does not use. */
@@ -44,6 +45,10 @@ typedef struct {
 #define OPT_LIST(flag, env, dflt, help, check)                                                     \
     {                                                                                              \
         flag, env, dflt, help, OPTION_LIST, 0, 0, check                                            \
+    }
+#define OPT_SECRET_LIST(flag, env, help, check)                                                    \
+    {                                                                                              \
+        flag, env, NULL, help, OPTION_LIST, 0, 0, check, 1                                         \
     }
 
 typedef struct {

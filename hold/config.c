@@ -36,8 +36,8 @@ static const option_spec SPECS[O_COUNT] = {
     [O_PUBLIC_URL] =
         OPT_STR("public-url", "HOLD_PUBLIC_URL", NULL,
                 "URL the hold is reached at (default http://localhost:PORT)", check_http_url),
-    [O_TOKENS] = OPT_LIST("service-tokens", "HOLD_SERVICE_TOKENS", NULL,
-                          "bearer tokens accepted by incrementStats", NULL),
+    [O_TOKENS] = OPT_SECRET_LIST("service-tokens", "HOLD_SERVICE_TOKENS",
+                                 "bearer tokens accepted by incrementStats", NULL),
     [O_BLOB_URL] = OPT_STR("blob-url-template", "HOLD_BLOB_URL_TEMPLATE", NULL,
                            "getBlob redirect target; {did} and {cid} are filled in", NULL),
     [O_DEDUPE] =

@@ -6,6 +6,7 @@ it prints, and, when the mistake leaves it running, what the bound sockets, /xrp
 Listen addresses are checked with `ss` (which sockets the process holds) and by connecting
 from a second loopback address (127.0.0.2, 127.0.0.3: every 127/8 address is local on Linux),
 so a service that listened on every address instead of the one it was given is caught."""
+import json
 import os
 import re
 import socket
@@ -265,8 +266,10 @@ def test_unknown_log_level(h):
     assert config_error(p) == ("hold: bad value 'verbose' for --log-level (LOG_LEVEL): "
                                "expected debug, info, warn or error")
     # a known level takes effect: warn hides the start-up INFO lines
-    p = hold(h, f"127.0.0.1:{free_port()}", name="hold-warn", wait=False, LOG_LEVEL="warn")
-    wait_for(lambda: listening(p.popen.pid), what="hold listening")
+    port = free_port()
+    p = hold(h, f"127.0.0.1:{port}", name="hold-warn", wait=False, LOG_LEVEL="warn")
+    wait_for(lambda: h.get_json(f"http://127.0.0.1:{port}/xrpc/_health")[0] == 200,
+             what="hold serving")
     assert "INFO" not in p.log() and p.alive()
     assert p.stop() == 0
 
@@ -378,3 +381,158 @@ def test_hold_db_without_permission(h):
         f"hold: cannot open the database {db} (--db, HOLD_DB): unable to open database file "
         "(Permission denied); this user needs to read and write the file and its directory "
         "(SQLite creates -wal and -shm files next to it)"]
+
+
+# ---- mistakes that leave a service running: it must say so, in _health and /metrics ----
+
+def health(h, p, port):
+    return h.get_json(f"http://127.0.0.1:{port}/xrpc/_health")
+
+
+def connections_received(h, redis):
+    info = h.redis_raw(redis, "INFO", "stats")
+    return int(re.search(r"total_connections_received:(\d+)", info).group(1))
+
+
+def test_valkey_wrong_password(h):
+    redis = h.start_redis(password="the-right-pass")
+    port = free_port()
+    p = appview(h, redis, f"127.0.0.1:{port}",
+                APPVIEW_VALKEY_URL=f"redis://:wr0ng-pass@127.0.0.1:{redis.port}/0")
+    assert listening(p.popen.pid) == {f"127.0.0.1:{port}"}
+    wait_for(lambda: errors(p), what="the refusal logged")
+    assert errors(p) == [
+        f"valkey: redis://:***@127.0.0.1:{redis.port}/0 (--valkey-url, APPVIEW_VALKEY_URL): "
+        "connection setup refused: WRONGPASS invalid username-password pair or user is "
+        "disabled; check the user and password in the URL (redis://USER:PASSWORD@HOST:PORT/DB) "
+        "against the server's requirepass or ACL; retrying every 30 s"]
+    status, body = health(h, p, port)
+    assert status == 503 and body["status"] == "down", body
+    assert body["valkey"]["up"] is False
+    assert body["valkey"]["error"].startswith("connection setup refused: WRONGPASS"), body
+    assert body["problems"][0].startswith("Valkey is not ready: connection setup refused"), body
+    m = h.metrics(f"http://127.0.0.1:{port}")
+    assert m["valkey_up"] == 0 and m["valkey_setup_refused"] == 1
+    assert m["appview_ingest_lease_held"] == 0
+    # retried slowly: not another attempt within a few seconds, and not another log line
+    before = connections_received(h, redis)
+    time.sleep(3)
+    assert connections_received(h, redis) == before + 1  # redis-cli's own second connection
+    assert len(errors(p)) == 1
+    for text in (p.log(), json_text(health(h, p, port)[1]), str(m)):
+        assert "wr0ng-pass" not in text
+    assert p.stop() == 0
+
+
+def json_text(obj):
+    return json.dumps(obj)
+
+
+def test_valkey_password_missing_and_database_out_of_range(h):
+    redis = h.start_redis(password="the-right-pass")
+    port = free_port()
+    p = appview(h, redis, f"127.0.0.1:{port}", name="no-password")
+    wait_for(lambda: errors(p), what="the refusal logged")
+    [line] = errors(p)
+    assert "connection setup refused: NOAUTH Authentication required; check the user and " \
+        "password in the URL" in line, line
+    assert health(h, p, port)[0] == 503
+    p.stop()
+
+    other = h.start_redis(name="redis16")
+    port = free_port()
+    p = appview(h, other, f"127.0.0.1:{port}", name="db-99",
+                APPVIEW_VALKEY_URL=f"redis://127.0.0.1:{other.port}/99")
+    wait_for(lambda: errors(p), what="the refusal logged")
+    assert errors(p) == [
+        f"valkey: redis://127.0.0.1:{other.port}/99 (--valkey-url, APPVIEW_VALKEY_URL): "
+        "connection setup refused: ERR DB index is out of range; the server has fewer "
+        "databases: use a smaller /DB in the URL, or raise its 'databases' setting; retrying "
+        "every 30 s"]
+    status, body = health(h, p, port)
+    assert status == 503 and "DB index is out of range" in body["valkey"]["error"]
+    assert p.stop() == 0
+
+
+def test_valkey_unreachable_is_named(h):
+    port, vport = free_port(), free_port()
+    redis = type("R", (), {"url": f"redis://127.0.0.1:{vport}/0"})
+    p = appview(h, redis, f"127.0.0.1:{port}")
+    wait_for(lambda: "WARN valkey" in p.log(), what="the failure logged")
+    warns = [x for x in p.log().splitlines() if "WARN valkey" in x]
+    assert warns[0].endswith(f"valkey: redis://127.0.0.1:{vport}/0 (--valkey-url, "
+                             "APPVIEW_VALKEY_URL): cannot connect: Connection refused; retrying")
+    time.sleep(1)  # several retries, one line
+    assert len([x for x in p.log().splitlines() if "WARN valkey" in x]) == 1
+    status, body = health(h, p, port)
+    assert status == 503 and body["valkey"]["error"] == "cannot connect: Connection refused"
+    assert p.stop() == 0
+
+
+def jetstream_health_degrades(h, url, cause):
+    """An appview whose only Jetstream cannot be reached: it holds the lease, and after the
+    stall period (1 s here) _health says so with a 503."""
+    redis = h.start_redis()
+    port = free_port()
+    p = appview(h, redis, f"127.0.0.1:{port}", APPVIEW_JETSTREAM_URLS=url,
+                APPVIEW_JETSTREAM_STALL_SECONDS="1", RES_OPTIONS="timeout:1 attempts:1")
+    line = f"WARN jetstream: cannot connect to {url} (APPVIEW_JETSTREAM_URLS): {cause}"
+    wait_for(lambda: line in p.log(), what="the cannot-connect line")
+    wait_for(lambda: health(h, p, port)[0] == 503, what="503 health")
+    status, body = health(h, p, port)
+    assert body["status"] == "degraded" and body["valkey"]["up"] is True, body
+    js = body["jetstream"]
+    assert js["leader"] is True and js["connected"] is False
+    assert js["error"] == f"{url}: {cause}" and js["secondsWithoutStream"] > 1, js
+    assert js["lastMessageAgeSeconds"] is None and js["lagSeconds"] > 1, js
+    [problem] = body["problems"]
+    assert problem.startswith("holding the ingest lease without a Jetstream connection for ")
+    assert problem.endswith(f"s: {url}: {cause}"), problem
+    m = h.metrics(f"http://127.0.0.1:{port}")
+    assert m["appview_ingest_lease_held"] == 1 and m["appview_jetstream_connected"] == 0
+    assert m["appview_cursor_lag_seconds"] > 1
+    assert p.stop() == 0
+
+
+def test_jetstream_that_refuses(h):
+    port = free_port()
+    jetstream_health_degrades(h, f"ws://127.0.0.1:{port}/subscribe",
+                              "closed before established (Connection refused)")
+
+
+def test_jetstream_name_that_does_not_resolve(h):
+    jetstream_health_degrades(h, "wss://no-such-jetstream.invalid/subscribe",
+                              "cannot resolve no-such-jetstream.invalid: Name or service not "
+                              "known")
+
+
+def test_secrets_absent_from_logs_metrics_and_health(h):
+    redis = h.start_redis(password="valkey-s3cret-pass")
+    port, hport = free_port(), free_port()
+    p = appview(h, redis, f"127.0.0.1:{port}",
+                APPVIEW_VALKEY_URL=f"redis://:valkey-s3cret-pass@127.0.0.1:{redis.port}/0",
+                APPVIEW_INGEST="off")
+    wait_for(lambda: health(h, p, port)[0] == 200, what="appview healthy")
+    hp = hold(h, f"127.0.0.1:{hport}", HOLD_SERVICE_TOKENS="hold-t0ken-one,hold-t0ken-two")
+    base = f"http://127.0.0.1:{hport}"
+    # a wrong token and a right one, so both paths log
+    for token in ("hold-t0ken-wrong", "hold-t0ken-two"):
+        h.post_json(base + "/xrpc/io.atcr.hold.incrementStats",
+                    {"did": "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "repository": "r", "event": "pull"},
+                    headers={"Authorization": f"Bearer {token}"})
+    seen = [p.log(), hp.log(), json_text(health(h, p, port)[1]),
+            json_text(h.get_json(base + "/xrpc/_health")[1]),
+            h.http("GET", f"http://127.0.0.1:{port}/metrics")[2].decode(),
+            h.http("GET", base + "/metrics")[2].decode()]
+    for text in seen:
+        for secret in ("valkey-s3cret-pass", "hold-t0ken-one", "hold-t0ken-two",
+                       "hold-t0ken-wrong"):
+            assert secret not in text, (secret, text[-2000:])
+    assert f"Valkey redis://:***@127.0.0.1:{redis.port}/0" in p.log()
+    assert p.stop() == 0 and hp.stop() == 0
+    # a mistake in the token list names the setting, not the tokens
+    bad = hold(h, f"127.0.0.1:{free_port()}", name="hold-bad",
+               HOLD_SERVICE_TOKENS="hold-t0ken-one,,hold-t0ken-two")
+    assert config_error(bad) == ("hold: bad value for --service-tokens (HOLD_SERVICE_TOKENS), "
+                                 "not shown: an empty item (two commas in a row, or a comma at "
+                                 "an end); remove it")

@@ -107,32 +107,43 @@ class Harness:
         """A project binary: bin/<name> from the build being tested, or its test tools."""
         return os.path.join(self.bindir, name)
 
-    def start_redis(self, port=None, aof=False, name="redis", extra=(), data_dir=None):
+    def start_redis(self, port=None, aof=False, name="redis", extra=(), data_dir=None,
+                    password=None):
         """A redis-server; with aof the data lives in <tmp>/redis-data so a restart on the
-        same port (another name) finds it again."""
+        same port (another name) finds it again; with password it requires it (requirepass)
+        and self.redis() sends it."""
         port = port or free_port()
         d = data_dir or os.path.join(self.tmp, "redis-data" if aof else name)
         os.makedirs(d, exist_ok=True)
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
                 "--save", "", "--appendonly", "yes" if aof else "no", "--protected-mode", "no",
-                *extra]
+                *(("--requirepass", password) if password else ()), *extra]
         p = self.spawn(name, argv)
         p.port = port
+        p.password = password
         p.url = f"redis://127.0.0.1:{port}/0"
         wait_for(lambda: self.redis(p, "PING") == "PONG", what="redis-server")
         return p
 
+    def _redis_cli_env(self, rp):
+        env = dict(os.environ)
+        if getattr(rp, "password", None):
+            env["REDISCLI_AUTH"] = rp.password
+        return env
+
     def redis(self, rp, *args):
         """One command to a redis Proc through redis-cli; returns stdout stripped."""
         out = subprocess.run(["redis-cli", "-p", str(rp.port), "--no-raw", *map(str, args)],
-                             capture_output=True, text=True, timeout=10)
+                             capture_output=True, text=True, timeout=10,
+                             env=self._redis_cli_env(rp))
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
         return _unquote(out.stdout.strip())
 
     def redis_raw(self, rp, *args):
         out = subprocess.run(["redis-cli", "-p", str(rp.port), "--raw", *map(str, args)],
-                             capture_output=True, text=True, timeout=10)
+                             capture_output=True, text=True, timeout=10,
+                             env=self._redis_cli_env(rp))
         return out.stdout
 
     # ---- HTTP ----

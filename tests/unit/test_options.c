@@ -12,7 +12,7 @@ static const char *no_x(const char *v)
     return strchr(v, 'x') ? "no x allowed" : NULL;
 }
 
-enum { NAME, PORT, DEBUG, TAGS, PLAIN, COUNT };
+enum { NAME, PORT, DEBUG, TAGS, PLAIN, KEYS, COUNT };
 
 static const option_spec SPECS[COUNT] = {
     [NAME] = OPT_STR("name", "TOPT_NAME", "dflt", "a name", no_x),
@@ -20,6 +20,7 @@ static const option_spec SPECS[COUNT] = {
     [DEBUG] = OPT_BOOL("debug", "TOPT_DEBUG", "off", "chatty"),
     [TAGS] = OPT_LIST("tags", "TOPT_TAGS", "a,b", "some tags", no_x),
     [PLAIN] = OPT_STR("plain", "TOPT_PLAIN", NULL, "unset unless given", NULL),
+    [KEYS] = OPT_SECRET_LIST("keys", "TOPT_KEYS", "secret keys", no_x),
 };
 
 static void clear_env(void)
@@ -250,6 +251,12 @@ static void test_secrets_masked_in_errors(void)
     char *argv[] = {"prog", "--name", "redis://:hunter2x@host:1/0", NULL};
     CHECK(parse_capturing(stderr, err, sizeof err, v, 3, argv) == -1);
     CHECK(strstr(err, "'redis://:***@host:1/0'") && !strstr(err, "hunter2"));
+    char *keys[] = {"prog", "--keys", "k3y-one,,k3y-two", NULL};
+    CHECK(parse_capturing(stderr, err, sizeof err, v, 3, keys) == -1);
+    CHECK(strstr(err, "--keys (TOPT_KEYS), not shown: an empty item") && !strstr(err, "k3y"));
+    char *keyx[] = {"prog", "--keys", "k3y-one,k3y-x", NULL};
+    CHECK(parse_capturing(stderr, err, sizeof err, v, 3, keyx) == -1);
+    CHECK(strstr(err, "no x allowed") && !strstr(err, "k3y"));
 }
 
 static void test_check_log_level(void)
