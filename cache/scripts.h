@@ -1,5 +1,6 @@
-/* The Lua scripts in cache/ (NAME.lua), compiled into the binary as C strings (tests/tools/embed.sh).
- * What each does and which keys it touches: the comment at the top of its .lua file. */
+/* The Lua scripts in cache/ (NAME.lua), compiled into the binary as C strings
+ * (tests/tools/embed.sh). What each does and which keys it touches: the comment at the top of its
+ * .lua file. */
 #ifndef CACHE_SCRIPTS_H
 #define CACHE_SCRIPTS_H
 

@@ -15,7 +15,9 @@
  * Fault injection: --drop-after N ends each connection (FIN, no close frame) after N events;
  * --malformed N sends a garbage frame after every N events (truncated JSON, invalid UTF-8,
  * wrong top-level types, a record with wrong field types, in turn). Pacing: --rate N caps each
- * connection at N events/s; --live paces by the events' own time_us spacing.
+ * connection at N events/s; --live paces by the events' own time_us spacing. --recent shifts
+ * every time_us so the file's last event is the moment the server started (an old fixture then
+ * reads as minutes old, not years, in a consumer's lag).
  * GET /_stats answers counters and the last request targets as JSON. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -71,10 +73,11 @@ static struct {
     char **colls; /* id -> NSID; id 0 unused */
     uint16_t ncolls;
     uint64_t loops;
-    int64_t span; /* time_us shift per loop */
+    int64_t span;  /* time_us shift per loop */
+    int64_t shift; /* time_us shift of every event (--recent) */
     uint64_t drop_after, malformed_every;
     double rate;
-    bool live, no_filter, stats;
+    bool live, no_filter, stats, recent;
 } cfg = {.loops = 1};
 
 static struct {
@@ -354,7 +357,7 @@ static uint64_t stream_total(void)
 
 static int64_t vtime(uint64_t j)
 {
-    return cfg.ev[j % cfg.n].time_us + (int64_t)(j / cfg.n) * cfg.span;
+    return cfg.ev[j % cfg.n].time_us + (int64_t)(j / cfg.n) * cfg.span + cfg.shift;
 }
 
 /* First virtual index whose time_us is >= cursor. */
@@ -456,7 +459,7 @@ static int out_event(struct conn *c, uint64_t j)
     uint64_t pass = j / cfg.n;
     char tbuf[24], pbuf[96];
     size_t tl = 0, pl = 0;
-    if (ev->kind != K_RAW && pass > 0)
+    if (ev->kind != K_RAW && (pass > 0 || cfg.shift))
         tl = (size_t)snprintf(tbuf, sizeof tbuf, "%" PRId64, vtime(j));
     if (ev->kind != K_RAW && c->v2)
         pl =
@@ -1027,7 +1030,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: jetstream_replay --listen HOST:PORT --events FILE.jsonl [--loop N]\n"
             "         [--drop-after N] [--malformed EVERY_N] [--rate EVENTS_PER_S] [--live]\n"
-            "         [--no-filter] [--stats]\n");
+            "         [--no-filter] [--stats] [--recent]\n");
 }
 
 int main(int argc, char **argv)
@@ -1057,6 +1060,8 @@ int main(int argc, char **argv)
                 cfg.no_filter = true;
             else if (strcmp(a, "--stats") == 0)
                 cfg.stats = true;
+            else if (strcmp(a, "--recent") == 0)
+                cfg.recent = true;
             else {
                 usage();
                 return 2;
@@ -1074,6 +1079,12 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info(C, "indexed %s in %.2fs", events, now_s() - t0);
+    if (cfg.recent && cfg.n) {
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        cfg.shift =
+            (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000 - cfg.ev[cfg.n - 1].time_us;
+    }
 
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);

@@ -6,10 +6,11 @@
  *
  * Prints each message, one per line, on stdout (or FILE); --quiet only counts. Resumes every
  * reconnect just after the last message seen (v1: its time_us + 1, since a v1 cursor is
- * inclusive; v2: its seq, which is exclusive), or from --cursor before the first message. stderr gets "connected URL" and "disconnected" lines, and at exit one line:
- *   messages=N bytes=B seconds=S events_per_s=R reconnects=N stalls=N oversize=N binary=N
- * timed from the first message to the last. --pause-after N pauses reading for MS ms after N
- * messages (exercises jetstream_pause). Exits after --count messages or on SIGTERM/SIGINT. */
+ * inclusive; v2: its seq, which is exclusive), or from --cursor before the first message. stderr
+ * gets "connected URL" and "disconnected" lines, and at exit one line: messages=N bytes=B seconds=S
+ * events_per_s=R reconnects=N stalls=N oversize=N binary=N timed from the first message to the
+ * last. --pause-after N pauses reading for MS ms after N messages (exercises jetstream_pause).
+ * Exits after --count messages or on SIGTERM/SIGINT. */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
