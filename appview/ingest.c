@@ -1,5 +1,6 @@
 #include "appview/ingest.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,10 @@ struct ingest {
     uint64_t acked[3]; /* per flavor: the cursor every write up to which was acknowledged */
     uint64_t acked_time_us;
     /* For health: the newest event's own time (the saved cursor's before any arrives), when
-     * ingest began (the lag's origin before either), when a message last arrived (loop ms,
-     * 0 before any) and since when the lease holder has been without a stream (0: it is
-     * not, or this replica stands by). */
-    uint64_t newest_time_us, began_us, last_message_ms, stream_down_since_ms;
+     * this replica took the lease (the lag's origin before either), when a message last
+     * arrived (loop ms, 0 before any) and since when the lease holder has been without a
+     * stream (0: it is not, or this replica stands by). */
+    uint64_t newest_time_us, leading_since_us, last_message_ms, stream_down_since_ms;
     uint64_t persisted[3];
     int persist_inflight;
     long long own_client_id;
@@ -88,6 +89,13 @@ static uint64_t *dropped_counter(const char *reason)
         seen[nseen++].counter = c;
     }
     return c;
+}
+
+static uint64_t wall_us(void)
+{
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
 }
 
 /* ---- batches and the cursor ---- */
@@ -426,6 +434,7 @@ static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
     in->stream_down_since_ms = held ? uv_now(in->loop) : 0;
+    if (held) in->leading_since_us = wall_us();
     if (held) {
         writer_reset(in->w); /* another replica wrote meanwhile */
         begin_fencing(in);
@@ -443,16 +452,10 @@ static void on_lease(int held, void *ud)
 
 /* ---- gauges and accessors ---- */
 
-static uint64_t wall_us(void)
-{
-    uv_timeval64_t now;
-    uv_gettimeofday(&now);
-    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
-}
-
 double ingest_lag_seconds(const ingest *in)
 {
-    uint64_t from = in->newest_time_us ? in->newest_time_us : in->began_us;
+    if (!lease_held(in->lease)) return -1;
+    uint64_t from = in->newest_time_us ? in->newest_time_us : in->leading_since_us;
     uint64_t now = wall_us();
     return now > from ? (double)(now - from) / 1e6 : 0;
 }
@@ -475,7 +478,8 @@ const char *ingest_stream_error(const ingest *in)
 
 static double gauge_lag(void *ud)
 {
-    return ingest_lag_seconds(ud);
+    double lag = ingest_lag_seconds(ud);
+    return lag < 0 ? NAN : lag; /* a standby has no lag of its own: no value, not 0 */
 }
 
 static double gauge_cursor(void *ud)
@@ -507,7 +511,6 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     in->v = v;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
-    in->began_us = wall_us();
     in->prefix = strdup(opt->prefix);
     snprintf(in->client_name, sizeof in->client_name, "%singest", opt->prefix);
     char lease_key[256];
@@ -543,7 +546,7 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                                        "Earlier ingest connections killed before resuming");
     metrics_gauge("appview_cursor_lag_seconds",
                   "Age of the newest event received (before any: of the saved cursor, or time "
-                  "since start)",
+                  "since the lease was taken); NaN on a standby",
                   gauge_lag, in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);
     uv_check_init(loop, &in->check);

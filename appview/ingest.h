@@ -42,7 +42,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
 void ingest_on_valkey_state(ingest *in, int up);
 /* For health: connected?, last acknowledged cursor, and the lag in seconds: the age of the
  * newest event received (its own time_us), before any event that of the saved cursor, and
- * without one the time since ingest began; it never reads 0 while nothing flows. */
+ * without one the time since this replica took the lease; it never reads 0 while nothing
+ * flows. -1 on a standby, which has no lag of its own. */
 int ingest_connected(const ingest *in);
 /* 1 while this replica holds the ingest lease (it ingests); 0 on a standby. */
 int ingest_leader(const ingest *in);

@@ -51,6 +51,12 @@ static int json_str(buf *out, const char *s)
     return buf_json_string(out, s, strlen(s));
 }
 
+/* Seconds with millisecond precision; null for the negative "no value". */
+static int json_seconds(buf *out, double seconds)
+{
+    return seconds < 0 ? buf_puts(out, "null") : buf_printf(out, "%.3f", seconds);
+}
+
 /* _health tells a load balancer the truth: 200 "ok" while this replica does its job; 503
  * "down" while Valkey is not ready (reads fail), 503 "degraded" while this replica holds the
  * ingest lease without a Jetstream connection for longer than the stall period (reads work,
@@ -92,13 +98,13 @@ static void health(httpd_req *r, void *ud)
         rc |= json_str(&out, ingest_url(a->in));
         rc |= buf_puts(&out, ",\"error\":");
         rc |= json_str(&out, stream_error);
-        double age = ingest_last_message_age(a->in);
-        rc |= buf_printf(&out,
-                         ",\"cursor\":%llu,\"lagSeconds\":%.3f,\"secondsWithoutStream\":%.3f,"
-                         "\"lastMessageAgeSeconds\":",
-                         (unsigned long long)ingest_cursor(a->in), ingest_lag_seconds(a->in),
-                         without_stream);
-        rc |= age < 0 ? buf_puts(&out, "null}}") : buf_printf(&out, "%.3f}}", age);
+        rc |= buf_printf(
+            &out, ",\"cursor\":%llu,\"lagSeconds\":", (unsigned long long)ingest_cursor(a->in));
+        rc |= json_seconds(&out, ingest_lag_seconds(a->in));
+        rc |= buf_printf(
+            &out, ",\"secondsWithoutStream\":%.3f,\"lastMessageAgeSeconds\":", without_stream);
+        rc |= json_seconds(&out, ingest_last_message_age(a->in));
+        rc |= buf_puts(&out, "}}");
     } else {
         rc |= buf_puts(&out, "},\"jetstream\":null}");
     }
