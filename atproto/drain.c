@@ -1,18 +1,36 @@
 #include "atproto/drain.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "atproto/log.h"
 
 typedef struct {
     uv_loop_t *loop;
     drain_options opt;
-    uv_signal_t sigterm, sigint;
+    uv_async_t wake; /* the first signal, handed from the handler to the loop */
     uv_timer_t tick;
     uint64_t started;
-    int stopping, open_handles;
+    int begun, open_handles;
 } drain;
+
+/* The handler is this file's own and stays installed until the process ends. libuv's signal
+ * watchers put the default action (a kill) back when they are closed, and under a repeated
+ * SIGTERM a signal landing between that and any later SIG_IGN turned a clean exit into exit
+ * status 143. Only the first signal reaches the loop; the handler ignores the others. */
+static drain *watching;
+static atomic_int fired;
+static volatile sig_atomic_t first_signum;
+
+static void on_signal(int signum)
+{
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&fired, &expected, 1)) return;
+    first_signum = signum;
+    uv_async_send(&watching->wake); /* async-signal-safe */
+}
 
 static void on_closed(uv_handle_t *h)
 {
@@ -23,8 +41,7 @@ static void on_closed(uv_handle_t *h)
 static void close_all(drain *d)
 {
     uv_close((uv_handle_t *)&d->tick, on_closed);
-    uv_close((uv_handle_t *)&d->sigterm, on_closed);
-    uv_close((uv_handle_t *)&d->sigint, on_closed);
+    uv_close((uv_handle_t *)&d->wake, on_closed);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -35,19 +52,15 @@ static void on_tick(uv_timer_t *t)
     if (!idle) log_warn(d->opt.component, "drain timed out; stopping anyway");
     uv_timer_stop(t);
     close_all(d);
-    /* Closing the watchers gave the signals their default action back, a kill: a repeated
-     * SIGTERM would turn this clean exit into exit status 143. */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
     uv_stop(d->loop);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void on_wake(uv_async_t *a)
 {
-    drain *d = s->data;
-    if (d->stopping) return;
-    d->stopping = 1;
-    d->opt.begin(d->opt.ud, signum);
+    drain *d = a->data;
+    if (d->begun) return;
+    d->begun = 1;
+    d->opt.begin(d->opt.ud, first_signum);
     d->started = uv_now(d->loop);
     uv_timer_start(&d->tick, on_tick, 0, d->opt.tick_ms ? d->opt.tick_ms : 10);
 }
@@ -58,13 +71,26 @@ int drain_watch(uv_loop_t *loop, const drain_options *opt)
     if (!d) return -1;
     d->loop = loop;
     d->opt = *opt;
-    uv_signal_init(loop, &d->sigterm);
-    uv_signal_init(loop, &d->sigint);
-    uv_timer_init(loop, &d->tick);
-    d->sigterm.data = d->sigint.data = d->tick.data = d;
-    d->open_handles = 3;
-    if (uv_signal_start(&d->sigterm, on_signal, SIGTERM) != 0 ||
-        uv_signal_start(&d->sigint, on_signal, SIGINT) != 0) {
+    if (uv_timer_init(loop, &d->tick) != 0) {
+        free(d);
+        return -1;
+    }
+    d->tick.data = d->wake.data = d;
+    d->open_handles = 1;
+    if (uv_async_init(loop, &d->wake, on_wake) != 0) {
+        uv_close((uv_handle_t *)&d->tick, on_closed);
+        return -1;
+    }
+    d->open_handles = 2;
+    watching = d;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
         close_all(d);
         return -1;
     }

@@ -1,7 +1,8 @@
 /* A graceful stop on SIGTERM or SIGINT, the same for every service here: the first signal
  * calls begin (stop taking work, say so in the log), then idle is polled until it returns 1 or
  * timeout_ms has passed, and the loop is stopped. Signals after the first are ignored, also
- * once the watch has closed its handles: the process is on its way out.
+ * once the watch has closed its handles: the process is on its way out. One watch per
+ * process: its signal handler is the process' own from then on.
  *
  * The watch owns itself: it lives until it stopped the loop, then closes its handles, which
  * the caller's next uv_run (or httpd_free) completes, and frees itself. */

@@ -394,19 +394,26 @@ def connections_received(h, redis):
     return int(re.search(r"total_connections_received:(\d+)", info).group(1))
 
 
+def refused_by_valkey(h, redis, url, name):
+    """An appview whose Valkey refuses its connection setup: (process, port, the one error
+    line, the _health answer), once the refusal is logged."""
+    port = free_port()
+    p = appview(h, redis, f"127.0.0.1:{port}", name=name, APPVIEW_VALKEY_URL=url)
+    wait_for(lambda: errors(p), what="the refusal logged")
+    [line] = errors(p)
+    return p, port, line, health(h, p, port)
+
+
 def test_valkey_wrong_password(h):
     redis = h.start_redis(password="the-right-pass")
-    port = free_port()
-    p = appview(h, redis, f"127.0.0.1:{port}",
-                APPVIEW_VALKEY_URL=f"redis://:wr0ng-pass@127.0.0.1:{redis.port}/0")
+    p, port, line, (status, body) = refused_by_valkey(
+        h, redis, f"redis://:wr0ng-pass@127.0.0.1:{redis.port}/0", "appview")
     assert listening(p.popen.pid) == {f"127.0.0.1:{port}"}
-    wait_for(lambda: errors(p), what="the refusal logged")
-    assert errors(p) == [
+    assert line == (
         f"valkey: redis://:***@127.0.0.1:{redis.port}/0 (--valkey-url, APPVIEW_VALKEY_URL): "
         "connection setup refused: WRONGPASS invalid username-password pair or user is "
         "disabled; check the user and password in the URL (redis://USER:PASSWORD@HOST:PORT/DB) "
-        "against the server's requirepass or ACL; retrying every 30 s"]
-    status, body = health(h, p, port)
+        "against the server's requirepass or ACL; retrying every 30 s")
     assert status == 503 and body["status"] == "down", body
     assert body["valkey"]["up"] is False
     assert body["valkey"]["error"].startswith("connection setup refused: WRONGPASS"), body
@@ -430,26 +437,21 @@ def json_text(obj):
 
 def test_valkey_password_missing_and_database_out_of_range(h):
     redis = h.start_redis(password="the-right-pass")
-    port = free_port()
-    p = appview(h, redis, f"127.0.0.1:{port}", name="no-password")
-    wait_for(lambda: errors(p), what="the refusal logged")
-    [line] = errors(p)
+    p, _, line, (status, _) = refused_by_valkey(h, redis, f"redis://127.0.0.1:{redis.port}/0",
+                                                "no-password")
     assert "connection setup refused: NOAUTH Authentication required; check the user and " \
         "password in the URL" in line, line
-    assert health(h, p, port)[0] == 503
-    p.stop()
+    assert status == 503
+    assert p.stop() == 0
 
     other = h.start_redis(name="redis16")
-    port = free_port()
-    p = appview(h, other, f"127.0.0.1:{port}", name="db-99",
-                APPVIEW_VALKEY_URL=f"redis://127.0.0.1:{other.port}/99")
-    wait_for(lambda: errors(p), what="the refusal logged")
-    assert errors(p) == [
+    p, _, line, (status, body) = refused_by_valkey(h, other, f"redis://127.0.0.1:{other.port}/99",
+                                                   "db-99")
+    assert line == (
         f"valkey: redis://127.0.0.1:{other.port}/99 (--valkey-url, APPVIEW_VALKEY_URL): "
         "connection setup refused: ERR DB index is out of range; the server has fewer "
         "databases: use a smaller /DB in the URL, or raise its 'databases' setting; retrying "
-        "every 30 s"]
-    status, body = health(h, p, port)
+        "every 30 s")
     assert status == 503 and "DB index is out of range" in body["valkey"]["error"]
     assert p.stop() == 0
 
