@@ -18,7 +18,7 @@ BOB=did:plc:bobbbbbbbbbbbbbbbbbbbbbb
 need_bin "$BIN_DIR/appview"
 need_bin "$BIN_DIR/hold"
 need_bin "$BIN_DIR/tools/jetstream_replay"
-command -v redis-server >/dev/null || die "redis-server is missing (make deps)"
+command -v redis-server >/dev/null || die "redis-server is missing (make run or make demo installs it)"
 [ -r "$DEMO_EVENTS" ] || die "cannot read $DEMO_EVENTS"
 
 { rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR/valkey" "$DEMO_DIR/appview"; } || die "cannot create $DEMO_DIR"

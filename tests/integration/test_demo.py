@@ -216,7 +216,7 @@ def test_run_local_refuses_a_busy_port(h):
 def test_deploy_files_name_real_settings(h):
     """Every APPVIEW_* / HOLD_* the compose file, the Dockerfile and the units set is one the
     binaries know (a typo there is silently ignored at run time); the compose file is YAML
-    with the three services (parsed when PyYAML is installed, which `make deps` does not
+    with the three services (parsed when PyYAML is installed, which `make test` does not
     require)."""
     known = set()
     for name in ("appview", "hold"):
