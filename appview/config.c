@@ -117,10 +117,10 @@ enum {
     O_CURSOR_REWIND_SECONDS,
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
-    O_INGEST_PLAIN_WRITES,
     O_UPSTREAM_TIMEOUT_MS,
     O_LOG_LEVEL,
-    O_COUNT
+    O_HTTP,
+    O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
 };
 
 static const option_spec SPECS[O_COUNT] = {
@@ -189,15 +189,12 @@ static const option_spec SPECS[O_COUNT] = {
                 "lease electing the one ingesting replica: a standby takes over this long "
                 "after the ingester stopped renewing it",
                 1, 600),
-    [O_INGEST_PLAIN_WRITES] =
-        OPT_BOOL("ingest-plain-writes", "APPVIEW_INGEST_PLAIN_WRITES", "on",
-                 "write most records with plain commands decided in the appview (off: every "
-                 "event through the Lua scripts, slower; for diagnosis)"),
     [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
                                       "total time allowed for one upstream HTTP call", 100, 600000),
     [O_LOG_LEVEL] = OPT_STR("log-level", "LOG_LEVEL", "info",
                             "least important log lines shown: debug, info, warn or error",
                             options_check_log_level),
+    [O_HTTP] = HTTPD_OPTIONS("APPVIEW"),
 };
 
 static void free_list(char **items, size_t n)
@@ -256,9 +253,9 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->cursor_rewind_seconds = (int)v[O_CURSOR_REWIND_SECONDS].num;
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
-    c->ingest_plain_writes = v[O_INGEST_PLAIN_WRITES].num;
     c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
     log_level_from_name(v[O_LOG_LEVEL].str, &c->log_level);
+    httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {
         fprintf(stderr, "appview: --jetstream-urls (APPVIEW_JETSTREAM_URLS) is empty but ingest "

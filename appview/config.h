@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "atproto/httpd.h"
 #include "atproto/log.h"
 
 #define APPVIEW_VERSION "0.1.0"
@@ -37,9 +38,9 @@ typedef struct {
     int cursor_rewind_seconds;   /* APPVIEW_CURSOR_REWIND_SECONDS, default 5 */
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
-    bool ingest_plain_writes;    /* APPVIEW_INGEST_PLAIN_WRITES, default on */
     int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
     enum log_level log_level;    /* LOG_LEVEL, default info */
+    httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;
 
 /* Returns 0 when ready, 1 when --help or --version was printed, -1 on a bad value (one line on

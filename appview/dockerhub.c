@@ -8,6 +8,7 @@
 
 #include "atproto/buf.h"
 #include "atproto/http_client.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/url.h"
@@ -212,8 +213,7 @@ static void retry_or_fail(fetch *f, const char *why)
 
 static int parse_ok(entry *e, const http_result *res)
 {
-    json_error_t jerr;
-    json_t *o = json_loadb(res->body, res->len, 0, &jerr);
+    json_t *o = json_read(res->body, res->len);
     json_t *pulls = json_object_get(o, "pull_count");
     json_t *stars = json_object_get(o, "star_count");
     json_t *updated = json_object_get(o, "last_updated");

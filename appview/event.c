@@ -160,49 +160,57 @@ static event_kind invalid(event *ev, const char *reason)
     return ev->kind;
 }
 
-/* The digest a tag points at: its deprecated manifestDigest when present, else the record key
- * of its manifest at-uri, which ATCR names after the digest's hex. */
-static int tag_digest(event *ev)
+/* What a tag points at. Its manifest at-uri names a record of the tag's own repository:
+ * at://<the event's DID>/io.atcr.manifest/<rkey>, whatever the rkey looks like (a TID as the
+ * lexicon says, or any other record key): the digest is read from that record, never from the
+ * rkey's spelling. The deprecated manifestDigest is kept beside it when well-formed, and is all
+ * a tag without an at-uri has. NULL, or the drop reason. */
+static const char *tag_target(event *ev)
 {
+    static const char scheme[] = "at://", collection[] = "/" ATCR_PREFIX "manifest/";
     const char *d = get_string(ev->record, "manifestDigest");
-    if (d && oci_is_digest(d, strlen(d))) {
-        snprintf(ev->digest, sizeof ev->digest, "%s", d);
-        return 0;
-    }
+    if (d && !oci_is_digest(d, strlen(d))) return "bad_digest";
+    if (d) snprintf(ev->target_digest, sizeof ev->target_digest, "%s", d);
     const char *uri = get_string(ev->record, "manifest");
-    const char *slash = uri ? strrchr(uri, '/') : NULL;
-    if (!slash) return -1;
-    const char *rkey = slash + 1;
-    if (strchr(rkey, ':')) {
-        snprintf(ev->digest, sizeof ev->digest, "%s", rkey);
-    } else {
-        snprintf(ev->digest, sizeof ev->digest, "sha256:%s", rkey);
-    }
-    return oci_is_digest(ev->digest, strlen(ev->digest)) ? 0 : -1;
+    if (!uri) return d ? NULL : "no_manifest_ref";
+    size_t dn = strlen(ev->did), cn = sizeof collection - 1, sn = sizeof scheme - 1;
+    if (!valid(atp_is_at_uri, uri) || strncmp(uri, scheme, sn)) return "bad_manifest_uri";
+    const char *authority = uri + sn, *slash = strchr(authority, '/');
+    if (!slash) return "bad_manifest_uri";
+    if ((size_t)(slash - authority) != dn || memcmp(authority, ev->did, dn))
+        return "manifest_uri_other_repo";
+    if (strncmp(slash, collection, cn)) return "manifest_uri_other_collection";
+    if (!valid(atp_is_rkey, slash + cn)) return "bad_manifest_uri";
+    ev->target_rkey = slash + cn;
+    return NULL;
 }
 
 static event_kind record_fields(event *ev)
 {
     ev->repository = get_string(ev->record, "repository");
     if (!valid(oci_is_repository, ev->repository)) return invalid(ev, "bad_repository");
-    const char *created = get_string(ev->record, "createdAt");
+    const char *at_field = "createdAt";
     if (!strcmp(ev->collection, ATCR_PREFIX "manifest")) {
         ev->record_kind = RECORD_MANIFEST;
         ev->key = get_string(ev->record, "digest");
         if (!valid(oci_is_digest, ev->key)) return invalid(ev, "bad_digest");
-        snprintf(ev->digest, sizeof ev->digest, "%s", ev->key);
     } else if (!strcmp(ev->collection, ATCR_PREFIX "tag")) {
         ev->record_kind = RECORD_TAG;
         ev->key = get_string(ev->record, "tag");
         if (!valid(oci_is_tag, ev->key)) return invalid(ev, "bad_tag");
-        if (tag_digest(ev) < 0) return invalid(ev, "bad_digest");
+        const char *why = tag_target(ev);
+        if (why) return invalid(ev, why);
     } else {
         ev->record_kind = RECORD_HOLD_STATS;
         ev->key = get_string(ev->record, "did");
-        created = get_string(ev->record, "updatedAt");
+        at_field = "updatedAt";
     }
-    ev->created_ms = event_datetime_ms(created);
-    if (ev->created_ms < 0) ev->created_ms = (int64_t)(ev->time_us / 1000);
+    ev->at = get_string(ev->record, at_field);
+    ev->created_ms = event_datetime_ms(ev->at);
+    if (ev->created_ms < 0) {
+        ev->at = NULL;
+        ev->created_ms = (int64_t)(ev->time_us / 1000);
+    }
     return ev->kind = EVENT_COMMIT;
 }
 

@@ -48,8 +48,16 @@ typedef struct {
     size_t record_json_len;
     record_kind record_kind;
     const char *repository; /* manifest and tag: the OCI repository */
-    const char *key;        /* manifest: its digest; tag: the tag name */
-    char digest[136];       /* the manifest digest a tag points at, or the manifest's own */
+    const char *key;        /* manifest: its digest; tag: the tag name; hold stats: the user */
+    /* Tag: the manifest it points at. target_rkey is the record key of its manifest at-uri (NULL
+     * when it has only the deprecated manifestDigest); target_digest its manifestDigest ("" when
+     * absent). The digest is found through the manifest's record, not the rkey's spelling. */
+    const char *target_rkey;
+    char target_digest[136];
+    /* createdAt (hold stats: updatedAt) exactly as the record wrote it, served as written; NULL
+     * when absent. created_ms is the same instant in Unix milliseconds, for ordering (the
+     * event's time when absent). */
+    const char *at;
     int64_t created_ms;
     /* EVENT_ACCOUNT */
     int purge; /* inactive with status deleted or takendown */

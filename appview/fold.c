@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "atproto/buf.h"
-#include "atproto/json_pool.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "cache/scripts.h"
@@ -17,14 +16,10 @@
 struct fold {
     valkey *v;
     char *prefix;
-    char ttl[16];
     char gone_ttl[16];
-    char recent_keep[16];
-    int script_apply, script_purge, script_hold_stats;
+    int script_purge, script_hold_stats;
     unsigned since_trim;
     char *recent_key;
-    uint64_t *applied_total;
-    uint64_t *stale_total;
     uint64_t *purges_total;
     uint64_t *write_errors_total;
 };
@@ -47,21 +42,13 @@ fold *fold_new(valkey *v, const fold_options *opt)
     f->prefix = strdup(opt->prefix);
     buf recent = {0};
     if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
-    snprintf(f->ttl, sizeof f->ttl, "%u", opt->record_ttl);
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
-    snprintf(f->recent_keep, sizeof f->recent_keep, "%d", FOLD_RECENT_KEEP);
-    f->script_apply = valkey_register_script(v, "apply", lua_apply);
     f->script_purge = valkey_register_script(v, "purge", lua_purge);
     f->script_hold_stats = valkey_register_script(v, "hold_stats", lua_hold_stats);
-    if (!f->prefix || !f->recent_key || f->script_apply < 0 || f->script_purge < 0 ||
-        f->script_hold_stats < 0) {
+    if (!f->prefix || !f->recent_key || f->script_purge < 0 || f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
     }
-    f->applied_total =
-        metrics_counter("appview_records_indexed_total", "Record events that changed the index");
-    f->stale_total = metrics_counter("appview_records_stale_total",
-                                     "Record events older than what the index holds (replays)");
     f->purges_total =
         metrics_counter("appview_accounts_purged_total", "Accounts deleted or taken down");
     f->write_errors_total =
@@ -97,7 +84,10 @@ static int reply_ok(op *o, const redisReply *r)
         o->failed = 1; /* the connection was lost: the event is folded again later */
         return 0;
     }
-    /* Not retried: the same event would be refused again and stall the stream behind it. */
+    /* A refusal Valkey may lift (out of memory, ...) fails the event: it is folded again from
+     * the last acknowledged cursor. Any other is not retried: the same event would be refused
+     * again and stall the stream behind it. */
+    if (valkey_error_transient(r->str)) o->failed = 1;
     log_warn("fold", "write refused for %s: %s", o->did, r->str);
     return 0;
 }
@@ -137,18 +127,6 @@ static void drop_handle(op *o, const redisReply *handle)
     buf_free(&key);
 }
 
-static void on_apply(redisReply *r, void *ud)
-{
-    op *o = ud;
-    if (reply_ok(o, r)) {
-        if (r->type == REDIS_REPLY_INTEGER)
-            (*(r->integer == 1 ? o->f->applied_total : o->f->stale_total))++;
-        else
-            o->failed = 1;
-    }
-    op_finish_one(o);
-}
-
 static void on_purge(redisReply *r, void *ud)
 {
     op *o = ud;
@@ -179,64 +157,12 @@ static op *op_new(fold *f, const event *ev, fold_done_cb cb, void *ud)
     return o;
 }
 
-static int send_apply(fold *f, const event *ev, op *o, const char *base)
-{
-    buf recs = {0}, field = {0};
-    if (buf_printf(&recs, "%srecs", base) < 0 ||
-        buf_printf(&field, "%s/%s", ev->collection, ev->rkey) < 0) {
-        buf_free(&recs);
-        return -1;
-    }
-    char time_us[24], at[24], kind[2] = {(char)ev->record_kind, 0};
-    snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);
-    snprintf(at, sizeof at, "%lld", (long long)ev->created_ms);
-    const char *json = ev->record_json;
-    size_t json_len = ev->record_json_len;
-    char *dumped = NULL;
-    if (ev->record && !json) {
-        json = dumped = json_pool_dump(ev->record, &json_len);
-        if (!dumped) json_len = 0;
-    }
-    int trim = !ev->is_delete && ev->record_kind == RECORD_MANIFEST && fold_recent_trim_due(f);
-    const char *argv[19] = {recs.data,
-                            f->recent_key,
-                            base,
-                            field.data,
-                            ev->is_delete ? "del" : "put",
-                            ev->rev,
-                            time_us,
-                            f->ttl,
-                            ev->is_delete ? "" : kind,
-                            ev->cid ? ev->cid : "",
-                            json ? json : "",
-                            ev->repository ? ev->repository : "",
-                            ev->key ? ev->key : "",
-                            ev->digest,
-                            at,
-                            ev->rkey,
-                            ev->did,
-                            trim ? "1" : "0",
-                            f->recent_keep};
-    size_t lens[19];
-    for (int i = 0; i < 19; i++)
-        lens[i] = i == 10 ? json_len : strlen(argv[i]);
-    int rc = (ev->record && !json)
-                 ? -1
-                 : valkey_eval(f->v, f->script_apply, on_apply, o, 2, 19, argv, lens);
-    free(dumped);
-    buf_free(&recs);
-    buf_free(&field);
-    return rc;
-}
-
 static const char *time_or_dash(const json_t *record, const char *field)
 {
     const char *t = json_string_value(json_object_get(record, field));
     return t && *t && !strchr(t, ' ') ? t : "-";
 }
 
-/* A hold's stats record also updates the user's per-hold last known values (in the user's
- * slot, so a script of its own next to the record's). */
 static int send_hold_stats(fold *f, const event *ev, op *o)
 {
     const json_t *rec = ev->record;
@@ -259,8 +185,19 @@ static int send_hold_stats(fold *f, const event *ev, op *o)
                          NULL);
     for (int i = 0; i < 5; i++)
         buf_free(&k[i]);
-    if (rc == 0) o->outstanding++;
     return rc;
+}
+
+int fold_hold_stats(fold *f, const event *ev, fold_done_cb cb, void *ud)
+{
+    if (ev->kind != EVENT_COMMIT || ev->record_kind != RECORD_HOLD_STATS || !ev->record) return 1;
+    op *o = op_new(f, ev, cb, ud);
+    if (!o) return -1;
+    if (send_hold_stats(f, ev, o) < 0) {
+        free(o);
+        return -1;
+    }
+    return 0;
 }
 
 int fold_changes_index(const event *ev)
@@ -271,18 +208,13 @@ int fold_changes_index(const event *ev)
 
 int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
 {
-    if (!fold_changes_index(ev)) return 1;
+    if (ev->kind == EVENT_COMMIT || !fold_changes_index(ev)) return 1;
     char base[2200];
     snprintf(base, sizeof base, "%s{%s}/", f->prefix, ev->did);
     op *o = op_new(f, ev, cb, ud);
     if (!o) return -1;
     int rc;
-    if (ev->kind == EVENT_COMMIT) {
-        rc = send_apply(f, ev, o, base);
-        if (rc == 0 && !ev->is_delete && ev->record_kind == RECORD_HOLD_STATS &&
-            send_hold_stats(f, ev, o) < 0)
-            o->failed = 1; /* the record was sent: its reply still finishes the op */
-    } else if (ev->kind == EVENT_ACCOUNT) {
+    if (ev->kind == EVENT_ACCOUNT) {
         char keys[2300], time_us[24];
         snprintf(keys, sizeof keys, "%skeys", base);
         snprintf(time_us, sizeof time_us, "%llu", (unsigned long long)ev->time_us);

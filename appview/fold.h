@@ -1,8 +1,8 @@
-/* How events change the index: one event becomes one atomic script call on its DID's slot
- * (cache/apply.lua, purge.lua) plus the follow-ups outside that slot (the global recent list,
- * handle keys); an identity change is plain commands (HGET and DEL of the DID's identity).
- * See cache/SCHEMA.md for the keys. The loader folds every record this way; the ingester
- * (appview/writer.h) writes most records itself, by the same rules. */
+/* The events that change the index other than through a record's plan (appview/plan.h): an
+ * account deleted or taken down purges every key of its DID (cache/purge.lua, one atomic script
+ * on the DID's slot plus its P recent entries); an identity change drops the DID's cached
+ * identity (plain HGET and DEL); a hold's io.atcr.hold.stats record also updates the user's last
+ * known counts (cache/hold_stats.lua). See cache/SCHEMA.md for the keys. */
 #ifndef APPVIEW_FOLD_H
 #define APPVIEW_FOLD_H
 
@@ -14,9 +14,8 @@
 typedef struct fold fold;
 
 typedef struct {
-    const char *prefix;  /* key prefix, e.g. "atcr:" */
-    unsigned record_ttl; /* seconds */
-    unsigned gone_ttl;   /* how long a purged DID ignores older commits; 0 means 1 day */
+    const char *prefix; /* key prefix, e.g. "atcr:" */
+    unsigned gone_ttl;  /* how long a purged DID ignores older commits; 0 means 1 day */
 } fold_options;
 
 /* Called once per event when every write it caused was answered; ok=0 when one failed
@@ -25,10 +24,13 @@ typedef void (*fold_done_cb)(void *ud, int ok);
 
 /* Registers the scripts on v, so call it before valkey_start. */
 fold *fold_new(valkey *v, const fold_options *opt);
-/* 0: writes sent, cb will run; 1: nothing to write (cb will not run); -1: Valkey not ready or
- * out of memory (cb will not run; the event must be folded again later). */
+/* A purge or an identity change (record events are planned: appview/plan.h). 0: writes sent,
+ * cb will run; 1: nothing to write (cb will not run); -1: Valkey not ready or out of memory (cb
+ * will not run; the event must be folded again later). */
 int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud);
-/* 1 when the event can change the index: a commit, an identity change, a purge. */
+/* The user's last known counts from a hold's stats record event; returns as fold_apply. */
+int fold_hold_stats(fold *f, const event *ev, fold_done_cb cb, void *ud);
+/* 1 when the event can change the index: a record event, an identity change, a purge. */
 int fold_changes_index(const event *ev);
 /* The recent list keeps its newest FOLD_RECENT_KEEP manifests. Trimming it on every add
  * would double its commands: whoever adds a manifest calls fold_recent_trim_due, which says

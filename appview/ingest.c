@@ -12,6 +12,10 @@
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 
+/* Writes Valkey refused (out of memory, ...) are tried again after a pause that doubles, up to
+ * the most, until one batch goes through. */
+#define REFUSED_RETRY_MIN_MS 1000
+#define REFUSED_RETRY_MAX_MS 30000
 /* Backpressure: stop reading the socket above HIGH commands in flight, resume below LOW. */
 #define PENDING_HIGH 20000
 #define PENDING_LOW 5000
@@ -32,6 +36,7 @@ typedef struct batch {
     unsigned epoch; /* batches of an epoch that saw a failure never move the cursor */
     uint64_t max_cursor, max_time_us;
     unsigned outstanding;
+    int outstanding_ever; /* it wrote something: its success says Valkey takes writes */
     int sealed;
 } batch;
 
@@ -65,8 +70,13 @@ struct ingest {
 
     uv_check_t check;
     uv_timer_t persist_timer;
+    uv_timer_t retry_timer; /* reads again after writes were refused */
+    unsigned retry_ms;      /* its next pause; 0 while writes go through */
+    char refusal[160];      /* what Valkey answered, for _health; "" while writes go through */
 
     uint64_t *events_total, *skipped_total, *folded_total, *replays_total, *fenced_total;
+    uint64_t *dropped_keys_total;
+    uint64_t *refused_retries_total;
 };
 
 /* ---- drop reasons, as metric labels ---- */
@@ -107,6 +117,11 @@ static void complete_batches(ingest *in)
         if (b->epoch == in->epoch && !in->replay_needed) {
             if (b->max_cursor > in->acked[b->flavor]) in->acked[b->flavor] = b->max_cursor;
             if (b->max_time_us > in->acked_time_us) in->acked_time_us = b->max_time_us;
+            if (b->outstanding_ever && in->retry_ms) {
+                log_info("ingest", "Valkey takes writes again");
+                in->retry_ms = 0;
+                in->refusal[0] = 0;
+            }
         }
         in->head = b->next;
         if (!in->head) in->tail = NULL;
@@ -141,12 +156,44 @@ static void need_replay(ingest *in)
     if (in->js) jetstream_pause(in->js, 1);
 }
 
+static void resume(ingest *in);
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    ingest *in = t->data;
+    if (!in->valkey_up || in->stopping) return; /* resumed when Valkey is up again */
+    /* What the writer believes it wrote may not be in Valkey: it reads again what it needs. */
+    writer_reset(in->w);
+    resume(in);
+}
+
+/* Writes failed while Valkey is up: it refused them (out of memory, a read-only replica, ...).
+ * Reading stopped (need_replay); it starts again from the last acknowledged cursor after a
+ * pause, and every refusal doubles the pause. One log line per attempt. */
+static void retry_after_refusal(ingest *in)
+{
+    if (uv_is_active((uv_handle_t *)&in->retry_timer)) return;
+    in->retry_ms = in->retry_ms ? in->retry_ms * 2 : REFUSED_RETRY_MIN_MS;
+    if (in->retry_ms > REFUSED_RETRY_MAX_MS) in->retry_ms = REFUSED_RETRY_MAX_MS;
+    const char *why = writer_refusal(in->w);
+    if (why) snprintf(in->refusal, sizeof in->refusal, "%s", why);
+    (*in->refused_retries_total)++;
+    log_warn("ingest",
+             "Valkey refused writes (%s): ingest paused; reading again from the last "
+             "acknowledged cursor in %u ms",
+             in->refusal[0] ? in->refusal : "a script's write", in->retry_ms);
+    uv_timer_start(&in->retry_timer, on_retry_timer, in->retry_ms, 0);
+}
+
 static void on_folded(void *ud, int ok)
 {
     batch *b = ud;
     ingest *in = b->in;
     b->outstanding--;
-    if (!ok && b->epoch == in->epoch) need_replay(in);
+    if (!ok && b->epoch == in->epoch) {
+        need_replay(in);
+        if (in->valkey_up && !in->stopping && lease_held(in->lease)) retry_after_refusal(in);
+    }
     complete_batches(in);
 }
 
@@ -172,6 +219,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
         switch (writer_add(in->w, &ev, on_folded, b)) {
         case 0:
             b->outstanding++;
+            b->outstanding_ever = 1;
             (*in->folded_total)++;
             break;
         case 1:
@@ -292,10 +340,66 @@ static uint64_t reply_uint(const redisReply *r)
 }
 
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
- * of version 2 is one of version 3 (which only stopped maintaining repos' scores and removing
- * its members): the ingester writes the new version over it and goes on. */
-#define SCHEMA_VERSION "3"
-#define SCHEMA_UPGRADES_FROM "2"
+ * of versions 2 or 3 (whose tags named digests, not manifest records) is dropped: Valkey is a
+ * cache, reads fall back to the PDSes and the firehose fills it again, from the same cursor. */
+#define SCHEMA_VERSION "4"
+
+static int outdated_schema(const char *found)
+{
+    return !strcmp(found, "2") || !strcmp(found, "3");
+}
+
+static void cursor_loaded(ingest *in)
+{
+    in->cursor_loaded = 1;
+    start_stream(in);
+}
+
+/* Drops the keys of an outdated index under the prefix, a SCAN page at a time; the cursors,
+ * the lease and the schema mark stay. Then marks the index as of this layout. */
+static void drop_page(ingest *in, const char *cursor);
+
+/* An UNLINK that failed leaves a key of the old layout, which its TTL removes in time. */
+static void on_unlinked(redisReply *r, void *ud) {}
+
+static void on_dropped_page(redisReply *r, void *ud)
+{
+    ingest *in = ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        in->cursor_loading = 0; /* tried again on the next up */
+        return;
+    }
+    const redisReply *keys = r->element[1];
+    size_t plen = strlen(in->prefix);
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        if (k->type != REDIS_REPLY_STRING || k->len <= plen) continue;
+        const char *rest = k->str + plen;
+        if (!strncmp(rest, "cursor:", 7) || !strcmp(rest, "ingest-lease") ||
+            !strcmp(rest, "schema"))
+            continue;
+        valkey_command(in->v, on_unlinked, NULL, 2, (const char *[]){"UNLINK", k->str}, NULL);
+        (*in->dropped_keys_total)++;
+    }
+    if (strcmp(r->element[0]->str, "0")) {
+        drop_page(in, r->element[0]->str);
+        return;
+    }
+    log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
+             (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
+    in->cursor_loading = 0;
+    if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
+}
+
+static void drop_page(ingest *in, const char *cursor)
+{
+    char match[256];
+    snprintf(match, sizeof match, "%s*", in->prefix);
+    if (valkey_command(in->v, on_dropped_page, in, 6,
+                       (const char *[]){"SCAN", cursor, "MATCH", match, "COUNT", "1000"}, NULL) < 0)
+        in->cursor_loading = 0;
+}
 
 static void on_cursor_loaded(redisReply *r, void *ud)
 {
@@ -307,7 +411,19 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     int had_cursor =
         r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
     const char *found = schema->type == REDIS_REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
-    if (found && strcmp(found, SCHEMA_UPGRADES_FROM) == 0) found = NULL;
+    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
+        in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
+    in->acked_time_us = in->acked[JETSTREAM_V1];
+    if (in->acked_time_us > in->newest_time_us) in->newest_time_us = in->acked_time_us;
+    if (found && outdated_schema(found)) {
+        log_warn("ingest",
+                 "Valkey holds an index of key schema %s under prefix %s, an older layout: "
+                 "dropping it (reads fall back to the PDSes; the firehose refills it)",
+                 found, in->prefix);
+        in->cursor_loading = 1;
+        drop_page(in, "0");
+        return;
+    }
     if (found && strcmp(found, SCHEMA_VERSION) != 0) {
         /* Folding on top of another layout would serve a mix of both: an operator decides. */
         log_error("ingest",
@@ -317,12 +433,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
         return;
     }
     if (!found && writer_mark_schema(in->w) < 0) return; /* retried on next up */
-    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
-        in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
-    in->acked_time_us = in->acked[JETSTREAM_V1];
-    if (in->acked_time_us > in->newest_time_us) in->newest_time_us = in->acked_time_us;
-    in->cursor_loaded = 1;
-    start_stream(in);
+    cursor_loaded(in);
 }
 
 /* Valkey is ready and no predecessor's commands can still run: load the cursor (first time)
@@ -476,6 +587,16 @@ const char *ingest_stream_error(const ingest *in)
     return in->js ? jetstream_last_error(in->js) : "";
 }
 
+const char *ingest_refusal(const ingest *in)
+{
+    return in->refusal[0] ? in->refusal : NULL;
+}
+
+static double gauge_refused(void *ud)
+{
+    return ingest_refusal(ud) ? 1 : 0;
+}
+
 static double gauge_lag(void *ud)
 {
     double lag = ingest_lag_seconds(ud);
@@ -516,10 +637,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     char lease_key[256];
     snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
     in->lease = lease_new(loop, v, lease_key, opt->lease_ms, on_lease, in);
-    writer_options wo = {.prefix = opt->prefix,
-                         .record_ttl = opt->record_ttl,
-                         .schema_value = SCHEMA_VERSION,
-                         .scripts_only = opt->scripts_only};
+    writer_options wo = {
+        .prefix = opt->prefix, .record_ttl = opt->record_ttl, .schema_value = SCHEMA_VERSION};
     in->w = writer_new(v, f, &wo);
     if (!in->prefix || !in->lease || !in->w) {
         lease_free(in->lease);
@@ -544,6 +663,14 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                                         "Times the stream was read again after lost writes");
     in->fenced_total = metrics_counter("appview_ingest_fenced_total",
                                        "Earlier ingest connections killed before resuming");
+    in->refused_retries_total =
+        metrics_counter("appview_ingest_refused_retries_total",
+                        "Times ingest paused because Valkey refused writes (out of memory, ...)");
+    metrics_gauge("appview_valkey_writes_refused",
+                  "1 while Valkey refuses the ingester's writes (ingest paused)", gauge_refused,
+                  in);
+    in->dropped_keys_total = metrics_counter("appview_schema_dropped_keys_total",
+                                             "Keys of an outdated index layout dropped at start");
     metrics_gauge("appview_cursor_lag_seconds",
                   "Age of the newest event received (before any: of the saved cursor, or time "
                   "since the lease was taken); NaN on a standby",
@@ -554,6 +681,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     uv_check_start(&in->check, on_check);
     uv_timer_init(loop, &in->persist_timer);
     in->persist_timer.data = in;
+    uv_timer_init(loop, &in->retry_timer);
+    in->retry_timer.data = in;
     uv_timer_start(&in->persist_timer, on_persist_timer, PERSIST_EVERY_MS, PERSIST_EVERY_MS);
     return in;
 }
@@ -603,5 +732,6 @@ void ingest_free(ingest *in)
     lease_free(in->lease);
     writer_free(in->w);
     uv_close((uv_handle_t *)&in->check, NULL);
+    uv_close((uv_handle_t *)&in->retry_timer, NULL);
     uv_close((uv_handle_t *)&in->persist_timer, free_when_closed);
 }

@@ -33,7 +33,6 @@ typedef struct {
     unsigned rewind_seconds; /* v1 resume rewind */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
-    int scripts_only;        /* every event through the Lua scripts (appview/writer.h) */
 } ingest_options;
 
 ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
@@ -57,6 +56,9 @@ double ingest_last_message_age(const ingest *in);
 double ingest_stream_down_seconds(const ingest *in);
 /* Why the last connection attempt failed (jetstream_last_error), "" when none did. */
 const char *ingest_stream_error(const ingest *in);
+/* What Valkey answered while it refuses the ingester's writes (out of memory, ...; ingest is
+ * paused and tries again), NULL while writes go through. */
+const char *ingest_refusal(const ingest *in);
 /* Stops reading, persists the acknowledged cursor once pending writes are answered, then
  * gives the lease back; call ingest_idle until it returns 1, then it is safe to free. */
 void ingest_stop(ingest *in);

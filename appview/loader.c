@@ -1,5 +1,7 @@
 #include "appview/loader.h"
 
+#include "appview/cas.h"
+
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +9,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -89,16 +92,18 @@ struct loader {
     resolver *r;
     http_client *http;
     const lexicon_set *lexicons;
+    cas *cas;
     char *prefix;
     unsigned identity_ttl, negative_ttl, record_ttl;
     char s_identity_ttl[16], s_negative_ttl[16], s_record_ttl[16];
     id_flight *ids[NBUCKETS];
     repo_flight *repos[NBUCKETS];
+    struct record_flight *records[NBUCKETS];
     unsigned live; /* flights in progress */
     int closing;
     uint64_t *runs_total, *coalesced_total, *records_total, *invalid_total, *pruned_total;
     uint64_t *id_hits_total, *id_misses_total;
-    uint64_t *up_latest_total, *up_list_total;
+    uint64_t *up_latest_total, *up_list_total, *up_get_total;
     uint64_t *fail_total, *timeout_total, *notfound_total;
 };
 
@@ -508,16 +513,18 @@ static void rf_release(repo_flight *rf)
     if (--rf->outstanding == 0) rf_next(rf);
 }
 
-static void on_fold(void *ud, int ok)
+static void on_folded(void *ud, int ok, size_t written)
 {
     repo_flight *rf = ud;
     if (!ok) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "cache write failed");
     rf_release(rf);
 }
 
-static void rf_fold(repo_flight *rf, const event *ev)
+/* Folds a batch of the DID's records (from one page, or the prune) through the fold's rules,
+ * as one compare-and-set beside the ingester (appview/cas.h). */
+static void rf_fold(repo_flight *rf, const event *evs, size_t n)
 {
-    int rc = fold_apply(rf->l->f, ev, on_fold, rf);
+    int rc = cas_fold(rf->l->cas, evs, n, on_folded, rf);
     if (rc == 0)
         rf->outstanding++;
     else if (rc < 0)
@@ -544,8 +551,9 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* One listRecords entry: {"uri": "at://D/<collection>/<rkey>", "cid", "value"}. */
-static void take_record(listing *ls, json_t *item)
+/* One listRecords entry: {"uri": "at://D/<collection>/<rkey>", "cid", "value"}, into *ev
+ * (pointing into item). 0 when it is a record to fold. */
+static int take_record(listing *ls, json_t *item, event *ev)
 {
     repo_flight *rf = ls->rf;
     loader *l = rf->l;
@@ -555,35 +563,33 @@ static void take_record(listing *ls, json_t *item)
     char *prefix = fmt("at://%s/%s/", rf->did, ls->collection);
     if (!prefix) {
         rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
-        return;
+        return -1;
     }
     size_t pn = strlen(prefix);
     const char *rkey = uri && !strncmp(uri, prefix, pn) ? uri + pn : NULL;
     free(prefix);
-    event ev;
-    if (event_from_record(&ev, rf->did, ls->collection, rkey, rf->rev, cid, value, l->lexicons) !=
+    if (event_from_record(ev, rf->did, ls->collection, rkey, rf->rev, cid, value, l->lexicons) !=
         EVENT_COMMIT) {
         (*l->invalid_total)++;
         log_info("loader", "%s: skipping record %s: %s", rf->did, uri ? uri : "(no uri)",
-                 ev.reason);
+                 ev->reason);
         /* Still listed: the prune must not delete what the PDS holds, even if unusable. */
         if (rkey && seen_add(rf, ls->collection, rkey) < 0)
             rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
-        return;
+        return -1;
     }
     (*l->records_total)++;
     if (seen_add(rf, ls->collection, rkey) < 0) {
         rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
-        return;
+        return -1;
     }
-    rf_fold(rf, &ev);
+    return 0;
 }
 
 /* The XRPC error name of a response, e.g. "RepoNotFound"; "" when none. */
 static const char *xrpc_error_name(const http_result *res, json_t **root)
 {
-    json_error_t err;
-    *root = json_loadb(res->body, res->len, 0, &err);
+    *root = json_read(res->body, res->len);
     const char *e = get_string(*root, "error");
     return e ? e : "";
 }
@@ -630,8 +636,7 @@ static void on_page(const http_result *res, void *ud)
         listing_end(ls);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     json_t *records = json_object_get(root, "records");
     if (!json_is_array(records)) {
         json_decref(root);
@@ -639,12 +644,16 @@ static void on_page(const http_result *res, void *ud)
         listing_end(ls);
         return;
     }
-    size_t i;
+    size_t i, n = 0;
     json_t *item;
+    event *evs = calloc(json_array_size(records) + 1, sizeof *evs);
+    if (!evs) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
     json_array_foreach(records, i, item)
     {
-        if (json_is_object(item)) take_record(ls, item);
+        if (evs && json_is_object(item) && take_record(ls, item, &evs[n]) == 0) n++;
     }
+    if (evs && rf->fail_status == LOAD_OK) rf_fold(rf, evs, n);
+    free(evs);
     const char *cursor = get_string(root, "cursor");
     /* A short page is the last one (the PDS still names a cursor there). */
     int more = cursor && *cursor && json_array_size(records) >= PAGE_SIZE &&
@@ -714,8 +723,7 @@ static void on_latest_commit(const http_result *res, void *ud)
         rf_finish(rf, st, msg);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     const char *rev = get_string(root, "rev");
     if (rev && atp_is_tid(rev, strlen(rev))) rf->rev = strdup(rev);
     json_decref(root);
@@ -763,7 +771,7 @@ static void on_repo_ident(const ident *id, void *ud)
 }
 
 /* Records of D in Valkey that the listing did not return were deleted on the PDS (a delete
- * the firehose did not deliver): they get a delete at the listing's rev, which apply.lua
+ * the firehose did not deliver): they get a delete at the listing's rev, which the plan
  * ignores for any record written by a newer commit than the listing. */
 static void on_recs(redisReply *r, void *ud)
 {
@@ -775,7 +783,11 @@ static void on_recs(redisReply *r, void *ud)
         return;
     }
     if (rf->nseen) qsort(rf->seen, rf->nseen, sizeof *rf->seen, cmp_str);
-    for (size_t i = 0; i < r->elements; i++) {
+    event *evs = calloc(r->elements + 1, sizeof *evs);
+    char **collections_of = calloc(r->elements + 1, sizeof *collections_of);
+    size_t n = 0;
+    if (!evs || !collections_of) rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
+    for (size_t i = 0; evs && collections_of && i < r->elements; i++) {
         const redisReply *m = r->element[i];
         if (m->type != REDIS_REPLY_STRING) continue;
         const char *rest = m->str; /* <collection>/<rkey>, or another field of the hash */
@@ -788,21 +800,24 @@ static void on_recs(redisReply *r, void *ud)
         if (!listed_collection ||
             (rf->nseen && bsearch(&rest, rf->seen, rf->nseen, sizeof *rf->seen, cmp_str)))
             continue;
-        char *collection = strndup(rest, cn);
-        if (!collection) {
+        if (!(collections_of[n] = strndup(rest, cn))) {
             rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
             break;
         }
-        event ev = {.kind = EVENT_COMMIT,
-                    .did = rf->did,
-                    .is_delete = 1,
-                    .collection = collection,
-                    .rkey = slash + 1,
-                    .rev = rf->rev};
-        rf_fold(rf, &ev);
+        evs[n] = (event){.kind = EVENT_COMMIT,
+                         .did = rf->did,
+                         .is_delete = 1,
+                         .collection = collections_of[n],
+                         .rkey = slash + 1,
+                         .rev = rf->rev};
+        n++;
         (*l->pruned_total)++;
-        free(collection);
     }
+    if (rf->fail_status == LOAD_OK) rf_fold(rf, evs, n);
+    for (size_t i = 0; collections_of && i < n; i++)
+        free(collections_of[i]);
+    free(collections_of);
+    free(evs);
     rf_release(rf);
 }
 
@@ -937,6 +952,237 @@ int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
     return 0;
 }
 
+/* ==== single records ==== */
+
+/* One record fetched from its PDS (com.atproto.repo.getRecord), keyed "D collection/rkey": the
+ * record and the repository's latest commit are asked at once; the record is folded at that
+ * commit's rev (so the firehose's newer events still win), or, when the PDS has no such record,
+ * a delete at that rev leaves its tombstone (so the index knows it is gone). */
+typedef struct record_flight {
+    struct record_flight *next;
+    loader *l;
+    char *key, *did, *collection, *rkey;
+    repo_waiter *waiters;
+    int outstanding;
+    char *rev;
+    json_t *got; /* getRecord's answer; NULL when the PDS has no such record */
+    load_status fail_status;
+    char *fail_error;
+} record_flight;
+
+static void rec_finish(record_flight *f, load_status st, const char *error)
+{
+    loader *l = f->l;
+    record_flight **pp = &l->records[bucket(f->key)];
+    while (*pp != f)
+        pp = &(*pp)->next;
+    *pp = f->next;
+    count_status(l, st);
+    if (st != LOAD_OK && st != LOAD_NOT_FOUND)
+        log_warn("loader", "fetching %s failed: %s", f->key, error ? error : "");
+    load_result res = {st, st == LOAD_OK ? f->did : NULL, NULL, error ? error : ""};
+    for (repo_waiter *w = f->waiters, *next; w; w = next) {
+        next = w->next;
+        w->cb(&res, w->ud);
+        free(w);
+    }
+    json_decref(f->got);
+    free(f->key);
+    free(f->did);
+    free(f->collection);
+    free(f->rkey);
+    free(f->rev);
+    free(f->fail_error);
+    free(f);
+    l->live--;
+    maybe_release(l);
+}
+
+static void rec_fail(record_flight *f, load_status st, const char *error)
+{
+    if (f->fail_status != LOAD_OK) return;
+    f->fail_status = st;
+    f->fail_error = strdup(error);
+}
+
+static void on_rec_folded(void *ud, int ok, size_t written)
+{
+    record_flight *f = ud;
+    rec_finish(f, ok ? LOAD_OK : LOAD_UPSTREAM_FAILURE, ok ? NULL : "cache write failed");
+}
+
+/* Both answers are in: fold what the PDS holds. */
+static void rec_fold(record_flight *f)
+{
+    loader *l = f->l;
+    if (f->fail_status != LOAD_OK || l->closing) {
+        rec_finish(f, l->closing ? LOAD_UPSTREAM_FAILURE : f->fail_status,
+                   l->closing ? "shutting down" : f->fail_error);
+        return;
+    }
+    event ev = {.kind = EVENT_COMMIT,
+                .did = f->did,
+                .collection = f->collection,
+                .rkey = f->rkey,
+                .rev = f->rev,
+                .is_delete = 1};
+    if (f->got &&
+        event_from_record(&ev, f->did, f->collection, f->rkey, f->rev, get_string(f->got, "cid"),
+                          json_object_get(f->got, "value"), l->lexicons) != EVENT_COMMIT) {
+        (*l->invalid_total)++;
+        log_info("loader", "%s: skipping record: %s", f->key, ev.reason);
+        rec_finish(f, LOAD_OK, NULL);
+        return;
+    }
+    if (f->got) (*l->records_total)++;
+    int rc = cas_fold(l->cas, &ev, 1, on_rec_folded, f);
+    if (rc < 0) rec_finish(f, LOAD_UPSTREAM_FAILURE, "cache unavailable");
+}
+
+static void rec_release(record_flight *f)
+{
+    if (--f->outstanding == 0) rec_fold(f);
+}
+
+/* The answer to an XRPC call: its parsed body when 200, else the status it ends with. */
+static load_status rec_classify(record_flight *f, const http_result *res, const char *what,
+                                json_t **body)
+{
+    char msg[256];
+    *body = NULL;
+    if (res->error != HTTP_OK) {
+        snprintf(msg, sizeof msg, "%s: %s", what, res->error_text);
+        rec_fail(f, status_of_http(res), msg);
+        return status_of_http(res);
+    }
+    json_error_t err;
+    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    if (res->status == 200 && json_is_object(root)) {
+        *body = root;
+        return LOAD_OK;
+    }
+    const char *name = get_string(root, "error");
+    load_status st = res->status == 400 && name && !strcmp(name, "RecordNotFound")
+                         ? LOAD_NOT_FOUND
+                         : LOAD_UPSTREAM_FAILURE;
+    if (st == LOAD_UPSTREAM_FAILURE) {
+        snprintf(msg, sizeof msg, "%s: HTTP %ld %s", what, res->status, name ? name : "");
+        rec_fail(f, res->status == 404 || (name && !strncmp(name, "Repo", 4)) ? LOAD_NOT_FOUND : st,
+                 msg);
+    }
+    json_decref(root);
+    return st;
+}
+
+static void on_rec_commit(const http_result *res, void *ud)
+{
+    record_flight *f = ud;
+    json_t *body;
+    if (rec_classify(f, res, "getLatestCommit", &body) == LOAD_OK) {
+        const char *rev = get_string(body, "rev");
+        if (rev && atp_is_tid(rev, strlen(rev)))
+            f->rev = strdup(rev);
+        else
+            rec_fail(f, LOAD_UPSTREAM_FAILURE, "getLatestCommit: malformed response");
+        json_decref(body);
+    } else if (f->fail_status == LOAD_OK) {
+        rec_fail(f, LOAD_UPSTREAM_FAILURE, "getLatestCommit: unexpected answer");
+    }
+    rec_release(f);
+}
+
+static void on_rec_record(const http_result *res, void *ud)
+{
+    record_flight *f = ud;
+    json_t *body;
+    if (rec_classify(f, res, "getRecord", &body) == LOAD_OK) f->got = body;
+    rec_release(f);
+}
+
+static void on_rec_ident(const ident *id, void *ud)
+{
+    record_flight *f = ud;
+    loader *l = f->l;
+    if (id->status != LOAD_OK || !id->pds || !*id->pds || l->closing) {
+        rec_finish(f, id->status != LOAD_OK ? id->status : LOAD_NOT_FOUND,
+                   id->status != LOAD_OK ? id->error : "the DID document names no PDS");
+        return;
+    }
+    buf commit = {0}, record = {0};
+    int rc = buf_printf(&commit, "%s/xrpc/com.atproto.sync.getLatestCommit?did=", id->pds);
+    rc |= buf_url_encode(&commit, f->did);
+    rc |= buf_printf(&record, "%s/xrpc/com.atproto.repo.getRecord?repo=", id->pds);
+    rc |= buf_url_encode(&record, f->did);
+    rc |= buf_printf(&record, "&collection=%s&rkey=", f->collection);
+    rc |= buf_url_encode(&record, f->rkey);
+    f->outstanding = 1; /* held until both are sent */
+    if (rc == 0 && http_get(l->http, commit.data, NULL, on_rec_commit, f) == 0) {
+        f->outstanding++;
+        (*l->up_latest_total)++;
+        if (http_get(l->http, record.data, NULL, on_rec_record, f) == 0) {
+            f->outstanding++;
+            (*l->up_get_total)++;
+        } else {
+            rec_fail(f, LOAD_UPSTREAM_FAILURE, "out of memory");
+        }
+    } else {
+        rec_fail(f, LOAD_UPSTREAM_FAILURE, "out of memory");
+    }
+    buf_free(&commit);
+    buf_free(&record);
+    rec_release(f);
+}
+
+int loader_fetch_record(loader *l, const char *did, const char *collection, const char *rkey,
+                        loader_cb cb, void *ud)
+{
+    repo_waiter *w = calloc(1, sizeof *w);
+    char *key = fmt("%s %s/%s", did, collection, rkey);
+    if (!w || !key) {
+        free(w);
+        free(key);
+        return -1;
+    }
+    w->cb = cb;
+    w->ud = ud;
+    unsigned b = bucket(key);
+    for (record_flight *f = l->records[b]; f; f = f->next) {
+        if (!strcmp(f->key, key)) {
+            w->next = f->waiters;
+            f->waiters = w;
+            (*l->coalesced_total)++;
+            free(key);
+            return 0;
+        }
+    }
+    record_flight *f = calloc(1, sizeof *f);
+    if (!f || !(f->did = strdup(did)) || !(f->collection = strdup(collection)) ||
+        !(f->rkey = strdup(rkey))) {
+        if (f) {
+            free(f->did);
+            free(f->collection);
+        }
+        free(f);
+        free(w);
+        free(key);
+        return -1;
+    }
+    f->l = l;
+    f->key = key;
+    f->waiters = w;
+    f->fail_status = LOAD_OK;
+    f->next = l->records[b];
+    l->records[b] = f;
+    l->live++;
+    if (ident_resolve(l, did, on_rec_ident, f) < 0) {
+        f->waiters = NULL;
+        rec_finish(f, LOAD_UPSTREAM_FAILURE, "out of memory");
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
 /* ==== lifetime ==== */
 
 loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client *http,
@@ -951,7 +1197,12 @@ loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client
     l->http = http;
     l->lexicons = lexicons;
     l->prefix = strdup(opt->prefix);
-    if (!l->prefix) {
+    l->cas = cas_new(v, &(cas_options){.prefix = opt->prefix,
+                                       .recent = fold_recent_key(f),
+                                       .record_ttl = opt->record_ttl});
+    if (!l->prefix || !l->cas) {
+        cas_free(l->cas);
+        free(l->prefix);
         free(l);
         return NULL;
     }
@@ -981,6 +1232,8 @@ loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client
                         "Requests to PDSes by XRPC method");
     l->up_list_total = metrics_counter("appview_upstream_requests_total{method=\"listRecords\"}",
                                        "Requests to PDSes by XRPC method");
+    l->up_get_total = metrics_counter("appview_upstream_requests_total{method=\"getRecord\"}",
+                                      "Requests to PDSes by XRPC method");
     l->fail_total = metrics_counter("appview_loader_failures_total{status=\"upstream_failure\"}",
                                     "Repository loads that failed, by outcome");
     l->timeout_total = metrics_counter("appview_loader_failures_total{status=\"upstream_timeout\"}",
@@ -993,6 +1246,7 @@ loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client
 static void maybe_release(loader *l)
 {
     if (!l->closing || l->live) return;
+    cas_free(l->cas);
     free(l->prefix);
     free(l);
 }

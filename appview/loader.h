@@ -4,9 +4,9 @@
  * or else the network (appview/resolver.h), caching identities and negative results with
  * their TTLs. loader_ensure_repo makes a DID's index complete: unless P{D}/complete exists it
  * lists the DID's io.atcr.manifest and io.atcr.tag records on its PDS (all pages) and writes
- * them through the same fold as the firehose (appview/fold.h), so the result is exactly what
- * ingest would have written, then sets P{D}/complete. Concurrent calls for one key share one
- * upstream fetch (single flight). */
+ * them by the fold's rules (appview/plan.h, written as a compare-and-set beside the ingester:
+ * appview/cas.h), so the result is exactly what ingest would have written, then sets
+ * P{D}/complete. Concurrent calls for one key share one upstream fetch (single flight). */
 #ifndef APPVIEW_LOADER_H
 #define APPVIEW_LOADER_H
 
@@ -48,6 +48,11 @@ loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client
 /* Both return 0 and call cb exactly once later, or -1 (out of memory; cb not called). */
 int loader_resolve(loader *l, const char *actor, loader_cb cb, void *ud);
 int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud);
+/* Folds one record from the DID's PDS (getRecord, at the repository's latest commit), or its
+ * absence as a delete: for a record the index has not seen, such as the manifest of a tag that
+ * came before it. LOAD_OK once the index holds what the PDS does. */
+int loader_fetch_record(loader *l, const char *did, const char *collection, const char *rkey,
+                        loader_cb cb, void *ud);
 void loader_free(loader *l);
 
 #endif

@@ -57,40 +57,61 @@ static int json_seconds(buf *out, double seconds)
     return seconds < 0 ? buf_puts(out, "null") : buf_printf(out, "%.3f", seconds);
 }
 
+/* Appends one entry to the "problems" array; 0, or nonzero when out of memory. */
+static int problem(buf *out, int *n, const char *why)
+{
+    return ((*n)++ ? buf_puts(out, ",") : 0) | json_str(out, why);
+}
+
 /* _health tells a load balancer the truth: 200 "ok" while this replica does its job; 503
  * "down" while Valkey is not ready (reads fail), 503 "degraded" while this replica holds the
- * ingest lease without a Jetstream connection for longer than the stall period (reads work,
- * the index goes stale). "problems" says why, in words. */
+ * ingest lease without a Jetstream connection for longer than the stall period, or while
+ * Valkey refuses its writes (reads work, the index goes stale). "problems" says why, in
+ * words. */
 static void health(httpd_req *r, void *ud)
 {
     app *a = ud;
     int up = valkey_ready(a->v);
     double without_stream = a->in ? ingest_stream_down_seconds(a->in) : 0;
     int stale = without_stream > a->cfg.jetstream_stall_seconds;
+    /* Writes refused (out of memory, ...): the ingester is paused until Valkey takes them. */
+    const char *refusal = a->in ? ingest_refusal(a->in) : NULL;
+    int degraded = stale || refusal != NULL;
     const char *valkey_error = valkey_problem(a->v);
     const char *stream_error = a->in ? ingest_stream_error(a->in) : "";
     buf out = {0};
     int rc =
         buf_printf(&out, "{\"version\":\"%s\",\"status\":\"%s\",\"problems\":[", APPVIEW_VERSION,
-                   !up     ? "down"
-                   : stale ? "degraded"
-                           : "ok");
+                   !up        ? "down"
+                   : degraded ? "degraded"
+                              : "ok");
+    int nproblems = 0;
     if (!up) {
         char why[400];
         snprintf(why, sizeof why, "Valkey is not ready: %s",
                  *valkey_error ? valkey_error : "connecting");
-        rc |= json_str(&out, why);
+        rc |= problem(&out, &nproblems, why);
+    }
+    if (refusal) {
+        char why[400];
+        snprintf(why, sizeof why, "Valkey refuses the ingester's writes, ingest paused: %s",
+                 refusal);
+        rc |= problem(&out, &nproblems, why);
     }
     if (stale) {
         char why[600];
         snprintf(why, sizeof why,
                  "holding the ingest lease without a Jetstream connection for %.1f s%s%s",
                  without_stream, *stream_error ? ": " : "", stream_error);
-        rc |= (!up ? buf_puts(&out, ",") : 0) | json_str(&out, why);
+        rc |= problem(&out, &nproblems, why);
     }
     rc |= buf_printf(&out, "],\"valkey\":{\"up\":%s,\"latencyP99Ms\":%.3f,\"error\":",
                      up ? "true" : "false", valkey_latency_p99(a->v) * 1e3);
     rc |= json_str(&out, valkey_error);
+    if (refusal) {
+        rc |= buf_puts(&out, ",\"writesRefused\":");
+        rc |= json_str(&out, refusal);
+    }
     if (a->in) {
         rc |= buf_printf(&out, "},\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
                          ingest_leader(a->in) ? "true" : "false",
@@ -111,7 +132,7 @@ static void health(httpd_req *r, void *ud)
     if (rc)
         httpd_reply_error(r, 500, "InternalServerError", "out of memory");
     else
-        httpd_reply_json(r, up && !stale ? 200 : 503, out.data, out.len);
+        httpd_reply_json(r, up && !degraded ? 200 : 503, out.data, out.len);
     buf_free(&out);
 }
 
@@ -153,7 +174,8 @@ static int start(app *a)
     httpd_options ho = {.listen = a->cfg.listen,
                         .max_body = 64 * 1024,
                         .name = "appview",
-                        .setting = "--listen, APPVIEW_LISTEN"};
+                        .setting = "--listen, APPVIEW_LISTEN",
+                        .limits = a->cfg.http};
     a->http = httpd_new(a->loop, &ho);
     if (!a->http) return -1;
     char err[512];
@@ -169,7 +191,7 @@ static int start(app *a)
                          .setting = "--valkey-url, APPVIEW_VALKEY_URL"};
     a->v = valkey_new(a->loop, &vo);
     if (!a->v) return -1;
-    fold_options fo = {.prefix = a->cfg.key_prefix, .record_ttl = (unsigned)a->cfg.record_ttl};
+    fold_options fo = {.prefix = a->cfg.key_prefix};
     a->f = fold_new(a->v, &fo);
     if (!a->f) return cannot_set_up("the fold scripts");
     if (a->cfg.ingest) {
@@ -179,8 +201,7 @@ static int start(app *a)
                              .stall_seconds = (unsigned)a->cfg.jetstream_stall_seconds,
                              .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
                              .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
-                             .record_ttl = (unsigned)a->cfg.record_ttl,
-                             .scripts_only = !a->cfg.ingest_plain_writes};
+                             .record_ttl = (unsigned)a->cfg.record_ttl};
         a->in = ingest_new(a->loop, a->v, a->f, a->lexicons, &io);
         if (!a->in) return cannot_set_up("ingest");
     }
@@ -250,7 +271,8 @@ static void stop(app *a)
 
 int main(int argc, char **argv)
 {
-    json_pool_install(); /* before any jansson value exists */
+    json_pool_install();   /* before any jansson value exists */
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     signal(SIGPIPE, SIG_IGN);
     app a;
     memset(&a, 0, sizeof a);

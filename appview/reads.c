@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -35,16 +36,18 @@ typedef struct {
     size_t n;
 } field;
 
-/* The most strings a list page has: 2 per entry (member, score) and 3 more per repository, for
+/* The most strings a list page has: 2 per entry (member, score) and 4 more per repository, for
  * a page of MAX_LIMIT entries and the one that tells whether another page follows. */
 #define MAX_PAGE_FIELDS (2 * (MAX_LIMIT + 1))
-#define MAX_EXTRA_FIELDS (3 * (MAX_LIMIT + 1))
+#define REPO_EXTRA 4 /* latest digest, tag count, manifest count, updatedAt */
+#define TAG_EXTRA 3  /* digest, createdAt, state */
+#define MAX_EXTRA_FIELDS (REPO_EXTRA * (MAX_LIMIT + 1))
 
 struct reads {
     valkey *v;
     loader *l;
     char *prefix;
-    int script_list, script_manifest;
+    int script;
     binding routes[M_COUNT];
     buf out;       /* the response being built: httpd copies it, so one serves every request */
     buf base, key; /* the read script's key names, likewise copied when the command is queued */
@@ -69,15 +72,17 @@ typedef struct {
     char cursor_score[MAX_SCORE_DIGITS + 2];
     char *cursor_member;
     int loaded;   /* loader_ensure_repo ran */
-    int unpacked; /* the list is read as arrays (its values hold newlines: see read_list.lua) */
+    int fetched;  /* loader_fetch_record ran for the manifest of the tag asked for */
+    int unpacked; /* the list is read as arrays (its values hold newlines: see read.lua) */
     load_status load;
     char *load_error;
 } rq;
 
-/* A read script's answer (cache/read_list.lua, cache/read_manifest.lua): the head, then a
- * manifest's fields as items, or a list's page and extra as fields. */
+/* The read script's answer (cache/read.lua): the head, then a manifest's fields as items, or a
+ * list's page and extra as fields. */
 typedef struct {
     long long complete, known, found;
+    char state; /* getManifest: 'f' found, 'd' deleted, 'u' a tag's manifest not seen, 0 unknown */
     const redisReply *handle;
     const redisReply *const *items;
     size_t nitems;
@@ -205,6 +210,12 @@ static long long count_of(const field *f)
 #define FIELD(b, name, s, n) (PUT(b, ",\"" name "\":") | buf_json_string(b, s, n))
 #define TIME_FIELD(b, name, score) time_field(b, ",\"" name "\":\"", sizeof(name) + 4, score)
 
+/* A datetime as the record wrote it (written, when it has one), else from its score. */
+#define AT_FIELD(b, name, written, score)                                                          \
+    ((written)->n && !((written)->n == 1 && (written)->s[0] == '-')                                \
+         ? FIELD(b, name, (written)->s, (written)->n)                                              \
+         : TIME_FIELD(b, name, score))
+
 static int time_field(buf *b, const char *prefix, size_t plen, const field *score)
 {
     char t[32 + DATETIME_LEN + 1]; /* prefix, datetime, closing quote */
@@ -285,15 +296,25 @@ static int append_cursor(buf *b, const field *score, const field *member)
     return err;
 }
 
+/* The words of a P recent member: "D R G X at" (cache/SCHEMA.md). 0, or -1. */
+static int recent_words(const char *s, size_t n, field w[5])
+{
+    const char *p = s, *end = s + n;
+    for (int i = 0; i < 5; i++) {
+        const char *sp = i < 4 ? memchr(p, ' ', (size_t)(end - p)) : end;
+        if (!sp || sp == p) return -1;
+        w[i] = (field){p, (size_t)(sp - p)};
+        p = sp + 1;
+    }
+    return 0;
+}
+
 static int is_recent_member(const char *s)
 {
-    const char *sp1 = strchr(s, ' ');
-    const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    if (!sp2) return 0;
-    const char *end = s + strlen(s);
-    return atp_is_did(s, (size_t)(sp1 - s)) &&
-           oci_is_repository(sp1 + 1, (size_t)(sp2 - sp1 - 1)) &&
-           oci_is_digest(sp2 + 1, (size_t)(end - sp2 - 1));
+    field w[5];
+    return recent_words(s, strlen(s), w) == 0 && atp_is_did(w[0].s, w[0].n) &&
+           oci_is_repository(w[1].s, w[1].n) && oci_is_digest(w[2].s, w[2].n) &&
+           atp_is_rkey(w[3].s, w[3].n);
 }
 
 static int parse_cursor(rq *q, const char *cursor)
@@ -388,18 +409,18 @@ static int build_repos(rq *q, const read_result *res, int stale)
     buf *b = &q->r->out;
     int more;
     size_t n = page_entries(q, res, &more);
-    if (res->nextra < n * 3) return -1;
+    if (res->nextra < n * REPO_EXTRA) return -1;
     int err = PUT(b, "{\"did\":");
     err |= buf_json_string(b, q->did, strlen(q->did));
     err |= PUT(b, ",\"repositories\":[");
     for (size_t i = 0; i < n; i++) {
-        const field *name = &res->page[2 * i], *score = name + 1, *x = &res->extra[3 * i];
+        const field *name = &res->page[2 * i], *score = name + 1, *x = &res->extra[REPO_EXTRA * i];
         long long tags = count_of(&x[1]), manifests = count_of(&x[2]);
         if (tags < 0 || manifests < 0) return -1;
         err |= i ? PUT(b, ",{\"name\":") : PUT(b, "{\"name\":");
         err |= buf_json_string(b, name->s, name->n);
         if (x[0].n) err |= FIELD(b, "latestDigest", x[0].s, x[0].n);
-        err |= TIME_FIELD(b, "updatedAt", score);
+        err |= AT_FIELD(b, "updatedAt", &x[3], score);
         err |= PUT(b, ",\"tagCount\":");
         err |= buf_append_ll(b, tags);
         err |= PUT(b, ",\"manifestCount\":");
@@ -409,22 +430,27 @@ static int build_repos(rq *q, const read_result *res, int stale)
     return err | close_page(b, res, n, more, stale);
 }
 
+/* A tag whose manifest the index has not seen (state 'u'): in a complete index that means the
+ * manifest is not in the repository, and the tag points at nothing; in a partial one (its load
+ * failed) nobody knows, and the list is stale. Either way the tag is listed without a digest. */
 static int build_tags(rq *q, const read_result *res, int stale)
 {
     buf *b = &q->r->out;
     int more;
     size_t n = page_entries(q, res, &more);
-    if (res->nextra < n) return -1;
+    if (res->nextra < n * TAG_EXTRA) return -1;
+    for (size_t i = 0; i < n && !res->complete; i++)
+        stale |= res->extra[TAG_EXTRA * i + 2].n == 1 && res->extra[TAG_EXTRA * i + 2].s[0] == 'u';
     int err = PUT(b, "{\"did\":");
     err |= buf_json_string(b, q->did, strlen(q->did));
     err |= FIELD(b, "repository", q->repository, strlen(q->repository));
     err |= PUT(b, ",\"tags\":[");
     for (size_t i = 0; i < n; i++) {
-        const field *tag = &res->page[2 * i], *score = tag + 1, *digest = &res->extra[i];
+        const field *tag = &res->page[2 * i], *score = tag + 1, *x = &res->extra[TAG_EXTRA * i];
         err |= i ? PUT(b, ",{\"tag\":") : PUT(b, "{\"tag\":");
         err |= buf_json_string(b, tag->s, tag->n);
-        err |= FIELD(b, "digest", digest->s, digest->n);
-        err |= TIME_FIELD(b, "createdAt", score);
+        if (x[0].n) err |= FIELD(b, "digest", x[0].s, x[0].n);
+        err |= AT_FIELD(b, "createdAt", &x[1], score);
         err |= PUT(b, "}");
     }
     return err | close_page(b, res, n, more, stale);
@@ -439,14 +465,13 @@ static int build_recent(rq *q, const read_result *res)
     size_t written = 0;
     for (size_t i = 0; i < n; i++) {
         const field *m = &res->page[i * 2], *score = m + 1;
-        const char *sp1 = memchr(m->s, ' ', m->n);
-        const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', m->n - (size_t)(sp1 + 1 - m->s)) : NULL;
-        if (!sp2) continue; /* not written by the fold: nothing to show */
+        field w[5];
+        if (recent_words(m->s, m->n, w) < 0) continue; /* not written by the fold */
         err |= written++ ? PUT(b, ",{\"did\":") : PUT(b, "{\"did\":");
-        err |= buf_json_string(b, m->s, (size_t)(sp1 - m->s));
-        err |= FIELD(b, "repository", sp1 + 1, (size_t)(sp2 - sp1 - 1));
-        err |= FIELD(b, "digest", sp2 + 1, m->n - (size_t)(sp2 + 1 - m->s));
-        err |= TIME_FIELD(b, "createdAt", score);
+        err |= buf_json_string(b, w[0].s, w[0].n);
+        err |= FIELD(b, "repository", w[1].s, w[1].n);
+        err |= FIELD(b, "digest", w[2].s, w[2].n);
+        err |= AT_FIELD(b, "createdAt", &w[4], score);
         err |= PUT(b, "}");
     }
     return err | close_page(b, res, n, more, 0);
@@ -459,8 +484,7 @@ static int build_manifest(rq *q, const read_result *res)
     const redisReply *digest = res->items[0], *rkey = res->items[1], *cid = res->items[2],
                      *val = res->items[3];
     if (!is_str(digest) || !is_str(rkey) || !is_str(cid) || !is_str(val)) return -1;
-    json_error_t jerr;
-    json_t *rec = json_loadb(val->str, val->len, 0, &jerr);
+    json_t *rec = json_read(val->str, val->len);
     const char *media = json_string_value(json_object_get(rec, "mediaType"));
     if (!json_is_object(rec) || !media) {
         log_warn("reads", "manifest %s of %s has no usable record", rkey->str, q->did);
@@ -503,7 +527,8 @@ static void upstream_error(rq *q)
 static void serve(rq *q, const read_result *res)
 {
     reads *r = q->r;
-    int stale = q->loaded && (q->load == LOAD_UPSTREAM_FAILURE || q->load == LOAD_UPSTREAM_TIMEOUT);
+    int stale = (q->loaded || q->fetched) &&
+                (q->load == LOAD_UPSTREAM_FAILURE || q->load == LOAD_UPSTREAM_TIMEOUT);
     /* Without a loader nothing but Valkey can tell whether the actor exists. */
     int unknown_actor = !r->l && !res->known;
     if (q->m == M_REPOS && stale && !res->known) {
@@ -514,11 +539,18 @@ static void serve(rq *q, const read_result *res)
         fail(q, 404, "RepoNotFound", "no index for this actor");
         return;
     }
-    if ((q->m == M_TAGS || q->m == M_MANIFEST) && !res->found) {
+    if (q->m == M_MANIFEST && res->state == 'd') {
+        /* Known to be deleted: true whatever the network says. */
+        fail(q, 404, "NotFound", "this manifest or tag was deleted");
+        return;
+    }
+    if ((q->m == M_TAGS && !res->found) || (q->m == M_MANIFEST && res->state != 'f')) {
         if (stale)
             upstream_error(q);
         else if (q->m == M_TAGS)
             fail(q, 404, "NotFound", "no tags in this repository");
+        else if (res->state == 'u')
+            fail(q, 404, "NotFound", "the tag's manifest is not in this repository");
         else
             fail(q, 404, "NotFound", "no manifest with this reference in this repository");
         return;
@@ -563,6 +595,8 @@ static int fail_bad_actor(rq *q, const load_result *res)
     return 1;
 }
 
+/* A load or a fetch is done: a failure is noted (the answer may be served stale), and the
+ * index read again. */
 static void on_ensure(const load_result *res, void *ud)
 {
     rq *q = ud;
@@ -574,24 +608,32 @@ static void on_ensure(const load_result *res, void *ud)
     if (!fail_bad_actor(q, res)) run_read(q);
 }
 
-static int parse_result(const redisReply *reply, read_result *res)
+static int parse_result(const redisReply *reply, method m, read_result *res)
 {
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 4) return -1;
-    for (int i = 0; i < 4; i++)
-        if (i != 2 && reply->element[i]->type != REDIS_REPLY_INTEGER) return -1;
-    if (!is_str(reply->element[2])) return -1;
-    res->complete = reply->element[0]->integer;
-    res->known = reply->element[1]->integer;
-    res->handle = reply->element[2];
-    res->found = reply->element[3]->integer;
-    res->items = (const redisReply *const *)reply->element + 4;
+    const redisReply *const *e = (const redisReply *const *)reply->element;
+    if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER || !is_str(e[2]))
+        return -1;
+    res->complete = e[0]->integer;
+    res->known = e[1]->integer;
+    res->handle = e[2];
+    res->state = 0;
+    if (m == M_MANIFEST) {
+        if (!is_str(e[3]) || e[3]->len > 1) return -1;
+        res->state = e[3]->len ? e[3]->str[0] : 0;
+        res->found = res->state == 'f';
+    } else {
+        if (e[3]->type != REDIS_REPLY_INTEGER) return -1;
+        res->found = e[3]->integer;
+    }
+    res->items = e + 4;
     res->nitems = reply->elements - 4;
     res->page = res->extra = NULL;
     res->npage = res->nextra = 0;
     return 0;
 }
 
-/* Splits one of read_list.lua's lists, `count` strings packed into one joined by newlines (or,
+/* Splits one of read.lua's lists, `count` strings packed into one joined by newlines (or,
  * read unpacked, an array of them), into f. 1 when the packed string does not split into
  * `count`: a value holds a newline, and the list must be read unpacked; -1 when malformed. */
 static int unpack_list(const redisReply *count, const redisReply *list, field *f, size_t max,
@@ -621,7 +663,7 @@ static int unpack_list(const redisReply *count, const redisReply *list, field *f
     return memchr(f[want - 1].s, '\n', f[want - 1].n) ? 1 : 0;
 }
 
-/* A list's page and extra (read_list.lua's answer) into r->page and r->extra. */
+/* A list's page and extra (read.lua's answer) into r->page and r->extra. */
 static int unpack_lists(reads *r, read_result *res)
 {
     if (res->nitems != 4) return -1;
@@ -643,7 +685,7 @@ static void on_read(redisReply *reply, void *ud)
         return;
     }
     read_result res;
-    int rc = parse_result(reply, &res);
+    int rc = parse_result(reply, q->m, &res);
     if (rc == 0 && q->m != M_MANIFEST) rc = unpack_lists(r, &res);
     if (rc > 0 && !q->unpacked) {
         /* Values with newlines, which the fold never writes: read the arrays instead. */
@@ -663,9 +705,18 @@ static void on_read(redisReply *reply, void *ud)
         fail(q, 404, "RepoNotFound", "handle not resolved");
         return;
     }
-    /* A record is a record: a manifest found needs no complete index. */
-    int usable =
-        res.complete || !r->l || q->loaded || q->m == M_RECENT || (q->m == M_MANIFEST && res.found);
+    /* A record is a record: a manifest found, or known deleted, needs no complete index. A tag
+     * whose manifest the index has not seen needs that one record from the PDS. */
+    if (q->m == M_MANIFEST && res.state == 'u' && !res.complete && r->l && !q->fetched &&
+        !q->loaded && res.nitems >= 5 && is_str(res.items[4]) && res.items[4]->len) {
+        q->fetched = 1;
+        if (loader_fetch_record(r->l, q->did, "io.atcr.manifest", res.items[4]->str, on_ensure, q) <
+            0)
+            fail(q, 500, "InternalServerError", "out of memory");
+        return;
+    }
+    int usable = res.complete || !r->l || q->loaded || q->m == M_RECENT ||
+                 (q->m == M_MANIFEST && (res.state == 'f' || res.state == 'd' || q->fetched));
     if (!usable) {
         (*r->misses_total)++;
         q->loaded = 1;
@@ -712,13 +763,8 @@ static void run_read(rq *q)
     /* The handle is worth reading only when it is to be checked (see on_read). */
     const char *want_handle = q->handle ? "h" : "";
     int rc = -1;
-    if (!err && q->m == M_MANIFEST) {
-        const char *argv[] = {
-            key->data,  base->data, q->repository, q->reference, q->ref_is_tag ? "t" : "d",
-            want_handle};
-        rc = valkey_eval(r->v, r->script_manifest, on_read, q, 1, 6, argv, NULL);
-    } else if (!err) {
-        static const char *const modes[M_COUNT] = {"repos", "tags", "", "recent"};
+    if (!err) {
+        static const char *const modes[M_COUNT] = {"repos", "tags", "manifest", "recent"};
         char count[16];
         snprintf(count, sizeof count, "%u", q->limit + 1);
         const char *argv[] = {key->data,
@@ -729,8 +775,10 @@ static void run_read(rq *q)
                               q->cursor_member ? q->cursor_member : "",
                               q->repository ? q->repository : "",
                               want_handle,
-                              q->unpacked ? "a" : ""};
-        rc = valkey_eval(r->v, r->script_list, on_read, q, 1, 9, argv, NULL);
+                              q->unpacked ? "a" : "",
+                              q->reference ? q->reference : "",
+                              q->ref_is_tag ? "t" : "d"};
+        rc = valkey_eval(r->v, r->script, on_read, q, 1, 11, argv, NULL);
     }
     if (rc < 0) fail(q, 502, "UpstreamFailure", "the index (Valkey) is unavailable");
 }
@@ -879,10 +927,9 @@ reads *reads_new(httpd *h, valkey *v, loader *l, const reads_options *opt)
     r->v = v;
     r->l = l;
     r->prefix = strdup(opt->prefix ? opt->prefix : "atcr:");
-    r->script_list = valkey_register_script(v, "read_list", lua_read_list);
-    r->script_manifest = valkey_register_script(v, "read_manifest", lua_read_manifest);
-    if (!r->prefix || r->script_list < 0 || r->script_manifest < 0) {
-        log_error("reads", "could not register the read scripts");
+    r->script = valkey_register_script(v, "read", lua_read);
+    if (!r->prefix || r->script < 0) {
+        log_error("reads", "could not register the read script");
         reads_free(r);
         return NULL;
     }

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/netguard.h"
@@ -395,7 +396,7 @@ static void on_xrpc_handle(const http_result *res, void *ud)
     struct flight *f = ud;
     if (!flight_resume(f)) return;
     if (res->error == HTTP_OK && res->status == 200) {
-        json_t *root = json_loadb(res->body, res->len, 0, NULL);
+        json_t *root = json_read(res->body, res->len);
         json_t *did = json_object_get(root, "did");
         if (json_is_string(did) && json_string_length(did) <= MAX_DID &&
             atp_is_did(json_string_value(did), json_string_length(did))) {

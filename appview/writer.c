@@ -7,7 +7,9 @@
 #include <string.h>
 #include <uv.h>
 
+#include "appview/plan.h"
 #include "atproto/buf.h"
+#include "atproto/json_pool.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/strmap.h"
@@ -17,24 +19,19 @@
 #define MAX_REMEMBERED 250000
 /* How often a round also checks that the prefix was not flushed behind the writer's back. */
 #define SCHEMA_CHECK_MS 1000
-/* Keys and fields: a DID is at most 2 KiB (atproto), a repository or a tag far less. */
-#define KEY_MAX 2600
-/* A TID is 13 characters. */
-#define REV_MAX 16
-/* "repository key" of a record: the lexicons bound both far below this. */
-#define PLACE_MAX 512
+#define KEY_MAX PLAN_KEY_MAX
 
 /* A DID as the writer knows it. gen changes when the DID is purged: what was remembered of
- * its records before then is void. ttl_gen changes with gen, and whenever a script ran for
- * a record of the DID whose place the writer did not know: a script may empty an index zset,
- * which Valkey then deletes, and the next write creates it again without a TTL. Stored by
- * value in a strmap, so it is copied in and out (strmap values are not aligned). */
+ * its records before then is void. ttl_gen changes with gen: the purge deleted the DID's
+ * zsets, and the next write creates them again without a TTL. Stored by value in a strmap, so
+ * it is copied in and out (strmap values are not aligned). */
 typedef struct {
     unsigned gen, ttl_gen;
     unsigned repos_gen; /* changes whenever P{D}/repos may have gone: what it named is void */
     int gone_state, rev_state;
+    int history_known;                  /* ~rev exists, or recs does not: see plan_state */
     uint64_t gone;                      /* time_us of its purge mark; 0: none */
-    char max_rev[REV_MAX];              /* the recs field ~rev: the newest rev written for it */
+    char max_rev[PLAN_REV_MAX];         /* the recs field ~rev: the newest rev written for it */
     uint64_t recs_ttl_ms, repos_ttl_ms; /* last TTL refresh of recs and repos in this ttl_gen */
 } did_memo;
 
@@ -46,24 +43,23 @@ typedef struct {
     uint64_t ms;
 } ttl_memo;
 
-/* A record as the writer knows it, in the DID's generation gen. Stored with place cut to its
- * length: an update that keeps the record where it is rewrites the memo in place. */
-typedef enum { REC_UNKNOWN, REC_READING, REC_ABSENT, REC_TOMBSTONE, REC_LIVE } rec_state;
-
+/* A record as the writer knows it, in the DID's generation gen: compact, as "R key at" for a
+ * live record. An update that keeps the record where it is rewrites the memo in place. */
 typedef struct {
     unsigned gen;
-    char state; /* rec_state */
-    char kind;  /* REC_LIVE: 'm', 't' or 's' */
-    char rev[REV_MAX];
-    char place[PLACE_MAX]; /* REC_LIVE: "R key", where its index entries are */
+    char state; /* stored_state, or REC_READING */
+    char kind;  /* STORED_LIVE: 'm', 't' or 's' */
+    char rev[PLAN_REV_MAX];
+    char place[PLAN_PLACE_MAX]; /* STORED_LIVE: "R key at" */
 } field_memo;
 
-/* Who owns a manifest digest's index entry ("D m/R/G" in round_owners): the rkey in the recs
- * field m/R/G, "" when there is none. */
+#define REC_READING ((char)(STORED_LIVE + 1))
+
+/* The value of a tag's hint field t/R/T ("D t/R/T" in round_owners), read for the current
+ * round: who may remove the tag. */
 typedef struct {
-    unsigned ttl_gen;
     int state; /* MEMO_READING or MEMO_KNOWN */
-    char rkey[PLACE_MAX];
+    char value[PLAN_PLACE_MAX];
 } owner_memo;
 
 /* Items are cut from slabs: an event's copy is over a kilobyte, and every malloc of that size
@@ -83,10 +79,11 @@ typedef struct item {
     writer *w;
     writer_done_cb cb;
     void *ud;
-    int outstanding;
+    int outstanding; /* 1 until processed, then the writes in flight */
     int failed;
-    int indexed; /* written by the plain path: counts as indexed once acknowledged */
-    event ev;    /* its strings point into text; ev.record is held only for the scripts */
+    int indexed;  /* the plan changed the index: counts as indexed once acknowledged */
+    char *dumped; /* the record serialized here when the message's own bytes could not be kept */
+    event ev;     /* its strings point into text; ev.record is held only for hold stats */
     char text[];
 } item;
 
@@ -96,7 +93,7 @@ typedef enum {
     READ_MAX_REV,
     READ_RECS_EXIST,
     READ_SCHEMA,
-    READ_OWNER
+    READ_TAG_OWNER
 } read_kind;
 
 typedef struct {
@@ -104,7 +101,7 @@ typedef struct {
     unsigned epoch;
     read_kind kind;
     size_t keylen;
-    char key[]; /* memo key: the field's, or the DID */
+    char key[]; /* memo key: the field's, the DID, or "D t/R/T" */
 } read_req;
 
 struct writer {
@@ -116,20 +113,23 @@ struct writer {
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
     strmap *listed;       /* "D R" -> the repos_gen of D in which the writer named R in repos */
-    strmap *round_owners; /* who owns a manifest digest's entry, read for the current round */
+    strmap *round_owners; /* tags' hint fields, read for the current round */
     strmap *round_recent; /* P recent entries held back: member -> recent_entry */
     int recent_trim;      /* a put of the round asked for a trim of P recent */
     slab *slab;           /* where new items are cut from */
     item *queue, *queue_tail;
     size_t nqueued;
-    item *round; /* waiting for its reads */
-    size_t nround;
+    item *round;   /* the items of the round not yet planned: the first waits for reads */
+    size_t nround; /* items of the round not yet planned */
     int reads_outstanding, read_failed;
     unsigned epoch; /* replies to reads of an earlier epoch are ignored */
-    int scripts_only;
     uint64_t schema_checked_ms;
+    char refusal[160];       /* the last refusal Valkey may lift (out of memory, ...); "" none */
+    uint64_t refused_log_ms; /* when a refused write was last logged */
+    uint64_t refused_unlogged;
+    plan plan;   /* the plan being sent (large: one per writer, not one per call) */
     buf scratch; /* a record's header and JSON, as sent */
-    uint64_t *indexed_total, *stale_total, *write_errors_total, *scripted_total, *forgets_total;
+    uint64_t *indexed_total, *stale_total, *write_errors_total, *forgets_total, *reads_total;
 };
 
 static uint64_t now_ms(void)
@@ -137,8 +137,7 @@ static uint64_t now_ms(void)
     return uv_hrtime() / 1000000u;
 }
 
-/* Concatenates parts (NULL-terminated) into out: the length, or -1 when it does not fit.
- * The per-record path builds a dozen strings, and printf would be a fifth of its time. */
+/* Concatenates parts (NULL-terminated) into out: the length, or -1 when it does not fit. */
 static int join(char *out, size_t cap, const char *const *parts)
 {
     size_t n = 0;
@@ -153,7 +152,7 @@ static int join(char *out, size_t cap, const char *const *parts)
 }
 #define JOIN(out, ...) join(out, sizeof out, (const char *const[]){__VA_ARGS__, NULL})
 
-/* "did collection/rkey": what the writer remembers a record under. */
+/* "D <collection>/<rkey>": what the writer remembers a record under. */
 static int field_key(char *out, size_t cap, const event *ev)
 {
     return join(out, cap, (const char *const[]){ev->did, " ", ev->collection, "/", ev->rkey, NULL});
@@ -165,42 +164,11 @@ static int did_base(char out[KEY_MAX], const writer *w, const char *did)
     return join(out, KEY_MAX, (const char *const[]){w->prefix, "{", did, "}/", NULL});
 }
 
-/* The zset of a repository's manifests (kind 'm') or tags, under the DID's base. */
-static int index_key(char out[KEY_MAX], const char *base, const char *repo, char kind)
-{
-    const char *zset = kind == RECORD_MANIFEST ? "/manifests" : "/tags";
-    return join(out, KEY_MAX, (const char *const[]){base, "repo/", repo, zset, NULL});
-}
-
-/* The recs field that maps an index entry to its record: "m/R/G" (the manifest's rkey) or
- * "t/R/T" (the digest the tag points at). */
-static int map_field(char out[KEY_MAX], char kind, const char *repo, const char *key)
-{
-    const char k[2] = {kind, 0};
-    return join(out, KEY_MAX, (const char *const[]){k, "/", repo, "/", key, NULL});
-}
-
-/* A manifest's member of P recent: "D R G". */
-static int recent_member(char out[KEY_MAX], const char *did, const char *repo, const char *digest)
-{
-    return join(out, KEY_MAX, (const char *const[]){did, " ", repo, " ", digest, NULL});
-}
-
 /* What the writer remembers of one DID's index under: "D R" (a repository named in repos) or
- * "D m/R/G" (who owns a digest's entry). */
+ * "D t/R/T" (a tag's hint field). */
 static int did_memo_key(char out[KEY_MAX], const char *did, const char *what)
 {
     return join(out, KEY_MAX, (const char *const[]){did, " ", what, NULL});
-}
-
-/* Where a create or update puts its record: "R key" ("" for a delete). 0, or -1 when it does
- * not fit. */
-static int place_of(const event *ev, char out[PLACE_MAX])
-{
-    out[0] = 0;
-    if (ev->is_delete) return 0;
-    return join(out, PLACE_MAX, (const char *const[]){ev->repository, " ", ev->key, NULL}) < 0 ? -1
-                                                                                               : 0;
 }
 
 /* ---- what the writer remembers ---- */
@@ -218,7 +186,7 @@ static void forget(writer *w)
     (*w->forgets_total)++;
 }
 
-/* The DID's memo, created (generation 1, purge mark unknown) when absent. 0, or -1. */
+/* The DID's memo, created (generation 1, nothing known) when absent. 0, or -1. */
 static int did_get(writer *w, const char *did, did_memo *out)
 {
     size_t n;
@@ -244,12 +212,13 @@ static void did_put(writer *w, const char *did, const did_memo *d)
     memo_put(w, w->dids, did, strlen(did), d, sizeof *d);
 }
 
-/* Remembers a record in state st, at place (placelen bytes; REC_LIVE only). What does not
- * fit is not remembered: the record is forgotten, and read again when needed. */
-static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, rec_state st,
-                      const char *rev, size_t revlen, char kind, const char *place, size_t placelen)
+/* Remembers a record in state st (a stored_state, or REC_READING), at place (placelen bytes;
+ * STORED_LIVE only). What does not fit is not remembered: it is read again when needed. */
+static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, char st,
+                      const char *rev, char kind, const char *place, size_t placelen)
 {
-    field_memo fm = {.gen = gen, .state = (char)st, .kind = kind};
+    field_memo fm = {.gen = gen, .state = st, .kind = kind};
+    size_t revlen = strlen(rev);
     if (revlen >= sizeof fm.rev || placelen >= sizeof fm.place) {
         strmap_del(w->fields, key, keylen);
         return;
@@ -259,7 +228,24 @@ static void field_set(writer *w, const char *key, size_t keylen, unsigned gen, r
     memo_put(w, w->fields, key, keylen, &fm, offsetof(field_memo, place) + placelen + 1);
 }
 
-/* The record's memo; state REC_UNKNOWN when there is none for the DID's generation gen. */
+/* Remembers what a record's field holds, as the planner sees it. */
+static void field_remember(writer *w, const char *key, size_t keylen, unsigned gen,
+                           const stored_record *s)
+{
+    if (s->state != STORED_LIVE) {
+        field_set(w, key, keylen, gen, (char)s->state, s->rev, 0, "", 0);
+        return;
+    }
+    char place[PLAN_PLACE_MAX];
+    int n = JOIN(place, s->repo, " ", s->key, " ", s->at);
+    if (n < 0) {
+        strmap_del(w->fields, key, keylen);
+        return;
+    }
+    field_set(w, key, keylen, gen, STORED_LIVE, s->rev, s->kind, place, (size_t)n);
+}
+
+/* The record's memo; state STORED_UNKNOWN when there is none for the DID's generation gen. */
 static void field_get(writer *w, const char *key, size_t keylen, unsigned gen, field_memo *fm)
 {
     size_t n;
@@ -268,34 +254,26 @@ static void field_get(writer *w, const char *key, size_t keylen, unsigned gen, f
         memcpy(fm, v, n);
         if (fm->gen == gen) return;
     }
-    fm->state = REC_UNKNOWN;
+    fm->state = STORED_UNKNOWN;
 }
 
-/* Whether the event removes a live record's index entries: it deletes the record, or puts it
- * somewhere else (place, from place_of). */
-static int leaves(const event *ev, const field_memo *fm, const char *place)
+/* A memo as the planner's stored_record: STORED_UNKNOWN while it is being read. */
+static void stored_of(const field_memo *fm, stored_record *s)
 {
-    return fm->state == REC_LIVE && (ev->is_delete || strcmp(fm->place, place) != 0);
-}
-
-/* A live record's repository (copied into repo) and key (returned, pointing into fm), or
- * NULL when it has no index entries to remove (not a manifest or tag). */
-static const char *split_place(const field_memo *fm, char repo[PLACE_MAX])
-{
-    const char *sp = strchr(fm->place, ' ');
-    if (!sp || (fm->kind != RECORD_MANIFEST && fm->kind != RECORD_TAG)) return NULL;
-    memcpy(repo, fm->place, (size_t)(sp - fm->place));
-    repo[sp - fm->place] = 0;
-    return sp + 1;
-}
-
-/* A script ran for the DID: it may have emptied, and so deleted, a repository zset, or (a
- * purge) repos, which a later write creates again. It never deletes recs (a delete leaves a
- * tombstone). */
-static void forget_index_ttls(did_memo *d)
-{
-    d->ttl_gen++;
-    d->repos_ttl_ms = 0;
+    memset(s, 0, sizeof *s);
+    s->state = fm->state == REC_READING ? STORED_UNKNOWN : (stored_state)fm->state;
+    if (s->state != STORED_TOMBSTONE && s->state != STORED_LIVE) return;
+    snprintf(s->rev, sizeof s->rev, "%s", fm->rev);
+    if (s->state != STORED_LIVE) return;
+    s->kind = fm->kind;
+    const char *a = fm->place, *b = strchr(a, ' '), *c = b ? strchr(b + 1, ' ') : NULL;
+    if (!c) { /* a memo the writer wrote: cannot happen, but then it knows nothing */
+        s->state = STORED_UNKNOWN;
+        return;
+    }
+    snprintf(s->repo, sizeof s->repo, "%.*s", (int)(b - a), a);
+    snprintf(s->key, sizeof s->key, "%.*s", (int)(c - b - 1), b + 1);
+    snprintf(s->at, sizeof s->at, "%s", c + 1);
 }
 
 /* 1 when a key's TTL should be refreshed now, given when it last was (*last, updated): the
@@ -321,59 +299,45 @@ static int zset_ttl_due(writer *w, const char *key, unsigned gen, uint64_t now)
     return 1;
 }
 
-/* A create whose rev is newer than any the firehose brought for its DID (the recs field ~rev,
- * which only the ingester writes: plain writes and apply.lua keep it): its commit was never
- * folded, and its record did not exist before it, so the record's state needs no read. The
- * rev, not the time of arrival, decides: a stream may deliver an old commit again, later. */
-static int is_new(const event *ev, const did_memo *d)
+/* Remembers that rev was written for the DID as its ~rev. */
+static void note_max_rev(did_memo *d, const char *rev)
 {
-    return ev->is_create && d->rev_state == MEMO_KNOWN && strcmp(ev->rev, d->max_rev) > 0;
-}
-
-/* Whether a plain write of rev moves the DID's ~rev forward, and so writes it too. Plain
- * writes are only planned while ~rev is known: a ~rev left too old would let an old commit
- * delivered again pass for a new one. */
-static int raises_max_rev(const did_memo *d, const char *rev)
-{
-    return d->rev_state == MEMO_KNOWN && strcmp(rev, d->max_rev) > 0;
-}
-
-/* Remembers that rev was written for the DID: a plain write wrote ~rev if it raised it, and
- * apply.lua raises it for every firehose event it sees, applied or not. (Not for an event of
- * a purged DID: there is no recs hash left to hold it, and the purge mark turns such events
- * away anyway.) */
-static void note_rev(did_memo *d, const char *rev)
-{
-    if (!raises_max_rev(d, rev)) return;
-    if (strlen(rev) < REV_MAX)
-        snprintf(d->max_rev, sizeof d->max_rev, "%s", rev);
-    else
+    if (strlen(rev) >= PLAN_REV_MAX) {
         d->rev_state = MEMO_UNKNOWN; /* not a TID: read ~rev again */
-}
-
-/* ---- what the current round read for unindexing ---- */
-
-/* The owner of a manifest digest's entry, in this round: 1 with *out set ("" for none), or 0
- * when not known. */
-static int round_owner(writer *w, const char *key, size_t keylen, unsigned ttl_gen, owner_memo *out)
-{
-    size_t n;
-    const void *v = strmap_get(w->round_owners, key, keylen, &n);
-    if (!v || n <= offsetof(owner_memo, rkey) || n > sizeof *out) return 0;
-    memcpy(out, v, n);
-    return out->ttl_gen == ttl_gen && out->state == MEMO_KNOWN;
-}
-
-static void owner_set(writer *w, const char *key, size_t keylen, unsigned ttl_gen, int state,
-                      const char *rkey, size_t rkeylen)
-{
-    owner_memo o = {.ttl_gen = ttl_gen, .state = state};
-    if (rkeylen >= sizeof o.rkey) {
-        strmap_del(w->round_owners, key, keylen);
         return;
     }
-    memcpy(o.rkey, rkey, rkeylen);
-    memo_put(w, w->round_owners, key, keylen, &o, offsetof(owner_memo, rkey) + rkeylen + 1);
+    snprintf(d->max_rev, sizeof d->max_rev, "%s", rev);
+    d->history_known = 1;
+}
+
+/* ---- the round's tags' hint fields ---- */
+
+static const owner_memo *round_owner(writer *w, const char *key, owner_memo *out)
+{
+    size_t n;
+    const void *v = strmap_get(w->round_owners, key, strlen(key), &n);
+    if (!v || n <= offsetof(owner_memo, value) || n > sizeof *out) return NULL;
+    memcpy(out, v, n);
+    return out;
+}
+
+static void owner_set(writer *w, const char *key, int state, const char *value, size_t len)
+{
+    owner_memo o = {.state = state};
+    if (len >= sizeof o.value) {
+        strmap_del(w->round_owners, key, strlen(key));
+        return;
+    }
+    memcpy(o.value, value, len);
+    memo_put(w, w->round_owners, key, strlen(key), &o, offsetof(owner_memo, value) + len + 1);
+}
+
+/* "D t/R/T" of the place a live tag record sits. -1 when it does not fit. */
+static int tag_owner_key(char out[KEY_MAX], const char *did, const stored_record *s)
+{
+    char hint[KEY_MAX];
+    if (plan_hint_field(RECORD_TAG, s->repo, s->key, hint, sizeof hint) < 0) return -1;
+    return did_memo_key(out, did, hint);
 }
 
 /* ---- items ---- */
@@ -438,11 +402,12 @@ static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
 {
     size_t n = size_of(ev->did) + size_of(ev->collection) + size_of(ev->rkey) + size_of(ev->rev) +
                size_of(ev->cid) + size_of(ev->repository) + size_of(ev->key) +
+               size_of(ev->target_rkey) + size_of(ev->at) +
                (ev->record_json ? ev->record_json_len + 1 : 0);
     slab *from;
     item *it = slab_alloc(w, sizeof *it + n, &from);
     if (!it) return NULL;
-    *it = (item){.from = from, .w = w, .cb = cb, .ud = ud, .ev = *ev};
+    *it = (item){.from = from, .w = w, .cb = cb, .ud = ud, .outstanding = 1, .ev = *ev};
     char *at = it->text;
     it->ev.root = NULL;
     it->ev.reason = NULL;
@@ -453,10 +418,20 @@ static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
     it->ev.cid = copy_str(&at, ev->cid);
     it->ev.repository = copy_str(&at, ev->repository);
     it->ev.key = copy_str(&at, ev->key);
+    it->ev.target_rkey = copy_str(&at, ev->target_rkey);
+    it->ev.at = copy_str(&at, ev->at);
     it->ev.record_json = copy_into(&at, ev->record_json, ev->record_json_len);
-    /* The scripts need the parsed record for hold stats, and to serialize a record whose own
-     * bytes could not be kept; the message it came from is gone by then. */
-    int keep_record = ev->record && (ev->record_kind == RECORD_HOLD_STATS || !ev->record_json);
+    if (ev->record && !ev->record_json) {
+        /* The message's own bytes could not be kept (see event.h): the record as JSON. */
+        it->dumped = json_pool_dump(ev->record, &it->ev.record_json_len);
+        if (!it->dumped) {
+            slab_release(from);
+            return NULL;
+        }
+        it->ev.record_json = it->dumped;
+    }
+    /* Hold stats also update the user's counts (fold_hold_stats), from the parsed record. */
+    int keep_record = ev->record && ev->record_kind == RECORD_HOLD_STATS;
     it->ev.record = keep_record ? json_incref(ev->record) : NULL;
     return it;
 }
@@ -464,6 +439,7 @@ static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
 static void item_free(item *it)
 {
     json_decref(it->ev.record);
+    free(it->dumped);
     slab_release(it->from);
 }
 
@@ -486,16 +462,42 @@ static void fail_all(item *list)
 
 /* ---- writes ---- */
 
+/* One line every few seconds for refused writes, however many there are. */
+#define REFUSED_LOG_MS 5000
+
 static void note_reply(item *it, const redisReply *r)
 {
+    writer *w = it->w;
     if (!r) {
         it->failed = 1; /* the connection was lost: the event is folded again later */
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        /* Not retried: the same write would be refused again and stall the stream. */
-        (*it->w->write_errors_total)++;
-        it->indexed = 0;
-        log_warn("writer", "write refused for %s: %s", it->ev.did, r->str);
+        return;
     }
+    if (r->type != REDIS_REPLY_ERROR) return;
+    (*w->write_errors_total)++;
+    it->indexed = 0;
+    int transient = valkey_error_transient(r->str);
+    if (transient) {
+        /* Valkey may take it later (out of memory, ...): the event fails, and the stream is
+         * read again from the last acknowledged cursor once it does (appview/ingest.c). */
+        it->failed = 1;
+        snprintf(w->refusal, sizeof w->refusal, "%s", r->str);
+    }
+    /* Otherwise not retried: the same write would be refused again and stall the stream. */
+    uint64_t now = now_ms();
+    if (w->refused_log_ms && now - w->refused_log_ms < REFUSED_LOG_MS) {
+        w->refused_unlogged++;
+        return;
+    }
+    log_warn("writer", "write refused for %s: %s%s (and %llu more since the last line)", it->ev.did,
+             r->str, transient ? "; will be written again" : "",
+             (unsigned long long)w->refused_unlogged);
+    w->refused_log_ms = now;
+    w->refused_unlogged = 0;
+}
+
+const char *writer_refusal(const writer *w)
+{
+    return w->refusal[0] ? w->refusal : NULL;
 }
 
 static void on_write(redisReply *r, void *ud)
@@ -522,9 +524,9 @@ static void expire(item *it, const char *key)
  *
  * One ZADD of a round's hundreds of recent entries costs Valkey a fraction of a ZADD each. The
  * entries go after the records they index, so a crash may leave a record without its entry:
- * the replay finds the record already written (stale, same rev) and adds the entry again.
- * Within the round, an entry held back is sent or dropped before anything else may touch its
- * member: a ZREM of it, a script for its record or DID. */
+ * the replay finds the record already written (stale, same rev) and the plan adds the entry
+ * again. Within the round, an entry held back is sent or dropped before anything else may
+ * touch its member: a ZREM of it, a purge of its DID. */
 
 /* An entry held back, under its member in round_recent: the item stays outstanding until the
  * entry is sent and acknowledged. Stored by value (copied in and out). */
@@ -540,13 +542,17 @@ static recent_entry entry_of(const void *val)
     return e;
 }
 
-static void recent_hold(writer *w, item *it, const char *member, const char *score)
+static void recent_hold(writer *w, item *it, const char *member, size_t mlen, const char *score,
+                        size_t slen)
 {
-    size_t mlen = strlen(member);
     const void *old = strmap_get(w->round_recent, member, mlen, NULL);
     if (old) finish_one(entry_of(old).it); /* the member's newer score replaces it */
     recent_entry e = {.it = it};
-    snprintf(e.score, sizeof e.score, "%s", score);
+    if (slen >= sizeof e.score) {
+        it->failed = 1;
+        return;
+    }
+    memcpy(e.score, score, slen);
     if (strmap_put(w->round_recent, member, mlen, &e, sizeof e) < 0) {
         it->failed = 1;
         return;
@@ -554,15 +560,13 @@ static void recent_hold(writer *w, item *it, const char *member, const char *sco
     it->outstanding++;
 }
 
-/* The entry held back for member, sent now (send) or dropped (its member is being removed). */
-static void recent_release(writer *w, const char *member, int send)
+/* The entry held back for member is dropped: its member is being removed. */
+static void recent_drop(writer *w, const char *member, size_t mlen)
 {
-    size_t mlen = strlen(member);
     const void *v = strmap_get(w->round_recent, member, mlen, NULL);
     if (!v) return;
     recent_entry e = entry_of(v);
     strmap_del(w->round_recent, member, mlen);
-    if (send) write_cmd(e.it, 4, (const char *[]){"ZADD", w->recent_key, e.score, member}, NULL);
     finish_one(e.it);
 }
 
@@ -672,6 +676,8 @@ static void recent_flush(writer *w)
     }
 }
 
+/* ---- scripts: purges, identities, hold stats ---- */
+
 static void on_scripted(void *ud, int ok)
 {
     item *it = ud;
@@ -679,66 +685,10 @@ static void on_scripted(void *ud, int ok)
     finish_one(it);
 }
 
-/* Before a script: the P recent entries held back that it may touch go first (or, for a purge,
- * not at all), so that it finds them where the stream order puts them. Those are the entries of
- * where the record is (fm, NULL when not known) and of where the event puts it. */
-static void recent_before_script(writer *w, const event *ev, const field_memo *fm)
+static void send_to_fold(writer *w, item *it,
+                         int (*send)(fold *, const event *, fold_done_cb, void *))
 {
-    if (!strmap_count(w->round_recent)) return;
-    if (ev->kind == EVENT_ACCOUNT) { /* only a purge comes here (fold_changes_index) */
-        recent_drop_did(w, ev->did);
-        return;
-    }
-    if (!fm) {
-        recent_flush(w); /* where the record is cannot be known: everything goes first */
-        return;
-    }
-    char member[KEY_MAX], repo[PLACE_MAX];
-    if (ev->record_kind == RECORD_MANIFEST && !ev->is_delete &&
-        recent_member(member, ev->did, ev->repository, ev->key) >= 0)
-        recent_release(w, member, 1);
-    const char *oldkey =
-        fm->state == REC_LIVE && fm->kind == RECORD_MANIFEST ? split_place(fm, repo) : NULL;
-    if (oldkey && recent_member(member, ev->did, repo, oldkey) >= 0) recent_release(w, member, 1);
-}
-
-/* What the round read of who owns a manifest digest's entry (of a tag: nothing): void once a
- * script may have changed it. */
-static void forget_owner(writer *w, const char *did, const char *repo, char kind, const char *key)
-{
-    char k[KEY_MAX], map[KEY_MAX];
-    if (kind == RECORD_MANIFEST && map_field(map, kind, repo, key) >= 0 &&
-        did_memo_key(k, did, map) >= 0)
-        strmap_del(w->round_owners, k, strlen(k));
-}
-
-/* What a script for a record event may have changed, forgotten. It writes the record's new
- * place with TTLs, and takes the record out of its old place: that zset may be emptied, and so
- * deleted, and the next plain write must give it a TTL again. When the writer does not know
- * where the record was, that is any zset of the DID. */
-static void forget_script_changes(writer *w, const event *ev, did_memo *d, const field_memo *fm)
-{
-    if (fm->state == REC_UNKNOWN || fm->state == REC_READING) {
-        forget_index_ttls(d);
-        return;
-    }
-    char repo[PLACE_MAX], base[KEY_MAX], zset[KEY_MAX];
-    const char *oldkey = fm->state == REC_LIVE ? split_place(fm, repo) : NULL;
-    if (oldkey) {
-        if (did_base(base, w, ev->did) < 0 || index_key(zset, base, repo, fm->kind) < 0) {
-            forget_index_ttls(d);
-            return;
-        }
-        strmap_del(w->ttls, zset, strlen(zset));
-        forget_owner(w, ev->did, repo, fm->kind, oldkey);
-    }
-    if (!ev->is_delete && ev->repository && ev->key)
-        forget_owner(w, ev->did, ev->repository, (char)ev->record_kind, ev->key);
-}
-
-static void send_to_fold(writer *w, item *it)
-{
-    switch (fold_apply(w->f, &it->ev, on_scripted, it)) {
+    switch (send(w->f, &it->ev, on_scripted, it)) {
     case 0:
         it->outstanding++;
         break;
@@ -749,87 +699,29 @@ static void send_to_fold(writer *w, item *it)
     }
 }
 
-/* The event goes through fold_apply: the scripts decide, atomically, with what Valkey holds.
- * What the writer knew of the record is void then; the scripts may have emptied (so deleted)
- * an index zset, and raised ~rev (apply.lua raises it for every firehose event it sees); a
- * purge removed every key of the DID, ~rev too, and left its mark. An identity change is no
- * script (fold.c sends plain commands) and touches nothing the writer knows. */
-static void script(writer *w, item *it)
+/* A purge (cache/purge.lua) removes every key of the DID, ~rev too, and leaves its mark: what
+ * the writer knew of the DID is void, and its P recent entries held back must not come back. */
+static void purge(writer *w, item *it)
 {
     const event *ev = &it->ev;
-    if (ev->kind == EVENT_IDENTITY) {
-        send_to_fold(w, it);
-        return;
-    }
-    (*w->scripted_total)++;
-    char fk[KEY_MAX];
-    int fklen = ev->kind == EVENT_COMMIT ? field_key(fk, sizeof fk, ev) : -1;
+    recent_drop_did(w, ev->did);
+    send_to_fold(w, it, fold_apply);
     did_memo d;
-    field_memo fm = {.state = REC_UNKNOWN};
-    int noted = (ev->kind != EVENT_COMMIT || fklen >= 0) && did_get(w, ev->did, &d) == 0;
-    if (noted && fklen >= 0) field_get(w, fk, (size_t)fklen, d.gen, &fm);
-    recent_before_script(w, ev, noted ? &fm : NULL);
-    send_to_fold(w, it);
-    if (fklen >= 0) strmap_del(w->fields, fk, (size_t)fklen);
-    if (!noted) {
-        forget(w); /* what the script changes cannot be noted */
+    if (did_get(w, ev->did, &d) < 0) {
+        forget(w);
         return;
     }
-    if (ev->kind == EVENT_COMMIT) {
-        forget_script_changes(w, ev, &d, &fm);
-        note_rev(&d, ev->rev);
-    } else { /* a purge */
-        forget_index_ttls(&d);
-        d.gen++;
-        d.recs_ttl_ms = 0;
-        d.rev_state = MEMO_KNOWN;
-        d.max_rev[0] = 0;
-        if (d.gone_state == MEMO_KNOWN && ev->time_us > d.gone) d.gone = ev->time_us;
-    }
+    d.gen++;
+    d.ttl_gen++;
+    d.recs_ttl_ms = d.repos_ttl_ms = 0;
+    d.rev_state = MEMO_KNOWN;
+    d.history_known = 1;
+    d.max_rev[0] = 0;
+    if (d.gone_state == MEMO_KNOWN && ev->time_us > d.gone) d.gone = ev->time_us;
     did_put(w, ev->did, &d);
 }
 
-/* The put wrote a manifest's mapping (field map): whatever the round read, the digest's entry
- * is this record's now, and a delete later in the round needs no read to know it. */
-static void note_owner(writer *w, const event *ev, const did_memo *d, const char *map)
-{
-    char key[KEY_MAX];
-    if (ev->record_kind == RECORD_MANIFEST && did_memo_key(key, ev->did, map) >= 0)
-        owner_set(w, key, strlen(key), d->ttl_gen, MEMO_KNOWN, ev->rkey, strlen(ev->rkey));
-}
-
-/* Removes a live record's index entries with plain commands, as apply.lua's unindex does. A
- * manifest's entry is removed only if the round read who owns the digest's entry and it is
- * this record (another record's is left alone). 0 when done, -1 when the writer cannot be
- * sure: nothing was sent, and the script decides. The repository stays in repos. */
-static int unindex_plain(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm)
-{
-    const event *ev = &it->ev;
-    char repo[PLACE_MAX];
-    const char *oldkey = split_place(fm, repo);
-    if (!oldkey) return -1;
-    int manifest = fm->kind == RECORD_MANIFEST;
-    char map[KEY_MAX], ownerkey[KEY_MAX], zset[KEY_MAX], recs[KEY_MAX], member[KEY_MAX];
-    if (map_field(map, fm->kind, repo, oldkey) < 0 || did_memo_key(ownerkey, ev->did, map) < 0 ||
-        JOIN(recs, base, "recs") < 0 || index_key(zset, base, repo, fm->kind) < 0 ||
-        recent_member(member, ev->did, repo, oldkey) < 0)
-        return -1;
-    if (manifest) {
-        owner_memo o;
-        if (!round_owner(w, ownerkey, strlen(ownerkey), d->ttl_gen, &o)) return -1;
-        if (strcmp(o.rkey, ev->rkey) != 0) return 0;
-    }
-    write_cmd(it, 3, (const char *[]){"HDEL", recs, map}, NULL);
-    write_cmd(it, 3, (const char *[]){"ZREM", zset, oldkey}, NULL);
-    if (manifest) {
-        recent_release(w, member, 0);
-        write_cmd(it, 3, (const char *[]){"ZREM", w->recent_key, member}, NULL);
-        owner_set(w, ownerkey, strlen(ownerkey), d->ttl_gen, MEMO_KNOWN, "", 0);
-    }
-    /* The zset may be emptied, and so deleted: the next write gives it its TTL again. */
-    strmap_del(w->ttls, zset, strlen(zset));
-    return 0;
-}
+/* ---- sending a plan ---- */
 
 /* Whether the repository is surely named in repos already, so its ZADD can be left out: the
  * writer named it there since repos last may have gone. repos may have gone when a purge
@@ -853,165 +745,239 @@ static int named_in_repos(writer *w, did_memo *d, const char *did, const char *r
     return 0;
 }
 
-/* A record created, or updated in place: its index entries first, then the record (a crash
- * in between leaves entries the replay writes again), as cache/apply.lua would. */
-static void put_plain(writer *w, item *it, const char *base, did_memo *d, uint64_t now)
+/* The plan's HSETs of recs as one command: the record's value is its header and JSON. */
+static void send_recs(writer *w, item *it, const plan *p, const char *base, did_memo *d,
+                      uint64_t now)
 {
-    const event *ev = &it->ev;
-    int manifest = ev->record_kind == RECORD_MANIFEST;
-    char zset[KEY_MAX], repos[KEY_MAX], recs[KEY_MAX], field[KEY_MAX], map[KEY_MAX],
-        member[KEY_MAX], at[24], kind[2] = {(char)ev->record_kind, 0};
-    snprintf(at, sizeof at, "%" PRId64, ev->created_ms);
-    const char *digest = ev->digest[0] ? ev->digest : "-";
-    const char *cid = ev->cid && *ev->cid ? ev->cid : "-";
+    const char *argv[2 + 2 * PLAN_MAX_OPS];
+    size_t lens[2 + 2 * PLAN_MAX_OPS];
+    int argc = 2;
+    const char *recs = NULL;
     buf *value = &w->scratch;
-    buf_reset(value);
-    if (index_key(zset, base, ev->repository, (char)ev->record_kind) < 0 ||
-        JOIN(repos, base, "repos") < 0 || JOIN(recs, base, "recs") < 0 ||
-        JOIN(field, ev->collection, "/", ev->rkey) < 0 ||
-        map_field(map, (char)ev->record_kind, ev->repository, ev->key) < 0 ||
-        (manifest && recent_member(member, ev->did, ev->repository, ev->key) < 0) ||
-        buf_reserve(value, KEY_MAX + ev->record_json_len) < 0) {
-        it->failed = 1;
+    for (int i = 0; i < p->nops; i++) {
+        const plan_op *op = &p->ops[i];
+        if (op->target != KEY_RECS) continue;
+        recs = op->key;
+        argv[argc] = op->a;
+        lens[argc++] = op->alen;
+        if (op->b2) {
+            buf_reset(value);
+            if (buf_append(value, op->b, op->blen) < 0 ||
+                buf_append(value, op->b2, op->b2len) < 0) {
+                it->failed = 1;
+                return;
+            }
+            argv[argc] = value->data;
+            lens[argc++] = value->len;
+        } else {
+            argv[argc] = op->b;
+            lens[argc++] = op->blen;
+        }
+    }
+    if (!recs) {
+        /* Nothing to write, but after a restart the crash may have come between the record's
+         * write and its TTL. */
+        char key[KEY_MAX];
+        if (ttl_due(w, &d->recs_ttl_ms, now) && JOIN(key, base, "recs") >= 0) expire(it, key);
         return;
     }
-    int head = join(value->data, value->cap,
-                    (const char *const[]){ev->rev, " ", kind, " ", ev->repository, " ", ev->key,
-                                          " ", digest, " ", at, " ", cid, "\n", NULL});
-    if (head < 0) {
-        it->failed = 1;
-        return;
-    }
-    value->len = (size_t)head;
-    buf_append(value, ev->record_json, ev->record_json_len); /* room reserved above */
-    write_cmd(it, 4, (const char *[]){"ZADD", zset, at, ev->key}, NULL);
-    /* Before the TTL refresh below: that tells whether repos may have gone. */
-    if (!named_in_repos(w, d, ev->did, ev->repository, now))
-        write_cmd(it, 5, (const char *[]){"ZADD", repos, "NX", at, ev->repository}, NULL);
-    if (manifest) {
-        recent_hold(w, it, member, at);
-        if (fold_recent_trim_due(w->f)) w->recent_trim = 1;
-    }
-    if (zset_ttl_due(w, zset, d->ttl_gen, now)) expire(it, zset);
-    if (ttl_due(w, &d->repos_ttl_ms, now)) expire(it, repos);
-    const char *mapped = manifest ? ev->rkey : ev->digest;
-    write_cmd(it, raises_max_rev(d, ev->rev) ? 8 : 6,
-              (const char *[]){"HSET", recs, field, value->data, map, mapped, "~rev", ev->rev},
-              (const size_t[]){4, strlen(recs), strlen(field), value->len, strlen(map),
-                               strlen(mapped), 4, strlen(ev->rev)});
+    argv[0] = "HSET";
+    lens[0] = 4;
+    argv[1] = recs;
+    lens[1] = strlen(recs);
+    write_cmd(it, argc, argv, lens);
     if (ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
-    it->indexed = 1;
-    note_owner(w, ev, d, map);
 }
 
-/* A delete of a record that is absent or already a tombstone: nothing to unindex. */
-static void tombstone_plain(item *it, const char *base, did_memo *d, uint64_t now)
+/* Sends a plan's ops as plain commands in their order (the record's HSET, which the planner
+ * puts last, as one command), with what the writer saves: a round's P recent entries in one
+ * ZADD at its end, a repository named in repos once, TTLs refreshed at most every eighth of
+ * the TTL. */
+static void send_plan(writer *w, item *it, const plan *p, const char *base, did_memo *d)
 {
-    char recs[KEY_MAX], field[KEY_MAX], value[64];
-    if (JOIN(recs, base, "recs") < 0 || JOIN(field, it->ev.collection, "/", it->ev.rkey) < 0 ||
-        JOIN(value, it->ev.rev, " - - - - - -") < 0) {
-        it->failed = 1;
-        return;
+    uint64_t now = now_ms();
+    for (int i = 0; i < p->nops; i++) {
+        const plan_op *op = &p->ops[i];
+        switch (op->target) {
+        case KEY_RECS:
+            continue;
+        case KEY_RECENT:
+            if (op->kind == OP_ZADD) {
+                recent_hold(w, it, op->b, op->blen, op->a, op->alen);
+                if (fold_recent_trim_due(w->f)) w->recent_trim = 1;
+            } else {
+                recent_drop(w, op->b, op->blen);
+                write_cmd(it, 3, (const char *[]){"ZREM", op->key, op->b},
+                          (const size_t[]){4, strlen(op->key), op->blen});
+            }
+            continue;
+        case KEY_REPOS:
+            /* Before the TTL refresh below: that tells whether repos may have gone. */
+            if (!named_in_repos(w, d, it->ev.did, op->b, now))
+                write_cmd(it, 5, (const char *[]){"ZADD", op->key, "NX", op->a, op->b},
+                          (const size_t[]){4, strlen(op->key), 2, op->alen, op->blen});
+            if (ttl_due(w, &d->repos_ttl_ms, now)) expire(it, op->key);
+            continue;
+        case KEY_INDEX:
+            if (op->kind == OP_ZREM) {
+                write_cmd(it, 3, (const char *[]){"ZREM", op->key, op->b},
+                          (const size_t[]){4, strlen(op->key), op->blen});
+                /* The zset may be emptied, and so deleted: the next write gives it its TTL. */
+                strmap_del(w->ttls, op->key, strlen(op->key));
+            } else {
+                write_cmd(it, 4, (const char *[]){"ZADD", op->key, op->a, op->b},
+                          (const size_t[]){4, strlen(op->key), op->alen, op->blen});
+                if (zset_ttl_due(w, op->key, d->ttl_gen, now)) expire(it, op->key);
+            }
+            continue;
+        }
     }
-    write_cmd(it, raises_max_rev(d, it->ev.rev) ? 6 : 4,
-              (const char *[]){"HSET", recs, field, value, "~rev", it->ev.rev}, NULL);
-    if (ttl_due(it->w, &d->recs_ttl_ms, now)) expire(it, recs);
-    it->indexed = 1;
+    send_recs(w, it, p, base, d, now);
 }
 
-/* A record event the index already has (or a newer one): nothing to write, but after a restart
- * the crash may have come between the record's write and its TTL, so that one is refreshed,
- * or, for the very record the index holds (same rev), before its P recent entry. */
-static void stale(writer *w, item *it, const char *base, did_memo *d, const field_memo *fm,
-                  uint64_t now)
+/* ---- planning ---- */
+
+static void send_read(writer *w, read_kind kind, const char *memo_key, size_t keylen, int argc,
+                      const char **argv);
+
+/* Reads of a DID's purge mark and ~rev (with whether recs exists), unless known or asked. */
+static void read_did(writer *w, const char *did, did_memo *d, const char *base, unsigned need)
+{
+    char key[KEY_MAX], recs[KEY_MAX];
+    if (JOIN(recs, base, "recs") < 0) return;
+    if ((need & NEED_GONE) && d->gone_state == MEMO_UNKNOWN && JOIN(key, base, "gone") >= 0) {
+        d->gone_state = MEMO_READING;
+        send_read(w, READ_GONE, did, strlen(did), 2, (const char *[]){"GET", key});
+    }
+    if ((need & NEED_MAX_REV) && d->rev_state == MEMO_UNKNOWN) {
+        d->rev_state = MEMO_READING;
+        send_read(w, READ_MAX_REV, did, strlen(did), 3, (const char *[]){"HGET", recs, "~rev"});
+        send_read(w, READ_RECS_EXIST, did, strlen(did), 2, (const char *[]){"EXISTS", recs});
+    }
+}
+
+/* Sends the reads a plan said it needs and the writer has not asked for yet. */
+static void read_needs(writer *w, const event *ev, did_memo *d, const char *base, const char *fk,
+                       size_t fklen, const stored_record *cur, unsigned need)
+{
+    read_did(w, ev->did, d, base, need);
+    char recs[KEY_MAX];
+    if (JOIN(recs, base, "recs") < 0) return;
+    field_memo fm;
+    field_get(w, fk, fklen, d->gen, &fm);
+    if ((need & NEED_RECORD) && fm.state == STORED_UNKNOWN) {
+        field_set(w, fk, fklen, d->gen, REC_READING, "", 0, "", 0);
+        /* The field is what follows the DID and its space in the memo key. */
+        send_read(w, READ_FIELD, fk, fklen, 3,
+                  (const char *[]){"HGET", recs, fk + strlen(ev->did) + 1});
+    }
+    char key[KEY_MAX], hint[KEY_MAX];
+    owner_memo o;
+    if ((need & NEED_TAG_OWNER) && tag_owner_key(key, ev->did, cur) >= 0 &&
+        !round_owner(w, key, &o) &&
+        plan_hint_field(RECORD_TAG, cur->repo, cur->key, hint, sizeof hint) >= 0) {
+        owner_set(w, key, MEMO_READING, "", 0);
+        send_read(w, READ_TAG_OWNER, key, strlen(key), 3, (const char *[]){"HGET", recs, hint});
+    }
+}
+
+typedef enum { PLANNED, WAITING } progress;
+
+/* What the planner is given: what the writer remembers of the record and its DID. */
+static void state_of(writer *w, const event *ev, const did_memo *d, const field_memo *fm,
+                     plan_state *st, owner_memo *o)
+{
+    *st = (plan_state){.gone_known = d->gone_state == MEMO_KNOWN,
+                       .gone = d->gone,
+                       .max_rev = d->rev_state == MEMO_KNOWN ? d->max_rev : NULL,
+                       .history_known = d->history_known};
+    stored_of(fm, &st->cur);
+    char key[KEY_MAX];
+    const owner_memo *got;
+    if (st->cur.state == STORED_LIVE && st->cur.kind == RECORD_TAG &&
+        tag_owner_key(key, ev->did, &st->cur) >= 0 && (got = round_owner(w, key, o)) &&
+        got->state == MEMO_KNOWN)
+        st->tag_owner = got->value;
+}
+
+/* What a plan wrote that the writer remembers: the record's new state, ~rev, and a tag's hint
+ * field for the rest of the round. */
+static void note_plan(writer *w, const item *it, const plan *p, did_memo *d, const char *fk,
+                      size_t fklen)
 {
     const event *ev = &it->ev;
-    (*w->stale_total)++;
-    char recs[KEY_MAX], member[KEY_MAX], at[24];
-    if (JOIN(recs, base, "recs") >= 0 && ttl_due(w, &d->recs_ttl_ms, now)) expire(it, recs);
-    if (ev->record_kind == RECORD_MANIFEST && !ev->is_delete && fm->state == REC_LIVE &&
-        strcmp(fm->rev, ev->rev) == 0 &&
-        recent_member(member, ev->did, ev->repository, ev->key) >= 0) {
-        snprintf(at, sizeof at, "%" PRId64, ev->created_ms);
-        recent_hold(w, it, member, at);
+    for (int i = 0; i < p->nops; i++) {
+        const plan_op *op = &p->ops[i];
+        if (op->kind != OP_HSET) continue;
+        if (op->alen == 4 && !memcmp(op->a, "~rev", 4)) {
+            note_max_rev(d, ev->rev);
+        } else if (op->alen > 2 && !memcmp(op->a, "t/", 2)) {
+            char key[KEY_MAX];
+            if (did_memo_key(key, ev->did, op->a) >= 0)
+                owner_set(w, key, MEMO_KNOWN, op->b, op->blen);
+        }
     }
+    if (p->verdict == PLAN_WRITE) field_remember(w, fk, fklen, d->gen, &p->next);
 }
 
-/* PLAN_MOVE: a live record deleted or moved; its index entries go first. */
-typedef enum { PLAN_SCRIPT, PLAN_STALE, PLAN_TOMBSTONE, PLAN_PUT, PLAN_MOVE } plan;
-
-/* What to do with a record event, given what the writer knows: cache/apply.lua's rules. place
- * is where the event puts the record ("" for a delete). */
-static plan decide(const event *ev, const field_memo *fm, const did_memo *d, const char *place)
-{
-    rec_state state = fm->state == REC_UNKNOWN && is_new(ev, d) ? REC_ABSENT : fm->state;
-    if (state == REC_UNKNOWN || state == REC_READING) return PLAN_SCRIPT;
-    if (state == REC_ABSENT) {
-        if (d->gone_state != MEMO_KNOWN) return PLAN_SCRIPT;
-        if (ev->time_us && d->gone && ev->time_us <= d->gone) return PLAN_STALE; /* purged */
-    } else if (strcmp(fm->rev, ev->rev) >= 0) {
-        return PLAN_STALE;
-    }
-    if (d->rev_state != MEMO_KNOWN) return PLAN_SCRIPT;
-    if (leaves(ev, fm, place)) return PLAN_MOVE;
-    return ev->is_delete ? PLAN_TOMBSTONE : PLAN_PUT;
-}
-
-static void process_record(writer *w, item *it)
+/* Plans a record event and sends its writes; WAITING when the plan needs reads (sent), and the
+ * item is planned again once they are answered. */
+static progress process_record(writer *w, item *it)
 {
     const event *ev = &it->ev;
     did_memo d;
     char fk[KEY_MAX], base[KEY_MAX];
     int fklen = field_key(fk, sizeof fk, ev);
     if (fklen < 0 || did_get(w, ev->did, &d) < 0 || did_base(base, w, ev->did) < 0) {
-        script(w, it);
-        return;
+        log_warn("writer", "%s: event of %s too large to index", ev->rkey, ev->did);
+        (*w->write_errors_total)++;
+        return PLANNED;
     }
-    size_t fkn = (size_t)fklen;
     field_memo fm;
-    field_get(w, fk, fkn, d.gen, &fm);
-    uint64_t now = now_ms();
-    char place[PLACE_MAX];
-    plan p = place_of(ev, place) < 0 ? PLAN_SCRIPT : decide(ev, &fm, &d, place);
-    if (p == PLAN_MOVE)
-        p = unindex_plain(w, it, base, &d, &fm) < 0 ? PLAN_SCRIPT
-            : ev->is_delete                         ? PLAN_TOMBSTONE
-                                                    : PLAN_PUT;
-    switch (p) {
+    field_get(w, fk, (size_t)fklen, d.gen, &fm);
+    plan_state st;
+    owner_memo o;
+    state_of(w, ev, &d, &fm, &st, &o);
+    plan *p = &w->plan;
+    plan_record(ev, &st, &(plan_keys){.base = base, .recent_key = w->recent_key}, p);
+    switch (p->verdict) {
+    case PLAN_NEED:
+        read_needs(w, ev, &d, base, fk, (size_t)fklen, &st.cur, p->need);
+        did_put(w, ev->did, &d);
+        return WAITING;
+    case PLAN_ERROR:
+        log_warn("writer", "%s/%s of %s: keys too long to index", ev->collection, ev->rkey,
+                 ev->did);
+        (*w->write_errors_total)++;
+        return PLANNED;
     case PLAN_STALE:
-        stale(w, it, base, &d, &fm, now);
+        (*w->stale_total)++;
         break;
-    case PLAN_TOMBSTONE:
-        tombstone_plain(it, base, &d, now);
-        note_rev(&d, ev->rev);
-        field_set(w, fk, fkn, d.gen, REC_TOMBSTONE, ev->rev, strlen(ev->rev), '-', "", 0);
+    case PLAN_WRITE:
+        it->indexed = 1;
         break;
-    case PLAN_PUT:
-        put_plain(w, it, base, &d, now);
-        note_rev(&d, ev->rev);
-        field_set(w, fk, fkn, d.gen, REC_LIVE, ev->rev, strlen(ev->rev), (char)ev->record_kind,
-                  place, strlen(place));
-        break;
-    default:
-        /* PLAN_SCRIPT (PLAN_MOVE was settled above). The script notes in the DID's memo what
-         * it changes. */
-        script(w, it);
-        return;
     }
+    send_plan(w, it, p, base, &d);
+    note_plan(w, it, p, &d, fk, (size_t)fklen);
+    if (p->verdict == PLAN_WRITE && ev->record_kind == RECORD_HOLD_STATS && !ev->is_delete)
+        send_to_fold(w, it, fold_hold_stats);
     did_put(w, ev->did, &d);
+    return PLANNED;
 }
 
-static void process(writer *w, item *it)
+static progress process(writer *w, item *it)
 {
     const event *ev = &it->ev;
-    it->outstanding = 1; /* held until every write below was sent */
-    if (!w->scripts_only && ev->kind == EVENT_COMMIT && ev->record_kind != RECORD_HOLD_STATS &&
-        (ev->is_delete || ev->record_json)) {
-        process_record(w, it);
+    if (ev->kind == EVENT_COMMIT) {
+        if (process_record(w, it) == WAITING) return WAITING;
+    } else if (ev->kind == EVENT_ACCOUNT) {
+        purge(w, it);
     } else {
-        script(w, it);
+        /* An identity change: plain commands that touch nothing the writer knows. */
+        send_to_fold(w, it, fold_apply);
     }
-    finish_one(it);
+    finish_one(it); /* the hold of item_new */
+    return PLANNED;
 }
 
 /* ---- rounds ---- */
@@ -1035,29 +1001,89 @@ int writer_mark_schema(writer *w)
                           (const char *[]){"SET", w->schema_key, w->schema_value}, NULL);
 }
 
+/* A TTL that failed is caught up when the key is next written. */
+static void on_reexpired(redisReply *r, void *ud) {}
+
+static void reexpire(writer *w, const char *key)
+{
+    valkey_command(w->v, on_reexpired, NULL, 3, (const char *[]){"EXPIRE", key, w->ttl}, NULL);
+}
+
+static int reexpire_zset(const char *key, size_t keylen, const void *val, size_t vlen, void *ud)
+{
+    char k[KEY_MAX];
+    if (keylen < sizeof k) {
+        memcpy(k, key, keylen);
+        k[keylen] = 0;
+        reexpire(ud, k);
+    }
+    return 0;
+}
+
+static int reexpire_did(const char *did, size_t didlen, const void *val, size_t vlen, void *ud)
+{
+    writer *w = ud;
+    char d[KEY_MAX], base[KEY_MAX], key[KEY_MAX];
+    if (didlen >= sizeof d) return 0;
+    memcpy(d, did, didlen);
+    d[didlen] = 0;
+    if (did_base(base, w, d) < 0) return 0;
+    if (JOIN(key, base, "recs") >= 0) reexpire(w, key);
+    if (JOIN(key, base, "repos") >= 0) reexpire(w, key);
+    return 0;
+}
+
 static void remember_schema(writer *w, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_INTEGER || r->integer != 0) return;
-    /* Flushed: keys the writer believes have a TTL may be written again without one. */
+    /* Flushed: keys written since the last check were written as if they had their TTL, and
+     * may exist again without one. Every key the writer remembers giving a TTL gets it again
+     * (an EXPIRE of a key that is gone does nothing); then it forgets what it knew. */
     log_warn("writer", "%s is gone: the index was flushed; forgetting what was known",
              w->schema_key);
+    strmap_sweep(w->ttls, reexpire_zset, w);
+    strmap_sweep(w->dids, reexpire_did, w);
     forget(w);
     if (writer_mark_schema(w) < 0) w->read_failed = 1;
 }
 
 static void remember_owner(writer *w, const read_req *q, const redisReply *r)
 {
-    size_t n;
-    const void *v = strmap_get(w->round_owners, q->key, q->keylen, &n);
-    owner_memo o;
-    if (!v || n <= offsetof(owner_memo, rkey) || n > sizeof o) return;
-    memcpy(&o, v, n);
     if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)
-        owner_set(w, q->key, q->keylen, o.ttl_gen, MEMO_KNOWN,
-                  r->type == REDIS_REPLY_STRING ? r->str : "",
+        owner_set(w, q->key, MEMO_KNOWN, r->type == REDIS_REPLY_STRING ? r->str : "",
                   r->type == REDIS_REPLY_STRING ? r->len : 0);
     else
         strmap_del(w->round_owners, q->key, q->keylen);
+}
+
+static void remember_did(writer *w, read_kind kind, const char *did, const redisReply *r)
+{
+    did_memo d;
+    if (did_get(w, did, &d) < 0) return;
+    switch (kind) {
+    case READ_MAX_REV:
+        d.rev_state = MEMO_UNKNOWN;
+        d.max_rev[0] = 0;
+        if (r->type == REDIS_REPLY_NIL ||
+            (r->type == REDIS_REPLY_STRING && r->len < PLAN_REV_MAX)) {
+            if (r->type == REDIS_REPLY_STRING) memcpy(d.max_rev, r->str, r->len + 1);
+            d.rev_state = MEMO_KNOWN;
+            d.history_known = r->type == REDIS_REPLY_STRING; /* or no recs: READ_RECS_EXIST */
+        }
+        break;
+    case READ_RECS_EXIST:
+        /* Records without ~rev were written only by the loader (or before ~rev existed): their
+         * history is unknown, so no create counts as new until an event sets ~rev. */
+        if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) d.history_known = 1;
+        break;
+    default: /* READ_GONE */
+        d.gone_state = MEMO_UNKNOWN;
+        if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING) {
+            d.gone = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
+            d.gone_state = MEMO_KNOWN;
+        }
+    }
+    did_put(w, did, &d);
 }
 
 static void remember(writer *w, const read_req *q, const redisReply *r)
@@ -1066,77 +1092,33 @@ static void remember(writer *w, const read_req *q, const redisReply *r)
     case READ_SCHEMA:
         remember_schema(w, r);
         return;
-    case READ_OWNER:
+    case READ_TAG_OWNER:
         remember_owner(w, q, r);
         return;
-    default:
+    case READ_FIELD:
         break;
+    default:
+        remember_did(w, q->kind, q->key, r);
+        return;
     }
     char did[KEY_MAX];
-    const char *sp = q->kind == READ_FIELD ? strchr(q->key, ' ') : NULL;
+    const char *sp = strchr(q->key, ' ');
     size_t didlen = sp ? (size_t)(sp - q->key) : q->keylen;
     if (didlen >= sizeof did) return;
     memcpy(did, q->key, didlen);
     did[didlen] = 0;
     did_memo d;
     if (did_get(w, did, &d) < 0) return;
-    if (q->kind == READ_MAX_REV) {
-        /* No ~rev: known to be "" only if the DID has no records at all (READ_RECS_EXIST, next). */
-        d.rev_state = r->type == REDIS_REPLY_NIL ? MEMO_READING : MEMO_UNKNOWN;
-        d.max_rev[0] = 0;
-        if (r->type == REDIS_REPLY_STRING && r->len < REV_MAX) {
-            snprintf(d.max_rev, sizeof d.max_rev, "%s", r->str);
-            d.rev_state = MEMO_KNOWN;
-        }
-        did_put(w, did, &d);
+    stored_record s = {.state = STORED_ABSENT};
+    if (r->type == REDIS_REPLY_STRING && plan_parse_stored(r->str, r->len, &s) < 0) {
+        /* Not a header the fold writes: written over as if absent. */
+        log_warn("writer", "%s: unreadable field, written over", q->key);
+        s.state = STORED_ABSENT;
+    } else if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL) {
+        strmap_del(w->fields, q->key, q->keylen); /* read again when needed */
         return;
     }
-    if (q->kind == READ_RECS_EXIST) {
-        /* Records without ~rev: written before there was one, or only by the loader. Their
-         * history is unknown, so nothing counts as new and the scripts fold the DID's events
-         * until one of them has set ~rev, read again in the next round. */
-        if (d.rev_state == MEMO_READING)
-            d.rev_state =
-                r->type == REDIS_REPLY_INTEGER && r->integer == 0 ? MEMO_KNOWN : MEMO_UNKNOWN;
-        did_put(w, did, &d);
-        return;
-    }
-    if (q->kind == READ_GONE) {
-        if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING) {
-            d.gone = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
-            d.gone_state = MEMO_KNOWN;
-        } else {
-            d.gone_state = MEMO_UNKNOWN;
-        }
-        did_put(w, did, &d);
-        return;
-    }
-    if (r->type == REDIS_REPLY_NIL) {
-        field_set(w, q->key, q->keylen, d.gen, REC_ABSENT, "", 0, 0, "", 0);
-        return;
-    }
-    /* "rev kind repo key digest at cid\n{json}": the first four words. */
-    const char *word[5] = {0};
-    size_t nwords = 0, len = r->type == REDIS_REPLY_STRING ? r->len : 0;
-    const char *end = len ? memchr(r->str, '\n', len) : NULL;
-    if (len && !end) end = r->str + len;
-    for (const char *p = len ? r->str : NULL; p && nwords < 5; nwords++) {
-        word[nwords] = p;
-        p = memchr(p, ' ', (size_t)(end - p));
-        if (p) p++;
-    }
-    if (nwords < 5 || word[1] + 2 != word[2]) {
-        strmap_del(w->fields, q->key, q->keylen); /* not the fold's: the script decides */
-        return;
-    }
-    size_t revlen = (size_t)(word[1] - 1 - word[0]);
-    if (word[1][0] == '-') {
-        field_set(w, q->key, q->keylen, d.gen, REC_TOMBSTONE, word[0], revlen, '-', "", 0);
-        return;
-    }
-    /* "R key", as in the header */
-    field_set(w, q->key, q->keylen, d.gen, REC_LIVE, word[0], revlen, word[1][0], word[2],
-              (size_t)(word[4] - 1 - word[2]));
+    field_remember(w, q->key, q->keylen, d.gen, &s);
 }
 
 static void on_read(redisReply *r, void *ud)
@@ -1172,79 +1154,67 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
         w->read_failed = 1;
         return;
     }
+    (*w->reads_total)++;
     w->reads_outstanding++;
 }
 
-/* Reads what unindexing a live manifest (in recs) takes, should the event delete or move it:
- * who owns its digest's entry. A tag's takes nothing. Once per round: the round keeps it up to
- * date from there (note_owner, unindex_plain). */
-static void request_owner_read(writer *w, const event *ev, const char *recs, const did_memo *d,
-                               const field_memo *fm)
-{
-    if (fm->kind != RECORD_MANIFEST) return;
-    char place[PLACE_MAX], repo[PLACE_MAX], key[KEY_MAX], map[KEY_MAX];
-    const char *oldkey = split_place(fm, repo);
-    if (!oldkey || place_of(ev, place) < 0 || !leaves(ev, fm, place) ||
-        map_field(map, fm->kind, repo, oldkey) < 0 || did_memo_key(key, ev->did, map) < 0 ||
-        strmap_get(w->round_owners, key, strlen(key), NULL))
-        return;
-    owner_set(w, key, strlen(key), d->ttl_gen, MEMO_READING, "", 0);
-    send_read(w, READ_OWNER, key, strlen(key), 3, (const char *[]){"HGET", recs, map});
-}
-
-/* Reads what deciding it needs and the writer does not know: its DID's purge mark and ~rev,
- * the record's stored header, and what unindexing it would take. */
-static void request_reads(writer *w, const item *it)
+/* Reads ahead, in one pipelined round trip, what planning the event will need and the writer
+ * does not know: its DID's purge mark and ~rev, the record's stored header unless the event is
+ * a create new to the index, and a live tag's hint field should the event move it. What it
+ * cannot foresee (the hint of a tag it learns is live only from this read) is read when the
+ * plan asks. */
+static void read_ahead(writer *w, const item *it)
 {
     const event *ev = &it->ev;
-    if (w->scripts_only || ev->kind != EVENT_COMMIT || ev->record_kind == RECORD_HOLD_STATS) return;
+    if (ev->kind != EVENT_COMMIT) return;
     did_memo d;
-    char base[KEY_MAX], key[KEY_MAX], recs[KEY_MAX], fk[KEY_MAX];
-    if (did_get(w, ev->did, &d) < 0 || did_base(base, w, ev->did) < 0 ||
-        JOIN(recs, base, "recs") < 0)
-        return;
-    int asked = 0;
-    if (d.gone_state == MEMO_UNKNOWN && JOIN(key, base, "gone") >= 0) {
-        d.gone_state = MEMO_READING;
-        send_read(w, READ_GONE, ev->did, strlen(ev->did), 2, (const char *[]){"GET", key});
-        asked = 1;
-    }
-    if (d.rev_state == MEMO_UNKNOWN) {
-        d.rev_state = MEMO_READING;
-        send_read(w, READ_MAX_REV, ev->did, strlen(ev->did), 3,
-                  (const char *[]){"HGET", recs, "~rev"});
-        send_read(w, READ_RECS_EXIST, ev->did, strlen(ev->did), 2,
-                  (const char *[]){"EXISTS", recs});
-        asked = 1;
-    }
-    if (asked) did_put(w, ev->did, &d);
-    if (is_new(ev, &d)) return;
+    char base[KEY_MAX], fk[KEY_MAX];
     int fklen = field_key(fk, sizeof fk, ev);
-    if (fklen < 0) return;
+    if (fklen < 0 || did_get(w, ev->did, &d) < 0 || did_base(base, w, ev->did) < 0) return;
     field_memo fm;
     field_get(w, fk, (size_t)fklen, d.gen, &fm);
-    if (fm.state == REC_LIVE) request_owner_read(w, ev, recs, &d, &fm);
-    /* A delete of a record not known goes to the script, which reads what it needs. */
-    if (fm.state != REC_UNKNOWN || ev->is_delete) return;
-    field_set(w, fk, (size_t)fklen, d.gen, REC_READING, "", 0, 0, "", 0);
-    /* The field is what follows the DID and its space in the memo key. */
-    send_read(w, READ_FIELD, fk, (size_t)fklen, 3,
-              (const char *[]){"HGET", recs, fk + strlen(ev->did) + 1});
+    plan_state st;
+    owner_memo o;
+    state_of(w, ev, &d, &fm, &st, &o);
+    unsigned need = plan_needs(ev, &st);
+    if (!need) return;
+    read_needs(w, ev, &d, base, fk, (size_t)fklen, &st.cur, need);
+    did_put(w, ev->did, &d);
 }
 
+/* Plans the round's items in order. One that needs reads stops the round until they are
+ * answered (read_done calls back here), so each item is planned from what the ones before it
+ * wrote. */
 static void round_ready(writer *w)
 {
-    item *round = w->round;
-    w->round = NULL;
-    w->nround = 0;
+    while (w->round && !w->read_failed) {
+        item *it = w->round;
+        item *next = it->next;
+        w->reads_outstanding = 1; /* held while the item is planned */
+        progress pr = process(w, it);
+        if (pr == WAITING && !w->read_failed && w->reads_outstanding > 1) {
+            read_done(w);
+            return;
+        }
+        w->reads_outstanding = 0;
+        if (w->read_failed) break;
+        if (pr == WAITING) {
+            /* Nothing it needs can be read (a key too long): it cannot be folded. */
+            log_warn("writer", "%s/%s of %s cannot be planned: skipped", it->ev.collection,
+                     it->ev.rkey, it->ev.did);
+            (*w->write_errors_total)++;
+            finish_one(it);
+        }
+        w->round = next;
+        w->nround--;
+    }
     if (w->read_failed) {
-        fail_all(round);
+        item *rest = w->round;
+        w->round = NULL;
+        w->nround = 0;
+        fail_all(rest);
         forget(w);
         return;
-    }
-    for (item *it = round, *next; it; it = next) {
-        next = it->next;
-        process(w, it);
     }
     recent_flush(w);
     writer_flush(w);
@@ -1267,7 +1237,7 @@ void writer_flush(writer *w)
         send_read(w, READ_SCHEMA, "", 0, 2, (const char *[]){"EXISTS", w->schema_key});
     }
     for (const item *it = w->round; it; it = it->next)
-        request_reads(w, it);
+        read_ahead(w, it);
     read_done(w);
 }
 
@@ -1305,6 +1275,7 @@ void writer_reset(writer *w)
 {
     drop_unsent(w);
     forget(w);
+    w->refusal[0] = 0;
 }
 
 static double gauge_remembered(void *ud)
@@ -1319,7 +1290,6 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
     if (!w) return NULL;
     w->v = v;
     w->f = f;
-    w->scripts_only = opt->scripts_only;
     w->recent_key = fold_recent_key(f);
     buf schema = {0};
     if (buf_printf(&schema, "%sschema", opt->prefix) == 0) w->schema_key = schema.data;
@@ -1344,10 +1314,9 @@ writer *writer_new(valkey *v, fold *f, const writer_options *opt)
                                      "Record events older than what the index holds (replays)");
     w->write_errors_total =
         metrics_counter("appview_write_errors_total", "Index writes Valkey refused or lost");
-    w->scripted_total =
-        metrics_counter("appview_ingest_scripted_total",
-                        "Events the ingester handed to a Lua script (hold stats, purges, "
-                        "unknown state)");
+    w->reads_total = metrics_counter("appview_ingest_reads_total",
+                                     "Index reads the ingester made to plan events (state it "
+                                     "did not remember)");
     w->forgets_total = metrics_counter(
         "appview_ingest_forgets_total",
         "Times the ingester forgot what it knew of the index (reconnect, flush, size bound)");

@@ -1,21 +1,18 @@
 /* The ingester's write path: events in stream order, written to Valkey in rounds.
  *
  * A round takes what was queued since the last one. It first reads, in one pipelined round
- * trip, what the writer does not know yet: the stored header of a record, a DID's purge mark.
- * Then it decides each event with the rules of cache/apply.lua against what it knows, and
- * sends the writes: a record created, or updated in place, goes as plain commands (ZADDs, then
- * the HSET of the record, EXPIRE only when a key's TTL refresh is due), and so does a delete or
- * move of a live record (for a manifest, when the round read who owns its digest's entry; a
- * repository stays in repos when its last entry goes). Hold stats, purges and whatever the
- * writer is unsure of go through fold_apply (the Lua scripts), in the same order on the same
- * connection; so do identity changes, which fold.c sends as plain commands. A script costs
- * Valkey several times the plain commands. A round's P recent entries go in one ZADD at its
- * end.
+ * trip, what the writer does not remember and planning will need: a record's stored header, a
+ * DID's purge mark and ~rev. Then it plans each event in order with the fold's rules
+ * (appview/plan.h) and sends the writes as plain pipelined commands (index entries, then the
+ * record's HSET; EXPIRE only when a key's TTL refresh is due; a round's P recent entries in one
+ * ZADD at its end). An event whose plan needs what the read-ahead could not foresee stops the
+ * round until that is read. Purges, identity changes and hold stats' counts go through
+ * appview/fold.h, in the same order on the same connection.
  *
  * What the writer knows is what it read and wrote since its last reset. Only the lease holder
- * ingests, so the other writer is the loader (a PDS listing, through apply.lua): a record it
- * wrote meanwhile may briefly be written over by an older firehose event, until the newer
- * events behind it arrive. Anything the writer is unsure of goes through the scripts. */
+ * ingests, so the other writer is the loader (a PDS listing, as a compare-and-set: cas.h): a
+ * record it wrote meanwhile may briefly be written over by an older firehose event, until the
+ * newer events behind it arrive. */
 #ifndef APPVIEW_WRITER_H
 #define APPVIEW_WRITER_H
 
@@ -31,7 +28,6 @@ typedef struct {
     const char *prefix;       /* key prefix, e.g. "atcr:" */
     unsigned record_ttl;      /* seconds */
     const char *schema_value; /* P schema: written again when the writer finds it flushed */
-    int scripts_only;         /* every event through fold_apply: for diagnosis, and tests */
 } writer_options;
 
 /* Called once per event when every write it caused was answered; ok=0 when one failed
@@ -50,8 +46,13 @@ void writer_flush(writer *w);
 int writer_mark_schema(writer *w);
 /* Events queued or waiting for reads: not yet Valkey commands, but soon. */
 size_t writer_backlog(const writer *w);
+/* What Valkey answered when it last refused a write it may take later (out of memory, a
+ * read-only replica, ...): the events were failed (cb with ok=0). NULL when none since the
+ * last reset. */
+const char *writer_refusal(const writer *w);
 /* Forgets what it knows of the index and fails every event not yet sent (cb with ok=0). For
- * a lost connection, a lease regained: anything that may have changed the index unseen. */
+ * a lost connection, refused writes, a lease regained: anything that may have left the index
+ * other than the writer believes. */
 void writer_reset(writer *w);
 void writer_free(writer *w);
 

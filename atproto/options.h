@@ -32,19 +32,19 @@ typedef struct {
 /* Table rows without the fields a kind does not use. */
 #define OPT_STR(flag, env, dflt, help, check)                                                      \
     {                                                                                              \
-        flag, env, dflt, help, OPTION_STRING, 0, 0, check                                          \
+        flag, env, dflt, help, OPTION_STRING, 0, 0, check, 0                                       \
     }
 #define OPT_INT(flag, env, dflt, help, min, max)                                                   \
     {                                                                                              \
-        flag, env, dflt, help, OPTION_INT, min, max, NULL                                          \
+        flag, env, dflt, help, OPTION_INT, min, max, NULL, 0                                       \
     }
 #define OPT_BOOL(flag, env, dflt, help)                                                            \
     {                                                                                              \
-        flag, env, dflt, help, OPTION_BOOL, 0, 0, NULL                                             \
+        flag, env, dflt, help, OPTION_BOOL, 0, 0, NULL, 0                                          \
     }
 #define OPT_LIST(flag, env, dflt, help, check)                                                     \
     {                                                                                              \
-        flag, env, dflt, help, OPTION_LIST, 0, 0, check                                            \
+        flag, env, dflt, help, OPTION_LIST, 0, 0, check, 0                                         \
     }
 #define OPT_SECRET_LIST(flag, env, help, check)                                                    \
     {                                                                                              \

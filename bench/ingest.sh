@@ -80,22 +80,8 @@ echo "measuring redis-benchmark -P 64 -t set -n 2000000 ..." >&2
 REDIS_SET=$(redis-benchmark -p "$RPORT" -P 64 -t set -n 2000000 -q 2>/dev/null | tr '\r' '\n' |
     awk '/^SET: .*requests per second/ {v = $2} END {printf "%.0f", v}')
 redis-cli -p "$RPORT" FLUSHALL >/dev/null
-# The fold as Valkey runs it: cache/apply.lua alone, fed one real manifest record of the events
-# file for random DIDs and record keys (new records, as most of the stream's are), as fast as
-# redis-benchmark sends it. redis-benchmark shares the two cores with Valkey as the appview
-# does, so this is a like-for-like driver of the same script, not a hard ceiling.
 RECORD=$(grep -m1 '"operation":"create","collection":"io.atcr.manifest"' "$EVENTS" | python3 -c '
 import json, sys; print(json.dumps(json.loads(sys.stdin.read())["commit"]["record"], separators=(",", ":")))')
-APPLY_SHA=$(redis-cli -p "$RPORT" SCRIPT LOAD "$(cat cache/apply.lua)")
-echo "measuring redis-benchmark -P 64 EVALSHA apply.lua ..." >&2
-REDIS_APPLY=$(redis-benchmark -p "$RPORT" -P 64 -c 20 -n 200000 -r 3000 -q EVALSHA "$APPLY_SHA" 2 \
-    'b:{did:plc:__rand_int__}/recs' b:recent 'b:{did:plc:__rand_int__}/' \
-    'io.atcr.manifest/__rand_int____rand_int__' put 3lbbuqg2kdlrr 1732000000000305 3600 m \
-    bafyreidummy "$RECORD" base 'sha256:__rand_int____rand_int__' '' 1732000000000 \
-    '__rand_int____rand_int__' 'did:plc:__rand_int__' 0 10000 2>/dev/null | tr '\r' '\n' |
-    grep -o '[0-9.]* requests per second' | awk '{v = $1} END {printf "%.0f", v}')
-redis-cli -p "$RPORT" FLUSHALL >/dev/null
-redis-cli -p "$RPORT" SCRIPT FLUSH >/dev/null
 # What storing the records costs Valkey at all, whatever the key layout: one SET per record,
 # the same real manifest record each time, into a new key each time. Copying a kilobyte into
 # memory Valkey has not touched yet is what a new record costs it; no index, no TTL. The
@@ -366,8 +352,6 @@ echo
 echo "Ingest benchmark: $N events ($ATCR io.atcr.* commits, $FILTERED after server-side filtering), $MB MB"
 echo "yardsticks"
 row "redis-benchmark -P 64 -t set (SET/s)" "$(num "$REDIS_SET")" ""
-row "redis-benchmark -P 64 EVALSHA apply.lua, a real record (calls/s)" "$(num "$REDIS_APPLY")" \
-    "one script per record, as the loader folds (the ingester only for purges, hold stats and what it is unsure of)"
 row "redis-benchmark -P 64 SET of a $(printf %s "$RECORD" | wc -c)-byte record, new keys (SET/s)" \
     "$(num "$REDIS_SET_RECORD")" "Valkey CPU $SET_RECORD_US us per record: storing records alone, at most $(awk -v u="$SET_RECORD_US" 'BEGIN { if (u > 0) printf "%.0f", 1e6 / u; else print "-" }')/s per core"
 row "replay -> ws_discard, everything (events/s)" "$(num "$DA_R")" "$DA_MB MB/s"
@@ -397,7 +381,7 @@ report() { # label figures yardstick_rate
     cmd=$(echo "$2" | field commands_per_s)
     rss=$(echo "$2" | field rss_kb)
     row "events/s consumed (median of $RUNS)" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000; runs $(echo "$2" | field runs_events)"
-    row "io.atcr records/s indexed (median of $RUNS)" "$(num "$rec")" "$(ratio "$rec" "$ALONE_R") of Valkey alone, $(ratio "$rec" "$REDIS_APPLY") of apply.lua; target 100000; runs $(echo "$2" | field runs_records)"
+    row "io.atcr records/s indexed (median of $RUNS)" "$(num "$rec")" "$(ratio "$rec" "$ALONE_R") of Valkey alone; target 100000; runs $(echo "$2" | field runs_records)"
     row "Valkey commands/s" "$(num "$cmd")" "$(ratio "$cmd" "$REDIS_SET") of redis-benchmark SET/s"
     row "peak RSS (MB)" "$((rss / 1024))" ""
 }

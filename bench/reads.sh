@@ -1,7 +1,7 @@
 #!/bin/sh
 # Warm-path XRPC read benchmark: requests/s and p99 of bin/appview answering
 # io.atcr.repo.listTags from Valkey (a complete index of one repository with BENCH_TAGS tags,
-# seeded through cache/apply.lua as the fold writes it) next to a one-worker nginx serving the
+# seeded through the loader's write path, tests/tools/fold_records) next to a one-worker nginx serving the
 # same response body as a static file, in the same run, with the same wrk settings (-t1 -c50).
 # Target (issue 2): appview >= 0.5 x nginx requests/s, p99 < 5 ms.
 # Run from the repository root after `make build/bin/appview` (BIN= to use another build).
@@ -33,13 +33,28 @@ until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do
     sleep 0.1
 done
 
-# The seeding code of the integration test: the same keys the fold writes.
-python3 - "$RPORT" "$DID" "$TAGS" <<'EOF'
+# The seeding code of the integration test: records folded as the loader folds them.
+python3 - "$RPORT" "$DID" "$TAGS" "$(dirname "$BIN")" <<'EOF'
 import sys
 sys.path[:0] = ["tests/lib", "tests/integration"]
+import records
 import test_reads as t
-port, did, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-s = t.Seeder(port)
+port, did, n, bindir = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+class Redis:
+    url = f"redis://127.0.0.1:{port}/0"
+    port = int(sys.argv[1])
+
+class Harness:  # what records.Seeder asks of the test harness
+    root = "."
+    def binary(self, name):
+        return f"{bindir}/{name}"
+    def redis(self, r, *args):
+        import subprocess
+        subprocess.run(["redis-cli", "-p", str(r.port), *map(str, args)], check=True,
+                       capture_output=True)
+
+s = records.Seeder(Harness(), Redis(), "atcr:")
 for i in range(n):
     s.manifest(did, "app", t.digest(i), t.T0 + i * 1000)
     s.tag(did, "app", "v1.%d.0" % i, t.digest(i), t.T0 + i * 1000 + 500)

@@ -4,7 +4,7 @@
 #ifndef CACHE_SCRIPTS_H
 #define CACHE_SCRIPTS_H
 
-extern const char lua_apply[];
+extern const char lua_guarded[];
 extern const char lua_purge[];
 extern const char lua_hold_stats[];
 extern const char lua_lease[];

@@ -14,14 +14,11 @@ local function add(h)
     holds[#holds + 1] = h
   end
 end
-local digests = redis.call('ZRANGE', base .. 'repo/' .. repo .. '/manifests', 0, 999)
-local fields = {}
-for i, g in ipairs(digests) do fields[i] = 'm/' .. repo .. '/' .. g end
-local rkeys = #fields > 0 and redis.call('HMGET', KEYS[1], unpack(fields)) or {}
--- The manifests' records, in one call too.
+-- The manifests zset's members are "G X": the records are io.atcr.manifest/X, read in one call.
 local names = {}
-for i = 1, #fields do
-  if rkeys[i] then names[#names + 1] = 'io.atcr.manifest/' .. rkeys[i] end
+for _, m in ipairs(redis.call('ZRANGE', base .. 'repo/' .. repo .. '/manifests', 0, 999)) do
+  local x = string.match(m, ' (%S+)$')
+  if x then names[#names + 1] = 'io.atcr.manifest/' .. x end
 end
 local recs = #names > 0 and redis.call('HMGET', KEYS[1], unpack(names)) or {}
 for i = 1, #names do

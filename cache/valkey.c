@@ -790,6 +790,16 @@ int valkey_eval(valkey *v, int id, valkey_reply_cb cb, void *ud, int nkeys, int 
     return rc;
 }
 
+int valkey_error_transient(const char *error)
+{
+    static const char *const transient[] = {"OOM ",        "READONLY ", "MISCONF ",
+                                            "LOADING ",    "BUSY ",     "MASTERDOWN ",
+                                            "NOREPLICAS ", "TRYAGAIN ", "CLUSTERDOWN "};
+    for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
+        if (!strncmp(error, transient[i], strlen(transient[i]))) return 1;
+    return 0;
+}
+
 double valkey_latency_p99(const valkey *v)
 {
     return metrics_quantile(v->latency, 0.99);

@@ -57,6 +57,11 @@ int valkey_command(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char
 int valkey_eval(valkey *v, int script, valkey_reply_cb cb, void *ud, int nkeys, int argc,
                 const char **argv, const size_t *argvlen);
 
+/* 1 when an error reply says the server cannot take the command now but may later (out of
+ * memory, a read-only replica, a failing disk, loading, a busy script, ...), so the same write
+ * is worth sending again; 0 when it says the command itself is wrong (WRONGTYPE, ERR ...). */
+int valkey_error_transient(const char *error);
+
 /* Round-trip latency of recent commands, for /metrics and /xrpc/_health. */
 double valkey_latency_p99(const valkey *v);
 

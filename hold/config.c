@@ -22,7 +22,35 @@ static const char *check_path(const char *v)
     return *v ? NULL : "expected a file path";
 }
 
-enum { O_LISTEN, O_DB, O_DID, O_PUBLIC_URL, O_TOKENS, O_BLOB_URL, O_DEDUPE, O_LOG_LEVEL, O_COUNT };
+/* Tokens are compared as the bytes an Authorization header carries: visible ASCII. */
+static const char *check_token(const char *v)
+{
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+            return "only visible ASCII characters (no spaces or control characters)";
+    return NULL;
+}
+
+/* A signing key: guessable ones would let anyone count. */
+static const char *check_secret(const char *v)
+{
+    return strlen(v) < 16 ? "at least 16 characters" : check_token(v);
+}
+
+enum {
+    O_LISTEN,
+    O_DB,
+    O_DID,
+    O_PUBLIC_URL,
+    O_TOKENS,
+    O_BLOB_URL,
+    O_BLOB_SECRETS,
+    O_COUNT_ANONYMOUS,
+    O_DEDUPE,
+    O_LOG_LEVEL,
+    O_HTTP,
+    O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
+};
 
 static const option_spec SPECS[O_COUNT] = {
     [O_LISTEN] = OPT_STR("listen", "HOLD_LISTEN", "0.0.0.0:8081", "address to serve XRPC on",
@@ -37,15 +65,22 @@ static const option_spec SPECS[O_COUNT] = {
         OPT_STR("public-url", "HOLD_PUBLIC_URL", NULL,
                 "URL the hold is reached at (default http://localhost:PORT)", check_http_url),
     [O_TOKENS] = OPT_SECRET_LIST("service-tokens", "HOLD_SERVICE_TOKENS",
-                                 "bearer tokens accepted by incrementStats", NULL),
+                                 "bearer tokens of the registry (incrementStats, counted getBlob)",
+                                 check_token),
     [O_BLOB_URL] = OPT_STR("blob-url-template", "HOLD_BLOB_URL_TEMPLATE", NULL,
                            "getBlob redirect target; {did} and {cid} are filled in", NULL),
+    [O_BLOB_SECRETS] =
+        OPT_SECRET_LIST("blob-url-secrets", "HOLD_BLOB_URL_SECRETS",
+                        "secrets the registry signs getBlob URLs with (HMAC-SHA256)", check_secret),
+    [O_COUNT_ANONYMOUS] = OPT_BOOL("count-anonymous", "HOLD_COUNT_ANONYMOUS", "off",
+                                   "count getBlob fetches that carry no token or signature"),
     [O_DEDUPE] =
         OPT_INT("pull-dedupe-seconds", "HOLD_PULL_DEDUPE_SECONDS", "60",
                 "pulls of one digest by one client within this window count once", 0, 86400),
     [O_LOG_LEVEL] = OPT_STR("log-level", "LOG_LEVEL", "info",
                             "least important log lines shown: debug, info, warn or error",
                             options_check_log_level),
+    [O_HTTP] = HTTPD_OPTIONS("HOLD"),
 };
 
 static int port_of(const char *listen)
@@ -68,8 +103,11 @@ int hold_config_load(hold_config *c, int argc, char **argv)
     c->public_url = option_take_str(&v[O_PUBLIC_URL]);
     c->blob_url_template = option_take_str(&v[O_BLOB_URL]);
     c->tokens = option_take_list(&v[O_TOKENS], &c->ntokens);
+    c->blob_url_secrets = option_take_list(&v[O_BLOB_SECRETS], &c->nblob_url_secrets);
+    c->count_anonymous = v[O_COUNT_ANONYMOUS].num != 0;
     c->pull_dedupe_seconds = (int)v[O_DEDUPE].num;
     log_level_from_name(v[O_LOG_LEVEL].str, &c->log_level);
+    httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);
     if (!c->public_url) {
         char url[64];
@@ -126,5 +164,8 @@ void hold_config_free(hold_config *c)
     for (size_t i = 0; i < c->ntokens; i++)
         free(c->tokens[i]);
     free(c->tokens);
+    for (size_t i = 0; i < c->nblob_url_secrets; i++)
+        free(c->blob_url_secrets[i]);
+    free(c->blob_url_secrets);
     memset(c, 0, sizeof *c);
 }

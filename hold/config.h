@@ -2,8 +2,10 @@
 #ifndef HOLD_CONFIG_H
 #define HOLD_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "atproto/httpd.h"
 #include "atproto/log.h"
 
 #define HOLD_VERSION "0.1.0"
@@ -15,9 +17,13 @@ typedef struct {
     char *public_url; /* HOLD_PUBLIC_URL, default http://localhost:<listen port> */
     char **tokens;    /* HOLD_SERVICE_TOKENS, comma-separated */
     size_t ntokens;
-    char *blob_url_template;  /* HOLD_BLOB_URL_TEMPLATE, {did} and {cid} filled; NULL: none */
-    int pull_dedupe_seconds;  /* HOLD_PULL_DEDUPE_SECONDS, default 60 */
+    char *blob_url_template; /* HOLD_BLOB_URL_TEMPLATE, {did} and {cid} filled; NULL: none */
+    char **blob_url_secrets; /* HOLD_BLOB_URL_SECRETS: keys of signed getBlob URLs */
+    size_t nblob_url_secrets;
+    bool count_anonymous;    /* HOLD_COUNT_ANONYMOUS: getBlob counts without a proof, default off */
+    int pull_dedupe_seconds; /* HOLD_PULL_DEDUPE_SECONDS, default 60 */
     enum log_level log_level; /* LOG_LEVEL, default info */
+    httpd_limits http;        /* HOLD_HTTP_* */
 } hold_config;
 
 /* Returns 0 when ready, 1 when --help or --version was printed, -1 on a bad value (one line on

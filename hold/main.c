@@ -36,6 +36,7 @@ static int drain_idle(void *ud)
 
 int main(int argc, char **argv)
 {
+    drain_block_signals(); /* before any thread starts (atproto/drain.h) */
     signal(SIGPIPE, SIG_IGN);
     hold_config cfg;
     int rc = hold_config_load(&cfg, argc, argv);
@@ -51,7 +52,8 @@ int main(int argc, char **argv)
     httpd_options ho = {.listen = cfg.listen,
                         .max_body = HOLD_MAX_BODY,
                         .name = "hold",
-                        .setting = "--listen, HOLD_LISTEN"};
+                        .setting = "--listen, HOLD_LISTEN",
+                        .limits = cfg.http};
     a.http = httpd_new(a.loop, &ho);
     hold_api api;
     memset(&api, 0, sizeof api);

@@ -1,6 +1,8 @@
 """The appview on an empty Valkey answers every read from the network (issue 3): a real PDS and
 PLC (tests/lib/devnet.py), bin/appview pointed at them, no firehose (the Jetstream URL is a
-closed port), so everything the appview knows comes from the loader."""
+closed port), so everything the appview knows comes from the loader. Records are made as the
+lexicons say: manifests by createRecord (the PDS picks a TID record key), tags naming them by
+at-uri."""
 import atexit
 import json
 import os
@@ -38,12 +40,10 @@ def shared_devnet(h):
         atexit.register(net.stop)
         alice = net.account("alice.test")
         for i in (1, 2, 3):
-            net.command("create", repo=alice["did"], collection="io.atcr.manifest",
-                        rkey=digest(i)[7:], record=manifest("myapp", i))
+            create_manifest(net, alice["did"], "myapp", i)
             net.command("create", repo=alice["did"], collection="io.atcr.tag",
                         rkey=f"myapp_v{i}", record=tag(alice["did"], "myapp", f"v{i}", i))
-        net.command("create", repo=alice["did"], collection="io.atcr.manifest",
-                    rkey=digest(9)[7:], record=manifest("tools", 9))
+        create_manifest(net, alice["did"], "tools", 9)
         # Invalid for the lexicon (no tag, no createdAt): skipped and counted, never served.
         net.command("create", repo=alice["did"], collection="io.atcr.tag", rkey="broken",
                     record={"$type": "io.atcr.tag", "repository": "myapp"})
@@ -55,6 +55,18 @@ def digest(i):
     return "sha256:%064x" % i
 
 
+# The record key the PDS gave the manifest of digest i, by DID.
+RKEYS = {}
+
+
+def create_manifest(net, did, repo, i):
+    """A manifest by createRecord without a record key: the PDS makes a TID, as for ATCR."""
+    uri = net.command("create", repo=did, collection="io.atcr.manifest",
+                      record=manifest(repo, i))["uri"]
+    RKEYS[(did, i)] = uri.rsplit("/", 1)[1]
+    return RKEYS[(did, i)]
+
+
 def manifest(repo, i):
     return {"$type": "io.atcr.manifest", "repository": repo, "digest": digest(i),
             "mediaType": "application/vnd.oci.image.manifest.v1+json", "schemaVersion": 2,
@@ -63,7 +75,7 @@ def manifest(repo, i):
 
 def tag(did, repo, name, i):
     return {"$type": "io.atcr.tag", "repository": repo, "tag": name,
-            "manifest": f"at://{did}/io.atcr.manifest/{digest(i)[7:]}", "createdAt": T0 % i}
+            "manifest": f"at://{did}/io.atcr.manifest/{RKEYS[(did, i)]}", "createdAt": T0 % i}
 
 
 def start_appview(h, redis, net, env=None, name="appview"):
@@ -119,7 +131,8 @@ def test_every_read_cold_by_did_and_handle(h):
                             reference=ref)
             assert st == 200, body
             assert body["digest"] == digest(2) and body["repository"] == "myapp", body
-            assert body["uri"] == f"at://{alice['did']}/io.atcr.manifest/{digest(2)[7:]}", body
+            assert body["uri"] == \
+                f"at://{alice['did']}/io.atcr.manifest/{RKEYS[(alice['did'], 2)]}", body
             assert body["record"]["createdAt"] == T0 % 2, body
 
     m = h.metrics(app.base)
@@ -144,7 +157,8 @@ def test_every_read_cold_by_did_and_handle(h):
     assert h.redis(redis, "GET", base + "complete") == "1"
     assert h.redis(redis, "HGET", base + "id", "handle") == "alice.test"
     assert h.redis(redis, "GET", f"{PREFIX}handle:alice.test") == alice["did"]
-    assert h.redis(redis, "HGET", base + "recs", "t/myapp/v3") == digest(3)
+    hint = h.redis(redis, "HGET", base + "recs", "t/myapp/v3").split(" ")
+    assert hint[0] == "myapp_v3" and hint[2] == RKEYS[(alice["did"], 3)] + "=-", hint
     record = h.redis_raw(redis, "HGET", base + "recs", "io.atcr.tag/myapp_v1")
     head, body = record.split("\n", 1)
     assert head.split(" ")[1:4] == ["t", "myapp", "v1"], head
@@ -172,8 +186,7 @@ def test_deleted_on_pds_and_missed_on_firehose(h):
     net = shared_devnet(h)
     carol = net.command("createAccount", handle="carol.test")
     for i in (4, 5):
-        net.command("create", repo=carol["did"], collection="io.atcr.manifest",
-                    rkey=digest(i)[7:], record=manifest("app", i))
+        create_manifest(net, carol["did"], "app", i)
     for name, i in (("t4", 4), ("t5", 5), ("t6", 5)):
         net.command("create", repo=carol["did"], collection="io.atcr.tag", rkey=name,
                     record=tag(carol["did"], "app", name, i))
@@ -188,7 +201,8 @@ def test_deleted_on_pds_and_missed_on_firehose(h):
 
     assert tags() == ["t4", "t5", "t6"]
     net.command("delete", repo=carol["did"], collection="io.atcr.tag", rkey="t4")
-    net.command("delete", repo=carol["did"], collection="io.atcr.manifest", rkey=digest(4)[7:])
+    net.command("delete", repo=carol["did"], collection="io.atcr.manifest",
+                rkey=RKEYS[(carol["did"], 4)])
     assert tags() == ["t4", "t5", "t6"]  # cached: the firehose would have told us, it did not
 
     # A full listing is the truth for records older than it: cached records the PDS no longer
@@ -197,7 +211,7 @@ def test_deleted_on_pds_and_missed_on_firehose(h):
     assert tags() == ["t5", "t6"]
     m = h.metrics(app.base)
     assert m["appview_loader_pruned_total"] == 2, m
-    tombstone = h.redis(redis, "HGET", base + "recs", f"io.atcr.manifest/{digest(4)[7:]}")
+    tombstone = h.redis(redis, "HGET", base + "recs", f"io.atcr.manifest/{RKEYS[(carol['did'], 4)]}")
     assert tombstone.split(" ")[1] == "-", tombstone  # a tombstone: rev, then no kind
     st, body = xrpc(h, app, "listRepositories", actor=carol["did"])
     assert st == 200 and body["repositories"][0]["manifestCount"] == 1, body

@@ -10,7 +10,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_reads import Seeder, check_output, digest, available  # noqa: E402,F401
+from test_reads import PREFIX, Seeder, check_output, digest, available  # noqa: E402,F401
 from test_stats import ALICE, T0, get_stats, hold_did, pulls, start_appview  # noqa: E402
 from test_hold import start_hold  # noqa: E402
 
@@ -62,7 +62,7 @@ def ok(pulls_, stars=3):
 
 def setup(h, images, **extra):
     redis = h.start_redis()
-    seed = Seeder(redis.port)
+    seed = Seeder(h, redis, PREFIX)
     hold = start_hold(h, "hold-a")
     pulls(h, hold, 5)
     lines = []

@@ -17,7 +17,7 @@ from harness import free_port, wait_for
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_dockerhub import FakeHub, ok  # noqa: E402
-from test_reads import Seeder, check_output, digest, available  # noqa: E402,F401
+from test_reads import PREFIX, Seeder, check_output, digest, available  # noqa: E402,F401
 from test_stats import ALICE, HOLD_TIMEOUT_MS, T0, get_stats, start_appview  # noqa: E402
 
 RATE, WINDOW = 3, 2
@@ -66,7 +66,7 @@ def densest(times, window):
 
 def test_rate_limit_spaces_hub_requests(h):
     redis = h.start_redis()
-    seed = Seeder(redis.port)
+    seed = Seeder(h, redis, PREFIX)
     # A hold that is not there: the holds' part is answered at once ("unreachable").
     nohold = f"did:web:127.0.0.1%3A{free_port()}"
     for i in range(N):

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 from harness import free_port, wait_for
+from records import Seeder, tid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -90,48 +91,72 @@ def wait_cursor(h, redis, flavor, value, timeout=60):
              what=f"{key} >= {value}")
 
 
-# The t/<R>/<T> fields of a record hash and their values, in one call (record values hold
-# newlines, so HGETALL's output could not be split).
-TAG_FIELDS = """
-local out = {}
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if f:sub(1, 2) == 't/' then
-    out[#out + 1] = f
-    out[#out + 1] = redis.call('HGET', KEYS[1], f)
-  end
+# The index as cache/SCHEMA.md lays it out, read in one call: a line per manifest entry
+# ("m D R G X score"), per live tag with the digest it resolves to as in a complete index
+# ("t D R T digest": that of the manifest record its at-uri names, "" when that one is deleted
+# or absent; a tag without an at-uri has its manifestDigest), per purged DID ("g D").
+SNAPSHOT = """
+local prefix, out, cursor = ARGV[1], {}, '0'
+local function header(v)
+  if not v then return nil end
+  return string.match(v, '^%S+ (%S+) (%S+) (%S+) %S+ %S+ %S+\\n')
 end
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', prefix .. '{*', 'COUNT', 1000)
+  cursor = page[1]
+  for _, k in ipairs(page[2]) do
+    local did, rest = string.match(k, '^' .. prefix .. '{(.-)}/(.*)$')
+    local recs = prefix .. '{' .. did .. '}/recs'
+    local repo = rest and string.match(rest, '^repo/(.*)/manifests$')
+    if repo then
+      local z = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+      for i = 1, #z, 2 do out[#out + 1] = 'm ' .. did .. ' ' .. repo .. ' ' .. z[i] .. ' ' .. z[i + 1] end
+    end
+    repo = rest and string.match(rest, '^repo/(.*)/tags$')
+    if repo then
+      for _, t in ipairs(redis.call('ZRANGE', k, 0, -1)) do
+        local hint = redis.call('HGET', recs, 't/' .. repo .. '/' .. t) or ''
+        local mrkey, mdigest = string.match(hint, '^%S+ %S+ ([^=]*)=(.*)$')
+        local digest = ''
+        if mrkey and mrkey ~= '-' then
+          local kind, r, g = header(redis.call('HGET', recs, 'io.atcr.manifest/' .. mrkey))
+          if kind == 'm' and r == repo then digest = g end
+        elseif mdigest and mdigest ~= '-' then
+          digest = mdigest
+        end
+        out[#out + 1] = 't ' .. did .. ' ' .. repo .. ' ' .. t .. ' ' .. digest
+      end
+    end
+    if rest == 'gone' then out[#out + 1] = 'g ' .. did end
+  end
+until cursor == '0'
 return out
 """
 
 
 def snapshot(h, redis):
-    """The index as a plain structure: {did: {repo: {manifests, tags}}}, recent, gone DIDs."""
-    raw = h.redis_raw(redis, "KEYS", PREFIX + "{*").split("\n")
+    """The index as a plain structure: {did: {repo: {manifests: {"G X": score}, tags: {T:
+    digest}}}}, recent (its members), gone DIDs."""
     index, gone = {}, set()
 
     def entry(did, repo):
         return index.setdefault(did, {}).setdefault(repo, {"manifests": {}, "tags": {}})
 
-    for key in filter(None, raw):
-        did = key[len(PREFIX) + 1:key.index("}")]
-        rest = key[key.index("}") + 2:]
-        if rest == "gone":
-            gone.add(did)
-        if rest == "recs":  # tag -> digest mappings live in the DID's record hash as t/<R>/<T>
-            pairs = h.redis_raw(redis, "EVAL", TAG_FIELDS, 1, key).split("\n")
-            for field, digest in zip(pairs[0:-1:2], pairs[1::2]):
-                repo, tag = field[2:].rsplit("/", 1)
-                entry(did, repo)["tags"][tag] = digest.strip()
-        if rest.startswith("repo/") and rest.endswith("/manifests"):
-            repo = rest[5:-len("/manifests")]
-            vals = h.redis_raw(redis, "ZRANGE", key, 0, -1, "WITHSCORES").split("\n")
-            entry(did, repo)["manifests"] = dict(zip(vals[0:-1:2], vals[1::2]))
-    for repos in index.values():  # a repository whose index keys are all empty is gone
-        for r in [r for r, e in repos.items() if not e["manifests"] and not e["tags"]]:
-            del repos[r]
+    for line in h.redis_raw(redis, "EVAL", SNAPSHOT, 0, PREFIX).split("\n"):
+        parts = line.split(" ")
+        if parts[0] == "m":
+            entry(parts[1], parts[2])["manifests"][f"{parts[3]} {parts[4]}"] = parts[5]
+        elif parts[0] == "t":
+            entry(parts[1], parts[2])["tags"][parts[3]] = parts[4] if len(parts) > 4 else ""
+        elif parts[0] == "g":
+            gone.add(parts[1])
     recent = h.redis_raw(redis, "ZRANGE", PREFIX + "recent", 0, -1).split("\n")
-    return {"index": {d: r for d, r in index.items() if r}, "recent": sorted(filter(None, recent)),
-            "gone": sorted(gone)}
+    return {"index": index, "recent": sorted(filter(None, recent)), "gone": sorted(gone)}
+
+
+def digests(manifests):
+    """The digests of a snapshot's manifest entries ("G X")."""
+    return sorted({m.split(" ")[0] for m in manifests})
 
 
 def assert_same_index(got, want):
@@ -144,9 +169,14 @@ def assert_same_index(got, want):
             diffs.append(f"{part}: extra {sorted(set(got[part]) - set(want[part]))[:5]} "
                          f"missing {sorted(set(want[part]) - set(got[part]))[:5]}")
     for did in sorted(set(got["index"]) | set(want["index"])):
-        g, w = got["index"].get(did), want["index"].get(did)
-        if g != w:
-            diffs.append(f"{did}: got {json.dumps(g)[:600]}\n   want {json.dumps(w)[:600]}")
+        g, w = got["index"].get(did, {}), want["index"].get(did, {})
+        for repo in sorted(set(g) | set(w)):
+            for part in ("manifests", "tags"):
+                gp, wp = g.get(repo, {}).get(part, {}), w.get(repo, {}).get(part, {})
+                bad = sorted(k for k in set(gp) | set(wp) if gp.get(k) != wp.get(k))
+                if bad:
+                    diffs.append(f"{did} {repo} {part}: " + "; ".join(
+                        f"{k}: got {gp.get(k)} want {wp.get(k)}" for k in bad[:4]))
     raise AssertionError("index differs from the uninterrupted run:\n" + "\n".join(diffs[:6]))
 
 
@@ -161,13 +191,14 @@ def check_basic_fold(h, redis):
     want = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
                   for repo, r in d["repositories"].items()}
             for did, d in expected["dids"].items()}
-    got = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
+    got = {did: {repo: {"manifests": digests(r["manifests"]), "tags": r["tags"]}
                  for repo, r in repos.items()}
            for did, repos in snap["index"].items()}
     assert got == want, f"fold differs:\n got {json.dumps(got, indent=1)}\nwant {json.dumps(want, indent=1)}"
     assert snap["gone"] == sorted(expected["purged"])
     want_recent = sorted(f"{r['did']} {r['repository']} {r['digest']}" for r in expected["recent"])
-    assert snap["recent"] == want_recent, (snap["recent"], want_recent)
+    got_recent = sorted(" ".join(m.split(" ")[:3]) for m in snap["recent"])
+    assert got_recent == want_recent, (got_recent, want_recent)
     for did in expected["purged"]:
         keys = h.redis_raw(redis, "KEYS", f"{PREFIX}{{{did}}}*").split()
         assert keys == [f"{PREFIX}{{{did}}}/gone"], keys  # nothing but the purge mark is left
@@ -304,9 +335,9 @@ def test_old_commit_delivered_again_after_a_restart_stays_deleted(h):
 
 
 def test_old_commit_into_an_index_without_rev_stays_deleted(h):
-    """A DID whose records were written before ~rev existed (or only by the loader): its history
-    is unknown, so an old create delivered again must not pass for new, even after the DID's
-    first event of the run (a duplicate, folded as stale) left ~rev unset."""
+    """A DID whose records only the loader wrote (it keeps no ~rev): its history is unknown, so
+    an old create delivered again must not pass for new, even after the DID's first event of
+    the run (a duplicate, folded as stale) left ~rev unset."""
     lines = fixture_events("basic.jsonl")
     x = "ca0df2c95aa144c1d0ff2ff3c8f967fdc1de9ef0c4120b3726416701b519d619"
     y = "29c1b289e7522195b362e44f54e05470b69ad20540ab60a18a05e5bf6951f13d"
@@ -316,17 +347,18 @@ def test_old_commit_into_an_index_without_rev_stays_deleted(h):
     redis = h.start_redis()
     recs = f"{PREFIX}{{{did}}}/recs"
     rev_y = create_y["commit"]["rev"]
-    h.redis(redis, "SET", PREFIX + "schema", "2")
+    h.redis(redis, "SET", PREFIX + "schema", "4")
     h.redis(redis, "HSET", recs, f"io.atcr.manifest/{x}", delete_x["commit"]["rev"] + " - - - - - -",
             f"io.atcr.manifest/{y}",
-            f"{rev_y} m webapp sha256:{y} sha256:{y} 1732000000003 {create_y['commit']['cid']}\n{{}}")
+            f"{rev_y} m webapp sha256:{y} - 2024-11-19T07:06:40.003Z {create_y['commit']['cid']}"
+            "\n{}")
     again = dict(create_x, time_us=create_y["time_us"] + 1_000_000)
     # the duplicate first, the old create in a later batch
     path = write_events(os.path.join(h.tmp, "again.jsonl"), [create_y, again])
     replay = start_replay(h, path, ["--rate", "4"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
     wait_cursor(h, redis, 1, again["time_us"])
-    assert h.redis(redis, "GET", PREFIX + "schema") == "3"  # version 2 is upgraded in place
+    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
     assert h.redis_raw(redis, "HGET", recs, f"io.atcr.manifest/{x}").startswith(
         delete_x["commit"]["rev"] + " - ")
     assert h.metrics(app.base)["appview_records_stale_total"] == 2
@@ -459,47 +491,63 @@ def dump(h, redis):
     return dict(line.split(" ", 1) for line in lines if line and not line.startswith(skip))
 
 
-def fold_both_ways(h, events, replay_args=(), tag=""):
-    """Folds events twice, with plain writes on and off (every event through the scripts):
-    the dumps of both indexes, and the plain run's metrics."""
+def final_records(path):
+    """What a PDS listing would hold once the stream is over: the live io.atcr.manifest and
+    io.atcr.tag records of every DID not purged, as fold_records lines (the stream is in commit
+    order)."""
+    live = {}
+    for ev in read_events(path):
+        did = ev.get("did")
+        if ev.get("kind") == "account":
+            acct = ev.get("account") or {}
+            if acct.get("active") is False and acct.get("status") in ("deleted", "takendown"):
+                live = {k: v for k, v in live.items() if k[0] != did}
+            continue
+        c = ev.get("commit") or {}
+        if ev.get("kind") != "commit" or c.get("collection") not in WANTED[:2]:
+            continue
+        k = (did, c["collection"], c["rkey"])
+        if c["operation"] == "delete":
+            live.pop(k, None)
+        else:
+            live[k] = {"did": did, "collection": k[1], "rkey": k[2], "rev": c["rev"],
+                       "cid": c["cid"], "record": c["record"]}
+    return list(live.values())
+
+
+def ingest_matches_loader(h, events, replay_args=(), tag=""):
+    """Folds the stream through the firehose path (the appview's ingester), and what it leaves
+    on the PDSes through the cold path (the loader's compare-and-set): what a reader sees (index
+    entries, tags resolved, the recent list) must be the same. Returns the ingest's metrics."""
     time_us, _ = last_event(events)
-    dumps, metrics = {}, {}
-    for mode in ("off", "on"):
-        name = f"{mode}{tag}"
-        redis = h.start_redis(name=f"redis-{name}")
-        replay = start_replay(h, events, replay_args, name=f"replay-{name}")
-        app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"],
-                            name=f"appview-{name}", env={"APPVIEW_INGEST_PLAIN_WRITES": mode})
-        wait_cursor(h, redis, 1, time_us)
-        metrics[mode] = h.metrics(app.base)
-        dumps[mode] = dump(h, redis)
-        assert app.stop() == 0
-    m = metrics["off"]
-    # Off: every event through fold.c, all but identity changes (plain there too) by script.
-    identities = sum(e.get("kind") == "identity" for e in read_events(events))
-    assert m["appview_ingest_scripted_total"] == m["appview_events_folded_total"] - identities
-    assert len(dumps["off"]) > 10
-    diff = sorted(k for k in set(dumps["off"]) | set(dumps["on"])
-                  if dumps["off"].get(k) != dumps["on"].get(k))
-    assert not diff, [(k, dumps["off"].get(k), dumps["on"].get(k)) for k in diff[:8]]
-    return metrics["on"]
+    redis = h.start_redis(name=f"redis-ingest{tag}")
+    replay = start_replay(h, events, replay_args, name=f"replay{tag}")
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"],
+                        name=f"appview{tag}")
+    wait_cursor(h, redis, 1, time_us)
+    metrics = h.metrics(app.base)
+    ingested = snapshot(h, redis)
+    assert app.stop() == 0
+    loaded_redis = h.start_redis(name=f"redis-loader{tag}")
+    seed = Seeder(h, loaded_redis, PREFIX)
+    seed.pending = final_records(events)
+    seed.flush()
+    loaded = snapshot(h, loaded_redis)
+    assert len(ingested["index"]) > 5, ingested
+    loaded["gone"] = ingested["gone"]  # a listing knows no purges, only their absence
+    assert_same_index(ingested, loaded)
+    return metrics
 
 
-def test_plain_writes_build_what_the_scripts_build(h):
-    """The appview decides most records itself and writes them with plain commands; folding
-    the same stream with every event through the Lua scripts must leave the same keys, values,
-    scores and TTLs. The stream is dense in updates, deletes, moves and purges (30 DIDs)."""
-    m = fold_both_ways(h, generate(h, 20000, seed=5))
-    # Most of the stream went the plain way, or nothing was compared.
-    assert m["appview_ingest_scripted_total"] < 0.3 * m["appview_events_folded_total"], m
+def test_ingest_and_loader_build_the_same_index(h):
+    """The ingester plans each event from what it remembers and writes plain commands; the
+    loader plans each listed record and writes it as one compare-and-set. Both follow one
+    rulebook (appview/plan.c): the stream's fold and the fold of what it leaves must read the
+    same. The stream is dense in updates, deletes, moves and purges."""
+    m = ingest_matches_loader(h, generate(h, 20000, seed=5))
+    # The ingester remembered what it wrote, and read far less than it folded.
     assert m["appview_ingest_remembered_records"] > 0
-
-
-B32 = "234567abcdefghijklmnopqrstuvwxyz"
-
-
-def tid(n):
-    return "".join(B32[(n >> (5 * i)) & 31] for i in range(12, -1, -1))
+    assert m["appview_ingest_reads_total"] < 0.5 * m["appview_events_folded_total"], m
 
 
 def step_did(d):
@@ -565,23 +613,19 @@ def unindexing_events(path, dids=40):
     return write_events(path, events)
 
 
-def test_plain_unindexing_matches_the_scripts(h):
-    """Deletes and moves of live records are written as plain commands (for a manifest, when
-    the round read who owns the digest's entry); the index must end as the scripts leave it,
-    whether the steps arrive in one round or one by one."""
+def test_unindexing_matches_the_loader(h):
+    """Deletes and moves of live records take their index entries out (a tag's only when it is
+    the record that named the tag last); the index must end as a listing of what is left
+    builds it, whether the steps arrive in one round or one by one."""
     events = unindexing_events(os.path.join(h.tmp, "unindexing.jsonl"))
-    fold_both_ways(h, events, (), "-fast")
-    # Paced, a DID's steps come in separate rounds, and the writer knows each record when it is
-    # deleted or moved: every step goes the plain way, a repository's last entry too (it stays
-    # in repos, and the reads skip it).
-    m = fold_both_ways(h, events, ("--rate", "1500"), "-paced")
-    assert m["appview_ingest_scripted_total"] == 0, m["appview_ingest_scripted_total"]
+    ingest_matches_loader(h, events, (), "-fast")
+    ingest_matches_loader(h, events, ("--rate", "1500"), "-paced")
 
 
 def test_repository_named_again_after_a_purge(h):
     """The ingester names a repository in repos once and remembers that it did; a purge
-    deletes repos, and the DID's next push into the same repository must name it again. The
-    plain writes must build what the scripts build, the steps in one round or one by one."""
+    deletes repos, and the DID's next push into the same repository must name it again, the
+    steps in one round or one by one."""
     steps = [("create", "m", "ma", "app", "1"), ("create", "t", "t1", "app", "latest", "1"),
              ("account", "takendown"), ("create", "m", "mb", "app", "2"),
              ("create", "t", "t2", "web", "v1", "2")]
@@ -591,8 +635,8 @@ def test_repository_named_again_after_a_purge(h):
             t += 1000
             events.append(step_event(d, t, step))
     path = write_events(os.path.join(h.tmp, "purge-and-push.jsonl"), events)
-    fold_both_ways(h, path, (), "-fast")
-    fold_both_ways(h, path, ("--rate", "200"), "-paced")
+    ingest_matches_loader(h, path, (), "-fast")
+    ingest_matches_loader(h, path, ("--rate", "200"), "-paced")
 
 
 def test_repository_named_again_after_repos_expired(h):
@@ -634,7 +678,7 @@ def test_flush_midstream_keeps_ttls(h):
     no_ttl = {PREFIX + "schema", PREFIX + "recent"}
     missing = sorted(k for k, v in keys.items() if k not in no_ttl and " ttl " not in v)
     assert not missing, missing[:10]
-    assert h.redis_raw(redis, "GET", PREFIX + "schema").strip() == "3"
+    assert h.redis_raw(redis, "GET", PREFIX + "schema").strip() == "4"
 
 
 def test_valkey_restart_midstream_loses_nothing(h):
@@ -658,6 +702,59 @@ def test_valkey_restart_midstream_loses_nothing(h):
     wait_cursor(h, redis, 1, time_us)
     assert h.metrics(app.base)["appview_ingest_replays_total"] >= 1
     assert_same_index(snapshot(h, redis), want)
+
+
+def test_valkey_refusing_writes_loses_nothing(h):
+    """Valkey out of memory (maxmemory, noeviction) for a while mid-ingest, then given room:
+    refused writes are not skipped but written again from the last acknowledged cursor, so the
+    index, the recent list included, ends as an uninterrupted run's. Meanwhile ingest pauses
+    with a log line per attempt, not per write, and _health says why."""
+    events = generate(h, 20000, seed=17)
+    want = reference_fold(h, events)
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "4000"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
+             what="some records indexed")
+    used = int(next(line.split(":")[1] for line in
+                    h.redis_raw(redis, "INFO", "memory").splitlines()
+                    if line.startswith("used_memory:")))
+    h.redis(redis, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    h.redis(redis, "CONFIG", "SET", "maxmemory", str(used + 32 * 1024))
+    refused = wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[1]["valkey"].get(
+        "writesRefused"), timeout=20, what="_health to show the refusal")
+    assert refused.startswith("OOM"), refused
+    assert h.metrics(app.base)["appview_valkey_writes_refused"] == 1
+    time.sleep(3)
+    h.redis(redis, "CONFIG", "SET", "maxmemory", "0")
+    wait_cursor(h, redis, 1, last_event(events)[0])
+    assert_same_index(snapshot(h, redis), want)
+    m = h.metrics(app.base)
+    assert m["appview_ingest_refused_retries_total"] >= 1 and m["appview_valkey_writes_refused"] == 0
+    assert "writesRefused" not in h.get_json(app.base + "/xrpc/_health")[1]["valkey"]
+    log = app.log()
+    assert log.count("write refused") + log.count("refused writes") < 40, log[-3000:]
+    assert app.stop() == 0
+
+
+def test_valkey_stopped_midstream_loses_nothing(h):
+    """Valkey frozen (SIGSTOP) past the command timeout, then thawed: the connection is dropped
+    and made again, and the stream read again from the last acknowledged cursor."""
+    events = generate(h, 20000, seed=19)
+    want = reference_fold(h, events)
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "4000"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
+             what="some records indexed")
+    redis.signal(signal.SIGSTOP)
+    time.sleep(6)
+    redis.signal(signal.SIGCONT)
+    wait_cursor(h, redis, 1, last_event(events)[0], timeout=90)
+    assert_same_index(snapshot(h, redis), want)
+    assert h.metrics(app.base)["valkey_reconnects_total"] >= 1
+    assert "no reply for" in app.log()
+    assert app.stop() == 0
 
 
 def test_malformed_input_is_dropped_and_counted(h):
@@ -691,7 +788,7 @@ def test_malformed_input_is_dropped_and_counted(h):
     want = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
                   for repo, r in d["repositories"].items()}
             for did, d in expected["dids"].items()}
-    got = {did: {repo: {"manifests": sorted(r["manifests"]), "tags": r["tags"]}
+    got = {did: {repo: {"manifests": digests(r["manifests"]), "tags": r["tags"]}
                  for repo, r in repos.items()} for did, repos in snap["index"].items()}
     assert got == want, f"got {got}\nwant {want}"
     status, health = h.get_json(app.base + "/xrpc/_health")
@@ -713,6 +810,8 @@ def test_falls_over_to_second_url(h):
 def test_health_reports_valkey_down(h):
     redis = h.start_redis()
     app = start_appview(h, redis, [f"ws://127.0.0.1:{free_port()}/subscribe"])
+    # start_appview returns once it listens; Valkey may still be connecting (503).
+    wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[0] == 200, what="200 health")
     status, body = h.get_json(app.base + "/xrpc/_health")
     assert status == 200 and body["valkey"]["up"] is True
     redis.kill()
@@ -744,5 +843,31 @@ def test_other_schema_is_not_ingested_into(h):
     app.stop()
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"], name="appview2")
     wait_cursor(h, redis, 1, last_event(fixture)[0])
-    assert h.redis(redis, "GET", PREFIX + "schema") == "3"
+    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    check_basic_fold(h, redis)
+
+
+def test_outdated_schema_is_dropped_and_rebuilt(h):
+    """An index of version 3 (tags named digests, not manifest records) cannot be read as
+    version 4: the ingester drops its keys, keeps the cursor, marks the prefix as version 4 and
+    goes on from the cursor. Keys outside the prefix are left alone."""
+    redis = h.start_redis()
+    fixture = os.path.join(FIXTURES, "basic.jsonl")
+    replay = start_replay(h, fixture)
+    h.redis(redis, "SET", PREFIX + "schema", "3")
+    h.redis(redis, "SET", PREFIX + "cursor:v1", "1")
+    old = f"{PREFIX}{{did:plc:oldoooooooooooooooooooooo}}/"
+    h.redis(redis, "HSET", old + "recs", "t/app/latest", "sha256:" + "a" * 64)
+    h.redis(redis, "ZADD", old + "repo/app/tags", 1, "latest")
+    h.redis(redis, "ZADD", PREFIX + "recent", 1, "did:plc:oldoooooooooooooooooooooo app sha256:aa")
+    h.redis(redis, "SET", PREFIX + "handle:old.test", "did:plc:oldoooooooooooooooooooooo")
+    h.redis(redis, "SET", "other:keep", "1")
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_cursor(h, redis, 1, last_event(fixture)[0])
+    assert "key schema 3" in app.log() and "dropping it" in app.log()
+    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    assert h.redis(redis, "EXISTS", old + "recs", old + "repo/app/tags",
+                   PREFIX + "handle:old.test") == "(integer) 0"
+    assert h.redis(redis, "GET", "other:keep") == "1"
+    assert h.metrics(app.base)["appview_schema_dropped_keys_total"] >= 4
     check_basic_fold(h, redis)

@@ -83,12 +83,16 @@ GOOD = [
     ("io.atcr.tag", tag(tag="t" * 128)),
     ("io.atcr.hold.stats", stats()),
     ("io.atcr.hold.stats", stats(lastPull=None, lastPush=None, createdAt=None, pullCount=0)),
+    # ATCR's published lexicons bound neither (the appview still does not index an empty tag).
+    ("io.atcr.manifest", manifest(schemaVersion=3)),
+    ("io.atcr.tag", tag(tag="")),
+    # A TID record key for the manifest, as the lexicon says.
+    ("io.atcr.tag", tag(manifest=f"at://{DID}/io.atcr.manifest/3lbbuqg2k36wa")),
 ]
 
 BAD = [
     ("io.atcr.manifest", manifest(digest=None)),
     ("io.atcr.manifest", manifest(schemaVersion="2")),
-    ("io.atcr.manifest", manifest(schemaVersion=3)),
     ("io.atcr.manifest", manifest(createdAt="2025-01-12 23:20:50Z")),
     ("io.atcr.manifest", manifest(holdDid="hold.example.com")),
     ("io.atcr.manifest", manifest(holdEndpoint="not a uri")),
@@ -107,7 +111,6 @@ BAD = [
     ("io.atcr.manifest", manifest(**{"$type": None})),
     ("io.atcr.tag", tag(manifest="https://example.com/x")),
     ("io.atcr.tag", tag(tag="t" * 129)),
-    ("io.atcr.tag", tag(tag="")),
     ("io.atcr.tag", tag(createdAt=None)),
     ("io.atcr.tag", tag(repository=7)),
     ("io.atcr.hold.stats", stats(pullCount=-1)),

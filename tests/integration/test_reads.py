@@ -1,5 +1,6 @@
 """XRPC reads of the appview (io.atcr.repo.listRepositories, listTags, getManifest, listRecent)
-against a real redis-server seeded through cache/apply.lua, the way the fold writes it.
+against a real redis-server seeded through the appview's own write path (tests/lib/records.py:
+TID-keyed manifests, tags by at-uri).
 
 The appview runs with ingest off. Its PLC directory is a small local server in this process that
 knows only the DIDs a test gives it, so an unknown DID is a 404 upstream; a DID whose PDS is a
@@ -11,18 +12,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import threading
 import urllib.parse
 
 from harness import free_port, wait_for
+from records import MEDIA, Seeder, iso
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "atcr:"
 XRPC = "/xrpc/io.atcr.repo."
-DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+# RFC 3339 as atproto datetimes have it: values are served as the records wrote them.
+DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 T0 = 1763812200000  # 2025-11-22T11:50:00.000Z
-MEDIA = "application/vnd.oci.image.manifest.v1+json"
 
 # Output properties of each method, from lexicons/io/atcr/repo/*.json.
 LEX = {}
@@ -71,96 +72,6 @@ def check_output(method, body):
     check_object(body, defs["main"]["output"]["schema"], defs, method)
 
 
-# ---- seeding, exactly as the fold writes (see the ARGV layout atop cache/apply.lua) ----
-
-class Resp:
-    """A minimal RESP client (stdlib only)."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.f = self.sock.makefile("rb")
-
-    def cmd(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(out))
-        return self.read()
-
-    def read(self):
-        line = self.f.readline()[:-2]
-        t, rest = line[:1], line[1:]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise RuntimeError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else self.f.read(n + 2)[:-2].decode()
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _ in range(n)]
-        raise RuntimeError(f"bad reply {line!r}")
-
-    def close(self):
-        self.sock.close()
-
-
-class Seeder:
-    def __init__(self, port):
-        self.r = Resp(port)
-        with open(os.path.join(ROOT, "cache/apply.lua")) as f:
-            self.sha = self.r.cmd("SCRIPT", "LOAD", f.read())
-        self.rev = 0
-
-    def base(self, did):
-        return f"{PREFIX}{{{did}}}/"
-
-    def _apply(self, did, coll, rkey, kind, record, repo, key, digest, ms):
-        self.rev += 1
-        rev = "3l%011d" % self.rev
-        base = self.base(did)
-        res = self.r.cmd("EVALSHA", self.sha, 2, f"{base}recs", PREFIX + "recent", base,
-                         f"{coll}/{rkey}", "put", rev, 0, 3600, kind,
-                         "bafyrei" + ("%010d" % self.rev),
-                         json.dumps(record, separators=(",", ":")), repo, key, digest, ms, rkey,
-                         did, "0", 10000)
-        assert res == 1, res
-
-    def manifest(self, did, repo, digest, ms, hold="did:web:hold.example.com"):
-        rkey = digest.split(":", 1)[1]
-        rec = {"$type": "io.atcr.manifest", "repository": repo, "digest": digest,
-               "mediaType": MEDIA, "schemaVersion": 2, "createdAt": "2025-11-22T11:50:00Z",
-               "holdDid": hold}
-        self._apply(did, "io.atcr.manifest", rkey, "m", rec, repo, digest, "", ms)
-
-    def tag(self, did, repo, tag, digest, ms):
-        rkey = f"{repo.replace('/', '_')}_{tag}"
-        rec = {"$type": "io.atcr.tag", "repository": repo, "tag": tag,
-               "manifest": f"at://{did}/io.atcr.manifest/{digest.split(':', 1)[1]}",
-               "createdAt": "2025-11-22T11:50:00Z"}
-        self._apply(did, "io.atcr.tag", rkey, "t", rec, repo, tag, digest, ms)
-
-    def delete(self, did, coll, rkey):
-        """A delete event for the record, as the firehose brings it."""
-        self.rev += 1
-        base = self.base(did)
-        res = self.r.cmd("EVALSHA", self.sha, 2, f"{base}recs", PREFIX + "recent", base,
-                         f"{coll}/{rkey}", "del", "3l%011d" % self.rev, 0, 3600, "-", "-", "",
-                         "", "", "", 0, rkey, did, "0", 10000)
-        assert res == 1, res
-
-    def complete(self, did):
-        self.r.cmd("SET", self.base(did) + "complete", "1", "EX", 3600)
-
-    def handle(self, did, handle):
-        self.r.cmd("SET", f"{PREFIX}handle:{handle}", did, "EX", 3600)
-        self.r.cmd("HSET", self.base(did) + "id", "handle", handle, "pds", "http://127.0.0.1:1")
-
-
 def digest(i, salt="a"):
     return "sha256:" + (salt + "%063x" % i)[-64:]
 
@@ -205,7 +116,7 @@ class Env:
     def __init__(self, h):
         self.h = h
         self.redis = h.start_redis()
-        self.seed = Seeder(self.redis.port)
+        self.seed = Seeder(h, self.redis, PREFIX)
         self.plc = Plc()
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -218,6 +129,7 @@ class Env:
                  what="appview health")
 
     def get(self, method, **params):
+        self.seed.flush()
         q = urllib.parse.urlencode(params)
         return self.h.get_json(f"{self.url}{XRPC}{method}?{q}")
 
@@ -244,7 +156,6 @@ class Env:
             assert len(body[field]) == int(params.get("limit", 50)), body
 
     def close(self):
-        self.seed.r.close()
         self.plc.close()
 
 
@@ -258,12 +169,6 @@ def with_env(fn):
             e.close()
     run.__name__ = fn.__name__
     return run
-
-
-def iso(ms):
-    import datetime
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
 
 
 ALICE = "did:plc:alice7777777777777777777"
@@ -305,13 +210,17 @@ def test_list_tags_pages_once_each(h, e):
 
 @with_env
 def test_values_with_newlines_are_read_unpacked(h, e):
-    """read_list.lua packs a page into one newline-joined string; a value holding a newline
+    """read.lua packs a page into one newline-joined string; a value holding a newline
     (the fold never writes one, but the keys are a public contract) makes the appview read the
     page again as arrays, and the answer is the same as for any other value."""
-    e.seed.manifest(ALICE, "app", digest(1), T0)
+    mrkey = e.seed.manifest(ALICE, "app", digest(1), T0)
     e.seed.tag(ALICE, "app", "plain", digest(1), T0 + 2)
-    e.seed.tag(ALICE, "app", "odd\nline", digest(1), T0 + 1)
     e.seed.complete(ALICE)
+    # Another writer of the keys, which no OCI tag allows the fold to write.
+    base = f"{PREFIX}{{{ALICE}}}/"
+    h.redis(e.redis, "ZADD", base + "repo/app/tags", T0 + 1, "odd\nline")
+    h.redis(e.redis, "HSET", base + "recs", "t/app/odd\nline",
+            f"app_odd {iso(T0 + 1)} {mrkey}=-")
     body = e.ok("listTags", actor=ALICE, repository="app")
     assert [(t["tag"], t["digest"]) for t in body["tags"]] == \
         [("plain", digest(1)), ("odd\nline", digest(1))], body
@@ -322,8 +231,8 @@ def test_values_with_newlines_are_read_unpacked(h, e):
 def test_repositories_follow_their_newest_entry(h, e):
     """A repository's updatedAt is its newest manifest or tag: a push moves it up the list, a
     delete moves it back down, and a repository whose entries are all deleted is not listed."""
-    e.seed.manifest(ALICE, "app", digest(1), T0 + 1000)
-    e.seed.manifest(ALICE, "web", digest(2), T0 + 2000)
+    m1 = e.seed.manifest(ALICE, "app", digest(1), T0 + 1000)
+    m2 = e.seed.manifest(ALICE, "web", digest(2), T0 + 2000)
     e.seed.tag(ALICE, "app", "latest", digest(1), T0 + 3000)
     e.seed.complete(ALICE)
 
@@ -334,12 +243,12 @@ def test_repositories_follow_their_newest_entry(h, e):
     assert listed() == [("app", iso(T0 + 3000), 1, 1), ("web", iso(T0 + 2000), 0, 1)]
     e.seed.delete(ALICE, "io.atcr.tag", "app_latest")
     assert listed() == [("web", iso(T0 + 2000), 0, 1), ("app", iso(T0 + 1000), 0, 1)]
-    e.seed.delete(ALICE, "io.atcr.manifest", digest(2).split(":", 1)[1])
+    e.seed.delete(ALICE, "io.atcr.manifest", m2)
     assert listed() == [("app", iso(T0 + 1000), 0, 1)]
     repos, pages = e.walk("listRepositories", "repositories", actor=ALICE, limit=1)
     assert [r["name"] for r in repos] == ["app"] and pages == 1
     # A complete index whose repositories have no entries left lists none.
-    e.seed.delete(ALICE, "io.atcr.manifest", digest(1).split(":", 1)[1])
+    e.seed.delete(ALICE, "io.atcr.manifest", m1)
     assert e.ok("listRepositories", actor=ALICE)["repositories"] == []
 
 
@@ -386,14 +295,13 @@ def test_list_repositories(h, e):
 @with_env
 def test_get_manifest_by_tag_and_digest(h, e):
     e.seed.manifest(ALICE, "app", digest(1), T0)
-    e.seed.manifest(ALICE, "app", digest(2), T0 + 10, hold="did:web:hold2.example.com")
+    m2 = e.seed.manifest(ALICE, "app", digest(2), T0 + 10, hold="did:web:hold2.example.com")
     e.seed.tag(ALICE, "app", "latest", digest(2), T0 + 20)
     e.seed.complete(ALICE)
 
     for ref in ("latest", digest(2)):
         body = e.ok("getManifest", actor=ALICE, repository="app", reference=ref)
-        rkey = digest(2).split(":")[1]
-        assert body["uri"] == f"at://{ALICE}/io.atcr.manifest/{rkey}", body
+        assert body["uri"] == f"at://{ALICE}/io.atcr.manifest/{m2}", body
         assert body["digest"] == digest(2) and body["repository"] == "app"
         assert body["mediaType"] == MEDIA and body["holdDid"] == "did:web:hold2.example.com"
         assert body["cid"].startswith("bafyrei")

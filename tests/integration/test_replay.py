@@ -5,6 +5,7 @@ so those are checked here against the fixture files themselves.
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -209,7 +210,7 @@ def test_gen_events_writes_valid_jetstream(h):
     assert len(evs) == 5000
     times = [e["time_us"] for e in evs]
     assert all(a < b for a, b in zip(times, times[1:]))
-    last_rev, atcr = {}, 0
+    last_rev, atcr, manifests = {}, 0, set()
     for e in evs:
         assert e["did"].startswith("did:plc:") and len(e["did"]) == 32
         assert e["kind"] in ("commit", "identity", "account")
@@ -226,10 +227,17 @@ def test_gen_events_writes_valid_jetstream(h):
                 r = c["record"]
                 assert r["$type"] == c["collection"] and r["repository"]
                 if c["collection"] == "io.atcr.manifest":
-                    assert r["digest"] == "sha256:" + c["rkey"] and r["schemaVersion"] == 2
+                    # TID record keys, as the lexicon says; the digest is in the record only.
+                    assert len(c["rkey"]) == 13 and all(ch in B32SORT for ch in c["rkey"])
+                    assert re.fullmatch(r"sha256:[0-9a-f]{64}", r["digest"])
+                    assert r["schemaVersion"] == 2
                     assert r["holdDid"].startswith("did:web:") and r["layers"]
+                    manifests.add((e["did"], c["rkey"]))
                 else:
-                    assert r["manifest"].startswith(f"at://{e['did']}/io.atcr.manifest/")
+                    prefix = f"at://{e['did']}/io.atcr.manifest/"
+                    assert r["manifest"].startswith(prefix)
+                    assert (e["did"], r["manifest"][len(prefix):]) in manifests, \
+                        "a tag names a manifest record of its DID made before it"
     assert 350 < atcr < 650, f"about 10% io.atcr commits, got {atcr}"
 
 

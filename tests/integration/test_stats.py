@@ -2,7 +2,7 @@
 per-hold statuses when one is stopped (stale with its last counts) or never answers
 (unreachable), and an answer time bounded by the per-hold timeout, not the number of holds.
 
-The appview runs with ingest off and a seeded index (cache/apply.lua, as test_reads.py does);
+The appview runs with ingest off and a seeded index (tests/lib/records.py, as test_reads.py does);
 holds are did:web on 127.0.0.1 over http (APPVIEW_ALLOW_PRIVATE_NETWORKS)."""
 import os
 import socket
@@ -104,7 +104,7 @@ def pulls(h, hold, n, repo="app"):
 
 def test_sum_statuses_and_deadline(h):
     redis = h.start_redis()
-    seed = Seeder(redis.port)
+    seed = Seeder(h, redis, PREFIX)
     a, b, c = start_hold(h, "hold-a"), start_hold(h, "hold-b"), start_hold(h, "hold-c")
     pulls(h, a, 5)
     pulls(h, b, 7)
@@ -141,6 +141,7 @@ def test_sum_statuses_and_deadline(h):
         hung = f"did:web:127.0.0.1%3A{bh.port}"
         seed.manifest(ALICE, "app", digest(3), T0 + 2, hold=hung)
         seed.manifest(ALICE, "app", digest(4), T0 + 3, hold=f"did:web:127.0.0.1%3A{free_port()}")
+        seed.flush()
         time.sleep(1.1)
         status, body, took = get_stats(h, av, actor=ALICE, repository="app")
         assert status == 200, body
@@ -164,7 +165,7 @@ def test_sum_statuses_and_deadline(h):
 
 def test_history_sums_holds(h):
     redis = h.start_redis()
-    seed = Seeder(redis.port)
+    seed = Seeder(h, redis, PREFIX)
     a, b = start_hold(h, "hold-a"), start_hold(h, "hold-b")
     pulls(h, a, 3)
     pulls(h, b, 4)
@@ -183,7 +184,7 @@ def test_history_sums_holds(h):
 
 def test_concurrent_requests_share_one_fanout(h):
     redis = h.start_redis()
-    seed = Seeder(redis.port)
+    seed = Seeder(h, redis, PREFIX)
     a = start_hold(h, "hold-a")
     pulls(h, a, 2)
     seed.manifest(ALICE, "app", digest(1), T0, hold=hold_did(a))
@@ -209,7 +210,7 @@ def test_many_holds_are_cached_like_one(h):
     """The stored aggregate and per-hold values grow with the number of holds; nine holds
     (which once overflowed a fixed argument array, so nothing was stored) are cached too."""
     redis = h.start_redis()
-    seed = Seeder(redis.port)
+    seed = Seeder(h, redis, PREFIX)
     holds = [start_hold(h, f"hold-{i}") for i in range(9)]
     for i, hd in enumerate(holds):
         pulls(h, hd, i + 1)

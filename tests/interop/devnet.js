@@ -11,9 +11,10 @@
 // stdout: one JSON line when ready: {"pds", "plc", "accounts": [{"did", "handle"}]}, then one
 // JSON line per command. Commands are JSON lines on stdin, each answered with
 // {"id", "ok": true, ...} or {"id", "ok": false, "error"}:
-//   {"id", "op": "create", "repo": did|handle, "collection", "rkey"?, "record"} -> uri, cid
-//   {"id", "op": "put",    "repo", "collection", "rkey", "record"}             -> uri, cid
-//   {"id", "op": "delete", "repo", "collection", "rkey"}
+//   {"id", "op": "create", "repo": did|handle, "collection", "rkey"?, "record"} -> uri, cid, rev
+//   {"id", "op": "put",    "repo", "collection", "rkey", "record"}             -> uri, cid, rev
+//   {"id", "op": "delete", "repo", "collection", "rkey"}                       -> rev
+// (rev: the commit's, as the firehose would carry it)
 //   {"id", "op": "createAccount", "handle"}                                    -> did, handle
 //   {"id", "op": "updateHandle", "repo", "handle"}
 // Runs until stdin closes or SIGTERM/SIGINT; logs go to stderr.
@@ -59,7 +60,7 @@ async function main() {
     const res = await agent.com.atproto.repo.createRecord({
       repo: agent.session.did, collection, rkey, record, validate: false,
     })
-    return { uri: res.data.uri, cid: res.data.cid }
+    return { uri: res.data.uri, cid: res.data.cid, rev: res.data.commit && res.data.commit.rev }
   }
 
   const accounts = []
@@ -95,14 +96,14 @@ async function main() {
         repo: agent.session.did, collection: c.collection, rkey: c.rkey, record: c.record,
         validate: false,
       })
-      return { uri: res.data.uri, cid: res.data.cid }
+      return { uri: res.data.uri, cid: res.data.cid, rev: res.data.commit && res.data.commit.rev }
     },
     delete: async (c) => {
       const agent = agentFor(c.repo)
-      await agent.com.atproto.repo.deleteRecord({
+      const res = await agent.com.atproto.repo.deleteRecord({
         repo: agent.session.did, collection: c.collection, rkey: c.rkey,
       })
-      return {}
+      return { rev: res.data.commit && res.data.commit.rev }
     },
     createAccount: (c) => createAccount(c.handle),
     updateHandle: async (c) => {

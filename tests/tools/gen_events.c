@@ -3,11 +3,12 @@
  *   gen_events [-n EVENTS] [--seed S] [--atcr-percent P] [--dids D] [-o FILE]
  *
  * Mix (defaults): 10% io.atcr.* commits (manifest and tag creates, updates, deletes over D
- * DIDs, each with a few repositories), about 0.3% identity and account events, the rest
- * app.bsky.* likes, posts, follows and reposts in roughly the network's proportions and sizes
- * (about 420 bytes a line on average). time_us increases strictly; every rev is a valid TID
- * increasing per DID; the same seed gives the same file.
- * A summary line goes to stderr: events=N atcr=M identity=I account=A. */
+ * DIDs, each with a few repositories; manifests keyed by TIDs as the lexicon says, tags naming
+ * them by at-uri, one in eight with the deprecated manifestDigest too), about 0.3% identity and
+ * account events, the rest app.bsky.* likes, posts, follows and reposts in roughly the network's
+ * proportions and sizes (about 420 bytes a line on average). time_us increases strictly; every rev
+ * is a valid TID increasing per DID; the same seed gives the same file. A summary line goes to
+ * stderr: events=N atcr=M identity=I account=A. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -39,12 +40,13 @@ static const char *const words[] = {
 
 struct manifest {
     char hex[65];
+    char rkey[14];
     uint8_t repo;
 };
 
 struct tag {
     uint8_t repo, name;
-    char manifest_hex[65];
+    struct manifest to;
 };
 
 struct did_state {
@@ -174,8 +176,10 @@ static void tag_record(const char *did, const struct tag *t)
     iso(now_us, when);
     fprintf(out,
             ",\"record\":{\"$type\":\"io.atcr.tag\",\"repository\":\"%s\",\"tag\":\"%s\","
-            "\"manifest\":\"at://%s/io.atcr.manifest/%s\",\"createdAt\":\"%s\"}",
-            repos[t->repo], tags[t->name], did, t->manifest_hex, when);
+            "\"manifest\":\"at://%s/io.atcr.manifest/%s\",",
+            repos[t->repo], tags[t->name], did, t->to.rkey);
+    if (rnd() % 8 == 0) fprintf(out, "\"manifestDigest\":\"sha256:%s\",", t->to.hex);
+    fprintf(out, "\"createdAt\":\"%s\"}", when);
 }
 
 static void tag_rkey(const struct tag *t, char o[64])
@@ -187,8 +191,9 @@ static void manifest_create(const char *did, struct did_state *s)
 {
     struct manifest m;
     hex64(m.hex);
+    tid(now_us, s->clock, m.rkey);
     m.repo = (uint8_t)((s->repo0 + rnd() % s->nrepos) % NREPOS);
-    commit_head(did, s->clock, "create", "io.atcr.manifest", m.hex);
+    commit_head(did, s->clock, "create", "io.atcr.manifest", m.rkey);
     manifest_record(&m, (unsigned)(rnd() % 4));
     commit_tail(true);
     if (s->nm < MAX_LIVE)
@@ -206,8 +211,7 @@ static void atcr_event(const char *did, struct did_state *s)
         manifest_create(did, s);
     } else if (r < 75) {
         const struct manifest *m = &s->m[rnd() % s->nm];
-        struct tag t = {.repo = m->repo, .name = (uint8_t)(rnd() % NTAGS)};
-        memcpy(t.manifest_hex, m->hex, sizeof t.manifest_hex);
+        struct tag t = {.repo = m->repo, .name = (uint8_t)(rnd() % NTAGS), .to = *m};
         int found = -1;
         for (int i = 0; i < s->nt; i++)
             if (s->t[i].repo == t.repo && s->t[i].name == t.name) found = i;
@@ -221,12 +225,12 @@ static void atcr_event(const char *did, struct did_state *s)
             s->t[s->nt++] = t;
     } else if (r < 85) {
         const struct manifest *m = &s->m[rnd() % s->nm];
-        commit_head(did, s->clock, "update", "io.atcr.manifest", m->hex);
+        commit_head(did, s->clock, "update", "io.atcr.manifest", m->rkey);
         manifest_record(m, 4 + (unsigned)(rnd() % 4));
         commit_tail(true);
     } else if (r < 95 || s->nt == 0) {
         unsigned i = (unsigned)(rnd() % s->nm);
-        commit_head(did, s->clock, "delete", "io.atcr.manifest", s->m[i].hex);
+        commit_head(did, s->clock, "delete", "io.atcr.manifest", s->m[i].rkey);
         commit_tail(false);
         s->m[i] = s->m[--s->nm];
     } else {

@@ -7,7 +7,7 @@
 #                                iproute2 (ip, ss), and the lint and format tools it gates on
 #   install-deps.sh bench        run, and the benchmarks' wrk, nginx and sqlite3
 #   install-deps.sh tools PKG... only the packages named (`make lint`, `make format`)
-# Any package named after the profile is added to it.
+# Any package named after the profile is added to it (`make fuzz`: build clang libclang-rt-14-dev).
 set -e
 BUILD="build-essential pkg-config libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 libhiredis-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libzstd-dev
