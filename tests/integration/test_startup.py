@@ -302,6 +302,20 @@ def test_empty_setting_with_a_default(h):
                                "default './var/hold.db', or give a value")
 
 
+def test_http_limits_checked_before_anything_starts(h):
+    redis = h.start_redis()
+    port = free_port()
+    p = appview(h, redis, f"127.0.0.1:{port}", APPVIEW_HTTP_IDLE_TIMEOUT="")
+    assert config_error(p) == ("appview: APPVIEW_HTTP_IDLE_TIMEOUT is set but empty "
+                               "(--http-idle-timeout): unset it to use the default '30', or give "
+                               "a value")
+    p = hold(h, f"127.0.0.1:{port}", HOLD_HTTP_MAX_CONNECTIONS="0")
+    assert config_error(p) == ("hold: bad value '0' for --http-max-connections "
+                               "(HOLD_HTTP_MAX_CONNECTIONS): expected an integer in 1..1000000")
+    assert not can_connect("127.0.0.1", port)  # nothing was bound
+    assert h.redis(redis, "DBSIZE") == "(integer) 0"
+
+
 def test_valkey_url_password_never_shown(h):
     redis = h.start_redis()
     p = appview(h, redis, f"127.0.0.1:{free_port()}",
@@ -515,7 +529,8 @@ def test_secrets_absent_from_logs_metrics_and_health(h):
                 APPVIEW_VALKEY_URL=f"redis://:valkey-s3cret-pass@127.0.0.1:{redis.port}/0",
                 APPVIEW_INGEST="off")
     wait_for(lambda: health(h, p, port)[0] == 200, what="appview healthy")
-    hp = hold(h, f"127.0.0.1:{hport}", HOLD_SERVICE_TOKENS="hold-t0ken-one,hold-t0ken-two")
+    hp = hold(h, f"127.0.0.1:{hport}", HOLD_SERVICE_TOKENS="hold-t0ken-one,hold-t0ken-two",
+              HOLD_BLOB_URL_SECRETS="blob-url-s3cret-0001")
     base = f"http://127.0.0.1:{hport}"
     # a wrong token and a right one, so both paths log
     for token in ("hold-t0ken-wrong", "hold-t0ken-two"):
@@ -528,7 +543,7 @@ def test_secrets_absent_from_logs_metrics_and_health(h):
             h.http("GET", base + "/metrics")[2].decode()]
     for text in seen:
         for secret in ("valkey-s3cret-pass", "hold-t0ken-one", "hold-t0ken-two",
-                       "hold-t0ken-wrong"):
+                       "hold-t0ken-wrong", "blob-url-s3cret-0001"):
             assert secret not in text, (secret, text[-2000:])
     assert f"Valkey redis://:***@127.0.0.1:{redis.port}/0" in p.log()
     assert p.stop() == 0 and hp.stop() == 0
@@ -538,3 +553,7 @@ def test_secrets_absent_from_logs_metrics_and_health(h):
     assert config_error(bad) == ("hold: bad value for --service-tokens (HOLD_SERVICE_TOKENS), "
                                  "not shown: an empty item (two commas in a row, or a comma at "
                                  "an end); remove it")
+    bad = hold(h, f"127.0.0.1:{free_port()}", name="hold-bad-secret",
+               HOLD_BLOB_URL_SECRETS="blob-url-s3cret-0001,short-s3cret")
+    assert config_error(bad) == ("hold: bad value for --blob-url-secrets (HOLD_BLOB_URL_SECRETS), "
+                                 "not shown: at least 16 characters")
