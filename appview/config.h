@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 #include "atproto/httpd.h"
+#include "atproto/log.h"
+
+#define APPVIEW_VERSION "0.1.0"
 
 typedef struct {
     char *listen;          /* APPVIEW_LISTEN, host:port, default 0.0.0.0:8080 */
@@ -37,12 +40,18 @@ typedef struct {
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
     int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
+    enum log_level log_level;    /* LOG_LEVEL, default info */
     httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;
 
-/* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr).
- * Only on 0 does c need appview_config_free. */
+/* Returns 0 when ready, 1 when --help or --version was printed, -1 on a bad value (one line on
+ * stderr naming the flag, the variable, the value and why). Only on 0 does c need
+ * appview_config_free. Touches no file. */
 int appview_config_load(appview_config *c, int argc, char **argv);
+/* Makes lexicon_dir and data_dir absolute (against the working directory), checks that the
+ * lexicon directory exists and creates the data directory. 0, or -1 after one line on stderr
+ * naming the setting, the path, the cause and what to do. */
+int appview_config_prepare_paths(appview_config *c);
 void appview_config_free(appview_config *c);
 
 #endif

@@ -1,5 +1,6 @@
 #include "appview/ingest.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,11 @@ struct ingest {
     position acked;     /* every write up to here was acknowledged */
     position read;      /* the last event read: where a reconnect of this process resumes */
     position persisted; /* what P cursor:* hold */
+    /* For health: the newest event's own time (the saved cursor's before any arrives), when
+     * this replica took the lease (the lag's origin before either), when a message last
+     * arrived (loop ms, 0 before any) and since when the lease holder has been without a
+     * stream (0: it is not, or this replica stands by). */
+    uint64_t newest_time_us, leading_since_us, last_message_ms, stream_down_since_ms;
     int persist_inflight;
     long long own_client_id;
     int fencing; /* replies awaited before resuming after a (re)connect */
@@ -151,6 +157,13 @@ static int current_url(ingest *in)
         in->url_seen_ix = url_index(in, u);
     }
     return in->url_seen_ix;
+}
+
+static uint64_t wall_us(void)
+{
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
 }
 
 /* ---- batches and the cursor ---- */
@@ -379,6 +392,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
 {
     ingest *in = ud;
     (*in->events_total)++;
+    in->last_message_ms = uv_now(in->loop);
     event ev;
     event_kind kind = event_parse(&ev, flavor, data, len, in->lexicons);
     if (kind == EVENT_INFO || kind == EVENT_ERROR) {
@@ -426,6 +440,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
         }
     }
     advance(&b->last, &at);
+    if (at.time_us > in->newest_time_us) in->newest_time_us = at.time_us;
     if (!in->replay_needed) advance(&in->read, &at);
     event_clear(&ev);
 }
@@ -460,6 +475,7 @@ static uint64_t resume_cursor(void *ud, const char *url, jetstream_flavor flavor
 static void on_js_state(void *ud, int connected)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = connected ? 0 : uv_now(in->loop);
     /* A new connection starts a new stream: failures of the old one are behind us. */
     if (connected && in->valkey_up && in->head == NULL) in->replay_needed = 0;
 }
@@ -616,6 +632,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
                            .url = url->type == REDIS_REPLY_STRING ? url_index(in, url->str) : -1};
     if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
     in->read = in->persisted = in->acked;
+    if (in->acked.time_us > in->newest_time_us) in->newest_time_us = in->acked.time_us;
     if (found && outdated_schema(found)) {
         log_warn("ingest",
                  "Valkey holds an index of key schema %s under prefix %s, an older layout: "
@@ -747,6 +764,8 @@ void ingest_on_valkey_state(ingest *in, int up)
 static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = held ? uv_now(in->loop) : 0;
+    if (held) in->leading_since_us = wall_us();
     if (held) {
         writer_reset(in->w); /* another replica wrote meanwhile */
         begin_fencing(in);
@@ -766,11 +785,26 @@ static void on_lease(int held, void *ud)
 
 double ingest_lag_seconds(const ingest *in)
 {
-    if (!in->acked.time_us) return 0;
-    uv_timeval64_t now;
-    uv_gettimeofday(&now);
-    double lag = (double)now.tv_sec + now.tv_usec / 1e6 - (double)in->acked.time_us / 1e6;
-    return lag > 0 ? lag : 0;
+    if (!lease_held(in->lease)) return -1;
+    uint64_t from = in->newest_time_us ? in->newest_time_us : in->leading_since_us;
+    uint64_t now = wall_us();
+    return now > from ? (double)(now - from) / 1e6 : 0;
+}
+
+double ingest_last_message_age(const ingest *in)
+{
+    return in->last_message_ms ? (double)(uv_now(in->loop) - in->last_message_ms) / 1e3 : -1;
+}
+
+double ingest_stream_down_seconds(const ingest *in)
+{
+    if (!in->stream_down_since_ms || !lease_held(in->lease) || ingest_connected(in)) return 0;
+    return (double)(uv_now(in->loop) - in->stream_down_since_ms) / 1e3;
+}
+
+const char *ingest_stream_error(const ingest *in)
+{
+    return in->js ? jetstream_last_error(in->js) : "";
 }
 
 const char *ingest_refusal(const ingest *in)
@@ -785,7 +819,8 @@ static double gauge_refused(void *ud)
 
 static double gauge_lag(void *ud)
 {
-    return ingest_lag_seconds(ud);
+    double lag = ingest_lag_seconds(ud);
+    return lag < 0 ? NAN : lag; /* a standby has no lag of its own: no value, not 0 */
 }
 
 static double gauge_cursor(void *ud)
@@ -899,8 +934,10 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, loader *ld, http_client 
                   in);
     in->dropped_keys_total = metrics_counter("appview_schema_dropped_keys_total",
                                              "Keys of an outdated index layout dropped at start");
-    metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
-                  in);
+    metrics_gauge("appview_cursor_lag_seconds",
+                  "Age of the newest event received (before any: of the saved cursor, or time "
+                  "since the lease was taken); NaN on a standby",
+                  gauge_lag, in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);
     uv_check_init(loop, &in->check);
     in->check.data = in;

@@ -53,13 +53,23 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, loader *ld, http_client 
                    const lexicon_set *lexicons, const ingest_options *opt);
 /* Call from the valkey state callback: ingest starts once Valkey is up and has the cursor. */
 void ingest_on_valkey_state(ingest *in, int up);
-/* For health: connected?, last acknowledged cursor, and its lag in seconds (v1 time_us). */
+/* For health: connected?, last acknowledged cursor, and the lag in seconds: the age of the
+ * newest event received (its own time_us), before any event that of the saved cursor, and
+ * without one the time since this replica took the lease; it never reads 0 while nothing
+ * flows. -1 on a standby, which has no lag of its own. */
 int ingest_connected(const ingest *in);
 /* 1 while this replica holds the ingest lease (it ingests); 0 on a standby. */
 int ingest_leader(const ingest *in);
 uint64_t ingest_cursor(const ingest *in); /* the seq, or the time_us where there is none */
 double ingest_lag_seconds(const ingest *in);
 const char *ingest_url(const ingest *in);
+/* Seconds since the last message arrived, -1 before any. */
+double ingest_last_message_age(const ingest *in);
+/* Seconds this replica has held the lease without a Jetstream connection; 0 while it streams
+ * or stands by. */
+double ingest_stream_down_seconds(const ingest *in);
+/* Why the last connection attempt failed (jetstream_last_error), "" when none did. */
+const char *ingest_stream_error(const ingest *in);
 /* What Valkey answered while it refuses the ingester's writes (out of memory, ...; ingest is
  * paused and tries again), NULL while writes go through. */
 const char *ingest_refusal(const ingest *in);

@@ -92,6 +92,8 @@ const char *http_error_name(enum http_error e)
         return "TIMEOUT";
     case HTTP_E_CONNECT:
         return "CONNECT";
+    case HTTP_E_RESOLVE:
+        return "RESOLVE";
     case HTTP_E_TOO_LARGE:
         return "TOO_LARGE";
     case HTTP_E_BLOCKED:
@@ -310,6 +312,7 @@ static enum http_error map_curl_error(struct req *r, CURLcode rc)
         return code >= 300 && code < 400 ? HTTP_E_BLOCKED : HTTP_E_PROTOCOL;
     }
     case CURLE_COULDNT_RESOLVE_HOST:
+        return HTTP_E_RESOLVE;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
@@ -333,8 +336,7 @@ static bool retryable(struct req *r, CURLcode rc, bool connected)
     if (r->error == HTTP_OK) return r->status >= 500 && r->status <= 599 && r->status != 501;
     if (r->error == HTTP_E_TIMEOUT)
         return !connected; /* a connect timeout; a slow server already used its budget */
-    if (r->error == HTTP_E_CONNECT)
-        return rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_PEER_FAILED_VERIFICATION;
+    if (r->error == HTTP_E_CONNECT) return rc != CURLE_PEER_FAILED_VERIFICATION;
     return false;
 }
 

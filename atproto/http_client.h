@@ -32,7 +32,8 @@ typedef struct {
 enum http_error {
     HTTP_OK,          /* a response arrived: look at status (4xx and 5xx included) */
     HTTP_E_TIMEOUT,   /* connect or total timeout */
-    HTTP_E_CONNECT,   /* DNS failure, refused, reset, TLS failure */
+    HTTP_E_CONNECT,   /* refused, reset, TLS failure */
+    HTTP_E_RESOLVE,   /* the host name did not resolve (no such name, or DNS unreachable) */
     HTTP_E_TOO_LARGE, /* body over max_body_bytes: the transfer was aborted */
     HTTP_E_BLOCKED,   /* SSRF guard: scheme or address not allowed */
     HTTP_E_PROTOCOL,  /* malformed response, too many redirects */

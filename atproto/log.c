@@ -16,18 +16,22 @@ void log_set_level(enum log_level level)
     min_level = level;
 }
 
+int log_level_from_name(const char *name, enum log_level *level)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = LOG_DEBUG; i <= LOG_ERROR; i++) {
+        if (!strcmp(name, names[i])) {
+            *level = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 void log_init_from_env(void)
 {
     const char *v = getenv("LOG_LEVEL");
-    if (!v) return;
-    if (!strcmp(v, "debug"))
-        min_level = LOG_DEBUG;
-    else if (!strcmp(v, "info"))
-        min_level = LOG_INFO;
-    else if (!strcmp(v, "warn"))
-        min_level = LOG_WARN;
-    else if (!strcmp(v, "error"))
-        min_level = LOG_ERROR;
+    if (v) log_level_from_name(v, &min_level);
 }
 
 /* One line; with skipped, how many like it were left out before it. */
