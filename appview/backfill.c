@@ -9,6 +9,8 @@
 
 #include "appview/fold.h"
 #include "appview/lease.h"
+#include "atproto/backoff.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -23,9 +25,10 @@
 #define FILE_PAGE_LINES 1000    /* DIDs a page of the DIDs file */
 #define MAX_SOURCE_PAGES 100000 /* pages of one collection before its listing is cut off */
 #define SCAN_COUNT "256"
-#define SOURCE_RETRY_MAX_ATTEMPT 4 /* relay failures back off 1, 4, 16, then 64 s */
-#define RATE_SAMPLES 31            /* one a second: the rate over the last 30 s */
-#define FAILED_SHOWN 20            /* the command's summary names at most this many */
+#define SOURCE_RETRY_BASE_MS 1000 /* relay failures back off 0.5-1 s, doubling up to 30-60 s */
+#define SOURCE_RETRY_MAX_MS 60000
+#define RATE_SAMPLES 31 /* one a second: the rate over the last 30 s */
+#define FAILED_SHOWN 20 /* the command's summary names at most this many */
 
 /* What a relay lists, in this order. io.atcr.hold.stats lives in holds' repositories, which
  * the loader does not list (their DID documents name a #atcr_hold service, not a PDS). */
@@ -466,7 +469,9 @@ static void finish(backfill *b)
     char now[24], due[24];
     uint64_t t = wall_ms();
     snprintf(now, sizeof now, "%llu", (unsigned long long)t);
-    snprintf(due, sizeof due, "%llu", (unsigned long long)t + bf_retry_delay_ms(b->retries));
+    snprintf(due, sizeof due, "%llu",
+             (unsigned long long)t +
+                 backoff_delay_ms(BF_RETRY_BASE_MS, BF_RETRY_MAX_MS, b->retries));
     b->finishing = 1;
     if (run_op(b, "finish", on_finish, ctx_new(b, NULL), 2, (const char *[]){now, due}) < 0) {
         b->finishing = 0;
@@ -566,7 +571,7 @@ static void start_step(backfill *b, const bf_step *st)
     if (c && st->kind == BF_STEP_RESOLVE)
         rc = loader_resolve(b->ld, st->item->did, on_resolved, c);
     else if (c)
-        rc = loader_load_repo(b->ld, st->item->did, LOADER_FORCE, on_loaded, c);
+        rc = loader_reload_repo(b->ld, st->item->did, on_loaded, c);
     if (rc < 0) {
         ctx_drop(c);
         step_failed(b, st->item, BF_FAIL_TRANSIENT, -1, "out of memory");
@@ -630,9 +635,9 @@ static void source_failed(backfill *b, const char *error, long wait_ms)
 {
     b->src_failures++;
     snprintf(b->src_error, sizeof b->src_error, "%s", error);
-    unsigned attempt =
-        b->src_failures < SOURCE_RETRY_MAX_ATTEMPT ? b->src_failures : SOURCE_RETRY_MAX_ATTEMPT;
-    uint64_t wait = wait_ms >= 0 ? (uint64_t)wait_ms : bf_backoff_ms(1000, attempt, rnd(b));
+    uint64_t wait = wait_ms >= 0 ? (uint64_t)wait_ms
+                                 : backoff_delay_ms(SOURCE_RETRY_BASE_MS, SOURCE_RETRY_MAX_MS,
+                                                    b->src_failures - 1);
     b->src_retry_at = uv_now(b->loop) + wait;
     (*b->source_errors_total)++;
     log_warn("backfill", "listing %s of %s failed (%u in a row): %s; again in %llu ms",
@@ -695,8 +700,7 @@ static void on_relay_page(const http_result *res, void *ud)
         source_failed(b, msg, res->status == 429 ? http_result_wait_ms(res, NULL) : -1);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     json_t *repos = json_object_get(root, "repos");
     json_t *cursor = json_object_get(root, "cursor");
     if (!json_is_array(repos) || (cursor && !json_is_string(cursor))) {

@@ -5,7 +5,7 @@
  * com.atproto.sync.listReposByCollection (each collection, every page; lexicons/com/atproto/sync)
  * or from a file of DIDs, and loads each through the loader (appview/loader.h: its identity,
  * listRecords of every page, folded by the fold's rules as a compare-and-set, so a newer
- * firehose event wins), forced even where the index says it is complete.
+ * firehose event wins), listed even where the index says it is complete (loader_reload_repo).
  *
  * Its progress lives in Valkey (cache/SCHEMA.md, "Backfill"): the DIDs found and not finished,
  * those done and those failed, and the source's cursor per collection. Every change is one

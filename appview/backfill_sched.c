@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atproto/backoff.h"
 #include "atproto/strmap.h"
 
 /* ---- whether a pass runs ---- */
@@ -27,21 +28,6 @@ const char *bf_action_name(bf_action a)
 {
     static const char *const names[] = {"idle", "wait", "refuse", "resume", "new", "retry"};
     return a <= BF_RETRY ? names[a] : "?";
-}
-
-uint64_t bf_retry_delay_ms(unsigned retries)
-{
-    uint64_t d = BF_RETRY_BASE_MS;
-    for (unsigned i = 0; i < retries && d < BF_RETRY_MAX_MS; i++)
-        d *= 2;
-    return d < BF_RETRY_MAX_MS ? d : BF_RETRY_MAX_MS;
-}
-
-uint64_t bf_backoff_ms(uint64_t base, unsigned attempt, uint64_t rnd)
-{
-    unsigned shift = attempt > 1 ? 2 * (attempt - 1) : 0;
-    uint64_t d = base << (shift < 20 ? shift : 20);
-    return d / 2 + rnd % (d + 1);
 }
 
 /* ---- the window ---- */
@@ -225,7 +211,8 @@ int bf_sched_failed(bf_sched *s, bf_item *it, bf_fail_kind kind, long wait_ms, c
         it->state = BF_ITEM_MARKING;
         return 1;
     }
-    it->not_before = now + bf_backoff_ms(BF_BACKOFF_BASE_MS, it->attempts, rnd);
+    it->not_before =
+        now + backoff_delay_with(BF_BACKOFF_BASE_MS, BF_BACKOFF_MAX_MS, it->attempts - 1, rnd);
     it->state = it->host ? BF_ITEM_READY : BF_ITEM_NEW;
     return 0;
 }

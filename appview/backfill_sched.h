@@ -9,9 +9,9 @@
  * resolved to its PDS and then loaded. It says which step starts next, within the concurrency
  * (DIDs resolving or loading at once) and the per-host cap (DIDs loading from one PDS at once):
  * loads of resolved DIDs first, oldest first, then resolutions. A failure is tried again after a
- * backoff with jitter, BF_ATTEMPTS attempts in all, unless it is final (the DID or its
- * repository does not exist). A 429 parks the DID's host until the reset it named (the DID
- * loses no attempt) while other hosts go on. A DID leaves the window only once its mark (done
+ * backoff with jitter (atproto/backoff.h), BF_ATTEMPTS attempts in all, unless it is final (the
+ * DID or its repository does not exist). A 429 parks the DID's host until the reset it named (the
+ * DID loses no attempt) while other hosts go on. A DID leaves the window only once its mark (done
  * or failed) is written, so a queue scan answered meanwhile cannot bring it back. */
 #ifndef APPVIEW_BACKFILL_SCHED_H
 #define APPVIEW_BACKFILL_SCHED_H
@@ -20,10 +20,13 @@
 #include <stdint.h>
 
 #define BF_ATTEMPTS 3
-#define BF_BACKOFF_BASE_MS 1000  /* then 4 s: the base times 4 per attempt, jitter 50-150% */
+/* A failed DID waits atproto/backoff.h's delay from this base: 0.5-1 s, then 1-2 s. */
+#define BF_BACKOFF_BASE_MS 1000
+#define BF_BACKOFF_MAX_MS 60000
 #define BF_PARK_DEFAULT_MS 60000 /* a 429 that names no reset */
 #define BF_PARK_MAX_MS 3600000
-/* A finished pass's failed DIDs are tried again after this, doubling per retry up to the max. */
+/* A finished pass's failed DIDs are tried again after the same rule's delay from this base
+ * (5-10 min, doubling per retry up to 3-6 h). */
 #define BF_RETRY_BASE_MS (10 * 60 * 1000ULL)
 #define BF_RETRY_MAX_MS (6 * 3600 * 1000ULL)
 
@@ -65,11 +68,6 @@ typedef enum {
 
 bf_action bf_decide(bf_mode mode, const bf_view *v);
 const char *bf_action_name(bf_action a);
-
-/* When a pass finished with failures for the retries-th time (0 first) retries them. */
-uint64_t bf_retry_delay_ms(unsigned retries);
-/* base << 2*(attempt - 1), times 50-150% from rnd; attempt >= 1. */
-uint64_t bf_backoff_ms(uint64_t base, unsigned attempt, uint64_t rnd);
 
 /* ---- the worker's window ---- */
 

@@ -1,39 +1,89 @@
 #include "appview/config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "atproto/log.h"
 #include "atproto/options.h"
+#include "atproto/path.h"
+#include "cache/valkey.h"
 
-/* True when v is scheme followed by at least one character and no whitespace or control
- * characters anywhere; the component that dials the URL checks the rest. */
-static bool has_scheme(const char *v, const char *scheme)
+/* Why v is not a URL of one of schemes with a host, an optional port 1..65535, no fragment and
+ * no whitespace; NULL when it is. *rest is then where the path (or query) starts. */
+static const char *url_shape(const char *v, const char *const *schemes, const char *want,
+                             const char **rest)
 {
-    size_t n = strlen(scheme);
-    if (strncmp(v, scheme, n) || !v[n]) return false;
-    for (const char *p = v; *p; p++)
-        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) return false;
-    return true;
+    const char *p = NULL;
+    for (; *schemes && !p; schemes++)
+        if (!strncmp(v, *schemes, strlen(*schemes))) p = v + strlen(*schemes);
+    if (!p) return want;
+    for (const char *c = v; *c; c++)
+        if (isspace((unsigned char)*c) || iscntrl((unsigned char)*c))
+            return "no spaces or control characters allowed";
+    if (strchr(v, '#')) return "no #fragment allowed";
+    size_t alen = strcspn(p, "/?");
+    if (memchr(p, '@', alen)) return "no user or password allowed in this URL";
+    const char *port = NULL;
+    if (*p == '[') {
+        const char *close = memchr(p, ']', alen);
+        if (!close || close == p + 1) return "an IPv6 host needs its closing ']'";
+        if (close + 1 < p + alen) {
+            if (close[1] != ':') return "expected :PORT after the IPv6 host";
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', alen);
+        if (colon == p || alen == 0) return "no host";
+        if (colon) port = colon + 1;
+    }
+    if (port) {
+        size_t digits = (size_t)(p + alen - port);
+        if (!digits || digits > 5 || strspn(port, "0123456789") < digits || atol(port) < 1 ||
+            atol(port) > 65535)
+            return "the port must be a number 1..65535";
+    }
+    *rest = p + alen;
+    return NULL;
 }
 
 static const char *check_http_url(const char *v)
 {
-    return has_scheme(v, "https://") || has_scheme(v, "http://") ? NULL
-                                                                 : "expected an http(s):// URL";
+    static const char *const schemes[] = {"https://", "http://", NULL};
+    const char *rest;
+    return url_shape(v, schemes, "expected an http(s):// URL", &rest);
+}
+
+static const char *check_backfill_mode(const char *v)
+{
+    return !strcmp(v, "off") || !strcmp(v, "once") || !strcmp(v, "auto")
+               ? NULL
+               : "expected off, once or auto";
 }
 
 static const char *check_valkey_url(const char *v)
 {
-    if (has_scheme(v, "redis://") || has_scheme(v, "unix:///")) return NULL;
-    return "expected redis://HOST:PORT/DB or unix:///PATH";
+    return valkey_check_url(v);
 }
 
+/* Jetstream's path says which protocol it speaks (appview/jetstream.h); anything else is a
+ * typo that would be read as v1 and answered with a 404 forever. */
 static const char *check_ws_url(const char *v)
 {
-    return has_scheme(v, "wss://") || has_scheme(v, "ws://") ? NULL
-                                                             : "expected a ws:// or wss:// URL";
+    static const char *const schemes[] = {"wss://", "ws://", NULL};
+    static const char v1[] = "/subscribe", v2[] = "/xrpc/network.bsky.jetstream.subscribeEvents";
+    const char *rest;
+    const char *why = url_shape(v, schemes, "expected a ws:// or wss:// URL", &rest);
+    if (why) return why;
+    size_t plen = strcspn(rest, "?");
+    int is_v1 = plen >= strlen(v1) && !memcmp(rest + plen - strlen(v1), v1, strlen(v1));
+    int is_v2 = plen >= strlen(v2) && !memcmp(rest + plen - strlen(v2), v2, strlen(v2));
+    return is_v1 || is_v2 ? NULL
+                          : "the path must end in /subscribe (Jetstream v1) or "
+                            "/xrpc/network.bsky.jetstream.subscribeEvents (v2)";
 }
 
 /* The prefix is pasted in front of keys that carry {did} hash tags; a brace of its own would
@@ -44,13 +94,6 @@ static const char *check_key_prefix(const char *v)
         if (*p == '{' || *p == '}' || isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
             return "no braces, spaces or control characters allowed";
     return NULL;
-}
-
-static const char *check_backfill_mode(const char *v)
-{
-    return !strcmp(v, "off") || !strcmp(v, "once") || !strcmp(v, "auto")
-               ? NULL
-               : "expected off, once or auto";
 }
 
 #define DAY 86400L
@@ -78,6 +121,7 @@ enum {
     O_KEY_PREFIX,
     O_LEXICON_DIR,
     O_JETSTREAM_STALL_SECONDS,
+    O_JETSTREAM_COMPRESS,
     O_CURSOR_REWIND_SECONDS,
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
@@ -87,7 +131,9 @@ enum {
     O_BACKFILL_CONCURRENCY,
     O_BACKFILL_PER_HOST,
     O_BACKFILL_DIDS_FILE,
-    O_COUNT
+    O_LOG_LEVEL,
+    O_HTTP,
+    O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
 };
 
 static const option_spec SPECS[O_COUNT] = {
@@ -108,7 +154,9 @@ static const option_spec SPECS[O_COUNT] = {
         OPT_STR("handle-resolver-url", "APPVIEW_HANDLE_RESOLVER_URL", NULL,
                 "XRPC service asked for resolveHandle when DNS and HTTPS fail", check_http_url),
     [O_DATA_DIR] = OPT_STR("data-dir", "APPVIEW_DATA_DIR", "./var/appview",
-                           "directory for the stats history database", NULL),
+                           "directory for the stats history database, created if missing "
+                           "(relative: from the working directory)",
+                           NULL),
     [O_DOCKERHUB_URL] = OPT_STR("dockerhub-url", "APPVIEW_DOCKERHUB_URL", "https://hub.docker.com",
                                 "Docker Hub API base URL", check_http_url),
     [O_DOCKERHUB_MAP] = OPT_STR("dockerhub-map", "APPVIEW_DOCKERHUB_MAP", NULL,
@@ -139,12 +187,18 @@ static const option_spec SPECS[O_COUNT] = {
                              "atcr:", "prefix of every Valkey key", check_key_prefix),
     [O_LEXICON_DIR] =
         OPT_STR("lexicon-dir", "APPVIEW_LEXICON_DIR", "./lexicons",
-                "directory of lexicon JSON files records are validated against", NULL),
+                "directory of lexicon JSON files records are validated against (relative: from "
+                "the working directory)",
+                NULL),
     [O_JETSTREAM_STALL_SECONDS] =
         OPT_INT("jetstream-stall-seconds", "APPVIEW_JETSTREAM_STALL_SECONDS", "30",
                 "silence after which a Jetstream socket is replaced", 1, 3600),
-    [O_CURSOR_REWIND_SECONDS] = OPT_INT("cursor-rewind-seconds", "APPVIEW_CURSOR_REWIND_SECONDS",
-                                        "5", "how far before the saved cursor to resume", 0, 3600),
+    [O_JETSTREAM_COMPRESS] =
+        OPT_BOOL("jetstream-compress", "APPVIEW_JETSTREAM_COMPRESS", "on",
+                 "v2: dict-zstd frames where the server serves a dictionary (off: plain JSON)"),
+    [O_CURSOR_REWIND_SECONDS] =
+        OPT_INT("cursor-rewind-seconds", "APPVIEW_CURSOR_REWIND_SECONDS", "5",
+                "how far before a saved time cursor to resume (a seq resumes exactly)", 0, 3600),
     [O_INGEST] = OPT_BOOL("ingest", "APPVIEW_INGEST", "on",
                           "whether this replica may read the firehose (off: serve reads only)"),
     [O_INGEST_LEASE_SECONDS] =
@@ -168,6 +222,10 @@ static const option_spec SPECS[O_COUNT] = {
     [O_BACKFILL_DIDS_FILE] =
         OPT_STR("dids", "APPVIEW_BACKFILL_DIDS_FILE", NULL,
                 "file of DIDs (one a line) the backfill loads instead of asking the relay", NULL),
+    [O_LOG_LEVEL] = OPT_STR("log-level", "LOG_LEVEL", "info",
+                            "least important log lines shown: debug, info, warn or error",
+                            options_check_log_level),
+    [O_HTTP] = HTTPD_OPTIONS("APPVIEW"),
 };
 
 static void free_list(char **items, size_t n)
@@ -200,7 +258,7 @@ int appview_config_load(appview_config *c, int argc, char **argv)
 {
     option_value v[O_COUNT];
     memset(c, 0, sizeof *c);
-    int rc = options_parse("appview",
+    int rc = options_parse("appview", APPVIEW_VERSION,
                            "Indexes io.atcr.* records from the Jetstream firehose into Valkey and "
                            "serves them over XRPC.\n"
                            "`appview backfill [options]` runs one backfill pass in the foreground "
@@ -228,6 +286,7 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->key_prefix = option_take_str(&v[O_KEY_PREFIX]);
     c->lexicon_dir = option_take_str(&v[O_LEXICON_DIR]);
     c->jetstream_stall_seconds = (int)v[O_JETSTREAM_STALL_SECONDS].num;
+    c->jetstream_compress = v[O_JETSTREAM_COMPRESS].num;
     c->cursor_rewind_seconds = (int)v[O_CURSOR_REWIND_SECONDS].num;
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
@@ -237,6 +296,8 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->backfill_concurrency = (int)v[O_BACKFILL_CONCURRENCY].num;
     c->backfill_per_host = (int)v[O_BACKFILL_PER_HOST].num;
     c->backfill_dids_file = option_take_str(&v[O_BACKFILL_DIDS_FILE]);
+    log_level_from_name(v[O_LOG_LEVEL].str, &c->log_level);
+    httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {
         fprintf(stderr, "appview: --jetstream-urls (APPVIEW_JETSTREAM_URLS) is empty but ingest "
@@ -245,4 +306,47 @@ int appview_config_load(appview_config *c, int argc, char **argv)
         return -1;
     }
     return 0;
+}
+
+/* Prints "appview: --flag (ENV) 'value' is PATH: CAUSE; REMEDY" and returns -1. */
+static int path_error(const char *flag, const char *env, const char *value, const char *path,
+                      const char *cause, const char *remedy)
+{
+    fprintf(stderr, "appview: --%s (%s) '%s' is %s: %s; %s\n", flag, env, value, path, cause,
+            remedy);
+    return -1;
+}
+
+int appview_config_prepare_paths(appview_config *c)
+{
+    char *lexicons = path_absolute(c->lexicon_dir);
+    char *data = path_absolute(c->data_dir);
+    int rc = 0, err = 0;
+    struct stat st;
+    char failed[4096];
+    if (lexicons) err = stat(lexicons, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (!lexicons || !data) {
+        fprintf(stderr, "appview: cannot tell the working directory: %s\n", strerror(errno));
+        rc = -1;
+    } else if (err) {
+        rc = path_error("lexicon-dir", "APPVIEW_LEXICON_DIR", c->lexicon_dir, lexicons,
+                        strerror(err),
+                        "relative paths start from the working directory: run from the "
+                        "repository, or set it to the lexicons/ directory");
+    } else if (path_make_dirs(data, failed, sizeof failed) < 0) {
+        char cause[4200];
+        snprintf(cause, sizeof cause, "cannot create %s: %s", failed, strerror(errno));
+        rc = path_error("data-dir", "APPVIEW_DATA_DIR", c->data_dir, data, cause,
+                        "create it with write access for this user, or choose another");
+    }
+    if (rc == 0) {
+        free(c->lexicon_dir);
+        free(c->data_dir);
+        c->lexicon_dir = lexicons;
+        c->data_dir = data;
+    } else {
+        free(lexicons);
+        free(data);
+    }
+    return rc;
 }

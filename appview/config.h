@@ -6,6 +6,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "atproto/httpd.h"
+#include "atproto/log.h"
+
+#define APPVIEW_VERSION "0.1.0"
+
 typedef struct {
     char *listen;          /* APPVIEW_LISTEN, host:port, default 0.0.0.0:8080 */
     char *valkey_url;      /* APPVIEW_VALKEY_URL, redis://host:port/db or unix:///path */
@@ -30,6 +35,7 @@ typedef struct {
     char *key_prefix;            /* APPVIEW_KEY_PREFIX, default atcr: */
     char *lexicon_dir;           /* APPVIEW_LEXICON_DIR, default ./lexicons */
     int jetstream_stall_seconds; /* APPVIEW_JETSTREAM_STALL_SECONDS, default 30 */
+    bool jetstream_compress;     /* APPVIEW_JETSTREAM_COMPRESS: v2 dict-zstd, default on */
     int cursor_rewind_seconds;   /* APPVIEW_CURSOR_REWIND_SECONDS, default 5 */
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
@@ -39,11 +45,18 @@ typedef struct {
     int backfill_concurrency;    /* APPVIEW_BACKFILL_CONCURRENCY, default 8 */
     int backfill_per_host;       /* APPVIEW_BACKFILL_PER_HOST, default 4 */
     char *backfill_dids_file;    /* APPVIEW_BACKFILL_DIDS_FILE; NULL: ask the relay */
+    enum log_level log_level;    /* LOG_LEVEL, default info */
+    httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;
 
-/* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr).
- * Only on 0 does c need appview_config_free. */
+/* Returns 0 when ready, 1 when --help or --version was printed, -1 on a bad value (one line on
+ * stderr naming the flag, the variable, the value and why). Only on 0 does c need
+ * appview_config_free. Touches no file. */
 int appview_config_load(appview_config *c, int argc, char **argv);
+/* Makes lexicon_dir and data_dir absolute (against the working directory), checks that the
+ * lexicon directory exists and creates the data directory. 0, or -1 after one line on stderr
+ * naming the setting, the path, the cause and what to do. */
+int appview_config_prepare_paths(appview_config *c);
 void appview_config_free(appview_config *c);
 
 #endif

@@ -6,8 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "atproto/backoff.h"
 #include "atproto/buf.h"
 #include "atproto/http_client.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/url.h"
@@ -17,6 +19,7 @@
 #define DEFAULT_PARK_MS 60000
 #define MAX_PARK_MS 3600000ULL
 #define BACKOFF_MS 250
+#define BACKOFF_CAP_MS 5000
 
 typedef struct waiter waiter;
 struct waiter {
@@ -194,13 +197,13 @@ static void retry_or_fail(fetch *f, const char *why)
     }
     uv_timer_init(d->loop, f->backoff);
     f->backoff->data = f;
-    uv_timer_start(f->backoff, on_backoff, (uint64_t)BACKOFF_MS << (f->attempts - 1), 0);
+    uv_timer_start(f->backoff, on_backoff,
+                   backoff_delay_ms(BACKOFF_MS, BACKOFF_CAP_MS, (unsigned)f->attempts - 1), 0);
 }
 
 static int parse_ok(entry *e, const http_result *res)
 {
-    json_error_t jerr;
-    json_t *o = json_loadb(res->body, res->len, 0, &jerr);
+    json_t *o = json_read(res->body, res->len);
     json_t *pulls = json_object_get(o, "pull_count");
     json_t *stars = json_object_get(o, "star_count");
     json_t *updated = json_object_get(o, "last_updated");

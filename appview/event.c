@@ -57,13 +57,15 @@ static const char *string_end(const char *p, const char *end)
 }
 
 /* A v1 commit laid out as Jetstream writes it:
- *   {"did":"D","time_us":N,"kind":"commit","commit":{"rev":"R","operation":"O","collection":"C
- * Then the three keys the scan wants are checked where they are, instead of three memmem calls
- * over the frame (a tenth of the ingester's time when nine events in ten are not for it). The
- * answer is the scan's own: each key found here is its first occurrence in the frame, as no
- * quote before it can start another one. Sets where time_us's and collection's values start;
- * 0 for any other layout, which the scan searches with memmem. */
-static int commit_layout(const char *data, size_t len, const char **time_us,
+ *   {"did":"D","time_us":N,"cursor":S,"kind":"commit","commit":{"rev":"R","operation":"O",
+ *   "collection":"C
+ * ("cursor" only from servers that have seqs). Then the keys the scan wants are checked where
+ * they are, instead of memmem calls over the frame (a tenth of the ingester's time when nine
+ * events in ten are not for it). The answer is the scan's own: each key found here is its
+ * first occurrence in the frame, as no quote before it can start another one. Sets where
+ * time_us's, cursor's (NULL when absent) and collection's values start; 0 for any other
+ * layout, which the scan searches with memmem. */
+static int commit_layout(const char *data, size_t len, const char **time_us, const char **cursor,
                          const char **collection)
 {
     const char *end = data + len;
@@ -71,10 +73,71 @@ static int commit_layout(const char *data, size_t len, const char **time_us,
     *time_us = p = AFTER(p, end, "\",\"time_us\":");
     while (p && p < end && *p >= '0' && *p <= '9')
         p++;
+    *cursor = AFTER(p, end, ",\"cursor\":");
+    if (*cursor)
+        for (p = *cursor; p < end && *p >= '0' && *p <= '9';)
+            p++;
     p = string_end(AFTER(p, end, ",\"kind\":\"commit\",\"commit\":{\"rev\":\""), end);
     p = string_end(AFTER(p, end, "\",\"operation\":\""), end);
     *collection = AFTER(p, end, "\",\"collection\":\"");
     return *collection != NULL;
+}
+
+/* ---- v2 frames ---- */
+
+#define V2_MESSAGE "{\"$type\":\"message\",\"payload\":{\"$type\":\"" JETSTREAM_V2_TYPE
+
+/* The seq a v1 "cursor" carries: the server's seq namespace ends below 1e15 (above it a cursor
+ * is a time_us), so a larger value is not a seq. */
+static uint64_t as_seq(uint64_t v)
+{
+    return v < JETSTREAM_SEQ_LIMIT ? v : 0;
+}
+
+/* A v2 "time" (RFC 3339) to Unix microseconds; 0 when it does not parse. */
+static uint64_t wire_time_us(const char *s, size_t n)
+{
+    char text[64];
+    if (!s || n == 0 || n >= sizeof text) return 0;
+    memcpy(text, s, n);
+    text[n] = '\0';
+    int64_t ms = event_datetime_ms(text);
+    if (ms < 0) return 0;
+    uint64_t us = (uint64_t)ms * 1000;
+    const char *frac = text[19] == '.' ? text + 20 : NULL;
+    for (int i = 0; frac && i < 6 && frac[i] >= '0' && frac[i] <= '9'; i++)
+        if (i >= 3) us += (uint64_t)(frac[i] - '0') * (i == 3 ? 100 : i == 4 ? 10 : 1);
+    return us;
+}
+
+/* The end every v2 event payload of the server's layout has (members sorted, seq and time
+ * last): ,"seq":N,"time":"T"}} closing the payload and the frame. A "seq" key found there is
+ * the payload's own: a nested object before it would have to close after it. Sets seq and
+ * time_us; 0 for any other ending, which the full parse reads. */
+static int v2_ending(const char *data, size_t len, uint64_t *seq, uint64_t *time_us)
+{
+    if (len < 24 || memcmp(data + len - 3, "\"}}", 3)) return 0;
+    const char *open = memrchr(data, '"', len - 3);
+    if (!open || open - data < 16 || memcmp(open - 8, ",\"time\":", 8)) return 0;
+    const char *d = open - 8;
+    const char *digits = d;
+    while (digits > data && digits[-1] >= '0' && digits[-1] <= '9')
+        digits--;
+    if (digits == d || digits - data < 7 || memcmp(digits - 7, ",\"seq\":", 7)) return 0;
+    *seq = uint_at(digits, d);
+    *time_us = wire_time_us(open + 1, (size_t)(data + len - 3 - open - 1));
+    return *seq != 0;
+}
+
+/* A v2 #commit of the server's layout: its collection, right after "$type" and "cid" (absent
+ * on deletes). NULL for any other layout. */
+static const char *v2_commit_collection(const char *data, size_t len)
+{
+    const char *end = data + len;
+    const char *p = AFTER(data, end, V2_MESSAGE "commit\",");
+    const char *cid = AFTER(p, end, "\"cid\":\"");
+    if (cid) p = AFTER(string_end(cid, end), end, "\",");
+    return AFTER(p, end, "\"collection\":\"");
 }
 
 /* ---- the record's own bytes ----
@@ -88,7 +151,8 @@ static int commit_layout(const char *data, size_t len, const char **time_us,
 
 #define SPAN_MAX_DEPTH 64
 
-static const char *const record_path[] = {"commit", "record", NULL};
+static const char *const v1_record_path[] = {"commit", "record", NULL};
+static const char *const v2_record_path[] = {"payload", "record", NULL};
 
 static void record_span(event *ev, const json_span *span)
 {
@@ -245,9 +309,9 @@ event_kind event_from_record(event *ev, const char *did, const char *collection,
     return check_record(ev, lexicons);
 }
 
-static event_kind parse_commit(event *ev, const lexicon_set *lexicons)
+/* The commit's members sit in `commit` (v1 "commit", v2 the payload itself). */
+static event_kind parse_commit(event *ev, const json_t *commit, const lexicon_set *lexicons)
 {
-    json_t *commit = json_object_get(ev->root, "commit");
     const char *op = get_string(commit, "operation");
     ev->collection = get_string(commit, "collection");
     ev->rkey = get_string(commit, "rkey");
@@ -269,9 +333,9 @@ static event_kind parse_commit(event *ev, const lexicon_set *lexicons)
     return check_record(ev, lexicons);
 }
 
-static event_kind parse_account(event *ev)
+/* The upstream #account event (v1 "account", v2 payload.account). */
+static event_kind parse_account(event *ev, const json_t *acct)
 {
-    json_t *acct = json_object_get(ev->root, "account");
     json_t *active = json_object_get(acct, "active");
     if (!json_is_boolean(active)) return invalid(ev, "bad_account");
     const char *status = get_string(acct, "status");
@@ -280,41 +344,111 @@ static event_kind parse_account(event *ev)
     return ev->kind = EVENT_ACCOUNT;
 }
 
-event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, size_t len,
-                       const lexicon_set *lexicons)
+/* The event in `body`, of kind `kind`, once its position is known; with its record's span. */
+static event_kind parse_body(event *ev, const json_t *body, const char *kind, const json_t *commit,
+                             const json_span *span, const lexicon_set *lexicons)
 {
-    memset(ev, 0, sizeof *ev);
-    const char *end = data + len, *time_us, *collection;
-    int is_commit = flavor == JETSTREAM_V1 && commit_layout(data, len, &time_us, &collection);
+    ev->did = get_string(body, "did");
+    if (!valid(atp_is_did, ev->did)) return invalid(ev, "bad_did");
+    if (!strcmp(kind, "commit")) {
+        if (parse_commit(ev, commit, lexicons) == EVENT_COMMIT && !ev->is_delete)
+            record_span(ev, span);
+        return ev->kind;
+    }
+    if (!strcmp(kind, "identity")) return ev->kind = EVENT_IDENTITY;
+    if (!strcmp(kind, "account")) return parse_account(ev, json_object_get(body, "account"));
+    if (!strcmp(kind, "sync")) return ev->kind = EVENT_SYNC;
+    return invalid(ev, "bad_kind");
+}
+
+static event_kind parse_v1(event *ev, const char *data, size_t len, const lexicon_set *lexicons)
+{
+    const char *end = data + len, *time_us, *cursor, *collection;
+    int is_commit = commit_layout(data, len, &time_us, &cursor, &collection);
     if (is_commit) {
-        ev->time_us = ev->cursor = uint_at(time_us, end);
+        ev->time_us = uint_at(time_us, end);
+        ev->seq = cursor ? as_seq(uint_at(cursor, end)) : 0;
     } else {
         ev->time_us = scan_uint(data, len, "\"time_us\":");
-        ev->cursor = flavor == JETSTREAM_V2 ? scan_uint(data, len, "\"seq\":") : ev->time_us;
+        /* A "cursor" inside a record must not pass for the event's: the top-level one comes
+         * before the commit in any layout a server writes. */
+        const char *c = value_of(data, len, "\"cursor\":");
+        const char *commit = find(data, len, "\"commit\":");
+        ev->seq = c && (!commit || c < commit) ? as_seq(uint_at(c, end)) : 0;
         is_commit = find(data, len, "\"kind\":\"commit\"") != NULL;
         /* In Jetstream frames "collection" comes before "record", so the first occurrence is
          * the commit's own; if a record ever came first, the full parse below still checks
          * the real field. */
         collection = is_commit ? value_of(data, len, "\"collection\":\"") : NULL;
     }
-    if (!ev->cursor) return invalid(ev, "no_cursor");
+    if (!ev->time_us) return invalid(ev, "no_cursor");
     if (is_commit && !AFTER(collection, end, ATCR_PREFIX)) return ev->kind = EVENT_SKIP;
 
     json_span span;
     /* json_loadb's rules, at several times its speed, and where the record sits */
-    ev->root = json_read_span(data, len, record_path, &span);
+    ev->root = json_read_span(data, len, v1_record_path, &span);
     if (!json_is_object(ev->root)) return invalid(ev, "bad_json");
-    ev->did = get_string(ev->root, "did");
-    if (!valid(atp_is_did, ev->did)) return invalid(ev, "bad_did");
+    json_t *c = json_object_get(ev->root, "cursor");
+    ev->seq = json_is_integer(c) && json_integer_value(c) > 0
+                  ? as_seq((uint64_t)json_integer_value(c))
+                  : 0;
     const char *kind = get_string(ev->root, "kind");
     if (!kind) return invalid(ev, "bad_kind");
-    if (!strcmp(kind, "commit")) {
-        if (parse_commit(ev, lexicons) == EVENT_COMMIT && !ev->is_delete) record_span(ev, &span);
-        return ev->kind;
+    if (!strcmp(kind, "sync")) return invalid(ev, "bad_kind"); /* v1 has no #sync */
+    return parse_body(ev, ev->root, kind, json_object_get(ev->root, "commit"), &span, lexicons);
+}
+
+static event_kind parse_v2(event *ev, const char *data, size_t len, const lexicon_set *lexicons)
+{
+    const char *collection = v2_commit_collection(data, len);
+    if (collection && !AFTER(collection, data + len, ATCR_PREFIX) &&
+        v2_ending(data, len, &ev->seq, &ev->time_us))
+        return ev->kind = EVENT_SKIP;
+
+    json_span span;
+    ev->root = json_read_span(data, len, v2_record_path, &span);
+    if (!json_is_object(ev->root)) return invalid(ev, "bad_json");
+    const char *type = get_string(ev->root, "$type");
+    if (type && !strcmp(type, "error")) {
+        ev->name = get_string(ev->root, "error");
+        ev->message = get_string(ev->root, "message");
+        return ev->kind = ev->name ? EVENT_ERROR : invalid(ev, "bad_error");
     }
-    if (!strcmp(kind, "identity")) return ev->kind = EVENT_IDENTITY;
-    if (!strcmp(kind, "account")) return parse_account(ev);
-    return invalid(ev, "bad_kind");
+    json_t *payload = json_object_get(ev->root, "payload");
+    const char *ptype = get_string(payload, "$type");
+    if (!type || strcmp(type, "message") || !ptype) {
+        ev->unknown = 1;
+        return ev->kind = EVENT_SKIP;
+    }
+    json_t *seq = json_object_get(payload, "seq");
+    if (json_is_integer(seq) && json_integer_value(seq) > 0)
+        ev->seq = (uint64_t)json_integer_value(seq);
+    const char *t = get_string(payload, "time");
+    ev->time_us = t ? wire_time_us(t, strlen(t)) : 0;
+    size_t plen = strlen(JETSTREAM_V2_TYPE);
+    const char *kind = strncmp(ptype, JETSTREAM_V2_TYPE, plen) ? "" : ptype + plen;
+    if (!strcmp(kind, "info")) {
+        ev->name = get_string(payload, "name");
+        ev->message = get_string(payload, "message");
+        ev->seq = ev->time_us = 0; /* an advisory never moves the cursor */
+        return ev->kind = ev->name ? EVENT_INFO : invalid(ev, "bad_info");
+    }
+    if (strcmp(kind, "commit") && strcmp(kind, "identity") && strcmp(kind, "account") &&
+        strcmp(kind, "sync")) {
+        ev->unknown = 1; /* a kind added after this appview: its seq still counts */
+        return ev->kind = EVENT_SKIP;
+    }
+    if (!ev->seq) return invalid(ev, "no_cursor");
+    if (!ev->time_us) return invalid(ev, "bad_time");
+    return parse_body(ev, payload, kind, payload, &span, lexicons);
+}
+
+event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, size_t len,
+                       const lexicon_set *lexicons)
+{
+    memset(ev, 0, sizeof *ev);
+    return flavor == JETSTREAM_V2 ? parse_v2(ev, data, len, lexicons)
+                                  : parse_v1(ev, data, len, lexicons);
 }
 
 void event_clear(event *ev)

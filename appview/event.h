@@ -1,10 +1,19 @@
 /* One Jetstream message, read into what the fold needs.
  *
  * event_parse decides with a byte scan, before any JSON parse, whether a message can concern
- * the index: commits of collections other than io.atcr.* are only read for their cursor.
- * The rest is parsed with jansson and checked: syntax of DID, NSID, rkey, TID, CID, and the
- * record against its lexicon. A message that fails gets EVENT_INVALID and a short reason
- * suitable as a metric label. */
+ * the index: commits of collections other than io.atcr.* are only read for their position
+ * (seq and time). The rest is parsed with jansson and checked: syntax of DID, NSID, rkey,
+ * TID, CID, and the record against its lexicon. A message that fails gets EVENT_INVALID and a
+ * short reason suitable as a metric label.
+ *
+ * The wire is Jetstream's as it runs today (bluesky-social/jetstream, docs/README.md section
+ * 5). v1: {"did","time_us","cursor","kind","commit"|"identity"|"account"}, where "cursor" is
+ * the server's seq (servers before it send none). v2, the lexicon
+ * network.bsky.jetstream.subscribeEvents: {"$type":"message","payload":{"$type":
+ * "network.bsky.jetstream.subscribeEvents#commit|#identity|#account|#sync|#info",...}} or
+ * {"$type":"error","error","message"}. The position of a v2 event is its payload's seq and
+ * time, never a seq found elsewhere: #identity, #account and #sync carry the upstream event,
+ * whose own seq and time are the relay's. */
 #ifndef APPVIEW_EVENT_H
 #define APPVIEW_EVENT_H
 
@@ -16,10 +25,14 @@
 #include "atproto/lexicon.h"
 
 typedef enum {
-    EVENT_SKIP,     /* valid enough to carry a cursor, not for us */
+    EVENT_SKIP,     /* valid enough to carry a position, not for us (unknown set: a $type or
+                       kind this appview does not know) */
     EVENT_COMMIT,   /* an io.atcr.* record created, updated or deleted */
     EVENT_IDENTITY, /* a DID's handle or PDS changed */
     EVENT_ACCOUNT,  /* an account's status changed */
+    EVENT_SYNC,     /* v2 #sync: the repo's history diverged upstream; its index must reload */
+    EVENT_INFO,     /* v2 #info: an advisory (name, message); no position, moves nothing */
+    EVENT_ERROR,    /* v2 error frame (name, message): the server ends the stream */
     EVENT_INVALID,  /* dropped: see reason */
 } event_kind;
 
@@ -27,10 +40,12 @@ typedef enum { RECORD_MANIFEST = 'm', RECORD_TAG = 't', RECORD_HOLD_STATS = 's' 
 
 typedef struct {
     event_kind kind;
-    const char *reason; /* EVENT_INVALID: static label, e.g. "bad_json", "invalid_record" */
-    uint64_t cursor;    /* time_us (v1) or seq (v2); 0 when the message had none */
-    uint64_t time_us;
-    json_t *root; /* owned; the strings below point into it */
+    const char *reason;         /* EVENT_INVALID: static label, e.g. "bad_json", "invalid_record" */
+    uint64_t seq;               /* the server's seq (v2 payload seq, v1 "cursor"); 0 when none */
+    uint64_t time_us;           /* v1 time_us, v2 the payload's time; 0 when none */
+    int unknown;                /* EVENT_SKIP: a $type or kind this appview does not know */
+    const char *name, *message; /* EVENT_INFO and EVENT_ERROR (message may be NULL) */
+    json_t *root;               /* owned; the strings below point into it */
     const char *did;
     /* EVENT_COMMIT */
     int is_delete;

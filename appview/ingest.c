@@ -1,5 +1,6 @@
 #include "appview/ingest.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,18 +23,26 @@
 /* A repository record is at most 1 MiB; the event around it adds little. Larger messages are
  * skipped (and counted) by the client before any parse. */
 #define MAX_EVENT_BYTES (1024 * 1024 + 16 * 1024)
+#define SCAN_COUNT "1000"
 
 static const char *const wanted_collections[] = {"io.atcr.manifest", "io.atcr.tag",
                                                  "io.atcr.hold.stats"};
 
-/* The events of one loop iteration. Batches complete in order (replies on one connection come
- * back in order), and the cursor moves to a batch's last event only when it completes. */
+/* A place in the stream: the seq and the configured URL it belongs to (-1: none), and the
+ * time. */
+typedef struct {
+    uint64_t seq, time_us;
+    int url;
+} position;
+
+/* The events of one loop iteration, from one connection. Batches complete in order (replies
+ * on one connection come back in order), and the cursor moves to a batch's last event only
+ * when it completes. */
 typedef struct batch {
     struct batch *next;
     ingest *in;
-    jetstream_flavor flavor;
     unsigned epoch; /* batches of an epoch that saw a failure never move the cursor */
-    uint64_t max_cursor, max_time_us;
+    position last;
     unsigned outstanding;
     int outstanding_ever; /* it wrote something: its success says Valkey takes writes */
     int sealed;
@@ -43,24 +52,36 @@ struct ingest {
     uv_loop_t *loop;
     valkey *v;
     writer *w;
+    loader *ld;
     const lexicon_set *lexicons;
     jetstream *js;
     jetstream_options js_opt;
     lease *lease;
     char *prefix;
+    char **urls; /* the configured URLs, for the URL a seq belongs to */
+    size_t nurls;
+    const char *url_seen; /* the client's URL at the last message, and its index in urls */
+    int url_seen_ix;
     char client_name[160]; /* P ingest: the lease holder's connection, found and fenced by name */
     unsigned rewind_seconds;
 
     batch *head, *tail; /* tail is open while the iteration adds events to it */
     unsigned epoch;
-    uint64_t acked[3]; /* per flavor: the cursor every write up to which was acknowledged */
-    uint64_t acked_time_us;
-    uint64_t persisted[3];
+    position acked;     /* every write up to here was acknowledged */
+    position read;      /* the last event read: where a reconnect of this process resumes */
+    position persisted; /* what P cursor:* hold */
+    /* For health: the newest event's own time (the saved cursor's before any arrives), when
+     * this replica took the lease (the lag's origin before either), when a message last
+     * arrived (loop ms, 0 before any) and since when the lease holder has been without a
+     * stream (0: it is not, or this replica stands by). */
+    uint64_t newest_time_us, leading_since_us, last_message_ms, stream_down_since_ms;
     int persist_inflight;
     long long own_client_id;
     int fencing; /* replies awaited before resuming after a (re)connect */
     int cursor_loading, cursor_loaded;
     int paused_for_pending, valkey_up, replay_needed, stopping;
+    int invalidating, invalidate_again; /* marking every index incomplete */
+    uint64_t last_floor;
 
     uv_check_t check;
     uv_timer_t persist_timer;
@@ -68,7 +89,9 @@ struct ingest {
     unsigned retry_ms;      /* its next pause; 0 while writes go through */
     char refusal[160];      /* what Valkey answered, for _health; "" while writes go through */
 
-    uint64_t *events_total, *skipped_total, *folded_total, *replays_total, *fenced_total;
+    uint64_t *events_total, *skipped_total, *unknown_total, *folded_total, *replays_total,
+        *fenced_total, *syncs_total, *too_old_total, *outdated_total, *info_total,
+        *error_frames_total, *invalidated_total;
     uint64_t *dropped_keys_total;
     uint64_t *refused_retries_total;
     void (*request_backfill)(void *ud, const char *reason);
@@ -104,6 +127,54 @@ static uint64_t *dropped_counter(const char *reason)
     return c;
 }
 
+/* ---- positions ---- */
+
+uint64_t ingest_resume_cursor(const ingest_position *at, const char *url, unsigned rewind_seconds)
+{
+    /* the server replays from the cursor on, inclusive: the next seq is the first one unread */
+    if (at->seq && at->seq_url && !strcmp(at->seq_url, url)) return at->seq + 1;
+    if (!at->time_us) return 0;
+    uint64_t rewind = (uint64_t)rewind_seconds * 1000000u;
+    uint64_t t = at->time_us > rewind ? at->time_us - rewind : 0;
+    /* below the limit it would be read as a seq */
+    return t < JETSTREAM_SEQ_LIMIT ? JETSTREAM_SEQ_LIMIT : t;
+}
+
+static void advance(position *p, const position *to)
+{
+    if (to->seq && (to->url != p->url || to->seq > p->seq)) {
+        p->seq = to->seq;
+        p->url = to->url;
+    }
+    if (to->time_us > p->time_us) p->time_us = to->time_us;
+}
+
+static int url_index(const ingest *in, const char *url)
+{
+    for (size_t i = 0; url && i < in->nurls; i++)
+        if (!strcmp(in->urls[i], url)) return (int)i;
+    return -1;
+}
+
+/* The index of the URL the client reads: found once per connection, not per message (the
+ * client keeps its URL strings for its life). */
+static int current_url(ingest *in)
+{
+    const char *u = jetstream_url(in->js);
+    if (u != in->url_seen) {
+        in->url_seen = u;
+        in->url_seen_ix = url_index(in, u);
+    }
+    return in->url_seen_ix;
+}
+
+static uint64_t wall_us(void)
+{
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
+}
+
 /* ---- batches and the cursor ---- */
 
 static void complete_batches(ingest *in)
@@ -111,8 +182,7 @@ static void complete_batches(ingest *in)
     while (in->head && in->head->sealed && in->head->outstanding == 0) {
         batch *b = in->head;
         if (b->epoch == in->epoch && !in->replay_needed) {
-            if (b->max_cursor > in->acked[b->flavor]) in->acked[b->flavor] = b->max_cursor;
-            if (b->max_time_us > in->acked_time_us) in->acked_time_us = b->max_time_us;
+            advance(&in->acked, &b->last);
             if (b->outstanding_ever && in->retry_ms) {
                 log_info("ingest", "Valkey takes writes again");
                 in->retry_ms = 0;
@@ -125,15 +195,15 @@ static void complete_batches(ingest *in)
     }
 }
 
-static batch *open_batch(ingest *in, jetstream_flavor flavor)
+static batch *open_batch(ingest *in, int url)
 {
-    if (in->tail && !in->tail->sealed && in->tail->flavor == flavor) return in->tail;
+    if (in->tail && !in->tail->sealed && in->tail->last.url == url) return in->tail;
     if (in->tail) in->tail->sealed = 1;
     batch *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->in = in;
-    b->flavor = flavor;
     b->epoch = in->epoch;
+    b->last.url = url;
     if (in->tail)
         in->tail->next = b;
     else
@@ -149,6 +219,7 @@ static void need_replay(ingest *in)
     if (in->replay_needed) return;
     in->replay_needed = 1;
     in->epoch++;
+    in->read = in->acked;
     if (in->js) jetstream_pause(in->js, 1);
 }
 
@@ -193,22 +264,177 @@ static void on_folded(void *ud, int ok)
     complete_batches(in);
 }
 
+static void on_batch_reply(redisReply *r, void *ud)
+{
+    on_folded(ud, r && r->type != REDIS_REPLY_ERROR);
+}
+
+/* ---- what the stream says beyond records ---- */
+
+static void on_reloaded(const load_result *res, void *ud)
+{
+    (void)ud;
+    if (res->status == LOAD_OK)
+        log_info("ingest", "#sync: reloaded %s from its PDS", res->did);
+    else
+        log_warn("ingest", "#sync: reloading a DID failed (%s); reads will load it", res->error);
+}
+
+/* #sync: D's index is no longer a fold of what the stream showed. It is marked incomplete in
+ * the batch (the cursor moves past the event only once that is acknowledged, so a crash never
+ * leaves it looking complete), then reloaded from D's PDS, by the fold's rules: a newer
+ * firehose event still wins. */
+static void sync_repo(ingest *in, batch *b, const char *did)
+{
+    (*in->syncs_total)++;
+    char key[512];
+    snprintf(key, sizeof key, "%s{%s}/complete", in->prefix, did);
+    if (valkey_command(in->v, on_batch_reply, b, 2, (const char *[]){"DEL", key}, NULL) < 0) {
+        need_replay(in);
+        return;
+    }
+    b->outstanding++;
+    writer_forget_did(in->w, did);
+    log_info("ingest", "#sync for %s: its index is reloaded from its PDS", did);
+    if (in->ld && loader_reload_repo(in->ld, did, on_reloaded, NULL) < 0)
+        log_warn("ingest", "#sync for %s: cannot start the reload (out of memory)", did);
+}
+
+static void invalidate_step(ingest *in, const char *cursor);
+
+static void on_deleted(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (r && r->type == REDIS_REPLY_ERROR) log_warn("ingest", "DEL refused: %s", r->str);
+}
+
+static void on_scanned(redisReply *r, void *ud)
+{
+    ingest *in = ud;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        log_warn("ingest", "marking indexes incomplete stopped: Valkey did not answer the scan");
+        in->invalidating = 0;
+        return;
+    }
+    const redisReply *keys = r->element[1];
+    if (keys->elements) {
+        size_t n = keys->elements + 1;
+        const char **argv = calloc(n, sizeof *argv);
+        if (argv) {
+            argv[0] = "DEL";
+            for (size_t i = 0; i < keys->elements; i++)
+                argv[i + 1] =
+                    keys->element[i]->type == REDIS_REPLY_STRING ? keys->element[i]->str : "";
+            if (valkey_command(in->v, on_deleted, NULL, (int)n, argv, NULL) == 0)
+                *in->invalidated_total += keys->elements;
+            free(argv);
+        }
+    }
+    invalidate_step(in, r->element[0]->str);
+}
+
+static void invalidate_step(ingest *in, const char *cursor)
+{
+    if (!strcmp(cursor, "0") && in->invalidating > 1) { /* a whole pass done */
+        in->invalidating = 0;
+        if (in->invalidate_again) {
+            in->invalidate_again = 0;
+            in->invalidating = 1;
+            invalidate_step(in, "0");
+        }
+        return;
+    }
+    in->invalidating = 2;
+    /* the prefix is the operator's: escape what SCAN's pattern would read as a wildcard */
+    char pattern[512];
+    size_t o = 0;
+    for (const char *p = in->prefix; *p && o < sizeof pattern - 16; p++) {
+        if (strchr("*?[]\\", *p)) pattern[o++] = '\\';
+        pattern[o++] = *p;
+    }
+    snprintf(pattern + o, sizeof pattern - o, "{*}/complete");
+    if (valkey_command(in->v, on_scanned, in, 6,
+                       (const char *[]){"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT},
+                       NULL) < 0) {
+        log_warn("ingest", "marking indexes incomplete stopped: Valkey is not connected");
+        in->invalidating = 0;
+    }
+}
+
+/* Events were missed (the server no longer had them): no index can be trusted to be complete.
+ * Every P{D}/complete goes, so each list is rebuilt from its PDS when it is next read, and a
+ * backfill pass is asked for, which reloads every DID (appview/backfill.h, in auto mode). */
+static void invalidate_all(ingest *in, const char *why)
+{
+    log_warn("ingest", "%s: events were missed; marking every index incomplete", why);
+    request_backfill(in, why);
+    if (in->invalidating) {
+        in->invalidate_again = 1;
+        return;
+    }
+    in->invalidating = 1;
+    invalidate_step(in, "0");
+}
+
+static void on_too_old(void *ud, const char *url, uint64_t floor)
+{
+    ingest *in = ud;
+    (*in->too_old_total)++;
+    in->last_floor = floor;
+    invalidate_all(in, "Jetstream no longer has the cursor (CursorTooOld)");
+    /* resume from the oldest event the server still has, or the live tip */
+    in->read = (position){.seq = floor ? floor - 1 : 0, .url = floor ? url_index(in, url) : -1};
+    log_warn("ingest", "resuming %s from %s", url, floor ? "its retention floor" : "the live tip");
+}
+
+static void on_info(ingest *in, const event *ev)
+{
+    (*in->info_total)++;
+    log_warn("ingest", "Jetstream #info %s: %s", ev->name, ev->message ? ev->message : "");
+    if (!strcmp(ev->name, "OutdatedCursor")) {
+        (*in->outdated_total)++;
+        invalidate_all(in, "Jetstream clamped the cursor to its retention (OutdatedCursor)");
+    }
+}
+
 static void on_message(void *ud, jetstream_flavor flavor, const char *data, size_t len)
 {
     ingest *in = ud;
     (*in->events_total)++;
-    batch *b = open_batch(in, flavor);
-    if (!b) {
-        need_replay(in);
+    in->last_message_ms = uv_now(in->loop);
+    event ev;
+    event_kind kind = event_parse(&ev, flavor, data, len, in->lexicons);
+    if (kind == EVENT_INFO || kind == EVENT_ERROR) {
+        if (kind == EVENT_INFO) {
+            on_info(in, &ev);
+        } else {
+            char why[256];
+            snprintf(why, sizeof why, "Jetstream ended the stream: %s: %s", ev.name,
+                     ev.message ? ev.message : "");
+            (*in->error_frames_total)++;
+            log_warn("ingest", "%s", why);
+            jetstream_retry_later(in->js, why);
+        }
+        event_clear(&ev);
         return;
     }
-    event ev;
-    switch (event_parse(&ev, flavor, data, len, in->lexicons)) {
+    position at = {.seq = ev.seq, .time_us = ev.time_us, .url = current_url(in)};
+    batch *b = open_batch(in, at.url);
+    if (!b) {
+        need_replay(in);
+        event_clear(&ev);
+        return;
+    }
+    switch (kind) {
     case EVENT_SKIP:
-        (*in->skipped_total)++;
+        (*(ev.unknown ? in->unknown_total : in->skipped_total))++;
         break;
     case EVENT_INVALID:
         (*dropped_counter(ev.reason))++;
+        break;
+    case EVENT_SYNC:
+        sync_repo(in, b, ev.did);
         break;
     default:
         switch (writer_add(in->w, &ev, on_folded, b)) {
@@ -223,8 +449,9 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
             need_replay(in);
         }
     }
-    if (ev.cursor > b->max_cursor) b->max_cursor = ev.cursor;
-    if (ev.time_us > b->max_time_us) b->max_time_us = ev.time_us;
+    advance(&b->last, &at);
+    if (at.time_us > in->newest_time_us) in->newest_time_us = at.time_us;
+    if (!in->replay_needed) advance(&in->read, &at);
     event_clear(&ev);
 }
 
@@ -246,62 +473,64 @@ static void on_check(uv_check_t *h)
     }
 }
 
-static uint64_t resume_cursor(void *ud, jetstream_flavor flavor)
+static uint64_t resume_cursor(void *ud, const char *url, jetstream_flavor flavor)
 {
+    (void)flavor; /* both take a seq below 1e15 and a time_us above */
     ingest *in = ud;
-    uint64_t c = in->acked[flavor];
-    if (flavor == JETSTREAM_V1 && c) {
-        uint64_t rewind = (uint64_t)in->rewind_seconds * 1000000u;
-        c = c > rewind ? c - rewind : 1;
-    }
-    return c;
+    ingest_position at = {in->read.seq, in->read.url >= 0 ? in->urls[in->read.url] : NULL,
+                          in->read.time_us};
+    return ingest_resume_cursor(&at, url, in->rewind_seconds);
 }
 
 static void on_js_state(void *ud, int connected)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = connected ? 0 : uv_now(in->loop);
     /* A new connection starts a new stream: failures of the old one are behind us. */
     if (connected && in->valkey_up && in->head == NULL) in->replay_needed = 0;
 }
 
-static void cursor_key(const ingest *in, int flavor, char *out, size_t n)
+static void cursor_key(const ingest *in, const char *which, char *out, size_t n)
 {
-    snprintf(out, n, "%scursor:v%d", in->prefix, flavor);
+    snprintf(out, n, "%scursor:%s", in->prefix, which);
 }
 
 typedef struct {
     ingest *in;
-    int flavor;
-    uint64_t value;
+    position value;
 } persist_req;
 
 static void on_persisted(redisReply *r, void *ud)
 {
     persist_req *p = ud;
     p->in->persist_inflight--;
-    if (r && r->type != REDIS_REPLY_ERROR && p->value > p->in->persisted[p->flavor])
-        p->in->persisted[p->flavor] = p->value;
+    if (r && r->type != REDIS_REPLY_ERROR) advance(&p->in->persisted, &p->value);
     free(p);
 }
 
+/* P cursor:v1 (time_us), and with a seq P cursor:v2 and P cursor:url, in one MSET: a restart
+ * never finds a seq next to another server's URL. */
 static void persist_cursors(ingest *in)
 {
     if (!in->valkey_up || !in->cursor_loaded) return;
-    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++) {
-        if (in->acked[fl] <= in->persisted[fl]) continue;
-        persist_req *p = malloc(sizeof *p);
-        if (!p) return;
-        *p = (persist_req){in, fl, in->acked[fl]};
-        char key[256], val[24];
-        cursor_key(in, fl, key, sizeof key);
-        snprintf(val, sizeof val, "%llu", (unsigned long long)p->value);
-        if (valkey_command(in->v, on_persisted, p, 3, (const char *[]){"SET", key, val}, NULL) <
-            0) {
-            free(p);
-            return;
-        }
-        in->persist_inflight++;
+    const position *a = &in->acked, *p = &in->persisted;
+    if (a->time_us <= p->time_us && (a->seq == p->seq && a->url == p->url)) return;
+    persist_req *req = malloc(sizeof *req);
+    if (!req) return;
+    *req = (persist_req){in, *a};
+    char k1[256], k2[256], ku[256], v1[24], v2[24];
+    cursor_key(in, "v1", k1, sizeof k1);
+    cursor_key(in, "v2", k2, sizeof k2);
+    cursor_key(in, "url", ku, sizeof ku);
+    snprintf(v1, sizeof v1, "%llu", (unsigned long long)a->time_us);
+    snprintf(v2, sizeof v2, "%llu", (unsigned long long)a->seq);
+    int with_seq = a->seq && a->url >= 0;
+    const char *argv[] = {"MSET", k1, v1, k2, v2, ku, with_seq ? in->urls[a->url] : ""};
+    if (valkey_command(in->v, on_persisted, req, with_seq ? 7 : 3, argv, NULL) < 0) {
+        free(req);
+        return;
     }
+    in->persist_inflight++;
 }
 
 static void on_persist_timer(uv_timer_t *t)
@@ -315,15 +544,18 @@ static void start_stream(ingest *in)
     in->js_opt.on_message = on_message;
     in->js_opt.cursor = resume_cursor;
     in->js_opt.on_state = on_js_state;
+    in->js_opt.on_too_old = on_too_old;
     in->js_opt.ud = in;
     in->js = jetstream_new(in->loop, &in->js_opt);
+    in->url_seen = NULL; /* a new client's strings may sit where the last one's did */
     if (!in->js) {
         log_error("ingest", "cannot create the Jetstream client");
         return;
     }
-    log_info("ingest", "resuming v1 from %llu, v2 from %llu",
-             (unsigned long long)in->acked[JETSTREAM_V1],
-             (unsigned long long)in->acked[JETSTREAM_V2]);
+    log_info("ingest", "resuming from seq %llu of %s, time_us %llu",
+             (unsigned long long)in->acked.seq,
+             in->acked.url >= 0 ? in->urls[in->acked.url] : "(none)",
+             (unsigned long long)in->acked.time_us);
     jetstream_start(in->js);
 }
 
@@ -394,15 +626,19 @@ static void on_cursor_loaded(redisReply *r, void *ud)
 {
     ingest *in = ud;
     in->cursor_loading = 0;
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) return; /* retried on next up */
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) return; /* retried on next up */
     if (!lease_held(in->lease)) return; /* read again when the lease comes back */
-    const redisReply *schema = r->element[2];
+    const redisReply *schema = r->element[3];
     int had_cursor =
         r->element[0]->type == REDIS_REPLY_STRING || r->element[1]->type == REDIS_REPLY_STRING;
     const char *found = schema->type == REDIS_REPLY_STRING ? schema->str : had_cursor ? "1" : NULL;
-    for (int fl = JETSTREAM_V1; fl <= JETSTREAM_V2; fl++)
-        in->acked[fl] = in->persisted[fl] = reply_uint(r->element[fl - 1]);
-    in->acked_time_us = in->acked[JETSTREAM_V1];
+    const redisReply *url = r->element[2];
+    in->acked = (position){.time_us = reply_uint(r->element[0]),
+                           .seq = reply_uint(r->element[1]),
+                           .url = url->type == REDIS_REPLY_STRING ? url_index(in, url->str) : -1};
+    if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
+    in->read = in->persisted = in->acked;
+    if (in->acked.time_us > in->newest_time_us) in->newest_time_us = in->acked.time_us;
     if (found && fold_schema_outdated(found)) {
         log_warn("ingest",
                  "Valkey holds an index of key schema %s under prefix %s, an older layout: "
@@ -431,12 +667,13 @@ static void resume(ingest *in)
     if (!lease_held(in->lease) || in->stopping) return;
     if (!in->cursor_loaded) {
         if (in->cursor_loading) return;
-        char k1[256], k2[256], schema[256];
-        cursor_key(in, 1, k1, sizeof k1);
-        cursor_key(in, 2, k2, sizeof k2);
+        char k1[256], k2[256], ku[256], schema[256];
+        cursor_key(in, "v1", k1, sizeof k1);
+        cursor_key(in, "v2", k2, sizeof k2);
+        cursor_key(in, "url", ku, sizeof ku);
         snprintf(schema, sizeof schema, "%sschema", in->prefix);
-        if (valkey_command(in->v, on_cursor_loaded, in, 4, (const char *[]){"MGET", k1, k2, schema},
-                           NULL) == 0)
+        if (valkey_command(in->v, on_cursor_loaded, in, 5,
+                           (const char *[]){"MGET", k1, k2, ku, schema}, NULL) == 0)
             in->cursor_loading = 1;
         return;
     }
@@ -444,6 +681,7 @@ static void resume(ingest *in)
         (*in->replays_total)++;
         log_info("ingest", "Valkey is back: reading again from the last acknowledged cursor");
         in->paused_for_pending = 0;
+        in->read = in->acked;
         jetstream_reconnect(in->js);
         jetstream_pause(in->js, 0);
     }
@@ -532,6 +770,8 @@ void ingest_on_valkey_state(ingest *in, int up)
 static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = held ? uv_now(in->loop) : 0;
+    if (held) in->leading_since_us = wall_us();
     if (held) {
         writer_reset(in->w); /* another replica wrote meanwhile */
         begin_fencing(in);
@@ -551,11 +791,26 @@ static void on_lease(int held, void *ud)
 
 double ingest_lag_seconds(const ingest *in)
 {
-    if (!in->acked_time_us) return 0;
-    uv_timeval64_t now;
-    uv_gettimeofday(&now);
-    double lag = (double)now.tv_sec + now.tv_usec / 1e6 - (double)in->acked_time_us / 1e6;
-    return lag > 0 ? lag : 0;
+    if (!lease_held(in->lease)) return -1;
+    uint64_t from = in->newest_time_us ? in->newest_time_us : in->leading_since_us;
+    uint64_t now = wall_us();
+    return now > from ? (double)(now - from) / 1e6 : 0;
+}
+
+double ingest_last_message_age(const ingest *in)
+{
+    return in->last_message_ms ? (double)(uv_now(in->loop) - in->last_message_ms) / 1e3 : -1;
+}
+
+double ingest_stream_down_seconds(const ingest *in)
+{
+    if (!in->stream_down_since_ms || !lease_held(in->lease) || ingest_connected(in)) return 0;
+    return (double)(uv_now(in->loop) - in->stream_down_since_ms) / 1e3;
+}
+
+const char *ingest_stream_error(const ingest *in)
+{
+    return in->js ? jetstream_last_error(in->js) : "";
 }
 
 const char *ingest_refusal(const ingest *in)
@@ -570,7 +825,8 @@ static double gauge_refused(void *ud)
 
 static double gauge_lag(void *ud)
 {
-    return ingest_lag_seconds(ud);
+    double lag = ingest_lag_seconds(ud);
+    return lag < 0 ? NAN : lag; /* a standby has no lag of its own: no value, not 0 */
 }
 
 static double gauge_cursor(void *ud)
@@ -585,7 +841,7 @@ int ingest_connected(const ingest *in)
 
 uint64_t ingest_cursor(const ingest *in)
 {
-    return in->acked[JETSTREAM_V2] ? in->acked[JETSTREAM_V2] : in->acked[JETSTREAM_V1];
+    return in->acked.seq ? in->acked.seq : in->acked.time_us;
 }
 
 const char *ingest_url(const ingest *in)
@@ -593,18 +849,44 @@ const char *ingest_url(const ingest *in)
     return in->js ? jetstream_url(in->js) : "";
 }
 
-ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexicons,
-                   const ingest_options *opt)
+int ingest_health_json(const ingest *in, buf *out)
+{
+    return buf_printf(out,
+                      ",\"seq\":%llu,\"timeUs\":%llu,\"compressed\":%s,\"cursorTooOld\":%llu,"
+                      "\"lastFloor\":%llu,\"outdatedCursor\":%llu,\"syncs\":%llu,"
+                      "\"errorFrames\":%llu,\"indexesMarkedIncomplete\":%llu",
+                      (unsigned long long)in->acked.seq, (unsigned long long)in->acked.time_us,
+                      in->js && jetstream_compressed(in->js) ? "true" : "false",
+                      (unsigned long long)*in->too_old_total, (unsigned long long)in->last_floor,
+                      (unsigned long long)*in->outdated_total, (unsigned long long)*in->syncs_total,
+                      (unsigned long long)*in->error_frames_total,
+                      (unsigned long long)*in->invalidated_total);
+}
+
+static void free_urls(ingest *in)
+{
+    for (size_t i = 0; i < in->nurls; i++)
+        free(in->urls[i]);
+    free(in->urls);
+}
+
+ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, loader *ld, http_client *http,
+                   const lexicon_set *lexicons, const ingest_options *opt)
 {
     ingest *in = calloc(1, sizeof *in);
     if (!in) return NULL;
     in->loop = loop;
     in->v = v;
+    in->ld = ld;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
     in->request_backfill = opt->request_backfill;
     in->request_backfill_ud = opt->request_backfill_ud;
+    in->acked.url = in->read.url = in->persisted.url = -1;
     in->prefix = strdup(opt->prefix);
+    in->urls = calloc(opt->nurls ? opt->nurls : 1, sizeof *in->urls);
+    for (; in->urls && in->nurls < opt->nurls; in->nurls++)
+        if (!(in->urls[in->nurls] = strdup(opt->urls[in->nurls]))) break;
     snprintf(in->client_name, sizeof in->client_name, "%singest", opt->prefix);
     char lease_key[256];
     snprintf(lease_key, sizeof lease_key, "%singest-lease", opt->prefix);
@@ -612,9 +894,10 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
     writer_options wo = {
         .prefix = opt->prefix, .record_ttl = opt->record_ttl, .schema_value = SCHEMA_VERSION};
     in->w = writer_new(v, f, &wo);
-    if (!in->prefix || !in->lease || !in->w) {
+    if (!in->prefix || !in->urls || in->nurls < opt->nurls || !in->lease || !in->w) {
         lease_free(in->lease);
         writer_free(in->w);
+        free_urls(in);
         free(in->prefix);
         free(in);
         return NULL;
@@ -625,16 +908,32 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                                      .ncollections =
                                          sizeof wanted_collections / sizeof wanted_collections[0],
                                      .stall_seconds = opt->stall_seconds,
-                                     .max_message = MAX_EVENT_BYTES};
+                                     .max_message = MAX_EVENT_BYTES,
+                                     .no_compression = opt->no_compression,
+                                     .http = http};
     in->events_total =
         metrics_counter("appview_jetstream_events_total", "Jetstream messages consumed");
     in->skipped_total = metrics_counter("appview_events_skipped_total",
                                         "Events of collections the appview does not index");
+    in->unknown_total =
+        metrics_counter("appview_events_unknown_total",
+                        "Events of a $type or kind this appview does not know (skipped)");
     in->folded_total = metrics_counter("appview_events_folded_total", "Events written to Valkey");
     in->replays_total = metrics_counter("appview_ingest_replays_total",
                                         "Times the stream was read again after lost writes");
     in->fenced_total = metrics_counter("appview_ingest_fenced_total",
                                        "Earlier ingest connections killed before resuming");
+    in->syncs_total = metrics_counter("appview_ingest_syncs_total",
+                                      "#sync events: DIDs whose index was reloaded from its PDS");
+    in->too_old_total = metrics_counter("appview_ingest_cursor_too_old_total",
+                                        "Cursors a v2 server no longer had (CursorTooOld)");
+    in->outdated_total = metrics_counter("appview_ingest_outdated_cursor_total",
+                                         "Time cursors a v2 server clamped (#info OutdatedCursor)");
+    in->info_total = metrics_counter("appview_jetstream_info_total", "v2 #info frames");
+    in->error_frames_total = metrics_counter("appview_jetstream_error_frames_total",
+                                             "v2 error frames (the server ended the stream)");
+    in->invalidated_total = metrics_counter("appview_ingest_indexes_marked_incomplete_total",
+                                            "Indexes marked incomplete after events were missed");
     in->refused_retries_total =
         metrics_counter("appview_ingest_refused_retries_total",
                         "Times ingest paused because Valkey refused writes (out of memory, ...)");
@@ -643,8 +942,10 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, const lexicon_set *lexic
                   in);
     in->dropped_keys_total = metrics_counter("appview_schema_dropped_keys_total",
                                              "Keys of an outdated index layout dropped at start");
-    metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
-                  in);
+    metrics_gauge("appview_cursor_lag_seconds",
+                  "Age of the newest event received (before any: of the saved cursor, or time "
+                  "since the lease was taken); NaN on a standby",
+                  gauge_lag, in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);
     uv_check_init(loop, &in->check);
     in->check.data = in;
@@ -685,6 +986,7 @@ static void free_when_closed(uv_handle_t *h)
 {
     ingest *in = h->data;
     if (h == (uv_handle_t *)&in->persist_timer) {
+        free_urls(in);
         free(in->prefix);
         free(in);
     }

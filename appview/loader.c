@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -69,7 +70,6 @@ typedef struct repo_flight {
     repo_stage stage;
     int outstanding; /* fetches, folds and Valkey commands of the current stage */
     int complete;    /* STAGE_CHECK: P{D}/complete exists */
-    int force;       /* list even when complete */
     int rate_limited;
     long retry_after_ms;
     char *handle, *pds, *rev;
@@ -602,8 +602,7 @@ static int take_record(listing *ls, json_t *item, event *ev)
 /* The XRPC error name of a response, e.g. "RepoNotFound"; "" when none. */
 static const char *xrpc_error_name(const http_result *res, json_t **root)
 {
-    json_error_t err;
-    *root = json_loadb(res->body, res->len, 0, &err);
+    *root = json_read(res->body, res->len);
     const char *e = get_string(*root, "error");
     return e ? e : "";
 }
@@ -654,8 +653,7 @@ static void on_page(const http_result *res, void *ud)
         listing_end(ls);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     json_t *records = json_object_get(root, "records");
     if (!json_is_array(records)) {
         json_decref(root);
@@ -742,8 +740,7 @@ static void on_latest_commit(const http_result *res, void *ud)
         rf_finish(rf, st, msg);
         return;
     }
-    json_error_t err;
-    json_t *root = json_loadb(res->body, res->len, 0, &err);
+    json_t *root = json_read(res->body, res->len);
     const char *rev = get_string(root, "rev");
     if (rev && atp_is_tid(rev, strlen(rev))) rf->rev = strdup(rev);
     json_decref(root);
@@ -871,7 +868,7 @@ static void rf_next(repo_flight *rf)
     int rc = -1;
     switch (rf->stage) {
     case STAGE_CHECK:
-        if (rf->complete && !rf->force) {
+        if (rf->complete) {
             rf_finish(rf, LOAD_OK, NULL);
             return;
         }
@@ -919,11 +916,11 @@ static void on_check_handle(redisReply *r, void *ud)
     rf_release(rf);
 }
 
-static int rf_start(repo_flight *rf)
+static int rf_start(repo_flight *rf, int reload)
 {
     loader *l = rf->l;
     rf->stage = STAGE_CHECK;
-    if (atp_is_did(rf->did, strlen(rf->did))) {
+    if (!reload && atp_is_did(rf->did, strlen(rf->did))) {
         char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
         char *id = fmt("%s{%s}/id", l->prefix, rf->did);
         if (complete && id && rf_send(rf, on_check, 2, (const char *[]){"GET", complete}) == 0)
@@ -936,24 +933,19 @@ static int rf_start(repo_flight *rf)
     return ident_resolve(l, rf->did, on_repo_ident, rf);
 }
 
-int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
-{
-    return loader_load_repo(l, did, 0, cb, ud);
-}
-
-int loader_load_repo(loader *l, const char *did, unsigned flags, loader_cb cb, void *ud)
+static int ensure(loader *l, const char *did, int reload, loader_cb cb, void *ud)
 {
     repo_waiter *w = calloc(1, sizeof *w);
     if (!w) return -1;
     w->cb = cb;
     w->ud = ud;
     unsigned b = bucket(did);
-    for (repo_flight *rf = l->repos[b]; rf; rf = rf->next) {
+    /* the newest flight comes first in its bucket: later calls join the reload */
+    for (repo_flight *rf = reload ? NULL : l->repos[b]; rf; rf = rf->next) {
         if (!strcmp(rf->did, did)) {
             w->next = rf->waiters;
             rf->waiters = w;
             /* Still before its check's answer: the flight now lists whatever it finds. */
-            if (flags & LOADER_FORCE) rf->force = 1;
             (*l->coalesced_total)++;
             return 0;
         }
@@ -967,9 +959,8 @@ int loader_load_repo(loader *l, const char *did, unsigned flags, loader_cb cb, v
     rf->l = l;
     rf->waiters = w;
     rf->fail_status = LOAD_OK;
-    rf->force = (flags & LOADER_FORCE) != 0;
     rf->retry_after_ms = -1;
-    if (rf_start(rf) < 0) {
+    if (rf_start(rf, reload) < 0) {
         rf->waiters = NULL;
         rf_free(rf);
         free(w);
@@ -979,6 +970,16 @@ int loader_load_repo(loader *l, const char *did, unsigned flags, loader_cb cb, v
     l->repos[b] = rf;
     l->live++;
     return 0;
+}
+
+int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
+{
+    return ensure(l, did, 0, cb, ud);
+}
+
+int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud)
+{
+    return ensure(l, did, 1, cb, ud);
 }
 
 /* ==== single records ==== */

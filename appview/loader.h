@@ -6,8 +6,8 @@
  * lists the DID's io.atcr.manifest and io.atcr.tag records on its PDS (all pages) and writes
  * them by the fold's rules (appview/plan.h, written as a compare-and-set beside the ingester:
  * appview/cas.h), so the result is exactly what ingest would have written, then sets
- * P{D}/complete; loader_load_repo can list it even when complete (the backfill,
- * appview/backfill.h). Concurrent calls for one key share one upstream fetch (single flight). */
+ * P{D}/complete (loader_reload_repo lists it even then: a #sync, the backfill). Concurrent
+ * calls for one key share one upstream fetch (single flight). */
 #ifndef APPVIEW_LOADER_H
 #define APPVIEW_LOADER_H
 
@@ -55,16 +55,15 @@ loader *loader_new(uv_loop_t *loop, valkey *v, fold *f, resolver *r, http_client
 /* Both return 0 and call cb exactly once later, or -1 (out of memory; cb not called). */
 int loader_resolve(loader *l, const char *actor, loader_cb cb, void *ud);
 int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud);
-/* LOADER_FORCE: list the repository even when P{D}/complete says the index is complete (the
- * index may have missed events: the firehose lost them). A forced call that joins a load in
- * flight makes it list too. loader_ensure_repo is loader_load_repo with no flags. */
-enum { LOADER_FORCE = 1 };
-int loader_load_repo(loader *l, const char *did, unsigned flags, loader_cb cb, void *ud);
 /* Folds one record from the DID's PDS (getRecord, at the repository's latest commit), or its
  * absence as a delete: for a record the index has not seen, such as the manifest of a tag that
  * came before it. LOAD_OK once the index holds what the PDS does. */
 int loader_fetch_record(loader *l, const char *did, const char *collection, const char *rkey,
                         loader_cb cb, void *ud);
+/* loader_ensure_repo for an index known to be stale (a #sync: the repo's history diverged):
+ * lists the repo whatever P{D}/complete says, and joins no load already under way (it may
+ * have listed the repo before the change). */
+int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud);
 void loader_free(loader *l);
 
 #endif

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "atproto/strjoin.h"
+
 /* ---- building strings in the plan's text, failing on overflow ---- */
 
 typedef struct {
@@ -17,47 +19,26 @@ static const char *join(arena *ar, size_t *len, const char *const *parts)
 {
     plan *p = ar->p;
     char *out = p->text + p->text_used;
-    size_t cap = sizeof p->text - p->text_used, n = 0;
-    if (len) *len = 0;
-    for (; !ar->overflow && *parts; parts++) {
-        size_t k = strlen(*parts);
-        if (n + k >= cap) {
-            ar->overflow = 1;
-            break;
-        }
-        memcpy(out + n, *parts, k);
-        n += k;
+    int n = ar->overflow ? -1 : strjoin(out, sizeof p->text - p->text_used, parts);
+    if (len) *len = n < 0 ? 0 : (size_t)n;
+    if (n < 0) {
+        ar->overflow = 1;
+        return NULL;
     }
-    if (ar->overflow) return NULL;
-    out[n] = 0;
-    p->text_used += n + 1;
-    if (len) *len = n;
+    p->text_used += (size_t)n + 1;
     return out;
 }
 #define JOIN(ar, len, ...) join((ar), (len), (const char *const[]){__VA_ARGS__, NULL})
 
-static int join_into(char *out, size_t cap, const char *const *parts)
-{
-    size_t n = 0;
-    for (; *parts; parts++) {
-        size_t k = strlen(*parts);
-        if (n + k >= cap) return -1;
-        memcpy(out + n, *parts, k);
-        n += k;
-    }
-    out[n] = 0;
-    return (int)n;
-}
-
 int plan_record_field(const event *ev, char *out, size_t cap)
 {
-    return join_into(out, cap, (const char *const[]){ev->collection, "/", ev->rkey, NULL});
+    return strjoin(out, cap, (const char *const[]){ev->collection, "/", ev->rkey, NULL});
 }
 
 int plan_hint_field(char kind, const char *repo, const char *key, char *out, size_t cap)
 {
     const char k[2] = {kind, 0};
-    return join_into(out, cap, (const char *const[]){k, "/", repo, "/", key, NULL});
+    return strjoin(out, cap, (const char *const[]){k, "/", repo, "/", key, NULL});
 }
 
 static void add_op(plan *p, plan_op_kind kind, plan_key target, const char *key, const char *a,

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -483,8 +484,7 @@ static int build_manifest(rq *q, const read_result *res)
     const redisReply *digest = res->items[0], *rkey = res->items[1], *cid = res->items[2],
                      *val = res->items[3];
     if (!is_str(digest) || !is_str(rkey) || !is_str(cid) || !is_str(val)) return -1;
-    json_error_t jerr;
-    json_t *rec = json_loadb(val->str, val->len, 0, &jerr);
+    json_t *rec = json_read(val->str, val->len);
     const char *media = json_string_value(json_object_get(rec, "mediaType"));
     if (!json_is_object(rec) || !media) {
         log_warn("reads", "manifest %s of %s has no usable record", rkey->str, q->did);

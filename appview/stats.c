@@ -12,6 +12,7 @@
 #include "appview/holds.h"
 #include "atproto/did_doc.h"
 #include "atproto/buf.h"
+#include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
@@ -432,8 +433,7 @@ static void on_hold_stats(const hold_answer *a, size_t n, void *ud)
         json_t *o = NULL;
         char known[128];
         if (a[i].ok) {
-            json_error_t jerr;
-            o = json_loadb(a[i].body, a[i].len, 0, &jerr);
+            o = json_read(a[i].body, a[i].len);
             json_t *p = json_object_get(o, "pullCount"), *q = json_object_get(o, "pushCount");
             if (json_is_integer(p) && json_is_integer(q) && json_integer_value(p) >= 0 &&
                 json_integer_value(q) >= 0) {
@@ -499,8 +499,7 @@ static void on_hold_history(const hold_answer *a, size_t n, void *ud)
     }
     for (size_t i = 0; i < n; i++) {
         if (!a[i].ok) continue;
-        json_error_t jerr;
-        json_t *o = json_loadb(a[i].body, a[i].len, 0, &jerr);
+        json_t *o = json_read(a[i].body, a[i].len);
         json_t *arr = json_object_get(o, "days"), *day;
         size_t k;
         json_array_foreach(arr, k, day)
@@ -937,7 +936,8 @@ stats *stats_new(uv_loop_t *loop, httpd *h, valkey *v, loader *l, resolver *r,
     s->hub = opt->dockerhub_url ? dockerhub_new(loop, &dho) : NULL;
     char why[512];
     s->hist = opt->data_dir ? history_open(opt->data_dir, why, sizeof why) : NULL;
-    if (opt->data_dir && !s->hist) log_error("stats", "history database: %s", why);
+    if (opt->data_dir && !s->hist)
+        log_error("stats", "history database (--data-dir, APPVIEW_DATA_DIR): %s", why);
     if (!s->hl || (opt->dockerhub_url && !s->hub) || (opt->data_dir && !s->hist) ||
         (opt->dockerhub_map && load_map(s, opt->dockerhub_map) < 0)) {
         stats_free(s);

@@ -12,6 +12,7 @@
 #include "atproto/json_pool.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
+#include "atproto/strjoin.h"
 #include "atproto/strmap.h"
 
 /* Past this many remembered records (about 250 bytes each with their place, so some 60 MB)
@@ -137,38 +138,24 @@ static uint64_t now_ms(void)
     return uv_hrtime() / 1000000u;
 }
 
-/* Concatenates parts (NULL-terminated) into out: the length, or -1 when it does not fit. */
-static int join(char *out, size_t cap, const char *const *parts)
-{
-    size_t n = 0;
-    for (; *parts; parts++) {
-        size_t k = strlen(*parts);
-        if (n + k >= cap) return -1;
-        memcpy(out + n, *parts, k);
-        n += k;
-    }
-    out[n] = 0;
-    return (int)n;
-}
-#define JOIN(out, ...) join(out, sizeof out, (const char *const[]){__VA_ARGS__, NULL})
-
 /* "D <collection>/<rkey>": what the writer remembers a record under. */
 static int field_key(char *out, size_t cap, const event *ev)
 {
-    return join(out, cap, (const char *const[]){ev->did, " ", ev->collection, "/", ev->rkey, NULL});
+    return strjoin(out, cap,
+                   (const char *const[]){ev->did, " ", ev->collection, "/", ev->rkey, NULL});
 }
 
 /* "P{D}/": what every key of the DID starts with. */
 static int did_base(char out[KEY_MAX], const writer *w, const char *did)
 {
-    return join(out, KEY_MAX, (const char *const[]){w->prefix, "{", did, "}/", NULL});
+    return strjoin(out, KEY_MAX, (const char *const[]){w->prefix, "{", did, "}/", NULL});
 }
 
 /* What the writer remembers of one DID's index under: "D R" (a repository named in repos) or
  * "D t/R/T" (a tag's hint field). */
 static int did_memo_key(char out[KEY_MAX], const char *did, const char *what)
 {
-    return join(out, KEY_MAX, (const char *const[]){did, " ", what, NULL});
+    return strjoin(out, KEY_MAX, (const char *const[]){did, " ", what, NULL});
 }
 
 /* ---- what the writer remembers ---- */
@@ -237,7 +224,7 @@ static void field_remember(writer *w, const char *key, size_t keylen, unsigned g
         return;
     }
     char place[PLAN_PLACE_MAX];
-    int n = JOIN(place, s->repo, " ", s->key, " ", s->at);
+    int n = STRJOIN(place, s->repo, " ", s->key, " ", s->at);
     if (n < 0) {
         strmap_del(w->fields, key, keylen);
         return;
@@ -778,7 +765,7 @@ static void send_recs(writer *w, item *it, const plan *p, const char *base, did_
         /* Nothing to write, but after a restart the crash may have come between the record's
          * write and its TTL. */
         char key[KEY_MAX];
-        if (ttl_due(w, &d->recs_ttl_ms, now) && JOIN(key, base, "recs") >= 0) expire(it, key);
+        if (ttl_due(w, &d->recs_ttl_ms, now) && STRJOIN(key, base, "recs") >= 0) expire(it, key);
         return;
     }
     argv[0] = "HSET";
@@ -844,8 +831,8 @@ static void send_read(writer *w, read_kind kind, const char *memo_key, size_t ke
 static void read_did(writer *w, const char *did, did_memo *d, const char *base, unsigned need)
 {
     char key[KEY_MAX], recs[KEY_MAX];
-    if (JOIN(recs, base, "recs") < 0) return;
-    if ((need & NEED_GONE) && d->gone_state == MEMO_UNKNOWN && JOIN(key, base, "gone") >= 0) {
+    if (STRJOIN(recs, base, "recs") < 0) return;
+    if ((need & NEED_GONE) && d->gone_state == MEMO_UNKNOWN && STRJOIN(key, base, "gone") >= 0) {
         d->gone_state = MEMO_READING;
         send_read(w, READ_GONE, did, strlen(did), 2, (const char *[]){"GET", key});
     }
@@ -862,7 +849,7 @@ static void read_needs(writer *w, const event *ev, did_memo *d, const char *base
 {
     read_did(w, ev->did, d, base, need);
     char recs[KEY_MAX];
-    if (JOIN(recs, base, "recs") < 0) return;
+    if (STRJOIN(recs, base, "recs") < 0) return;
     field_memo fm;
     field_get(w, fk, fklen, d->gen, &fm);
     if ((need & NEED_RECORD) && fm.state == STORED_UNKNOWN) {
@@ -1028,8 +1015,8 @@ static int reexpire_did(const char *did, size_t didlen, const void *val, size_t 
     memcpy(d, did, didlen);
     d[didlen] = 0;
     if (did_base(base, w, d) < 0) return 0;
-    if (JOIN(key, base, "recs") >= 0) reexpire(w, key);
-    if (JOIN(key, base, "repos") >= 0) reexpire(w, key);
+    if (STRJOIN(key, base, "recs") >= 0) reexpire(w, key);
+    if (STRJOIN(key, base, "repos") >= 0) reexpire(w, key);
     return 0;
 }
 
@@ -1269,6 +1256,20 @@ static void drop_unsent(writer *w)
     w->reads_outstanding = 0;
     fail_all(round);
     fail_all(queue);
+}
+
+void writer_forget_did(writer *w, const char *did)
+{
+    did_memo d;
+    if (did_get(w, did, &d) < 0) {
+        forget(w);
+        return;
+    }
+    d.gen++;     /* what it remembered of D's records is void */
+    d.ttl_gen++; /* and of D's zsets, which a reload may empty (Valkey deletes them) */
+    d.recs_ttl_ms = d.repos_ttl_ms = 0;
+    d.gone_state = d.rev_state = MEMO_UNKNOWN;
+    did_put(w, did, &d);
 }
 
 void writer_reset(writer *w)

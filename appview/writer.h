@@ -46,6 +46,9 @@ void writer_flush(writer *w);
 int writer_mark_schema(writer *w);
 /* Events queued or waiting for reads: not yet Valkey commands, but soon. */
 size_t writer_backlog(const writer *w);
+/* Forgets what it knows of one DID: another writer (a reload from its PDS after #sync) is
+ * about to change its index. Its next events are planned from what is read again. */
+void writer_forget_did(writer *w, const char *did);
 /* What Valkey answered when it last refused a write it may take later (out of memory, a
  * read-only replica, ...): the events were failed (cb with ok=0). NULL when none since the
  * last reset. */

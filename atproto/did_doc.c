@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "atproto/json_read.h"
 #include "atproto/netguard.h"
 #include "atproto/syntax.h"
 #include "atproto/url.h"
@@ -171,17 +172,13 @@ did_doc *did_doc_parse(const char *json, size_t len, const char *expected_did, c
         fail(err, errlen, "DID document over %d bytes", DID_DOC_MAX_BYTES);
         return NULL;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        fail(err, errlen, "DID document is not JSON: %s", jerr.text);
+    json_t *root = json_read(json, len);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        fail(err, errlen, "DID document is not JSON, or not an object");
         return NULL;
     }
     did_doc *d = NULL;
-    if (!json_is_object(root)) {
-        fail(err, errlen, "DID document is not an object");
-        goto out;
-    }
     json_t *id = json_object_get(root, "id");
     if (!json_is_string(id) || strcmp(json_string_value(id), expected_did) != 0 ||
         !atp_is_did(json_string_value(id), json_string_length(id))) {

@@ -11,11 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atproto/backoff.h"
 #include "atproto/buf.h"
 #include "atproto/log.h"
 #include "atproto/netguard.h"
+#include "atproto/url.h"
 
 #define MAX_HEADER_BYTES (64 * 1024)
+#define RETRY_CAP_MS 10000
 
 enum req_state { REQ_QUEUED, REQ_ACTIVE, REQ_BACKOFF, REQ_REPORTING };
 
@@ -72,7 +75,6 @@ struct http_client {
     struct req *reqs;
     struct sockctx *socks;
     unsigned pending;
-    uint64_t rng;
     int depth;
     bool closing, free_requested;
 };
@@ -90,6 +92,8 @@ const char *http_error_name(enum http_error e)
         return "TIMEOUT";
     case HTTP_E_CONNECT:
         return "CONNECT";
+    case HTTP_E_RESOLVE:
+        return "RESOLVE";
     case HTTP_E_TOO_LARGE:
         return "TOO_LARGE";
     case HTTP_E_BLOCKED:
@@ -302,14 +306,6 @@ static void req_fail_later(struct req *r, enum http_error e, const char *why)
     uv_timer_start(&r->timer, on_deferred, 0, 0);
 }
 
-static uint64_t rng_next(http_client *c)
-{
-    c->rng ^= c->rng << 13;
-    c->rng ^= c->rng >> 7;
-    c->rng ^= c->rng << 17;
-    return c->rng;
-}
-
 static enum http_error map_curl_error(struct req *r, CURLcode rc)
 {
     switch (rc) {
@@ -332,6 +328,7 @@ static enum http_error map_curl_error(struct req *r, CURLcode rc)
         return code >= 300 && code < 400 ? HTTP_E_BLOCKED : HTTP_E_PROTOCOL;
     }
     case CURLE_COULDNT_RESOLVE_HOST:
+        return HTTP_E_RESOLVE;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
@@ -355,8 +352,7 @@ static bool retryable(struct req *r, CURLcode rc, bool connected)
     if (r->error == HTTP_OK) return r->status >= 500 && r->status <= 599 && r->status != 501;
     if (r->error == HTTP_E_TIMEOUT)
         return !connected; /* a connect timeout; a slow server already used its budget */
-    if (r->error == HTTP_E_CONNECT)
-        return rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_PEER_FAILED_VERIFICATION;
+    if (r->error == HTTP_E_CONNECT) return rc != CURLE_PEER_FAILED_VERIFICATION;
     return false;
 }
 
@@ -386,12 +382,12 @@ static void req_done(http_client *c, CURL *easy, CURLcode rc)
     host_pump(c, r->host); /* before req_finish, which may release the host */
 
     if (r->attempts < c->opt.max_attempts && retryable(r, rc, connect_us > 0)) {
-        long base = c->opt.retry_base_ms << (r->attempts - 1);
-        long delay = base / 2 + (long)(rng_next(c) % (uint64_t)(base + 1));
-        log_debug("http", "retrying %s in %ld ms (attempt %d: %s %ld)", r->url, delay, r->attempts,
-                  http_error_name(r->error), r->status);
+        uint64_t delay = backoff_delay_ms((uint64_t)c->opt.retry_base_ms, RETRY_CAP_MS,
+                                          (unsigned)r->attempts - 1);
+        log_debug("http", "retrying %s in %llu ms (attempt %d: %s %ld)", r->url,
+                  (unsigned long long)delay, r->attempts, http_error_name(r->error), r->status);
         r->state = REQ_BACKOFF;
-        uv_timer_start(&r->timer, on_deferred, (uint64_t)delay, 0);
+        uv_timer_start(&r->timer, on_deferred, delay, 0);
     } else {
         req_finish(r);
     }
@@ -614,31 +610,28 @@ static void req_start(struct req *r)
 static enum http_error url_check(http_client *c, const char *url, bool trusted, char *key,
                                  size_t keylen, char *why, size_t whylen)
 {
-    CURLU *u = curl_url();
-    if (!u) return HTTP_E_NOMEM;
-    char *scheme = NULL, *host = NULL, *port = NULL;
+    url_parts u;
+    char reason[96];
+    if (url_parse(url, &u, reason, sizeof reason) < 0) {
+        snprintf(why, whylen, "not a valid URL: %s", reason);
+        return strcmp(reason, "out of memory") ? HTTP_E_INVALID : HTTP_E_NOMEM;
+    }
     enum http_error e = HTTP_OK;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK) {
-        e = HTTP_E_INVALID;
-        snprintf(why, whylen, "not a valid URL");
-    } else if (strcmp(scheme, "https") != 0 &&
-               !((c->opt.allow_http || trusted) && strcmp(scheme, "http") == 0)) {
+    if (strcmp(u.scheme, "https") != 0 &&
+        !((c->opt.allow_http || trusted) && strcmp(u.scheme, "http") == 0)) {
         e = HTTP_E_BLOCKED;
-        snprintf(why, whylen, "scheme %s is not allowed", scheme);
-    } else if ((size_t)snprintf(key, keylen, "%s://%s:%s", scheme, host, port) >= keylen) {
+        snprintf(why, whylen, "scheme %s is not allowed", u.scheme);
+    } else if (!*u.host) {
+        e = HTTP_E_INVALID;
+        snprintf(why, whylen, "not a valid URL: no host");
+    } else if ((size_t)snprintf(key, keylen, "%s://%s:%d", u.scheme, u.host, u.port) >= keylen) {
         e = HTTP_E_INVALID;
         snprintf(why, whylen, "host name too long");
     } else {
         for (char *p = key; *p; p++)
             *p = (char)tolower((unsigned char)*p);
     }
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
+    url_parts_free(&u);
     return e;
 }
 
@@ -759,7 +752,6 @@ http_client *http_client_new(uv_loop_t *loop, const http_client_options *opt)
         strdup(c->opt.user_agent ? c->opt.user_agent : "atcr-appview/0.1 (+https://atcr.io)");
     c->opt.user_agent = NULL;
     c->multi = curl_multi_init();
-    c->rng = uv_hrtime() | 1;
     if (!c->user_agent || !c->multi) {
         if (c->multi) curl_multi_cleanup(c->multi);
         free(c->user_agent);

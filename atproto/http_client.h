@@ -23,7 +23,7 @@ typedef struct {
     size_t max_body_bytes;   /* default 5 MiB */
     int max_per_host;        /* concurrent transfers per scheme://host:port; default 8 */
     int max_attempts;        /* 5xx and connection errors; default 3 */
-    long retry_base_ms;      /* first backoff; doubles per attempt, jitter 50-150%; default 200 */
+    long retry_base_ms;      /* first backoff, doubled per attempt (atproto/backoff.h); 200 */
     int max_redirects;       /* default 3; negative: never follow */
     bool allow_private;      /* connect to loopback/private/link-local/... addresses */
     bool allow_http;         /* plain http:// URLs and redirects */
@@ -32,7 +32,8 @@ typedef struct {
 enum http_error {
     HTTP_OK,          /* a response arrived: look at status (4xx and 5xx included) */
     HTTP_E_TIMEOUT,   /* connect or total timeout */
-    HTTP_E_CONNECT,   /* DNS failure, refused, reset, TLS failure */
+    HTTP_E_CONNECT,   /* refused, reset, TLS failure */
+    HTTP_E_RESOLVE,   /* the host name did not resolve (no such name, or DNS unreachable) */
     HTTP_E_TOO_LARGE, /* body over max_body_bytes: the transfer was aborted */
     HTTP_E_BLOCKED,   /* SSRF guard: scheme or address not allowed */
     HTTP_E_PROTOCOL,  /* malformed response, too many redirects */

@@ -1,9 +1,14 @@
 /* A strict JSON parser that builds jansson values, several times faster than json_loadb: it
  * scans strings and numbers in place instead of a character at a time through a stream.
  *
- * It accepts and rejects what json_loadb(data, len, JSON_REJECT_DUPLICATES) does (RFC 8259:
- * UTF-8 only, no lone surrogates, no \u0000, no duplicate keys, no trailing bytes, integers
- * that fit json_int_t), with the same depth limit, and builds an equal value. It only reports
+ * It is the project's one acceptance rule for JSON that comes from outside: request bodies,
+ * DID documents, PDS, hold and Docker Hub answers, firehose events, and what Valkey gives back.
+ * (jansson still builds and prints values, and reads the lexicon files at start-up.) It accepts
+ * RFC 8259 JSON: UTF-8 only, no lone surrogates, no \u0000, no duplicate keys, integers that
+ * fit json_int_t, nothing but whitespace after the value, with json_loadb's depth limit, and
+ * builds the value json_loadb(data, len, JSON_REJECT_DUPLICATES) would. It differs from
+ * json_loadb in one way, on purpose: json_loadb takes a NUL byte right after a number or a
+ * literal as the end of the input ({"count":2<NUL>}), json_read refuses it. It only reports
  * that the input is not JSON, not where. */
 #ifndef ATPROTO_JSON_READ_H
 #define ATPROTO_JSON_READ_H

@@ -22,24 +22,29 @@ void log_set_level(enum log_level level)
     min_level = level;
 }
 
-int log_init_from_env(void)
+int log_level_from_name(const char *name, enum log_level *level)
 {
     static const char *const names[] = {"debug", "info", "warn", "error"};
-    const char *v = getenv("LOG_LEVEL");
-    for (int i = 0; v && i < 4; i++) {
-        if (!strcmp(v, names[i])) {
-            min_level = (enum log_level)i;
-            return 1;
+    for (int i = LOG_DEBUG; i <= LOG_ERROR; i++) {
+        if (!strcmp(name, names[i])) {
+            *level = (enum log_level)i;
+            return 0;
         }
     }
-    return 0;
+    return -1;
 }
 
-void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+void log_init_from_env(void)
+{
+    const char *v = getenv("LOG_LEVEL");
+    if (v) log_level_from_name(v, &min_level);
+}
+
+/* One line; with skipped, how many like it were left out before it. */
+__attribute__((format(printf, 4, 0))) static void
+log_line(enum log_level level, const char *component, unsigned skipped, const char *fmt, va_list ap)
 {
     static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    if (level < min_level) return;
-
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -51,18 +56,47 @@ void log_msg(enum log_level level, const char *component, const char *fmt, ...)
                      "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      ts.tv_nsec / 1000000, names[level], component);
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-    va_end(ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof line - 2) len = sizeof line - 2;
     /* A message from the network may carry newlines: keep it one line. */
     for (size_t i = (size_t)n; i < len; i++)
         if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
+    if (skipped) {
+        m = snprintf(line + len, sizeof line - len - 1, " (and %u more like it)", skipped);
+        len += m < 0 ? 0 : (size_t)m;
+        if (len > sizeof line - 2) len = sizeof line - 2;
+    }
     line[len++] = '\n';
     if (before_line) before_line();
     fwrite(line, 1, len, stderr);
+}
+
+void log_msg(enum log_level level, const char *component, const char *fmt, ...)
+{
+    if (level < min_level) return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, component, 0, fmt, ap);
+    va_end(ap);
+}
+
+void log_limited(log_limit *l, enum log_level level, const char *component, const char *fmt, ...)
+{
+    if (level < min_level) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (l->said_ms && now - l->said_ms < LOG_LIMIT_MS) {
+        l->skipped++;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, component, l->skipped, fmt, ap);
+    va_end(ap);
+    l->said_ms = now;
+    l->skipped = 0;
 }
 
 static void lws_log_to_ours(int level, const char *line)

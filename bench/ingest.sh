@@ -5,6 +5,10 @@
 # replay server filtering to what the appview asked for. Yardsticks measured in the same run:
 # redis-benchmark -P 64 SET on the same redis-server, and the replay server's send rate to
 # ws_discard, a client that reads and discards every frame.
+# Then the wire, on the unfiltered stream: v1 over ws:// and wss:// (a test certificate), v2
+# uncompressed and dict-zstd, each next to the replay server's own send rate over the same
+# wire, with the bytes the server wrote per event; and this appview next to the one built
+# from BENCH_BASELINE_REF (default main; empty: skipped) on the v1 wire as it was before seqs.
 # Run from the repository root after `make` (make bench does both).
 #   BENCH_EVENTS=N (default 1000000), BENCH_TIMEOUT=seconds per appview run (default 120),
 #   BENCH_RUNS=N appview runs per mode, the median reported (default 5)
@@ -23,7 +27,7 @@ for t in gen_events jetstream_replay ws_discard; do
     [ -x "$TOOLS/$t" ] || make -s "$TOOLS/$t" >/dev/null
 done
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "ingest bench: redis-server and redis-benchmark are needed (make deps)" >&2
+    echo "ingest bench: redis-server and redis-benchmark are needed (make bench installs them)" >&2
     exit 1
 fi
 
@@ -108,9 +112,25 @@ start_replay() { # port, extra flags
 }
 PORT_ALL=$(free_port)
 PORT_FILTER=$(free_port)
-echo "starting replay servers (indexing $MB MB) ..." >&2
+PORT_TLS=$(free_port)
+PORT_ZSTD=$(free_port)
+PORT_LEGACY=$(free_port)
+mkdir -p "$DIR/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/tls/key.pem" -out "$DIR/tls/cert.pem" \
+    -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1
+CERT=$DIR/tls/cert.pem
+export SSL_CERT_FILE=$CERT # trusted by ws_discard, the appview and the scripts' https
+echo "starting replay servers (indexing $MB MB; one compresses every frame once) ..." >&2
 start_replay "$PORT_ALL" --no-filter
 start_replay "$PORT_FILTER"
+start_replay "$PORT_TLS" --no-filter --tls-cert "$CERT" --tls-key "$DIR/tls/key.pem"
+start_replay "$PORT_ZSTD" --no-filter --precompress
+start_replay "$PORT_LEGACY" --no-filter --legacy-v1
+# the dictionary the zstd server serves, for ws_discard's request
+DICT_ID=$(python3 -c 'import struct, sys, urllib.request
+d = urllib.request.urlopen(sys.argv[1], timeout=60).read(8)
+print(struct.unpack("<II", d)[1])' "http://127.0.0.1:$PORT_ZSTD/xrpc/network.bsky.jetstream.getZstdDictionary")
+V2=/xrpc/network.bsky.jetstream.subscribeEvents
 
 # Best of three: the machine is shared, and the yardstick should be what the server can do.
 best_discard() { # url count [--lws]
@@ -130,27 +150,34 @@ D_LWS=$(best_discard "ws://127.0.0.1:$PORT_ALL/subscribe" "$N" --lws)
 WANTED="wantedCollections=io.atcr.manifest&wantedCollections=io.atcr.tag&wantedCollections=io.atcr.hold.stats"
 FILTERED=$(grep -c -E '"collection":"io\.atcr\.(manifest|tag|hold\.stats)"|"kind":"(identity|account)"' "$EVENTS")
 D_FILTER=$(best_discard "ws://127.0.0.1:$PORT_FILTER/subscribe?$WANTED" "$FILTERED")
+D_WSS=$(best_discard "wss://localhost:$PORT_TLS/subscribe" "$N")
+D_V2=$(best_discard "ws://127.0.0.1:$PORT_ALL$V2" "$N")
+D_ZSTD=$(best_discard "ws://127.0.0.1:$PORT_ZSTD$V2?zstdDictionary=$DICT_ID" "$N")
 
 # ---- the appview ----
 # Polls the appview's /metrics and the replay server's /_stats until every event the server
 # sent was consumed and the server has nothing more to send; prints the figures as k=v.
 # The replay server's and redis' counters are read before the appview starts (the yardstick
 # runs went through the same replay server): only the deltas count.
-counters() { # replay_port -> "events_sent redis_commands streams"
-    python3 - "$1" "$RPORT" <<'EOF'
+# A replay server's /_stats (https for the TLS one, trusting SSL_CERT_FILE).
+stats_url() { # replay_port -> URL
+    if [ "$1" = "$PORT_TLS" ]; then echo "https://localhost:$1/_stats"; else echo "http://127.0.0.1:$1/_stats"; fi
+}
+counters() { # replay_port -> "events_sent redis_commands streams bytes_sent"
+    python3 - "$(stats_url "$1")" "$RPORT" <<'EOF'
 import json, subprocess, sys, urllib.request
-with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/_stats", timeout=5) as r:
+with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
     stats = json.load(r)
 out = subprocess.run(["redis-cli", "-p", sys.argv[2], "INFO", "stats"], capture_output=True, text=True).stdout
 print(stats["eventsSent"], next(l.split(":")[1].strip() for l in out.splitlines() if l.startswith("total_commands_processed:")),
-      stats["streamsTotal"])
+      stats["streamsTotal"], stats["bytesSent"])
 EOF
 }
-measure() { # appview_pid http_port replay_port events_sent0 redis_commands0 streams0
+measure() { # appview_pid http_port stats_url events_sent0 redis_commands0 streams0 bytes_sent0
     python3 - "$@" "$RPORT" "$TIMEOUT" <<'EOF'
 import json, subprocess, sys, time, urllib.request
-pid, hport, rport, sent0, cmds0, streams0, redis_port, timeout = sys.argv[1:9]
-sent0, cmds0, streams0, timeout = int(sent0), int(cmds0), int(streams0), float(timeout)
+pid, hport, stats_url, sent0, cmds0, streams0, bytes0, redis_port, timeout = sys.argv[1:10]
+sent0, cmds0, streams0, bytes0, timeout = int(sent0), int(cmds0), int(streams0), int(bytes0), float(timeout)
 
 def metric(text, name):
     total = None
@@ -175,7 +202,7 @@ def alive():
         return False
 
 def replay_stats():
-    return json.loads(get(f"http://127.0.0.1:{rport}/_stats"))
+    return json.loads(get(stats_url))
 
 t0 = time.time()
 deadline = t0 + timeout
@@ -227,30 +254,38 @@ with open(f"/proc/{pid}/status") as f:
     rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
 el = max(done_at - first, 1e-3)
 rel = max(rec_done - first, 1e-3)
+wire = (stats["bytesSent"] - bytes0) / max(stats["eventsSent"] - sent0, 1)
 print(f"events={events:.0f} records={last_records:.0f} seconds={el:.3f} events_per_s={events / el:.0f} "
       f"record_seconds={rel:.3f} records_per_s={last_records / rel:.0f} commands={cmds} "
-      f"commands_per_s={cmds / rel:.0f} rss_kb={rss}")
+      f"commands_per_s={cmds / rel:.0f} rss_kb={rss} wire_bytes_per_event={wire:.0f}")
 EOF
 }
 
+# What run_appview runs and how, set by the caller (POSIX sh has no per-call environment for
+# functions): RUN_COMPRESS is APPVIEW_JETSTREAM_COMPRESS, RUN_APPVIEW the binary.
+RUN_COMPRESS=on
+RUN_APPVIEW=$BIN/appview
 run_appview() { # replay_port path label -> prints k=v figures or "error=..."
     HPORT=$(free_port)
     redis-cli -p "$RPORT" FLUSHALL >/dev/null
     c0=$(counters "$1")
     mkdir -p "$DIR/appview-$3"
+    url=ws://127.0.0.1:$1$2
+    [ "$1" = "$PORT_TLS" ] && url=wss://localhost:$1$2
     APPVIEW_ALLOW_PRIVATE_NETWORKS=1 \
     APPVIEW_VALKEY_URL=redis://127.0.0.1:$RPORT/0 \
-    APPVIEW_JETSTREAM_URLS=ws://127.0.0.1:$1$2 \
+    APPVIEW_JETSTREAM_URLS=$url \
+    APPVIEW_JETSTREAM_COMPRESS=$RUN_COMPRESS \
     APPVIEW_LISTEN=127.0.0.1:$HPORT \
     APPVIEW_DATA_DIR=$DIR/appview-$3 \
     LOG_LEVEL=${LOG_LEVEL:-warn} \
-        "$BIN/appview" >"$DIR/appview-$3.log" 2>&1 &
+        "$RUN_APPVIEW" >"$DIR/appview-$3.log" 2>&1 &
     apid=$!
     PIDS="$PIDS $apid"
     # shellcheck disable=SC2086 # c0 is three numbers, split on purpose
     if ! wait_port "$HPORT" 20; then
         echo "error=the appview did not listen on $HPORT (see $DIR/appview-$3.log)"
-    elif ! measure "$apid" "$HPORT" "$1" $c0 2>"$DIR/measure-$3.err"; then
+    elif ! measure "$apid" "$HPORT" "$(stats_url "$1")" $c0 2>"$DIR/measure-$3.err"; then
         echo "error=$(tail -1 "$DIR/measure-$3.err") (see $DIR/appview-$3.log)"
     fi
     kill "$apid" 2>/dev/null || true
@@ -274,11 +309,43 @@ run_median() { # replay_port path label -> the median run's k=v figures, plus ru
     echo "$median runs_events=$(each events_per_s) runs_records=$(each records_per_s)"
 }
 
+# The appview built from BENCH_BASELINE_REF, from its tree exported under var/bench (kept for
+# the next run; nothing is registered in the repository).
+baseline_appview() { # -> path of the binary, or nothing
+    ref=${BENCH_BASELINE_REF-main}
+    [ -n "$ref" ] || return 0
+    commit=$(git rev-parse --verify -q "$ref^{commit}") || { echo "bench: no baseline $ref" >&2; return 0; }
+    src=var/bench/baseline-$commit
+    if [ ! -x "$src/build/bin/appview" ]; then
+        echo "building the baseline appview ($ref, $commit) ..." >&2
+        rm -rf "$src" && mkdir -p "$src"
+        { git archive "$commit" | tar -x -C "$src" &&
+            make -s -C "$src" -j2 build/bin/appview >"$DIR/baseline-build.log" 2>&1; } ||
+            { echo "bench: the baseline did not build (see $DIR/baseline-build.log)" >&2; return 0; }
+    fi
+    echo "$src/build/bin/appview"
+}
+
 if [ -x "$BIN/appview" ]; then
     echo "running the appview, no server-side filter ..." >&2
     A_ALL=$(run_median "$PORT_ALL" /subscribe all)
     echo "running the appview, server-side filter ..." >&2
     A_FILTER=$(run_median "$PORT_FILTER" /subscribe filter)
+    echo "running the appview over wss:// ..." >&2
+    A_WSS=$(run_median "$PORT_TLS" /subscribe wss)
+    echo "running the appview on v2, uncompressed and dict-zstd ..." >&2
+    RUN_COMPRESS=off
+    A_V2=$(run_median "$PORT_ALL" "$V2" v2)
+    RUN_COMPRESS=on
+    A_ZSTD=$(run_median "$PORT_ZSTD" "$V2" zstd)
+    BASE_BIN=$(baseline_appview)
+    if [ -n "$BASE_BIN" ]; then
+        echo "running this appview and the baseline on the v1 wire before seqs ..." >&2
+        A_LEGACY=$(run_median "$PORT_LEGACY" /subscribe legacy)
+        RUN_APPVIEW=$BASE_BIN
+        A_BASE=$(run_median "$PORT_LEGACY" /subscribe baseline)
+        RUN_APPVIEW=$BIN/appview
+    fi
 else
     A_ALL="error=$BIN/appview is not built"
     A_FILTER=$A_ALL
@@ -387,4 +454,39 @@ report() { # label figures yardstick_rate
 }
 report "no server-side filter" "$A_ALL" "$DA_R"
 report "server-side filter (io.atcr.* only)" "$A_FILTER" "$DF_R"
+
+# ---- the wire ----
+# One row per wire: the appview's events/s (median), the replay server's own send rate over
+# the same wire (ws_discard, best of three), and what the server wrote per event.
+wire_row() { # label figures discard [target]
+    err=$(echo "$2" | sed -n 's/^error=//p')
+    if [ -n "$err" ]; then
+        row "$1" "-" "not measured: $err"
+        status=1
+        return
+    fi
+    ev=$(echo "$2" | field events_per_s)
+    sent=$(echo "$3" | field events_per_s)
+    row "$1" "$(num "$ev")" "$(ratio "$ev" "$sent") of the replay's $(num "$sent")/s; $(echo "$2" | field wire_bytes_per_event) bytes/event${4:+; $4}; runs $(echo "$2" | field runs_events)"
+}
+if [ -n "${A_WSS:-}" ]; then
+    echo "appview by wire, unfiltered stream (events/s, median of $RUNS)"
+    WS_R=$(echo "$A_ALL" | field events_per_s)
+    WSS_R=$(echo "$A_WSS" | field events_per_s)
+    wire_row "v1 ws://" "$A_ALL" "$D_ALL"
+    wire_row "v1 wss:// (OpenSSL under the same frame parser)" "$A_WSS" "$D_WSS" \
+        "$(ratio "$WSS_R" "$WS_R") of ws://, target 0.8"
+    wire_row "v2 ws://, uncompressed" "$A_V2" "$D_V2"
+    wire_row "v2 ws://, dict-zstd (frames precompressed by the replay)" "$A_ZSTD" "$D_ZSTD"
+    if [ -n "${A_BASE:-}" ]; then
+        L_R=$(echo "$A_LEGACY" | field events_per_s)
+        B_R=$(echo "$A_BASE" | field events_per_s)
+        row "v1 ws:// without seqs (the old wire), this appview" "$(num "$L_R")" \
+            "runs $(echo "$A_LEGACY" | field runs_events)"
+        row "v1 ws:// without seqs, ${BENCH_BASELINE_REF-main}'s appview" "$(num "$B_R")" \
+            "this/baseline $(ratio "$L_R" "$B_R"), target 1.0; runs $(echo "$A_BASE" | field runs_events)"
+    else
+        row "baseline appview" "-" "not measured (BENCH_BASELINE_REF empty or not buildable)"
+    fi
+fi
 exit $status

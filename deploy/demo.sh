@@ -21,7 +21,7 @@ need_bin "$BIN_DIR/appview"
 need_bin "$BIN_DIR/hold"
 need_bin "$BIN_DIR/tools/jetstream_replay"
 need_bin "$BIN_DIR/tools/net_standin"
-command -v redis-server >/dev/null || die "redis-server is missing (make deps)"
+command -v redis-server >/dev/null || die "redis-server is missing (make run or make demo installs it)"
 [ -r "$DEMO_EVENTS" ] || die "cannot read $DEMO_EVENTS"
 
 { rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR/valkey" "$DEMO_DIR/appview"; } || die "cannot create $DEMO_DIR"
@@ -50,8 +50,10 @@ trap 'RC=1; shutdown' HUP INT TERM
 start redis-server --port "$VALKEY_PORT" --bind 127.0.0.1 --protected-mode no \
     --dir "$DEMO_DIR/valkey" --appendonly no --save "" --logfile "$DEMO_DIR/valkey.log"
 VALKEY_PID=$STARTED
+# --recent: the fixture's events are from 2024; shifted to end now, the lag _health shows is
+# what it would be on a live stream.
 start "$BIN_DIR/tools/jetstream_replay" --listen "127.0.0.1:$REPLAY_PORT" \
-    --events "$DEMO_EVENTS" 2>"$DEMO_DIR/replay.log"
+    --events "$DEMO_EVENTS" --recent 2>"$DEMO_DIR/replay.log"
 start env HOLD_LISTEN="127.0.0.1:$HOLD_PORT" HOLD_PUBLIC_URL="$HOLD" \
     HOLD_DB="$DEMO_DIR/hold.db" HOLD_SERVICE_TOKENS="$TOKEN" "$BIN_DIR/hold" 2>"$DEMO_DIR/hold.log"
 HOLD_PID=$STARTED

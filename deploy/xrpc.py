@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The HTTP client of deploy/run-local.sh and deploy/demo.sh (curl is not installed by
-`make deps`; python3 is). One process does a whole step, since starting python costs more
-than the requests themselves on a busy machine.
+`make run` and `make demo`; python3 is). One process does a whole step, since starting python
+costs more than the requests themselves on a busy machine.
 
   xrpc.py wait URL PID [SECONDS]      until URL answers 2xx; fails early if PID exits
   xrpc.py until URL TEXT PID [SECONDS] until URL's answer contains TEXT; fails early if PID exits

@@ -10,6 +10,8 @@
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/syntax.h"
+#include "hold/blob_sig.h"
+#include "hold/increments.h"
 #include "hold/rkey.h"
 #include "hold/sha256.h"
 #include "hold/views.h"
@@ -18,8 +20,11 @@ static struct {
     uint64_t *applied, *requests, *commits, *commit_submissions, *commit_failures;
     uint64_t *bad_json, *bad_input, *auth_missing, *auth_wrong, *db_errors;
     uint64_t *pulls_counted, *pulls_deduped;
+    uint64_t *blob_anonymous, *blob_token_wrong, *blob_sig_expired, *blob_sig_wrong, *blob_no_repo,
+        *blob_not_found;
     metrics_histogram *commit_seconds, *incr_seconds;
     double last_batch;
+    log_limit said_bad, said_auth_missing, said_auth_wrong;
 } m;
 
 static double gauge_last_batch(void *ud)
@@ -52,6 +57,19 @@ static void metrics_init(hold_api *a)
     m.pulls_counted = metrics_counter("hold_blob_counted_total", "getBlob fetches counted");
     m.pulls_deduped = metrics_counter("hold_blob_deduped_total",
                                       "getBlob fetches inside the dedupe window, not counted");
+    static const char uncounted[] = "getBlob fetches served or refused without a count";
+    m.blob_anonymous =
+        metrics_counter("hold_blob_uncounted_total{reason=\"anonymous\"}", uncounted);
+    m.blob_token_wrong =
+        metrics_counter("hold_blob_uncounted_total{reason=\"token_wrong\"}", uncounted);
+    m.blob_sig_expired =
+        metrics_counter("hold_blob_uncounted_total{reason=\"signature_expired\"}", uncounted);
+    m.blob_sig_wrong =
+        metrics_counter("hold_blob_uncounted_total{reason=\"signature_invalid\"}", uncounted);
+    m.blob_no_repo =
+        metrics_counter("hold_blob_uncounted_total{reason=\"no_repository\"}", uncounted);
+    m.blob_not_found =
+        metrics_counter("hold_blob_uncounted_total{reason=\"not_found\"}", uncounted);
     m.commit_seconds = metrics_histogram_get("hold_commit_seconds",
                                              "Group-commit transaction time including fsync");
     m.incr_seconds = metrics_histogram_get("hold_increment_seconds",
@@ -71,7 +89,7 @@ void hold_api_on_commit(void *ud, double seconds, size_t submissions, size_t inc
     metrics_observe(m.commit_seconds, seconds);
 }
 
-void hold_reply_json(httpd_req *r, json_t *v)
+static void reply_json_status(httpd_req *r, int status, json_t *v)
 {
     char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
@@ -79,8 +97,13 @@ void hold_reply_json(httpd_req *r, json_t *v)
         httpd_reply_error(r, 500, "InternalServerError", "out of memory");
         return;
     }
-    httpd_reply_json(r, 200, s, strlen(s));
+    httpd_reply_json(r, status, s, strlen(s));
     free(s);
+}
+
+void hold_reply_json(httpd_req *r, json_t *v)
+{
+    reply_json_status(r, 200, v);
 }
 
 static int parse_long(const char *s, long *out)
@@ -112,7 +135,8 @@ int hold_int_param(httpd_req *r, const char *name, long lo, long hi, long dflt, 
 static void bad_request(httpd_req *r, uint64_t *counter, const char *what)
 {
     (*counter)++;
-    log_warn("api", "%s from %s: %s", httpd_req_path(r), httpd_req_peer(r), what);
+    log_limited(&m.said_bad, LOG_WARN, "api", "%s from %s: %s", httpd_req_path(r),
+                httpd_req_peer(r), what);
     httpd_reply_error(r, 400, "InvalidRequest", "%s", what);
 }
 
@@ -142,36 +166,52 @@ static int need_target(httpd_req *r, const char **did, const char *repo_name, co
 
 /* Both sides are hashed first, so the comparison takes the same time whatever the lengths,
  * and every configured token is compared so the position of a match does not show. */
-static int token_ok(const hold_api *a, const char *presented)
+static int token_ok(const hold_api *a, const char *presented, size_t len)
 {
     uint8_t d[32];
-    sha256(presented, strlen(presented), d);
+    sha256(presented, len, d);
     unsigned match = 0;
-    for (size_t i = 0; i < a->ntokens; i++) {
-        unsigned diff = 0;
-        for (int k = 0; k < 32; k++)
-            diff |= (unsigned)(d[k] ^ a->token_digests[i][k]);
-        match |= (unsigned)(diff == 0);
-    }
+    for (size_t i = 0; i < a->ntokens; i++)
+        match |= (unsigned)bytes_equal_ct(d, a->token_digests[i], sizeof d);
     return (int)match;
 }
 
-static int authorize(const hold_api *a, httpd_req *r)
+typedef enum { AUTH_NONE, AUTH_MALFORMED, AUTH_WRONG, AUTH_OK } auth_result;
+
+/* The bearer token of the Authorization header, taken as bytes with their length: a token is
+ * visible ASCII (no space, no control character), anything else is malformed. */
+static auth_result bearer(const hold_api *a, httpd_req *r)
 {
-    const char *h = httpd_req_header(r, "authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7]) {
+    size_t len;
+    const char *h = httpd_req_header_len(r, "authorization", &len);
+    if (!h) return AUTH_NONE;
+    if (len <= 7 || strncasecmp(h, "Bearer ", 7) != 0) return AUTH_MALFORMED;
+    for (size_t i = 7; i < len; i++)
+        if ((unsigned char)h[i] <= 0x20 || (unsigned char)h[i] >= 0x7f) return AUTH_MALFORMED;
+    return token_ok(a, h + 7, len - 7) ? AUTH_OK : AUTH_WRONG;
+}
+
+/* incrementStats is authenticated from its headers, before its body is read: a refused
+ * request costs no body, and its connection closes after the answer (atproto/httpd.h). */
+static int check_increment(httpd_req *r, void *ud)
+{
+    const hold_api *a = ud;
+    switch (bearer(a, r)) {
+    case AUTH_OK:
+        return 0;
+    case AUTH_WRONG:
+        (*m.auth_wrong)++;
+        log_limited(&m.said_auth_wrong, LOG_WARN, "api",
+                    "incrementStats from %s: wrong service token", httpd_req_peer(r));
+        httpd_reply_error(r, 403, "InvalidToken", "the service token is not accepted");
+        return -1;
+    default:
         (*m.auth_missing)++;
-        log_warn("api", "incrementStats from %s: no bearer token", httpd_req_peer(r));
+        log_limited(&m.said_auth_missing, LOG_WARN, "api",
+                    "incrementStats from %s: no bearer token", httpd_req_peer(r));
         httpd_reply_error(r, 401, "AuthRequired", "a bearer service token is required");
         return -1;
     }
-    if (!token_ok(a, h + 7)) {
-        (*m.auth_wrong)++;
-        log_warn("api", "incrementStats from %s: wrong service token", httpd_req_peer(r));
-        httpd_reply_error(r, 403, "InvalidToken", "the service token is not accepted");
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- incrementStats ---- */
@@ -198,90 +238,36 @@ static void incr_committed(void *ud, int ok)
     free(w);
 }
 
-/* Fills inc from one event object; returns NULL or what is wrong with it. */
-static const char *parse_event(json_t *ev, store_incr *inc)
-{
-    if (!json_is_object(ev)) return "an event must be an object";
-    json_t *did = json_object_get(ev, "did"), *repo = json_object_get(ev, "repository");
-    json_t *event = json_object_get(ev, "event"), *count = json_object_get(ev, "count");
-    if (!json_is_string(did) || !atp_is_did(json_string_value(did), json_string_length(did)))
-        return "did must be a valid DID";
-    if (!json_is_string(repo) ||
-        !oci_is_repository(json_string_value(repo), json_string_length(repo)))
-        return "repository must be a valid OCI repository name";
-    if (!json_is_string(event)) return "event must be \"pull\" or \"push\"";
-    if (!strcmp(json_string_value(event), "pull"))
-        inc->event = STORE_PULL;
-    else if (!strcmp(json_string_value(event), "push"))
-        inc->event = STORE_PUSH;
-    else
-        return "event must be \"pull\" or \"push\"";
-    if (count && !json_is_null(count)) {
-        if (!json_is_integer(count) || json_integer_value(count) < 1 ||
-            json_integer_value(count) > HOLD_MAX_COUNT)
-            return "count must be an integer in 1..1000000";
-        inc->count = json_integer_value(count);
-    } else {
-        inc->count = 1;
-    }
-    inc->did = json_string_value(did);
-    inc->repository = json_string_value(repo);
-    return NULL;
-}
-
 static void handle_increment(httpd_req *r, void *ud)
 {
     hold_api *a = ud;
-    if (authorize(a, r) < 0) return;
     size_t len;
     const char *body = httpd_req_body(r, &len);
-    json_error_t jerr;
-    json_t *root = body ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
-    if (!json_is_object(root)) {
-        json_decref(root);
-        bad_request(r, m.bad_json, "the body must be a JSON object");
+    increment_batch inc;
+    char why[128];
+    switch (increments_parse(body, len, &inc, why, sizeof why)) {
+    case INCREMENTS_OK:
+        break;
+    case INCREMENTS_BAD_JSON:
+        bad_request(r, m.bad_json, why);
+        return;
+    case INCREMENTS_INVALID:
+        bad_request(r, m.bad_input, why);
+        return;
+    case INCREMENTS_NOMEM:
+        httpd_reply_error(r, 500, "InternalServerError", "out of memory");
         return;
     }
-    json_t *events = json_object_get(root, "events");
-    size_t n = 1;
-    if (events) {
-        if (!json_is_array(events) || json_array_size(events) < 1 ||
-            json_array_size(events) > HOLD_MAX_BATCH) {
-            json_decref(root);
-            bad_request(r, m.bad_input, "events must be an array of 1..1000 events");
-            return;
-        }
-        n = json_array_size(events);
-    }
-    store_incr *incs = calloc(n, sizeof *incs);
     incr_wait *w = calloc(1, sizeof *w);
-    if (!incs || !w) {
-        free(incs);
-        free(w);
-        json_decref(root);
+    if (!w) {
+        increments_clear(&inc);
         httpd_reply_error(r, 500, "InternalServerError", "out of memory");
         return;
     }
     w->req = r;
-    for (size_t i = 0; i < n; i++) {
-        const char *why = parse_event(events ? json_array_get(events, i) : root, &incs[i]);
-        if (why) {
-            char msg[128];
-            if (events)
-                snprintf(msg, sizeof msg, "events[%zu]: %s", i, why);
-            else
-                snprintf(msg, sizeof msg, "%s", why);
-            free(incs);
-            free(w);
-            json_decref(root);
-            bad_request(r, m.bad_input, msg);
-            return;
-        }
-        w->applied += incs[i].count;
-    }
-    int rc = store_submit(a->st, incs, n, incr_committed, w);
-    free(incs);
-    json_decref(root);
+    w->applied = inc.total;
+    int rc = store_submit(a->st, inc.incs, inc.n, incr_committed, w);
+    increments_clear(&inc);
     if (rc < 0) {
         free(w);
         httpd_reply_error(r, 503, "ServiceUnavailable", "the hold is shutting down");
@@ -341,6 +327,39 @@ static char *fill_template(const char *tpl, const char *did, const char *cid)
     return b.data;
 }
 
+/* Whether a getBlob request may count: it proves the registry sent it (the service token, or
+ * a signed URL that has not expired), or the operator counts anonymous fetches. A proof that
+ * fails never counts: the redirect is still served, a pull must not break over a count. */
+static int blob_countable(const hold_api *a, httpd_req *r, const blob_sig_fields *f)
+{
+    switch (bearer(a, r)) {
+    case AUTH_OK:
+        return 1;
+    case AUTH_NONE:
+        break;
+    default:
+        (*m.blob_token_wrong)++;
+        return 0;
+    }
+    const char *exp = httpd_req_param(r, "exp"), *sig = httpd_req_param(r, "sig");
+    if (exp || sig) {
+        switch (blob_sig_check(a->cfg->blob_url_secrets, a->cfg->nblob_url_secrets, f, exp, sig,
+                               time(NULL))) {
+        case BLOB_SIG_VALID:
+            return 1;
+        case BLOB_SIG_EXPIRED:
+            (*m.blob_sig_expired)++;
+            return 0;
+        default:
+            (*m.blob_sig_wrong)++;
+            return 0;
+        }
+    }
+    if (a->cfg->count_anonymous) return 1;
+    (*m.blob_anonymous)++;
+    return 0;
+}
+
 static void handle_get_blob(httpd_req *r, void *ud)
 {
     hold_api *a = ud;
@@ -367,15 +386,20 @@ static void handle_get_blob(httpd_req *r, void *ud)
         bad_request(r, m.bad_input, "method must be GET, HEAD, PUT, POST or PATCH");
         return;
     }
-    char *location = NULL;
-    if (a->cfg->blob_url_template) {
-        location = fill_template(a->cfg->blob_url_template, did, cid);
-        if (!location) {
-            httpd_reply_error(r, 500, "InternalServerError", "out of memory");
-            return;
-        }
+    /* Without a blob URL the hold serves nothing, so nothing is counted. */
+    if (!a->cfg->blob_url_template) {
+        (*m.blob_not_found)++;
+        blob_answer(r, NULL);
+        return;
     }
-    if (!repo) {
+    char *location = fill_template(a->cfg->blob_url_template, did, cid);
+    if (!location) {
+        httpd_reply_error(r, 500, "InternalServerError", "out of memory");
+        return;
+    }
+    blob_sig_fields f = {did, cid, repo, method};
+    if (!repo || !blob_countable(a, r, &f)) {
+        if (!repo) (*m.blob_no_repo)++;
         blob_answer(r, location);
         free(location);
         return;
@@ -506,15 +530,17 @@ static void handle_history(httpd_req *r, void *ud)
 
 /* ---- ops ---- */
 
+/* 503 "degraded" when the database cannot be read: a load balancer must not count on it. */
 static void handle_health(httpd_req *r, void *ud)
 {
     hold_api *a = ud;
     int64_t rows = store_count(a->st);
-    hold_reply_json(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "status",
-                                 rows >= 0 ? "ok" : "degraded", "version", "0.1.0", "did",
-                                 a->cfg->did, "repositories", (json_int_t)rows, "pending",
-                                 (json_int_t)store_pending(a->st), "commitP99Seconds",
-                                 metrics_quantile(m.commit_seconds, 0.99)));
+    reply_json_status(r, rows >= 0 ? 200 : 503,
+                      json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "status",
+                                rows >= 0 ? "ok" : "degraded", "version", HOLD_VERSION, "did",
+                                a->cfg->did, "repositories", (json_int_t)rows, "pending",
+                                (json_int_t)store_pending(a->st), "commitP99Seconds",
+                                metrics_quantile(m.commit_seconds, 0.99)));
 }
 
 static void handle_metrics(httpd_req *r, void *ud)
@@ -541,6 +567,8 @@ int hold_api_init(hold_api *a, const hold_config *cfg, store *st)
         sha256(cfg->tokens[i], strlen(cfg->tokens[i]), a->token_digests[i]);
     if (!cfg->ntokens)
         log_warn("api", "no HOLD_SERVICE_TOKENS: incrementStats refuses every request");
+    if (cfg->count_anonymous)
+        log_warn("api", "HOLD_COUNT_ANONYMOUS is on: getBlob counts fetches nobody vouches for");
     metrics_init(a);
     return 0;
 }
@@ -548,7 +576,8 @@ int hold_api_init(hold_api *a, const hold_config *cfg, store *st)
 int hold_api_routes(hold_api *a, httpd *h)
 {
     int rc = 0;
-    rc |= httpd_route(h, "POST", "/xrpc/io.atcr.hold.incrementStats", handle_increment, a);
+    rc |= httpd_route_checked(h, "POST", "/xrpc/io.atcr.hold.incrementStats", check_increment,
+                              handle_increment, a);
     rc |= httpd_route(h, "GET", "/xrpc/com.atproto.sync.getBlob", handle_get_blob, a);
     rc |= httpd_route(h, "GET", "/xrpc/io.atcr.hold.getStats", handle_get_stats, a);
     rc |= httpd_route(h, "GET", "/xrpc/io.atcr.hold.listStats", handle_list_stats, a);

@@ -13,8 +13,6 @@
 #include "hold/dedupe.h"
 #include "hold/store.h"
 
-#define HOLD_MAX_BATCH 1000
-#define HOLD_MAX_COUNT 1000000
 /* Big enough for a full batch of events with long DIDs; larger bodies get 413. */
 #define HOLD_MAX_BODY (4u << 20)
 

@@ -106,3 +106,33 @@ void sha256(const void *data, size_t len, uint8_t out[32])
     sha256_update(&c, data, len);
     sha256_final(&c, out);
 }
+
+void hmac_sha256(const void *key, size_t keylen, const void *data, size_t len, uint8_t out[32])
+{
+    uint8_t k[64] = {0}, pad[64], inner[32];
+    if (keylen > sizeof k)
+        sha256(key, keylen, k);
+    else
+        memcpy(k, key, keylen);
+    sha256_ctx c;
+    for (int i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x36;
+    sha256_init(&c);
+    sha256_update(&c, pad, sizeof pad);
+    sha256_update(&c, data, len);
+    sha256_final(&c, inner);
+    for (int i = 0; i < 64; i++)
+        pad[i] = k[i] ^ 0x5c;
+    sha256_init(&c);
+    sha256_update(&c, pad, sizeof pad);
+    sha256_update(&c, inner, sizeof inner);
+    sha256_final(&c, out);
+}
+
+int bytes_equal_ct(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    unsigned diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(a[i] ^ b[i]);
+    return diff == 0;
+}

@@ -81,6 +81,11 @@ def test_demo_prints_the_fold_and_the_hold_counts(h):
     s = sections(proc.stdout)
     assert all(status == 200 for status, _ in s.values()), {t: st for t, (st, _) in s.items()}
 
+    health = s["health"][1]
+    assert health["status"] == "ok" and health["jetstream"]["connected"] is True, health
+    # the fixture dates from 2024; replayed as recent, the lag is that of a live stream
+    assert 0 <= health["jetstream"]["lagSeconds"] < 60, health
+
     recent = s["most recent manifests"][1]["manifests"]
     assert [(m["did"], m["repository"]) for m in recent] == [
         (ALICE, "tools"), (BOB, "worker"), (ALICE, "webapp"), (BOB, "api"), (ALICE, "tools")]
@@ -220,7 +225,7 @@ def test_run_local_refuses_a_busy_port(h):
 def test_deploy_files_name_real_settings(h):
     """Every APPVIEW_* / HOLD_* the compose file, the Dockerfile and the units set is one the
     binaries know (a typo there is silently ignored at run time); the compose file is YAML
-    with the three services (parsed when PyYAML is installed, which `make deps` does not
+    with the three services (parsed when PyYAML is installed, which `make test` does not
     require)."""
     known = set()
     for name in ("appview", "hold"):

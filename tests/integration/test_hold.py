@@ -2,6 +2,7 @@
 SIGTERM. Load, exactness and crash durability are in test_hold_load.py."""
 import base64
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -153,36 +154,57 @@ def test_bad_input_writes_nothing(h):
     assert hold.alive()
 
 
-def blob_get(h, base, source="127.0.0.1", **params):
+def blob_get(h, base, source="127.0.0.1", token=None, **params):
     conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10,
                                       source_address=(source, 0))
-    conn.request("GET", "/xrpc/com.atproto.sync.getBlob?" + urllib.parse.urlencode(params))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    conn.request("GET", "/xrpc/com.atproto.sync.getBlob?" + urllib.parse.urlencode(params),
+                 headers=headers)
     r = conn.getresponse()
     body = r.read()
     conn.close()
     return r.status, r.getheader("Location"), body
 
 
+SECRET = "blob-url-secret-0123456789abcdef"
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+
+def signed(secret, did, cid, repo, method=None, exp=None):
+    """The query of a signed getBlob URL, computed from the documented algorithm
+    (hold/blob_sig.h, lexicons/io/atcr/hold/defs.json), independently of the hold's code."""
+    exp = exp if exp is not None else int(time.time()) + 300
+    msg = f"io.atcr.hold.getBlob\n{did}\n{cid}\n{repo}\n{(method or 'GET').upper()}\n{exp}"
+    mac = hmac.new(secret.encode(), msg.encode(), hashlib.sha256).digest()
+    q = {"did": did, "cid": cid, "repo": repo, "exp": str(exp),
+         "sig": base64.urlsafe_b64encode(mac).rstrip(b"=").decode()}
+    if method:
+        q["method"] = method
+    return q
+
+
 def test_get_blob_dedupe_and_redirect(h):
     hold = start_hold(h, HOLD_BLOB_URL_TEMPLATE="https://cdn.example/blobs/{did}/{cid}?x=1",
                       HOLD_PULL_DEDUPE_SECONDS=1)
-    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    cid = CID
     # One `docker pull`: many layers of one repository from one client = one pull.
     for layer in range(6):
-        status, loc, _ = blob_get(h, hold.base, did=ALICE, cid=cid, repo="alice/app")
+        status, loc, _ = blob_get(h, hold.base, token=TOKEN, did=ALICE, cid=cid, repo="alice/app")
         assert status == 302 and loc == f"https://cdn.example/blobs/{ALICE}/{cid}?x=1", (status, loc)
     assert stats(h, hold.base, ALICE, "alice/app")["pullCount"] == 1
     # Another client address, another repository, a push: each counted on its own.
-    assert blob_get(h, hold.base, source="127.0.0.2", did=ALICE, cid=cid, repo="alice/app")[0] == 302
-    assert blob_get(h, hold.base, did=ALICE, cid=cid, repo="alice/db")[0] == 302
-    assert blob_get(h, hold.base, did=ALICE, cid=cid, repo="alice/app", method="PUT")[0] == 302
-    assert blob_get(h, hold.base, did=ALICE, cid=cid, repo="alice/app", method="PUT")[0] == 302
+    assert blob_get(h, hold.base, source="127.0.0.2", token=TOKEN, did=ALICE, cid=cid,
+                    repo="alice/app")[0] == 302
+    assert blob_get(h, hold.base, token=TOKEN, did=ALICE, cid=cid, repo="alice/db")[0] == 302
+    for _ in range(2):
+        assert blob_get(h, hold.base, token=TOKEN, did=ALICE, cid=cid, repo="alice/app",
+                        method="PUT")[0] == 302
     s = stats(h, hold.base, ALICE, "alice/app")
     assert (s["pullCount"], s["pushCount"]) == (2, 1), s
     assert stats(h, hold.base, ALICE, "alice/db")["pullCount"] == 1
     # After the window the same client counts again.
     time.sleep(1.2)
-    assert blob_get(h, hold.base, did=ALICE, cid=cid, repo="alice/app")[0] == 302
+    assert blob_get(h, hold.base, token=TOKEN, did=ALICE, cid=cid, repo="alice/app")[0] == 302
     assert stats(h, hold.base, ALICE, "alice/app")["pullCount"] == 3
     m = h.metrics(hold.base)
     assert m["hold_blob_deduped_total"] == 6 and m["hold_blob_counted_total"] == 5, m
@@ -192,12 +214,80 @@ def test_get_blob_dedupe_and_redirect(h):
         assert status == 400 and json.loads(body)["error"] == "InvalidRequest", (bad, body)
 
 
+def test_get_blob_counts_only_what_the_registry_vouches_for(h):
+    """Anyone may fetch a blob, but only the registry's fetches count: with the service token,
+    or through a signed URL that has not expired. Anonymous requests, wrong tokens, expired
+    and tampered URLs are redirected without a count."""
+    hold = start_hold(h, HOLD_BLOB_URL_TEMPLATE="https://cdn.example/{did}/{cid}",
+                      HOLD_BLOB_URL_SECRETS=f"old-secret-0123456789,{SECRET}")
+    # A stranger pulls and pushes another user's repositories, 50 names: redirected, not counted.
+    for i in range(50):
+        for method in ("GET", "PUT"):
+            status, loc, _ = blob_get(h, hold.base, did=BOB, cid=CID, repo=f"bob/r{i}",
+                                      method=method)
+            assert status == 302 and loc == f"https://cdn.example/{BOB}/{CID}", (status, loc)
+    for token in ("wrong-token", TOKEN + "x", TOKEN[:-1]):
+        assert blob_get(h, hold.base, token=token, did=BOB, cid=CID, repo="bob/r0")[0] == 302
+    # Signed URLs that do not prove anything: expired, tampered, signed with another secret,
+    # malformed.
+    now = int(time.time())
+    expired = signed(SECRET, BOB, CID, "bob/r1", exp=now - 5)
+    tampered_repo = {**signed(SECRET, BOB, CID, "bob/r1"), "repo": "bob/r2"}
+    tampered_did = {**signed(SECRET, BOB, CID, "bob/r1"), "did": ALICE}
+    tampered_method = {**signed(SECRET, BOB, CID, "bob/r1", method="GET"), "method": "PUT"}
+    tampered_exp = {**signed(SECRET, BOB, CID, "bob/r1", exp=now - 5), "exp": str(now + 300)}
+    good = signed(SECRET, BOB, CID, "bob/r1")
+    flipped = {**good, "sig": ("B" if good["sig"][0] == "A" else "A") + good["sig"][1:]}
+    other_secret = signed("not-the-hold-secret-xyz", BOB, CID, "bob/r1")
+    for q in (expired, tampered_repo, tampered_did, tampered_method, tampered_exp, flipped,
+              other_secret, {**good, "sig": good["sig"] + "="}, {**good, "exp": "0" + good["exp"]},
+              {k: v for k, v in good.items() if k != "exp"}):
+        status, loc, _ = blob_get(h, hold.base, **q)
+        assert status == 302, (q, status)
+    assert all_stats(h, hold.base) == []
+    m = h.metrics(hold.base)
+    assert m['hold_blob_uncounted_total{reason="anonymous"}'] == 100, m
+    assert m['hold_blob_uncounted_total{reason="token_wrong"}'] == 3, m
+    assert m['hold_blob_uncounted_total{reason="signature_expired"}'] == 1, m
+    assert m['hold_blob_uncounted_total{reason="signature_invalid"}'] == 9, m
+    assert m["hold_blob_counted_total"] == 0
+    # The registry's fetches count, once per client and window: the token, a signed pull, a
+    # signed push (method is part of what is signed), a URL signed with the older secret.
+    assert blob_get(h, hold.base, token=TOKEN, did=BOB, cid=CID, repo="bob/app")[0] == 302
+    assert blob_get(h, hold.base, token=TOKEN, did=BOB, cid=CID, repo="bob/app")[0] == 302
+    assert blob_get(h, hold.base, **signed(SECRET, BOB, CID, "bob/signed"))[0] == 302
+    assert blob_get(h, hold.base, **signed(SECRET, BOB, CID, "bob/signed"))[0] == 302
+    assert blob_get(h, hold.base, **signed(SECRET, BOB, CID, "bob/signed", method="put"))[0] == 302
+    assert blob_get(h, hold.base, **signed("old-secret-0123456789", ALICE, CID, "alice/app"))[0] == 302
+    got = {(s["did"], s["repository"]): (s["pullCount"], s["pushCount"])
+           for s in all_stats(h, hold.base)}
+    assert got == {(BOB, "bob/app"): (1, 0), (BOB, "bob/signed"): (1, 1),
+                   (ALICE, "alice/app"): (1, 0)}, got
+    m = h.metrics(hold.base)
+    assert m["hold_blob_counted_total"] == 4 and m["hold_blob_deduped_total"] == 2, m
+
+
+def test_get_blob_anonymous_counting_is_opt_in(h):
+    hold = start_hold(h, HOLD_BLOB_URL_TEMPLATE="https://cdn.example/{did}/{cid}",
+                      HOLD_COUNT_ANONYMOUS="on", HOLD_PULL_DEDUPE_SECONDS=60)
+    for source in ("127.0.0.1", "127.0.0.1", "127.0.0.3"):
+        assert blob_get(h, hold.base, source=source, did=BOB, cid=CID, repo="bob/app")[0] == 302
+    # A failed proof still does not count, even here.
+    assert blob_get(h, hold.base, source="127.0.0.4", token="wrong-token", did=BOB, cid=CID,
+                    repo="bob/app")[0] == 302
+    assert stats(h, hold.base, BOB, "bob/app")["pullCount"] == 2
+    assert "HOLD_COUNT_ANONYMOUS is on" in hold.log()
+
+
 def test_get_blob_without_template(h):
     hold = start_hold(h)
-    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-    status, loc, body = blob_get(h, hold.base, did=BOB, cid=cid, repo="bob/app")
-    assert status == 404 and json.loads(body)["error"] == "BlobNotFound" and loc is None
-    assert stats(h, hold.base, BOB, "bob/app")["pullCount"] == 1
+    # Nothing is served, so nothing counts, even with the token.
+    for token in (None, TOKEN):
+        status, loc, body = blob_get(h, hold.base, token=token, did=BOB, cid=CID, repo="bob/app")
+        assert status == 404 and json.loads(body)["error"] == "BlobNotFound" and loc is None
+    assert stats(h, hold.base, BOB, "bob/app")["pullCount"] == 0
+    assert all_stats(h, hold.base) == []
+    assert h.metrics(hold.base)['hold_blob_uncounted_total{reason="not_found"}'] == 2
 
 
 # ---- record view ----

@@ -122,22 +122,25 @@ def test_bodies_and_cap(h):
     assert status == 200 and json.loads(data) == {"length": 2560, "sum": sum(payload)}, data
     status, _, data = request(c, "POST", "/xrpc/body", body=b"")
     assert json.loads(data) == {"length": 0, "sum": 0}, data
-    # Over the cap by Content-Length: 413, and the connection stays usable (lws discards the
-    # body it was sent).
-    status, _, data = request(c, "POST", "/xrpc/body", body=b"x" * (MAX_BODY + 1))
+    # Over the cap by Content-Length: 413 before the body is read, and the connection closes
+    # (the client still gets the answer: what it sends meanwhile is read and dropped).
+    status, headers, data = request(c, "POST", "/xrpc/body", body=b"x" * (MAX_BODY + 1))
     assert status == 413 and json.loads(data)["error"] == "PayloadTooLarge", (status, data)
-    status, _, data = request(c, "GET", "/xrpc/echo?a=after")
-    assert status == 200 and json.loads(data)["a"]["first"] == "after"
+    assert headers.get("connection") == "close", headers
     c.close()
 
-    # Chunked without Content-Length: decoded, then the connection closes.
+    # Chunked: decoded, and the connection carries the next request.
     c = conn(p)
     chunks = [b"hello ", b"chunked ", b"world" * 100]
     status, headers, data = request(c, "POST", "/xrpc/body", body=iter(chunks),
                                     headers={"Transfer-Encoding": "chunked"}, chunked=True)
     whole = b"".join(chunks)
     assert status == 200 and json.loads(data) == {"length": len(whole), "sum": sum(whole)}, data
-    assert headers.get("connection") == "close", headers
+    assert "connection" not in headers, headers
+    local = c.sock.getsockname()
+    status, _, data = request(c, "GET", "/xrpc/echo?a=after")
+    assert status == 200 and json.loads(data)["a"]["first"] == "after"
+    assert c.sock.getsockname() == local
     c.close()
     # Over the cap: the server may answer and close before the client sent the last chunk, so
     # the whole request goes out at once on a raw socket (http.client would see EPIPE).
@@ -156,7 +159,8 @@ def test_bodies_and_cap(h):
     out = raw(p, b"POST /xrpc/body HTTP/1.1\r\nHost: x\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b'{"length":0,"sum":0}'), out
     m = h.metrics(p.base)
-    assert m["http_bad_requests_total"] == 1, m
+    assert m['http_bad_requests_total{reason="chunked"}'] == 1, m
+    assert m['http_limit_hits_total{reason="body_too_large"}'] == 2, m
     assert_serving(h, p)
     stop(p)
 
@@ -346,3 +350,128 @@ def test_sigterm_with_request_in_flight(h):
     t.join(5)
     assert result.get("slow") == (200, {"slow": True}), result
     assert p.wait(10) == 0, p.log()[-3000:]
+
+
+def answers(data):
+    """The status codes of the HTTP answers in data, in order (interim 100s included)."""
+    return [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+def test_framing_follows_rfc9112(h):
+    p = start_probe(h)
+    # Transfer-Encoding with Content-Length, either order: 400, closed; what follows (the
+    # smuggled request) is never answered.
+    for head in (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+                 b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n"):
+        out = raw(p, b"POST /xrpc/body HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n0\r\n\r\n"
+                  b"GET /xrpc/echo?a=smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answers(out) == [400] and b"smuggled" not in out, out
+        assert b"Connection: close" in out and b"InvalidRequest" in out, out
+    # A GET carrying a chunked body: the body is read as a body; the request after it is the
+    # only other answer, and "0\r\n\r\n" is not taken for a request.
+    out = raw(p, b"GET /xrpc/echo?a=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"3\r\nabc\r\n0\r\n\r\nGET /xrpc/echo?a=2 HTTP/1.1\r\nHost: x\r\n\r\n", quiet=0.3)
+    assert answers(out) == [200, 200] and out.count(b'"first"') == 2, out
+    out = raw(p, b"GET /xrpc/echo?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n"
+                 b"GET /xGET /xrpc/echo?a=2 HTTP/1.1\r\nHost: x\r\n\r\n", quiet=0.3)
+    assert answers(out) == [200, 200], out
+    # Codings other than a final chunked: 501 or 400, closed.
+    out = raw(p, b"POST /xrpc/body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+    assert answers(out) == [501], out
+    out = raw(p, b"POST /xrpc/body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+    assert answers(out) == [400], out
+    # Conflicting lengths, folded lines, a NUL or a bare CR in a header: 400, closed.
+    for bad in (b"Content-Length: 3\r\nContent-Length: 4\r\n", b"X-A: a\r\n  folded\r\n",
+                b"Authorization: Bearer secret\x00x\r\n", b"Authorization: Bearer secret\rX: y\r\n"):
+        out = raw(p, b"POST /xrpc/body HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\nabc")
+        assert answers(out) == [400] and b"Connection: close" in out, (bad, out)
+    m = h.metrics(p.base)
+    assert m['http_bad_requests_total{reason="te_and_cl"}'] == 2, m
+    assert m['http_bad_requests_total{reason="transfer_encoding"}'] == 2, m
+    assert_serving(h, p)
+    stop(p)
+
+
+def test_every_request_gets_an_answer(h):
+    p = start_probe(h)
+    cases = [
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 400, b"InvalidRequest"),
+        (b"GET /xrpc/echo\r\n\r\n", 400, b"InvalidRequest"),  # HTTP/0.9
+        (b"GET /xrpc/echo?a=%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"percent-encoding"),
+        (b"GET /xrpc/ec%ZZho HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"percent-encoding"),
+        (b"GET /xrpc/echo?a=%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400, b"percent-encoding"),
+        (b"TRACE /xrpc/echo HTTP/1.1\r\nHost: x\r\n\r\n", 405, b"InvalidRequest"),
+        (b"BREW /xrpc/echo HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"MethodNotImplemented"),
+        (b"DELETE /xrpc/nothing HTTP/1.1\r\nHost: x\r\n\r\n", 501, b"MethodNotImplemented"),
+        (b"GET /xrpc/echo HTTP/2.0\r\nHost: x\r\n\r\n", 505, b"InvalidRequest"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, b"InvalidRequest"),
+        (b"GET /xrpc/echo HTTP/1.1\r\n\r\n", 400, b"Host"),
+        (b"POST /xrpc/body HTTP/1.1\r\nHost: x\r\nExpect: tea\r\n\r\n", 417, b"expectation"),
+        # A PUT with an empty body on a POST route: answered at once, not at a timeout.
+        (b"PUT /xrpc/body HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, b"not allowed"),
+    ]
+    for req, status, needle in cases:
+        t0 = time.time()
+        out = raw(p, req, quiet=0.5)
+        assert answers(out) == [status] and needle in out, (req, out)
+        assert out.split(b"\r\n\r\n", 1)[1].startswith(b'{"error":'), out
+        assert time.time() - t0 < 1.5, req
+    # 405 says what is allowed; HTTP/1.0 is answered and closed unless it asks to keep alive.
+    out = raw(p, b"TRACE /xrpc/echo HTTP/1.1\r\nHost: x\r\n\r\n", quiet=0.3)
+    assert b"Allow: GET\r\n" in out, out
+    out = raw(p, b"GET /xrpc/echo?a=old HTTP/1.0\r\n\r\n")
+    assert answers(out) == [200] and b"Connection: close" in out and b'"old"' in out, out
+    out = raw(p, b"GET /xrpc/echo?a=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                 b"GET /xrpc/echo?a=2 HTTP/1.0\r\n\r\n", quiet=0.3)
+    assert answers(out) == [200, 200] and b"Connection: keep-alive" in out, out
+    assert_serving(h, p)
+    stop(p)
+
+
+def test_checks_run_before_the_body(h):
+    """A route's check sees the head only: refused requests never have their body read, and
+    with Expect: 100-continue the client is not even asked to send it."""
+    p = start_probe(h)
+    out = raw(p, b"POST /xrpc/checked HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    assert answers(out) == [401] and b"Connection: close" in out, out
+    out = raw(p, b"POST /xrpc/checked HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Probe-Key: yes\r\n"
+                 b"Expect: 100-continue\r\n\r\n", quiet=0.3)
+    assert answers(out) == [100], out
+    # Without Expect: the answer comes while the body is still owed, before any of it is read.
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    s.sendall(b"POST /xrpc/checked HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n" +
+              b"x" * 1000)
+    data = b""
+    while b"}" not in data:
+        data += s.recv(4096)
+    assert answers(data) == [401], data
+    s.sendall(b"y" * 100000)  # dropped while the server lingers, no reset
+    s.close()
+    c = conn(p)
+    status, _, data = request(c, "POST", "/xrpc/checked", body=b"12345",
+                              headers={"X-Probe-Key": "yes"})
+    assert status == 200 and json.loads(data)["length"] == 5, data
+    c.close()
+    stop(p)
+
+
+def test_drain_does_not_wait_for_unfinished_requests(h):
+    """SIGTERM while requests are still arriving (half a body, half a head, idle keep-alive):
+    those get a 503 or are closed, and the server exits at once."""
+    p = start_probe(h)
+    half_body = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    half_body.sendall(b"PUT /xrpc/body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+    half_head = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    half_head.sendall(b"GET /xrpc/echo HTTP/1.1\r\nHo")
+    idle = conn(p)
+    assert request(idle, "GET", "/xrpc/echo?a=1")[0] == 200
+    time.sleep(0.2)
+    t0 = time.time()
+    assert p.stop(timeout=10) == 0, p.log()[-2000:]
+    assert time.time() - t0 < 2.0
+    for s in (half_body, half_head):
+        data = s.recv(4096)
+        assert data == b"" or answers(data) in ([503], [405]), data
+        s.close()
+    idle.close()

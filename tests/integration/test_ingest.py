@@ -250,13 +250,15 @@ def fold_basic_and_stop(h):
 
 
 def test_restart_resumes_from_cursor(h):
-    """A second appview on the same Valkey asks the server for the persisted cursor."""
+    """A second appview on the same Valkey asks the server for the persisted cursor: the seq
+    after the last one (the server puts its seq on every v1 event; a time_us is rewound)."""
     redis, replay, url, time_us = fold_basic_and_stop(h)
     app2 = start_appview(h, redis, [url], name="appview2")
     wait_for(lambda: h.metrics(app2.base).get("appview_jetstream_connected") == 1,
              what="second connection")
     _, _, body = h.http("GET", f"http://127.0.0.1:{replay.port}/_stats")
-    assert f"cursor={time_us - 1_000_000}" in body.decode(), body
+    _, seq = last_event(os.path.join(FIXTURES, "basic.jsonl"))
+    assert f"cursor={seq + 1}" in body.decode(), body
     check_basic_fold(h, redis)
 
 
@@ -267,7 +269,8 @@ def test_recent_entries_lost_in_a_crash_come_back_on_replay(h):
     redis, _, url, time_us = fold_basic_and_stop(h)
     want = snapshot(h, redis)
     assert want["recent"]
-    h.redis_raw(redis, "DEL", PREFIX + "recent", PREFIX + "cursor:v1")
+    h.redis_raw(redis, "DEL", PREFIX + "recent", PREFIX + "cursor:v1", PREFIX + "cursor:v2",
+                PREFIX + "cursor:url")
     app2 = start_appview(h, redis, [url], name="appview2")
     wait_cursor(h, redis, 1, time_us)
     assert metric_sum(h, app2.base, "appview_records_stale_total") > 0
@@ -487,7 +490,7 @@ return out
 
 def dump(h, redis):
     lines = h.redis_raw(redis, "EVAL", DUMP, 0, PREFIX).split("\n")
-    skip = (PREFIX + "ingest-lease", PREFIX + "cursor:v1", PREFIX + "cursor:v2")
+    skip = (PREFIX + "ingest-lease", PREFIX + "cursor:")
     return dict(line.split(" ", 1) for line in lines if line and not line.startswith(skip))
 
 
@@ -704,26 +707,41 @@ def test_valkey_restart_midstream_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
 
 
-def test_valkey_refusing_writes_loses_nothing(h):
-    """Valkey out of memory (maxmemory, noeviction) for a while mid-ingest, then given room:
-    refused writes are not skipped but written again from the last acknowledged cursor, so the
-    index, the recent list included, ends as an uninterrupted run's. Meanwhile ingest pauses
-    with a log line per attempt, not per write, and _health says why."""
-    events = generate(h, 20000, seed=17)
+def ingesting_midstream(h, seed):
+    """A paced stream of 20,000 events, the index an uninterrupted run builds from it, and an
+    appview in the middle of ingesting it: (events, that index, its redis, the appview)."""
+    events = generate(h, 20000, seed=seed)
     want = reference_fold(h, events)
     redis = h.start_redis()
     replay = start_replay(h, events, ["--rate", "4000"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
     wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
              what="some records indexed")
+    return events, want, redis, app
+
+
+def test_valkey_refusing_writes_loses_nothing(h):
+    """Valkey out of memory (maxmemory, noeviction) for a while mid-ingest, then given room:
+    refused writes are not skipped but written again from the last acknowledged cursor, so the
+    index, the recent list included, ends as an uninterrupted run's. Meanwhile ingest pauses
+    with a log line per attempt, not per write, and _health says why."""
+    events, want, redis, app = ingesting_midstream(h, seed=17)
     used = int(next(line.split(":")[1] for line in
                     h.redis_raw(redis, "INFO", "memory").splitlines()
                     if line.startswith("used_memory:")))
     h.redis(redis, "CONFIG", "SET", "maxmemory-policy", "noeviction")
     h.redis(redis, "CONFIG", "SET", "maxmemory", str(used + 32 * 1024))
-    refused = wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[1]["valkey"].get(
-        "writesRefused"), timeout=20, what="_health to show the refusal")
+
+    def health_refusing():
+        status, body = h.get_json(app.base + "/xrpc/_health")
+        return (status, body) if body["valkey"].get("writesRefused") else None
+
+    status, body = wait_for(health_refusing, timeout=20, what="_health to show the refusal")
+    refused = body["valkey"]["writesRefused"]
     assert refused.startswith("OOM"), refused
+    assert status == 503 and body["status"] == "degraded" and body["valkey"]["up"] is True, body
+    assert any(p.startswith("Valkey refuses the ingester's writes, ingest paused: OOM")
+               for p in body["problems"]), body
     assert h.metrics(app.base)["appview_valkey_writes_refused"] == 1
     time.sleep(3)
     h.redis(redis, "CONFIG", "SET", "maxmemory", "0")
@@ -731,7 +749,9 @@ def test_valkey_refusing_writes_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
     m = h.metrics(app.base)
     assert m["appview_ingest_refused_retries_total"] >= 1 and m["appview_valkey_writes_refused"] == 0
-    assert "writesRefused" not in h.get_json(app.base + "/xrpc/_health")[1]["valkey"]
+    status, body = h.get_json(app.base + "/xrpc/_health")
+    assert "writesRefused" not in body["valkey"], body
+    assert status == 200 and body["status"] == "ok" and body["problems"] == [], body
     log = app.log()
     assert log.count("write refused") + log.count("refused writes") < 40, log[-3000:]
     assert app.stop() == 0
@@ -740,13 +760,7 @@ def test_valkey_refusing_writes_loses_nothing(h):
 def test_valkey_stopped_midstream_loses_nothing(h):
     """Valkey frozen (SIGSTOP) past the command timeout, then thawed: the connection is dropped
     and made again, and the stream read again from the last acknowledged cursor."""
-    events = generate(h, 20000, seed=19)
-    want = reference_fold(h, events)
-    redis = h.start_redis()
-    replay = start_replay(h, events, ["--rate", "4000"])
-    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
-    wait_for(lambda: h.metrics(app.base).get("appview_records_indexed_total", 0) > 300,
-             what="some records indexed")
+    events, want, redis, app = ingesting_midstream(h, seed=19)
     redis.signal(signal.SIGSTOP)
     time.sleep(6)
     redis.signal(signal.SIGCONT)

@@ -1,10 +1,13 @@
 """The appview's Jetstream client (appview/jetstream.c), driven through tests/tools/jetstream_tail.
 
-Against the replay server: v1 and v2 endpoints chosen by the URL path, wanted collections and
-cursor in the request, fail-over to the next URL, reconnect with the cursor after a drop,
-pause/resume. Against small Python WebSocket servers in this file: a server that goes silent
-after the handshake (stall detection), and hand-made frames (oversize messages, fragmented
-messages with a ping in between, binary frames, messages larger than one read).
+Against the replay server (which speaks Jetstream as it runs today): v1 and v2 endpoints chosen
+by the URL path, wanted collections and cursor in the request, fail-over to the next URL,
+reconnect with the cursor after a drop, pause/resume, dict-zstd (the same messages, fewer
+bytes; a retired dictionary fetched again; corrupt frames and bombs dropped), refusals before
+the upgrade (CursorTooOld, InvalidRequest), error frames, wss:// with a test certificate.
+Against small Python WebSocket servers in this file: a server that goes silent after the
+handshake (stall detection), hand-made frames (oversize messages, fragmented messages with a
+ping in between, binary frames, messages larger than one read), subprotocol answers.
 """
 import base64
 import hashlib
@@ -19,6 +22,7 @@ import subprocess
 import threading
 import time
 
+import jetwire
 from harness import free_port, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,28 +36,39 @@ def available():
 
 
 def fixture():
+    """The fixture's events as current v1 servers send them (with "cursor", their seq)."""
     with open(BASIC) as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    return [jetwire.v1_with_cursor(line, i + 1) for i, line in enumerate(lines)]
 
 
-def replay(h, *args):
+def replay(h, *args, name="replay", tls=None):
     port = free_port()
-    p = h.spawn("replay", [h.binary("tools/jetstream_replay"), "--listen", f"127.0.0.1:{port}",
-                           "--events", BASIC, "--stats", *args])
+    extra = ["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else []
+    p = h.spawn(name, [h.binary("tools/jetstream_replay"), "--listen", f"127.0.0.1:{port}",
+                       "--events", BASIC, "--stats", *extra, *args])
     wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
              what="replay server listening")
-    p.base = f"ws://127.0.0.1:{port}"
+    p.base = f"wss://localhost:{port}" if tls else f"ws://127.0.0.1:{port}"
+    p.port = port
+    p.cafile = tls[0] if tls else None
     return p
 
 
-def stats(p):
-    host, port = p.base[len("ws://"):].split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(b"GET /_stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+def stats(p, path="/_stats"):
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        if p.cafile:
+            s = ssl.create_default_context(cafile=p.cafile).wrap_socket(
+                s, server_hostname="localhost")
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
     return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def payload_seqs(msgs):
+    return [json.loads(m)["payload"]["seq"] for m in msgs]
 
 
 def tail(h, urls, *args, name="tail", env=None):
@@ -108,15 +123,18 @@ def test_v1_sends_wanted_collections_and_gets_only_those(h):
 
 def test_v2_path_speaks_v2_and_keeps_the_configured_query(h):
     p = replay(h)
-    t = tail(h, [p.base + V2 + "?compress=false"], "--collection", "io.atcr.*", "--count", 5)
+    t = tail(h, [p.base + V2 + "?compress=false"], "--collection", "io.atcr.*", "--count", 5,
+             "--no-compress")
     msgs, _, _ = finish(t)
     frames = [json.loads(m) for m in msgs]
-    assert all(f["$type"].startswith("network.bsky.jetstream.subscribeEvents#") for f in frames)
-    assert [f["seq"] for f in frames] == sorted(f["seq"] for f in frames)
-    assert all(f["commit"]["collection"].startswith("io.atcr.")
-               for f in frames if f["kind"] == "commit")
+    assert all(f["$type"] == "message" and f["payload"]["$type"].startswith(jetwire.V2_TYPE)
+               for f in frames)
+    seqs = payload_seqs(msgs)
+    assert seqs == sorted(seqs)
+    assert all(f["payload"]["collection"].startswith("io.atcr.")
+               for f in frames if f["payload"]["$type"].endswith("#commit"))
     assert stats(p)["requests"][0] == (V2 + "?compress=false&collections=io.atcr.*"
-                                       "&kinds=commit&kinds=identity&kinds=account")
+                                       "&kinds=commit&kinds=identity&kinds=account&kinds=sync")
 
 
 def test_cursor_resumes_from_the_given_point(h):
@@ -150,7 +168,17 @@ def test_dropped_connection_resumes_from_the_last_cursor(h):
     assert summary["reconnects"] == drops
     assert log.count("connected ws://") == drops + 1
     reqs = stats(p)["requests"]
-    assert reqs[1] == "/subscribe?cursor=%d" % (json.loads(lines[6])["time_us"] + 1)
+    assert reqs[1] == "/subscribe?cursor=8", "the seq after the last one: the cursor is inclusive"
+
+
+def test_legacy_v1_resumes_by_time_us(h):
+    p = replay(h, "--drop-after", "7", "--legacy-v1")
+    with open(BASIC) as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    t = tail(h, [p.base + "/subscribe"], "--count", len(lines))
+    msgs, _, _ = finish(t)
+    assert msgs == lines
+    assert stats(p)["requests"][1] == "/subscribe?cursor=%d" % (json.loads(lines[6])["time_us"] + 1)
 
 
 def test_v2_drop_resumes_by_seq(h):
@@ -158,9 +186,12 @@ def test_v2_drop_resumes_by_seq(h):
     lines = fixture()
     t = tail(h, [p.base + V2], "--count", len(lines))
     msgs, summary, _ = finish(t)
-    assert [json.loads(m)["seq"] for m in msgs] == list(range(1, len(lines) + 1))
-    assert "/xrpc/network.bsky.jetstream.subscribeEvents?kinds=commit&kinds=identity" \
-           "&kinds=account&cursor=15" in stats(p)["requests"]
+    assert payload_seqs(msgs) == list(range(1, len(lines) + 1))
+    reqs = [r for r in stats(p)["requests"] if r.startswith(V2)]
+    assert reqs[0].startswith(V2 + "?kinds=commit&kinds=identity&kinds=account&kinds=sync"
+                              "&zstdDictionary="), reqs
+    assert reqs[1].startswith(V2 + "?kinds=commit&kinds=identity&kinds=account&kinds=sync"
+                              "&cursor=16&zstdDictionary="), reqs
 
 
 def test_pause_holds_messages_and_resume_delivers_them_in_order(h):
@@ -181,6 +212,113 @@ def test_bad_url_is_refused_with_a_clear_error(h):
                 sanitized=True)
     assert t.wait(10) == 1
     assert "want ws:// or wss://" in t.log()
+
+
+def test_v2_dict_zstd_gives_the_same_messages_in_fewer_bytes(h):
+    p = replay(h, "--loop", "5")
+    n = 5 * len(fixture())
+    plain = tail(h, [p.base + V2], "--count", n, "--no-compress", name="plain")
+    msgs_plain, s_plain, _ = finish(plain)
+    packed = tail(h, [p.base + V2], "--count", n, name="packed")
+    msgs, s, log = finish(packed)
+    assert msgs == msgs_plain, "decompressed frames are exactly the text frames"
+    assert "(zstd)" in log and s["zstd_errors"] == 0
+    assert s["decompressed"] == s_plain["bytes"] == s_plain["decompressed"]
+    assert s["bytes"] < 0.5 * s["decompressed"], (s["bytes"], s["decompressed"])
+    assert stats(p)["framesCompressed"] == n
+
+
+def test_corrupt_and_oversized_zstd_frames_are_dropped_and_the_stream_goes_on(h):
+    p = replay(h, "--bad-zstd", "6")
+    lines = fixture()
+    t = tail(h, [p.base + V2], "--count", len(lines), "--max-message", 1 << 20)
+    msgs, s, log = finish(t)
+    assert payload_seqs(msgs) == list(range(1, len(lines) + 1)), "nothing else lost"
+    bad = len(lines) // 6
+    assert s["zstd_errors"] == (bad + 1) // 2 and s["oversize"] == bad // 2, s
+    assert s["reconnects"] == 0
+    assert "dropped a zstd frame" in log and "skipped a zstd frame decompressing to 2097152" in log
+
+
+def test_a_retired_dictionary_is_fetched_again(h):
+    p = replay(h, "--drop-after", "10", "--rate", "20")
+    lines = fixture()
+    t = tail(h, [p.base + V2], "--count", len(lines))
+    wait_for(lambda: "(zstd)" in t.log(), what="the first compressed connection")
+    old = stats(p)["dictionaryId"]
+    stats(p, "/_rotate")  # a retrain while it reads: its reconnect names a retired id
+    msgs, s, log = finish(t)
+    assert payload_seqs(msgs) == list(range(1, len(lines) + 1))
+    new = stats(p)["dictionaryId"]
+    assert new != old
+    assert f"retired zstd dictionary {old} (now {new})" in log
+    assert f"zstd dictionary {new} (" in log
+    reqs = [r for r in stats(p)["requests"] if r.startswith(V2)]
+    assert f"zstdDictionary={old}" in reqs[1] and reqs[2].endswith(f"zstdDictionary={new}"), reqs
+    assert "cursor=11&" in reqs[1] and "cursor=11&" in reqs[2], "the refusal moved nothing"
+
+
+def test_no_dictionary_means_an_uncompressed_stream(h):
+    p = replay(h, "--dict-fetch-fails")
+    lines = fixture()
+    t = tail(h, [p.base + V2], "--count", len(lines))
+    msgs, s, log = finish(t)
+    assert payload_seqs(msgs) == list(range(1, len(lines) + 1))
+    assert "reading it uncompressed" in log and s["bytes"] == s["decompressed"]
+    assert not any("zstdDictionary" in r for r in stats(p)["requests"])
+
+
+def test_cursor_too_old_resumes_from_the_floor(h):
+    p = replay(h, "--floor", "25")
+    lines = fixture()
+    t = tail(h, [p.base + V2], "--cursor", 3, "--count", len(lines) - 24)
+    msgs, s, log = finish(t)
+    assert payload_seqs(msgs) == list(range(25, len(lines) + 1))
+    assert s["too_old"] == 1 and "too old at %s: floor 25" % (p.base + V2) in log
+    reqs = [r for r in stats(p)["requests"] if r.startswith(V2)]
+    assert "cursor=3&" in reqs[0] and "cursor=25&" in reqs[1], reqs
+
+
+def test_invalid_request_is_logged_and_the_next_url_tried(h):
+    p = replay(h)
+    lines = fixture()
+    bad = p.base + V2 + "?wantedCollections=io.atcr.tag"
+    t = tail(h, [bad, p.base + "/subscribe"], "--count", len(lines))
+    msgs, s, log = finish(t)
+    assert msgs == lines
+    assert "refused the request as invalid" in log and "wantedCollections" in log
+
+
+def test_an_error_frame_ends_the_stream_and_it_resumes_after_a_backoff(h):
+    p = replay(h, "--error-after", "12")
+    lines = fixture()
+    start = time.time()
+    t = tail(h, [p.base + V2], "--count", len(lines))
+    msgs, s, log = finish(t)
+    assert payload_seqs(msgs) == list(range(1, len(lines) + 1))
+    assert "retrying %s in" % (p.base + V2) in log
+    assert stats(p)["errorsSent"] >= 1 and time.time() - start >= 0.12
+    reqs = [r for r in stats(p)["requests"] if r.startswith(V2)]
+    assert "cursor=13&" in reqs[1], reqs
+    assert "error frame: ConsumerTooSlow" in log
+
+
+def test_wss_to_the_replay_with_a_test_certificate(h):
+    if not shutil.which("openssl"):
+        raise AssertionError("openssl is needed to mint the test certificate (make test installs it)")
+    cert = jetwire.self_signed(h.tmp)
+    p = replay(h, tls=cert)
+    lines = fixture()
+    env = {"SSL_CERT_FILE": cert[0]}
+    t = tail(h, [p.base + "/subscribe"], "--count", len(lines), env=env, name="v1")
+    msgs, _, log = finish(t)
+    assert msgs == lines and f"connected {p.base}/subscribe" in log
+    t = tail(h, [p.base + V2], "--count", len(lines), env=env, name="v2")
+    msgs, s, log = finish(t)
+    assert payload_seqs(msgs) == list(range(1, len(lines) + 1))
+    # The dictionary comes through the HTTP client (libcurl), which trusts the system store
+    # only: a private CA named by SSL_CERT_FILE costs compression, not the stream.
+    assert "SSL certificate problem" in log and "reading it uncompressed" in log
 
 
 # ---- against hand-made servers ----
@@ -220,16 +358,18 @@ def read_frame(conn):
 
 
 class WsServer:
-    """Accepts connections, answers the upgrade, then runs `script(conn)` for each."""
+    """Accepts connections, answers the upgrade (with `protocol` as Sec-WebSocket-Protocol
+    when given), then runs `script(conn)` for each; requests keeps their heads."""
 
-    def __init__(self, script, tls=None):
-        self.script, self.tls = script, tls
+    def __init__(self, script, tls=None, protocol=None, path="/subscribe"):
+        self.script, self.tls, self.protocol = script, tls, protocol
+        self.requests = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         port = self.sock.getsockname()[1]
-        self.url = ("wss://localhost:%d/subscribe" if tls else "ws://127.0.0.1:%d/subscribe") % port
+        self.url = ("wss://localhost:%d" if tls else "ws://127.0.0.1:%d") % port + path
         self.connections = 0
         self.errors = []
         self.conns = []
@@ -255,10 +395,14 @@ class WsServer:
                 if not chunk:
                     return
                 req += chunk
+            self.requests.append(req.decode(errors="replace"))
             key = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", req).group(1)
             accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
+            proto = b"Sec-WebSocket-Protocol: %s\r\n" % self.protocol.encode() \
+                if self.protocol else b""
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" +
+                         proto + b"\r\n")
             self.script(conn)
         except Exception as e:  # reported by the test, not lost in a thread
             self.errors.append(repr(e))
@@ -380,3 +524,21 @@ def test_wss_with_a_trusted_ca(h):
     assert msgs == ['{"n":"a"}', frag.decode(), '{"n":"z"}']
     assert summary["oversize"] == 1
     assert f"connected {srv.url}" in log
+
+
+def test_v2_offers_the_subprotocol_and_refuses_another(h):
+    frame1 = json.dumps({"$type": "message", "payload": {
+        "$type": jetwire.V2_TYPE + "info", "name": "ServerNotice"}}).encode()
+    good = WsServer(lambda conn: (conn.sendall(frame(1, frame1)), time.sleep(10)),
+                    protocol="xrpc.v1.json", path=V2)
+    wrong = WsServer(lambda conn: time.sleep(10), protocol="xrpc.v2.cbor", path=V2)
+    try:
+        t = tail(h, [wrong.url, good.url], "--count", 1, "--no-compress")
+        msgs, _, log = finish(t)
+    finally:
+        good.close()
+        wrong.close()
+    assert msgs == [frame1.decode()]
+    assert "server chose a subprotocol we did not offer" in log
+    assert all(re.search(r"(?im)^sec-websocket-protocol: xrpc\.v1\.json\r$", r)
+               for r in good.requests + wrong.requests)

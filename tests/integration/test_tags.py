@@ -6,11 +6,10 @@ DID A is a did:web on a closed port: the appview can never reach its PDS, so wha
 of A comes from the firehose (lists are partial and stale). DID B lives on a real PDS
 (tests/lib/devnet.py): a manifest it never saw on the firehose is fetched with getRecord.
 """
-import json
 import os
-import urllib.parse
 
 import devnet
+import test_coldpath as coldpath
 from harness import free_port, wait_for
 from records import CID, MEDIA, tid_at
 from test_ingest import last_event, start_replay, wait_cursor, write_events
@@ -127,26 +126,14 @@ def scenario(a):
 
 
 def start_appview(h, redis, net, urls, name="appview", env=None):
-    port = free_port()
-    full = {"APPVIEW_VALKEY_URL": redis.url, "APPVIEW_LISTEN": f"127.0.0.1:{port}",
-            "APPVIEW_JETSTREAM_URLS": ",".join(urls), "APPVIEW_LEXICON_DIR": "lexicons",
-            "APPVIEW_DATA_DIR": os.path.join(h.tmp, name), "APPVIEW_PLC_URL": net.plc,
-            "APPVIEW_ALLOW_PRIVATE_NETWORKS": "1", "APPVIEW_KEY_PREFIX": PREFIX,
-            "APPVIEW_UPSTREAM_TIMEOUT_MS": "3000", "APPVIEW_INGEST_LEASE_SECONDS": "3"}
+    full = {"APPVIEW_JETSTREAM_URLS": ",".join(urls), "APPVIEW_UPSTREAM_TIMEOUT_MS": "3000",
+            "APPVIEW_INGEST_LEASE_SECONDS": "3"}
     full.update(env or {})
-    p = h.spawn(name, [h.binary("appview")], env=full, sanitized=True)
-    p.base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: h.http("GET", p.base + "/xrpc/_health")[0] == 200, what="appview")
-    return p
-
-
-def xrpc(h, app, method, **params):
-    q = urllib.parse.urlencode(params)
-    return h.get_json(f"{app.base}/xrpc/io.atcr.repo.{method}?{q}", timeout=20)
+    return coldpath.start_appview(h, redis, net, env=full, name=name)
 
 
 def check_scenario(h, app, a, m):
-    st, body = xrpc(h, app, "listTags", actor=a, repository="app")
+    st, body = coldpath.xrpc(h, app, "listTags", actor=a, repository="app")
     assert st == 200, body
     # a's PDS cannot be reached: the list is what the firehose showed, marked stale.
     assert body.get("stale") is True, body
@@ -161,7 +148,7 @@ def check_scenario(h, app, a, m):
     assert order.index("latest") < order.index("v1.0") < order.index("dup"), order
 
     def manifest_of(ref):
-        return xrpc(h, app, "getManifest", actor=a, repository="app", reference=ref)
+        return coldpath.xrpc(h, app, "getManifest", actor=a, repository="app", reference=ref)
 
     for ref, rkey, digest in (("latest", m[2], G[2]), ("v1.0", m[2], G[2]),
                               ("dup", m[5], G[4]), ("legacy", m[2], G[2]),
@@ -180,13 +167,13 @@ def check_scenario(h, app, a, m):
         st, body = manifest_of(ref)
         assert st == 502 and body["error"] == "UpstreamFailure", (ref, st, body)
 
-    st, body = xrpc(h, app, "listRepositories", actor=a)
+    st, body = coldpath.xrpc(h, app, "listRepositories", actor=a)
     assert st == 200 and body.get("stale") is True, body
     (r,) = body["repositories"]
     assert (r["name"], r["tagCount"], r["manifestCount"]) == ("app", 6, 3), r
     assert r["latestDigest"] == G[4] and r["updatedAt"] == WHOLE, r
 
-    st, body = xrpc(h, app, "listRecent", limit=100)
+    st, body = coldpath.xrpc(h, app, "listRecent", limit=100)
     mine = [(x["digest"], x["createdAt"]) for x in body["manifests"] if x["did"] == a]
     assert mine == [(G[4], WHOLE), (G[2], OFFSET), (G[1], NS)], body
 
@@ -223,7 +210,7 @@ def run_scenario(h, path):
 
     # b's tag came first; its manifest is fetched from the PDS once, then served from Valkey.
     for _ in range(2):
-        st, body = xrpc(h, app, "getManifest", actor=b, repository="tools", reference="latest")
+        st, body = coldpath.xrpc(h, app, "getManifest", actor=b, repository="tools", reference="latest")
         assert st == 200, body
         assert body["uri"] == made["uri"] and body["digest"] == G[7], body
     mets = h.metrics(app.base)
@@ -254,14 +241,14 @@ def test_what_the_index_knows_is_served_while_plc_is_down(h):
     redis = h.start_redis()
     closed = [f"ws://127.0.0.1:{free_port()}/subscribe"]
     app = start_appview(h, redis, net, closed)
-    st, body = xrpc(h, app, "listTags", actor=d, repository="app")
+    st, body = coldpath.xrpc(h, app, "listTags", actor=d, repository="app")
     assert st == 200 and len(body["tags"]) == 3, body
     # t3 and manifest 3 deleted on the PDS; a listing learns it (the prune leaves tombstones).
     net.command("delete", repo=d, collection="io.atcr.tag", rkey="t3")
     net.command("delete", repo=d, collection="io.atcr.manifest", rkey=rk[3])
     base = f"{PREFIX}{{{d}}}/"
     h.redis(redis, "DEL", base + "complete")
-    st, body = xrpc(h, app, "listTags", actor=d, repository="app")
+    st, body = coldpath.xrpc(h, app, "listTags", actor=d, repository="app")
     assert sorted(t["tag"] for t in body["tags"]) == ["t1", "t2"], body
     assert app.stop() == 0
 
@@ -270,17 +257,17 @@ def test_what_the_index_knows_is_served_while_plc_is_down(h):
     down = start_appview(h, redis, net, closed, name="appview-plc-down",
                          env={"APPVIEW_PLC_URL": f"http://127.0.0.1:{free_port()}"})
     for ref, digest in (("t1", G[1]), (G[2], G[2])):
-        st, body = xrpc(h, down, "getManifest", actor=d, repository="app", reference=ref)
+        st, body = coldpath.xrpc(h, down, "getManifest", actor=d, repository="app", reference=ref)
         assert st == 200 and body["digest"] == digest, (ref, st, body)
     for ref in ("t3", G[3]):
-        st, body = xrpc(h, down, "getManifest", actor=d, repository="app", reference=ref)
+        st, body = coldpath.xrpc(h, down, "getManifest", actor=d, repository="app", reference=ref)
         assert st == 404 and body["error"] == "NotFound", (ref, st, body)
-    st, body = xrpc(h, down, "listTags", actor=d, repository="app")
+    st, body = coldpath.xrpc(h, down, "listTags", actor=d, repository="app")
     assert st == 200 and body["stale"] is True, body
     assert {t["tag"]: t["digest"] for t in body["tags"]} == {"t1": G[1], "t2": G[2]}, body
-    st, body = xrpc(h, down, "listRepositories", actor=d)
+    st, body = coldpath.xrpc(h, down, "listRepositories", actor=d)
     assert st == 200 and body["stale"] is True and body["repositories"][0]["name"] == "app"
-    st, body = xrpc(h, down, "getManifest", actor=d, repository="app", reference=G[9])
+    st, body = coldpath.xrpc(h, down, "getManifest", actor=d, repository="app", reference=G[9])
     assert st == 502 and body["error"] == "UpstreamFailure", (st, body)
     assert down.stop() == 0
 
@@ -315,15 +302,14 @@ def test_flush_midstream_is_refilled_from_the_pds(h):
     h.redis(redis, "FLUSHALL")
     wait_cursor(h, redis, 1, last_event(events)[0], timeout=30)
     for repo in ("r0", "r1", "r2", "r3"):
-        st, body = xrpc(h, app, "listTags", actor=d, repository=repo)
+        st, body = coldpath.xrpc(h, app, "listTags", actor=d, repository=repo)
         assert st == 200 and "stale" not in body, body
         got = {t["tag"]: t["digest"] for t in body["tags"]}
         assert got == {n: g for (r, n), g in want.items() if r == repo}, (repo, body)
         for name, digest in got.items():
-            st, m = xrpc(h, app, "getManifest", actor=d, repository=repo, reference=name)
+            st, m = coldpath.xrpc(h, app, "getManifest", actor=d, repository=repo, reference=name)
             assert st == 200 and m["digest"] == digest, m
-    st, body = xrpc(h, app, "listRepositories", actor=d)
+    st, body = coldpath.xrpc(h, app, "listRepositories", actor=d)
     assert sorted(r["name"] for r in body["repositories"]) == ["r0", "r1", "r2", "r3"], body
     assert sum(r["manifestCount"] for r in body["repositories"]) == 40, body
-    assert json.dumps(body)  # served, well formed
     assert app.stop() == 0

@@ -77,4 +77,6 @@ function main() {
   process.exit(errors.length ? 1 : 0)
 }
 
-main()
+module.exports = { jsonFiles }
+
+if (require.main === module) main()

@@ -1,4 +1,4 @@
-"""A small WebSocket client (RFC 6455, ws:// only) on the Python standard library.
+"""A small WebSocket client (RFC 6455, ws:// and wss://) on the Python standard library.
 
     ws = wsclient.connect("ws://127.0.0.1:PORT/subscribe?cursor=0")
     text = ws.recv(timeout=5)   # a text frame as str, or None once the server closed
@@ -6,12 +6,15 @@
 
 recv() answers pings, reassembles fragmented messages, and raises TimeoutError when nothing
 arrives in time. recv_bytes() returns a message's raw payload (for frames that are not valid
-UTF-8). The connection is also a context manager.
+UTF-8), recv_message() its opcode too (1 text, 2 binary). ws.headers are the response's
+headers (lower-case names). A refused upgrade raises HandshakeError with the status and body.
+wss:// verifies the server against cafile. The connection is also a context manager.
 """
 import base64
 import hashlib
 import os
 import socket
+import ssl
 import struct
 import urllib.parse
 
@@ -19,14 +22,17 @@ _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class HandshakeError(Exception):
-    pass
+    def __init__(self, message, status=None, body=b""):
+        super().__init__(message)
+        self.status, self.body = status, body
 
 
 class WebSocket:
-    def __init__(self, sock, leftover=b""):
+    def __init__(self, sock, leftover=b"", headers=None):
         self.sock = sock
         self.buf = bytearray(leftover)
         self.closed = False
+        self.headers = headers or {}
 
     # ---- receiving ----
     def _fill(self, n, timeout):
@@ -72,7 +78,12 @@ class WebSocket:
 
     def recv_bytes(self, timeout=10.0):
         """The next text or binary message's payload, or None once the connection is closed."""
-        parts = []
+        m = self.recv_message(timeout)
+        return None if m is None else m[1]
+
+    def recv_message(self, timeout=10.0):
+        """(opcode, payload) of the next text or binary message, or None once closed."""
+        parts, first = [], None
         while not self.closed:
             f = self._frame(timeout)
             if f is None:
@@ -89,9 +100,10 @@ class WebSocket:
                 self._shutdown()
                 return None
             elif opcode in (0x0, 0x1, 0x2):
+                first = first or opcode
                 parts.append(payload)
                 if fin:
-                    return b"".join(parts)
+                    return first, b"".join(parts)
         return None
 
     def recv(self, timeout=10.0):
@@ -143,14 +155,18 @@ class WebSocket:
         self.close()
 
 
-def connect(url, timeout=10.0, headers=None):
-    """Opens a ws:// URL; raises HandshakeError if the server does not switch protocols."""
+def connect(url, timeout=10.0, headers=None, cafile=None):
+    """Opens a ws:// or wss:// URL; raises HandshakeError if the server does not switch
+    protocols (with its status line and body)."""
     u = urllib.parse.urlsplit(url)
-    if u.scheme != "ws":
-        raise ValueError("only ws:// URLs are supported: " + url)
-    port = u.port or 80
+    if u.scheme not in ("ws", "wss"):
+        raise ValueError("only ws:// and wss:// URLs are supported: " + url)
+    port = u.port or (443 if u.scheme == "wss" else 80)
     path = (u.path or "/") + ("?" + u.query if u.query else "")
     sock = socket.create_connection((u.hostname, port), timeout=timeout)
+    if u.scheme == "wss":
+        ctx = ssl.create_default_context(cafile=cafile)
+        sock = ctx.wrap_socket(sock, server_hostname=u.hostname)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {u.hostname}:{port}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
@@ -165,15 +181,24 @@ def connect(url, timeout=10.0, headers=None):
         resp += chunk
     head, _, rest = resp.partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-    if " 101 " not in status + " ":
-        sock.close()
-        raise HandshakeError(status)
-    expected = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
     hdrs = {}
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.decode(errors="replace").partition(":")
         hdrs[k.strip().lower()] = v.strip()
+    if " 101 " not in status + " ":
+        body = rest
+        try:
+            while len(body) < int(hdrs.get("content-length", 0)):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+        except OSError:
+            pass
+        sock.close()
+        raise HandshakeError(status, int(status.split()[1]), body)
+    expected = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
     if hdrs.get("sec-websocket-accept") != expected:
         sock.close()
         raise HandshakeError("bad Sec-WebSocket-Accept: %r" % hdrs.get("sec-websocket-accept"))
-    return WebSocket(sock, rest)
+    return WebSocket(sock, rest, hdrs)

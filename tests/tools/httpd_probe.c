@@ -5,9 +5,12 @@
  *   GET  /xrpc/header?name=H -> {"value": header H}
  *   GET  /xrpc/big?n=N       -> N bytes of text (answers larger than one write)
  *   GET  /xrpc/peer          -> {"peer": client address}
+ *   POST /xrpc/checked       -> like /xrpc/body, but only with "X-Probe-Key: yes": the key is
+ *                               checked before the body is read (401 otherwise)
  *   GET  /metrics            -> Prometheus text
- * Usage: httpd_probe HOST:PORT [MAX_BODY]; prints "port N" once listening. On SIGTERM it stops
- * taking requests, waits until those in flight are answered, and exits 0. */
+ * Usage: httpd_probe HOST:PORT [MAX_BODY]; the limits come from PROBE_HTTP_* variables (see
+ * HTTPD_OPTIONS). Prints "port N" once listening. On SIGTERM it stops taking requests, waits
+ * until those in flight are answered, and exits 0. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,14 @@ static void body(httpd_req *r, void *ud)
     char out[96];
     int n = snprintf(out, sizeof out, "{\"length\":%zu,\"sum\":%lu}", len, sum);
     httpd_reply_json(r, 200, out, (size_t)n);
+}
+
+static int check_key(httpd_req *r, void *ud)
+{
+    const char *key = httpd_req_header(r, "x-probe-key");
+    if (key && !strcmp(key, "yes")) return 0;
+    httpd_reply_error(r, 401, "AuthRequired", "X-Probe-Key: yes is required");
+    return -1;
 }
 
 static void slow_fire(uv_timer_t *t)
@@ -136,10 +147,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: httpd_probe HOST:PORT [MAX_BODY]\n");
         return 2;
     }
-    uv_loop_t loop;
-    if (uv_loop_init(&loop) != 0) return 1;
+    drain_block_signals();
+    static const option_spec specs[HTTPD_OPTION_COUNT] = {HTTPD_OPTIONS("PROBE")};
+    option_value v[HTTPD_OPTION_COUNT];
+    char *prog[] = {argv[0], NULL};
+    if (options_parse("httpd_probe", "test", "atproto/httpd under test", specs, HTTPD_OPTION_COUNT,
+                      v, 1, prog) != 0)
+        return 2;
     httpd_options opt = {
         .listen = argv[1], .max_body = argc > 2 ? strtoull(argv[2], NULL, 10) : 0, .name = "probe"};
+    httpd_limits_from_options(&opt.limits, v);
+    options_free(v, HTTPD_OPTION_COUNT);
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) != 0) return 1;
     server = httpd_new(&loop, &opt);
     if (!server) return 1;
     if (httpd_route(server, "GET", "/xrpc/echo", echo, NULL) < 0 ||
@@ -148,6 +168,7 @@ int main(int argc, char **argv)
         httpd_route(server, "GET", "/xrpc/header", header, NULL) < 0 ||
         httpd_route(server, "GET", "/xrpc/big", big, NULL) < 0 ||
         httpd_route(server, "GET", "/xrpc/peer", peer, NULL) < 0 ||
+        httpd_route_checked(server, "POST", "/xrpc/checked", check_key, body, NULL) < 0 ||
         httpd_route(server, "GET", "/metrics", metrics_page, NULL) < 0) {
         httpd_free(server);
         return 1;

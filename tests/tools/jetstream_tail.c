@@ -1,13 +1,18 @@
 /* Tails Jetstream with the appview's client (appview/jetstream.c), for tests and benchmarks.
  *
  *   jetstream_tail --url U [--url U2 ...] [--collection C ...] [--cursor N] [--count N]
- *                  [--stall S] [--max-message B] [--out FILE] [--quiet]
+ *                  [--stall S] [--max-message B] [--out FILE] [--quiet] [--no-compress]
  *                  [--pause-after N --pause-ms MS]
  *
- * Prints each message, one per line, on stdout (or FILE); --quiet only counts. Resumes every
- * reconnect just after the last message seen (v1: its time_us + 1, since a v1 cursor is
- * inclusive; v2: its seq, which is exclusive), or from --cursor before the first message. stderr gets "connected URL" and "disconnected" lines, and at exit one line:
- *   messages=N bytes=B seconds=S events_per_s=R reconnects=N stalls=N oversize=N binary=N
+ * Prints each message (decompressed), one per line, on stdout (or FILE); --quiet only counts.
+ * Resumes every reconnect just after the last message seen, read with the appview's own
+ * event reader (appview/event.h, lexicons from ./lexicons): its seq + 1 when it has one (the
+ * server replays inclusively), else its time_us + 1; before the first message from --cursor.
+ * A cursor refused as too old resumes from the floor the server names. v2 streams are
+ * dict-zstd compressed unless --no-compress. stderr gets "connected URL" and "disconnected"
+ * lines, and at exit one line:
+ *   messages=N bytes=B decompressed=D seconds=S events_per_s=R reconnects=N stalls=N
+ *   oversize=N binary=N zstd_errors=N too_old=N
  * timed from the first message to the last. --pause-after N pauses reading for MS ms after N
  * messages (exercises jetstream_pause). Exits after --count messages or on SIGTERM/SIGINT. */
 #include <inttypes.h>
@@ -17,7 +22,9 @@
 #include <string.h>
 #include <uv.h>
 
+#include "appview/event.h"
 #include "appview/jetstream.h"
+#include "atproto/http_client.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 
@@ -28,26 +35,13 @@ static struct {
     uv_signal_t sigterm, sigint;
     uv_timer_t unpause;
     jetstream *js;
+    lexicon_set *lexicons;
     FILE *out;
     int quiet;
-    uint64_t count, seen, pause_after, pause_ms;
-    uint64_t cursor_v1, cursor_v2;
+    uint64_t count, seen, pause_after, pause_ms, too_old;
+    uint64_t cursor;
     uint64_t first_ns, last_ns;
 } t;
-
-/* The number after `"key":` in a flat scan; Jetstream puts time_us/seq near the front, and a
- * key of that name inside a record would only make the resume point a little off. */
-static uint64_t number_after(const char *data, size_t len, const char *key, size_t klen)
-{
-    const char *p = memmem(data, len, key, klen);
-    if (!p) return 0;
-    p += klen;
-    const char *end = data + len;
-    uint64_t v = 0;
-    while (p < end && *p >= '0' && *p <= '9')
-        v = v * 10 + (uint64_t)(*p++ - '0');
-    return v;
-}
 
 static void on_unpause(uv_timer_t *timer)
 {
@@ -60,13 +54,15 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
 {
     (void)ud;
     if (t.count && t.seen >= t.count) return;
-    if (flavor == JETSTREAM_V2) {
-        uint64_t seq = number_after(data, len, "\"seq\":", 6);
-        if (seq) t.cursor_v2 = seq;
-    } else {
-        uint64_t us = number_after(data, len, "\"time_us\":", 10);
-        if (us) t.cursor_v1 = us + 1;
+    event ev;
+    if (event_parse(&ev, flavor, data, len, t.lexicons) == EVENT_ERROR) {
+        fprintf(stderr, "error frame: %s\n", ev.name);
+        jetstream_retry_later(t.js, ev.name);
+        event_clear(&ev);
+        return;
     }
+    if (ev.seq || ev.time_us) t.cursor = ev.seq ? ev.seq + 1 : ev.time_us + 1;
+    event_clear(&ev);
     if (!t.quiet) {
         fwrite(data, 1, len, t.out);
         fputc('\n', t.out);
@@ -81,10 +77,20 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
     if (t.count && t.seen == t.count) uv_stop(&t.loop);
 }
 
-static uint64_t cursor(void *ud, jetstream_flavor flavor)
+static uint64_t cursor(void *ud, const char *url, jetstream_flavor flavor)
 {
     (void)ud;
-    return flavor == JETSTREAM_V2 ? t.cursor_v2 : t.cursor_v1;
+    (void)url;
+    (void)flavor;
+    return t.cursor;
+}
+
+static void on_too_old(void *ud, const char *url, uint64_t floor)
+{
+    (void)ud;
+    t.too_old++;
+    t.cursor = floor;
+    fprintf(stderr, "too old at %s: floor %llu\n", url, (unsigned long long)floor);
 }
 
 static void on_state(void *ud, int connected)
@@ -119,7 +125,7 @@ static int usage(void)
     fprintf(stderr, "usage: jetstream_tail --url U [--url U2 ...] [--collection C ...] "
                     "[--cursor N] [--count N]\n"
                     "         [--stall S] [--max-message B] [--out FILE] [--quiet] "
-                    "[--pause-after N --pause-ms MS]\n");
+                    "[--no-compress] [--pause-after N --pause-ms MS]\n");
     return 2;
 }
 
@@ -137,6 +143,10 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quiet")) {
             t.quiet = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-compress")) {
+            opt.no_compression = 1;
             continue;
         }
         if (!v) return usage();
@@ -163,16 +173,23 @@ int main(int argc, char **argv)
             return usage();
     }
     if (!opt.nurls) return usage();
-    t.cursor_v1 = t.cursor_v2 = start_cursor;
+    t.cursor = start_cursor;
     t.out = stdout;
     if (out_path && !(t.out = fopen(out_path, "w"))) {
         perror(out_path);
         return 1;
     }
     log_init_from_env();
+    char err[256];
+    t.lexicons = lexicon_load_dir("lexicons", err, sizeof err);
+    if (!t.lexicons) {
+        fprintf(stderr, "jetstream_tail: lexicons: %s\n", err);
+        return 1;
+    }
     opt.on_message = on_message;
     opt.cursor = cursor;
     opt.on_state = on_state;
+    opt.on_too_old = on_too_old;
 
     if (uv_loop_init(&t.loop)) return 1;
     if (uv_signal_init(&t.loop, &t.sigterm) || uv_signal_init(&t.loop, &t.sigint) ||
@@ -182,27 +199,36 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = 1;
-    t.js = jetstream_new(&t.loop, &opt);
+    /* the dictionary lives on the Jetstream host the operator named: loopback too */
+    http_client_options ho = {.allow_private = true, .allow_http = true};
+    http_client *http = http_client_new(&t.loop, &ho);
+    opt.http = http;
+    t.js = http ? jetstream_new(&t.loop, &opt) : NULL;
     if (t.js) {
         jetstream_start(t.js);
         uv_run(&t.loop, UV_RUN_DEFAULT);
         jetstream_free(t.js);
         rc = t.count && t.seen < t.count;
     }
+    if (http) http_client_free(http);
     uv_walk(&t.loop, walk_close, NULL);
     uv_run(&t.loop, UV_RUN_DEFAULT);
     int closed = uv_loop_close(&t.loop);
 
     double secs = t.seen > 1 ? (double)(t.last_ns - t.first_ns) / 1e9 : 0;
-    fprintf(stderr,
-            "messages=%" PRIu64 " bytes=%" PRIu64 " seconds=%.3f events_per_s=%.0f"
-            " reconnects=%" PRIu64 " stalls=%" PRIu64 " oversize=%" PRIu64 " binary=%" PRIu64 "\n",
-            t.seen, counter("appview_jetstream_bytes_total"), secs,
-            secs > 0 ? (double)(t.seen - 1) / secs : 0.0,
-            counter("appview_jetstream_reconnects_total"),
-            counter("appview_jetstream_stalls_total"), counter("appview_jetstream_oversize_total"),
-            counter("appview_jetstream_binary_total"));
+    fprintf(
+        stderr,
+        "messages=%" PRIu64 " bytes=%" PRIu64 " decompressed=%" PRIu64
+        " seconds=%.3f events_per_s=%.0f reconnects=%" PRIu64 " stalls=%" PRIu64
+        " oversize=%" PRIu64 " binary=%" PRIu64 " zstd_errors=%" PRIu64 " too_old=%" PRIu64 "\n",
+        t.seen, counter("appview_jetstream_bytes_total"),
+        counter("appview_jetstream_decompressed_bytes_total"), secs,
+        secs > 0 ? (double)(t.seen - 1) / secs : 0.0, counter("appview_jetstream_reconnects_total"),
+        counter("appview_jetstream_stalls_total"), counter("appview_jetstream_oversize_total"),
+        counter("appview_jetstream_binary_total"), counter("appview_jetstream_zstd_errors_total"),
+        t.too_old);
     metrics_free_all();
+    lexicon_free(t.lexicons);
     if (fclose(t.out) || closed) {
         fprintf(stderr, "jetstream_tail: %s\n", closed ? "handles left open" : "write failed");
         rc = 1;

@@ -1,8 +1,10 @@
 /* The benchmark yardstick: a minimal WebSocket client that reads and discards frames as fast
  * as the socket delivers them, and prints how fast that was.
  *
- *   ws_discard ws://HOST:PORT/PATH?QUERY (--count N | --seconds S) [--lws]
+ *   ws_discard ws[s]://HOST:PORT/PATH?QUERY (--count N | --seconds S) [--lws]
  *
+ * wss:// goes through OpenSSL (the system CAs, or SSL_CERT_FILE), blocking, with the same
+ * 1 MiB reads. Text and binary (dict-zstd) frames count alike; nothing is decompressed.
  * Stops after N data frames, after S seconds, or when the server closes. With --lws the
  * stream is received through libwebsockets' client with a callback that does nothing (large
  * buffers), which is the ceiling for any consumer built on libwebsockets. Prints one line:
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 #define READ_BYTES (1024 * 1024)
 
@@ -54,10 +57,19 @@ static int connect_to(const char *host, const char *port)
     return fd;
 }
 
+static SSL *tls; /* wss:// */
+
+static ssize_t sock_read(int fd, void *p, size_t n)
+{
+    if (!tls) return read(fd, p, n);
+    int r = SSL_read(tls, p, (int)n);
+    return r > 0 ? r : -(SSL_get_error(tls, r) != SSL_ERROR_ZERO_RETURN);
+}
+
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = tls ? SSL_write(tls, p, (int)n) : write(fd, p, n);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return -1;
         p += w;
@@ -227,18 +239,20 @@ int main(int argc, char **argv)
             seconds = strtod(argv[++i], NULL);
         else if (strcmp(argv[i], "--lws") == 0)
             use_lws = true;
-        else if (!url && strncmp(argv[i], "ws://", 5) == 0)
+        else if (!url && (strncmp(argv[i], "ws://", 5) == 0 || strncmp(argv[i], "wss://", 6) == 0))
             url = argv[i];
         else
             url = NULL, i = argc;
     }
     if (!url || (!limit && seconds <= 0)) {
         fprintf(stderr,
-                "usage: ws_discard ws://HOST:PORT/PATH (--count N | --seconds S) [--lws]\n");
+                "usage: ws_discard ws[s]://HOST:PORT/PATH (--count N | --seconds S) [--lws]\n");
         return 2;
     }
+    bool secure = url[2] == 's';
     char host[256], port[16] = "80";
-    const char *hp = url + 5, *path = strchr(hp, '/');
+    if (secure) snprintf(port, sizeof port, "443");
+    const char *hp = url + (secure ? 6 : 5), *path = strchr(hp, '/');
     size_t hpl = path ? (size_t)(path - hp) : strlen(hp);
     if (!path) path = "/";
     const char *colon = memchr(hp, ':', hpl);
@@ -253,9 +267,24 @@ int main(int argc, char **argv)
         memcpy(port, colon + 1, (size_t)(hp + hpl - colon - 1));
         port[hp + hpl - colon - 1] = 0;
     }
-    if (use_lws) return run_lws(host, port, path, limit, seconds);
+    if (use_lws && !secure) return run_lws(host, port, path, limit, seconds);
     int fd = connect_to(host, port);
     if (fd < 0) return 1;
+    if (secure) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (ctx) {
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+            SSL_CTX_set_default_verify_paths(ctx);
+            SSL_CTX_set_read_ahead(ctx, 1);
+        }
+        tls = ctx ? SSL_new(ctx) : NULL;
+        if (!tls || !SSL_set_fd(tls, fd) || !SSL_set_tlsext_host_name(tls, host) ||
+            !SSL_set1_host(tls, host) || SSL_connect(tls) != 1) {
+            fprintf(stderr, "ws_discard: TLS handshake with %s failed\n", host);
+            return 1;
+        }
+        SSL_CTX_free(ctx); /* the connection keeps its own reference */
+    }
     char req[4096];
     int rl = snprintf(req, sizeof req,
                       "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
@@ -272,7 +301,7 @@ int main(int argc, char **argv)
     size_t have = 0;
     char *end = NULL;
     while (!end) {
-        ssize_t r = read(fd, buf + have, READ_BYTES - 1 - have);
+        ssize_t r = sock_read(fd, buf + have, READ_BYTES - 1 - have);
         if (r <= 0 || have + (size_t)r >= READ_BYTES - 1) {
             fprintf(stderr, "ws_discard: no handshake response\n");
             return 1;
@@ -300,9 +329,10 @@ int main(int argc, char **argv)
             if (!deadline) deadline = t + seconds;
             if (t >= deadline) break;
             struct pollfd pfd = {.fd = fd, .events = POLLIN};
-            if (poll(&pfd, 1, (int)((deadline - t) * 1000) + 1) == 0) break;
+            if ((!tls || !SSL_pending(tls)) && poll(&pfd, 1, (int)((deadline - t) * 1000) + 1) == 0)
+                break;
         }
-        ssize_t r = read(fd, buf, READ_BYTES);
+        ssize_t r = sock_read(fd, buf, READ_BYTES);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         if (!start) start = now_s();
@@ -314,6 +344,7 @@ int main(int argc, char **argv)
            (unsigned long long)c.frames, (unsigned long long)c.bytes, el, (double)c.frames / el,
            (double)c.bytes / el / 1e6);
     free(buf);
+    if (tls) SSL_free(tls);
     close(fd);
     return (limit && c.frames >= limit) || (!limit && seconds > 0) ? 0 : 1;
 }

@@ -1,10 +1,12 @@
 /* atproto/buf: JSON string escaping (runs copied whole, escapes at any offset) and integers;
- * atproto/bytescan: where a JSON string's plain run ends, at any offset in a word. */
+ * atproto/bytescan: where a JSON string's plain run ends, at any offset in a word;
+ * atproto/strjoin: names built in fixed buffers, never cut short. */
 #include <stdio.h>
 #include <string.h>
 
 #include "atproto/buf.h"
 #include "atproto/bytescan.h"
+#include "atproto/strjoin.h"
 #include "check.h"
 
 /* The escaping one byte at a time, as the specification reads. */
@@ -80,10 +82,21 @@ static void test_plain_ascii(void)
     }
 }
 
+static void test_strjoin(void)
+{
+    char out[12];
+    CHECK(STRJOIN(out, "atcr:", "{", "d", "}/") == 9 && !strcmp(out, "atcr:{d}/"));
+    CHECK(STRJOIN(out, "0123456789", "a") == 11 && !strcmp(out, "0123456789a")); /* exactly fits */
+    CHECK(STRJOIN(out, "0123456789", "ab") == -1 && out[0] == 0);                /* one too many */
+    CHECK(STRJOIN(out, "") == 0 && out[0] == 0);
+    CHECK(strjoin(out, 0, (const char *const[]){"x", NULL}) == -1);
+}
+
 int main(void)
 {
     RUN(test_plain_ascii);
     RUN(test_json_string);
     RUN(test_append_ll);
+    RUN(test_strjoin);
     CHECK_EXIT();
 }

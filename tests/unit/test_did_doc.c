@@ -78,6 +78,9 @@ static void test_rejects_garbage(void)
     expect_reject("null", 4, "not JSON");
     const char nul[] = "{\"id\":\"did:plc:ewvi7nxzyoun6zhxrhs64oiz\"}\0garbage";
     expect_reject(nul, sizeof nul - 1, "not JSON");
+    /* the one JSON rule (atproto/json_read.h): a NUL after a literal ends nothing */
+    const char lit[] = "{\"id\":\"" DID "\",\"alsoKnownAs\":null\0}";
+    expect_reject(lit, sizeof lit - 1, "not JSON");
 }
 
 static void test_rejects_wrong_id(void)

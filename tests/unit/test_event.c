@@ -21,9 +21,14 @@ static lexicon_set *lex;
 #define REV "3lbbuqg2k36wa"
 
 #define V1_HEAD "{\"did\":\"" DID "\",\"time_us\":1732000000000036,\"kind\":\"commit\","
-#define V2_HEAD                                                                                    \
-    "{\"$type\":\"network.bsky.jetstream.subscribeEvents#commit\",\"seq\":4000000001,"             \
-    "\"did\":\"" DID "\",\"time_us\":1732000000000036,\"kind\":\"commit\","
+/* A v2 #commit as the server lays it out: members sorted, seq and time last. */
+#define V2_HEAD(op, coll)                                                                          \
+    "{\"$type\":\"message\",\"payload\":{\"$type\":\"network.bsky.jetstream.subscribeEvents#"      \
+    "commit\",\"cid\":\"" CID "\",\"collection\":\"" coll "\",\"did\":\"" DID                      \
+    "\",\"operation\":\"" op "\","
+#define V2_TAIL(rkey)                                                                              \
+    ",\"rev\":\"" REV "\",\"rkey\":\"" rkey "\",\"seq\":4000000001,\"time\":"                      \
+    "\"2024-11-19T07:06:40.000036Z\"}}"
 #define COMMIT(op, coll, rkey)                                                                     \
     "\"commit\":{\"rev\":\"" REV "\",\"operation\":\"" op "\",\"collection\":\"" coll "\","        \
     "\"rkey\":\"" rkey "\","
@@ -91,12 +96,12 @@ static void v1_manifest_and_tag(void)
 
 static void v2_manifest_and_tag(void)
 {
-    const char *m = V2_HEAD COMMIT("create", "io.atcr.manifest", HEX) "\"record\":" MANIFEST TAIL;
+    const char *m = V2_HEAD("create", "io.atcr.manifest") "\"record\":" MANIFEST V2_TAIL(HEX);
     CHECK(parse(JETSTREAM_V2, m) == EVENT_COMMIT);
-    CHECK(ev.cursor == 4000000001u);
+    CHECK(ev.seq == 4000000001u && ev.time_us == 1732000000000036);
     CHECK(span_is(m, MANIFEST));
 
-    const char *t = V2_HEAD COMMIT("create", "io.atcr.tag", "myapp_latest") "\"record\":" TAG TAIL;
+    const char *t = V2_HEAD("create", "io.atcr.tag") "\"record\":" TAG V2_TAIL("myapp_latest");
     CHECK(parse(JETSTREAM_V2, t) == EVENT_COMMIT);
     CHECK(span_is(t, TAG));
 }
@@ -201,13 +206,13 @@ static void deep_record(void)
 /* What the scan and the parse made of a frame, as a user of event_parse sees it. */
 typedef struct {
     event_kind kind;
-    uint64_t time_us, cursor;
+    uint64_t time_us, seq;
     char summary[512];
 } outcome;
 
 static outcome outcome_of(const char *msg)
 {
-    outcome o = {.kind = parse(JETSTREAM_V1, msg), .time_us = ev.time_us, .cursor = ev.cursor};
+    outcome o = {.kind = parse(JETSTREAM_V1, msg), .time_us = ev.time_us, .seq = ev.seq};
     snprintf(o.summary, sizeof o.summary, "%s|%s|%s|%s|%s|%d|%.*s", ev.reason ? ev.reason : "",
              ev.did ? ev.did : "", ev.collection ? ev.collection : "", ev.rkey ? ev.rkey : "",
              ev.key ? ev.key : "", ev.is_delete, (int)ev.record_json_len,
@@ -250,7 +255,7 @@ static void own_layout_matches_search(void)
             outcome searched = outcome_of(moved);
             compared++;
             if (own.kind != searched.kind || own.time_us != searched.time_us ||
-                own.cursor != searched.cursor || strcmp(own.summary, searched.summary) != 0) {
+                own.seq != searched.seq || strcmp(own.summary, searched.summary) != 0) {
                 fprintf(stderr,
                         "frame %zu, space after %s: kind %d/%d time_us %llu/%llu\n  %s\n  %s\n", f,
                         places[p], own.kind, searched.kind, (unsigned long long)own.time_us,
@@ -263,7 +268,7 @@ static void own_layout_matches_search(void)
     CHECK(compared >= 20);
     /* and they are what they should be */
     CHECK(outcome_of(frames[0]).kind == EVENT_COMMIT && ev.time_us == 1732000000000036);
-    CHECK(outcome_of(frames[3]).kind == EVENT_SKIP && ev.cursor == 1732000000000036);
+    CHECK(outcome_of(frames[3]).kind == EVENT_SKIP && ev.time_us == 1732000000000036);
     CHECK(outcome_of(frames[4]).kind == EVENT_INVALID && !strcmp(ev.reason, "bad_rkey"));
     CHECK(outcome_of(frames[5]).kind == EVENT_IDENTITY && ev.time_us == 1732000000000037);
     CHECK(outcome_of(frames[6]).kind == EVENT_SKIP && ev.time_us == 5);

@@ -1,6 +1,7 @@
 /* atproto/json_read against jansson's json_loadb(JSON_REJECT_DUPLICATES), the parser it
- * replaces on the ingest path: both must accept and reject the same inputs and build equal
- * values. Inputs: tricky cases by hand, the firehose fixtures, and byte mutations of them. */
+ * replaces: both must accept and reject the same inputs and build equal values, except where
+ * json_loadb is laxer than RFC 8259 (a NUL right after a number or literal). Inputs: tricky
+ * cases by hand, the firehose fixtures, and byte mutations of them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,21 @@ static void test_cases(void)
     CHECK(agrees("[1]\0", 4));
 }
 
+/* The one difference, on purpose: json_loadb ends a number or literal at a NUL and then takes
+ * the NUL as the end of the input; json_read refuses what follows the value. */
+static void test_nul_after_a_literal_is_refused(void)
+{
+    static const struct {
+        const char *s;
+        size_t len;
+    } nul_cases[] = {{"{\"count\":2\0}", 12}, {"[true\0]", 7}, {"[1,null\0]", 9}, {"[1\0", 3}};
+    for (size_t i = 0; i < sizeof nul_cases / sizeof *nul_cases; i++) {
+        json_t *v = json_read(nul_cases[i].s, nul_cases[i].len);
+        CHECK(v == NULL);
+        json_decref(v);
+    }
+}
+
 static char *nested(int depth, size_t *len)
 {
     char *s = malloc((size_t)depth * 2 + 1);
@@ -225,6 +241,7 @@ int main(void)
 {
     RUN(test_span);
     RUN(test_cases);
+    RUN(test_nul_after_a_literal_is_refused);
     RUN(test_depth_limit);
     RUN(test_fixtures_and_mutations);
     CHECK_EXIT();

@@ -1,4 +1,5 @@
-/* atproto/log: libwebsockets' own messages come out as our log lines. */
+/* atproto/log: libwebsockets' own messages come out as our log lines; a repeated event is
+ * said once per interval with a count of the rest. */
 #include <uv.h> /* before libwebsockets.h, so lws sees libuv's types */
 
 #include <libwebsockets.h>
@@ -36,8 +37,41 @@ static void test_lws_lines(void)
     CHECK(strstr(out, " \n") == NULL);
 }
 
+static void test_limited_lines(void)
+{
+    FILE *tmp = tmpfile();
+    CHECK(tmp != NULL);
+    if (!tmp) return;
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    log_limit l = {0}, other = {0};
+    for (int i = 0; i < 1000; i++)
+        log_limited(&l, LOG_WARN, "t", "refused %d", i);
+    log_limited(&other, LOG_WARN, "t", "another kind");
+    l.said_ms -= LOG_LIMIT_MS; /* as if the interval had passed */
+    log_limited(&l, LOG_WARN, "t", "refused again");
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+
+    char out[4096];
+    rewind(tmp);
+    size_t n = fread(out, 1, sizeof out - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    int lines = 0;
+    for (char *p = out; (p = strchr(p, '\n')); p++)
+        lines++;
+    CHECK(lines == 3);
+    CHECK(strstr(out, " WARN t: refused 0\n") != NULL);
+    CHECK(strstr(out, " WARN t: another kind\n") != NULL);
+    CHECK(strstr(out, " WARN t: refused again (and 999 more like it)\n") != NULL);
+}
+
 int main(void)
 {
     RUN(test_lws_lines);
+    RUN(test_limited_lines);
     CHECK_EXIT();
 }

@@ -1,0 +1,19 @@
+#include "atproto/strjoin.h"
+
+#include <string.h>
+
+int strjoin(char *out, size_t cap, const char *const *parts)
+{
+    size_t n = 0;
+    for (; *parts; parts++) {
+        size_t k = strlen(*parts);
+        if (n + k >= cap) {
+            if (cap) out[0] = 0;
+            return -1;
+        }
+        memcpy(out + n, *parts, k);
+        n += k;
+    }
+    if (cap) out[n] = 0;
+    return cap ? (int)n : -1;
+}
