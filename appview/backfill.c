@@ -418,6 +418,7 @@ static void on_failed_listed(redisReply *r, void *ud)
 
 static void pass_finished(backfill *b)
 {
+    sample(b, uv_now(b->loop));
     char text[300];
     progress_text(b, text, sizeof text);
     log_info("backfill", "pass %s finished: %s", b->pass, text);
@@ -859,7 +860,10 @@ static void pump(backfill *b)
 static void on_counted(redisReply *r, void *ud)
 {
     backfill *b = op_answer(r, ud, NULL, NULL);
-    if (b) pump(b);
+    if (!b) return;
+    sample(b, uv_now(b->loop)); /* where the rate starts */
+    b->next_sample = uv_now(b->loop) + 1000;
+    pump(b);
 }
 
 /* Reads the pass back (its counters, cursors, which collections are listed) and runs it. */
