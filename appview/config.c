@@ -57,6 +57,13 @@ static const char *check_http_url(const char *v)
     return url_shape(v, schemes, "expected an http(s):// URL", &rest);
 }
 
+static const char *check_backfill_mode(const char *v)
+{
+    return !strcmp(v, "off") || !strcmp(v, "once") || !strcmp(v, "auto")
+               ? NULL
+               : "expected off, once or auto";
+}
+
 static const char *check_valkey_url(const char *v)
 {
     return valkey_check_url(v);
@@ -119,6 +126,11 @@ enum {
     O_INGEST,
     O_INGEST_LEASE_SECONDS,
     O_UPSTREAM_TIMEOUT_MS,
+    O_RELAY_URL,
+    O_BACKFILL,
+    O_BACKFILL_CONCURRENCY,
+    O_BACKFILL_PER_HOST,
+    O_BACKFILL_DIDS_FILE,
     O_LOG_LEVEL,
     O_HTTP,
     O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
@@ -196,6 +208,20 @@ static const option_spec SPECS[O_COUNT] = {
                 1, 600),
     [O_UPSTREAM_TIMEOUT_MS] = OPT_INT("upstream-timeout-ms", "APPVIEW_UPSTREAM_TIMEOUT_MS", "10000",
                                       "total time allowed for one upstream HTTP call", 100, 600000),
+    [O_RELAY_URL] = OPT_STR("relay", "APPVIEW_RELAY_URL", "https://relay1.us-east.bsky.network",
+                            "relay asked for com.atproto.sync.listReposByCollection (backfill)",
+                            check_http_url),
+    [O_BACKFILL] = OPT_STR("backfill", "APPVIEW_BACKFILL", "off",
+                           "off, once (one pass per index, resumed after restarts) or auto (also "
+                           "after a schema change or a firehose gap)",
+                           check_backfill_mode),
+    [O_BACKFILL_CONCURRENCY] = OPT_INT("backfill-concurrency", "APPVIEW_BACKFILL_CONCURRENCY", "8",
+                                       "DIDs the backfill resolves or loads at once", 1, 256),
+    [O_BACKFILL_PER_HOST] = OPT_INT("backfill-per-host", "APPVIEW_BACKFILL_PER_HOST", "4",
+                                    "DIDs the backfill loads at once from one PDS", 1, 256),
+    [O_BACKFILL_DIDS_FILE] =
+        OPT_STR("dids", "APPVIEW_BACKFILL_DIDS_FILE", NULL,
+                "file of DIDs (one a line) the backfill loads instead of asking the relay", NULL),
     [O_LOG_LEVEL] = OPT_STR("log-level", "LOG_LEVEL", "info",
                             "least important log lines shown: debug, info, warn or error",
                             options_check_log_level),
@@ -222,6 +248,9 @@ void appview_config_free(appview_config *c)
     free_list(c->holds, c->nholds);
     free(c->key_prefix);
     free(c->lexicon_dir);
+    free(c->relay_url);
+    free(c->backfill);
+    free(c->backfill_dids_file);
     memset(c, 0, sizeof *c);
 }
 
@@ -231,7 +260,9 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     memset(c, 0, sizeof *c);
     int rc = options_parse("appview", APPVIEW_VERSION,
                            "Indexes io.atcr.* records from the Jetstream firehose into Valkey and "
-                           "serves them over XRPC.",
+                           "serves them over XRPC.\n"
+                           "`appview backfill [options]` runs one backfill pass in the foreground "
+                           "(--relay URL or --dids FILE) and exits: 0 when every DID was loaded.",
                            SPECS, O_COUNT, v, argc, argv);
     if (rc != 0) return rc;
     c->listen = option_take_str(&v[O_LISTEN]);
@@ -260,6 +291,11 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->ingest = v[O_INGEST].num;
     c->ingest_lease_seconds = (int)v[O_INGEST_LEASE_SECONDS].num;
     c->upstream_timeout_ms = (int)v[O_UPSTREAM_TIMEOUT_MS].num;
+    c->relay_url = option_take_str(&v[O_RELAY_URL]);
+    c->backfill = option_take_str(&v[O_BACKFILL]);
+    c->backfill_concurrency = (int)v[O_BACKFILL_CONCURRENCY].num;
+    c->backfill_per_host = (int)v[O_BACKFILL_PER_HOST].num;
+    c->backfill_dids_file = option_take_str(&v[O_BACKFILL_DIDS_FILE]);
     log_level_from_name(v[O_LOG_LEVEL].str, &c->log_level);
     httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);

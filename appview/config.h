@@ -40,6 +40,11 @@ typedef struct {
     bool ingest;                 /* APPVIEW_INGEST: this replica reads the firehose, default on */
     int ingest_lease_seconds;    /* APPVIEW_INGEST_LEASE_SECONDS, default 10 */
     int upstream_timeout_ms;     /* APPVIEW_UPSTREAM_TIMEOUT_MS, default 10000 */
+    char *relay_url;             /* APPVIEW_RELAY_URL: listReposByCollection for the backfill */
+    char *backfill;              /* APPVIEW_BACKFILL: off (default), once or auto */
+    int backfill_concurrency;    /* APPVIEW_BACKFILL_CONCURRENCY, default 8 */
+    int backfill_per_host;       /* APPVIEW_BACKFILL_PER_HOST, default 4 */
+    char *backfill_dids_file;    /* APPVIEW_BACKFILL_DIDS_FILE; NULL: ask the relay */
     enum log_level log_level;    /* LOG_LEVEL, default info */
     httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;

@@ -94,7 +94,16 @@ struct ingest {
         *error_frames_total, *invalidated_total;
     uint64_t *dropped_keys_total;
     uint64_t *refused_retries_total;
+    void (*request_backfill)(void *ud, const char *reason);
+    void *request_backfill_ud;
 };
+
+/* The index no longer holds what the network does, beyond what the stream will bring: a
+ * backfill lists every DID again. */
+static void request_backfill(ingest *in, const char *reason)
+{
+    if (in->request_backfill) in->request_backfill(in->request_backfill_ud, reason);
+}
 
 /* ---- drop reasons, as metric labels ---- */
 
@@ -354,11 +363,12 @@ static void invalidate_step(ingest *in, const char *cursor)
 }
 
 /* Events were missed (the server no longer had them): no index can be trusted to be complete.
- * Every P{D}/complete goes, so each list is rebuilt from its PDS when it is next read. (A
- * backfill worker will replace this by reloading what the gap touched.) */
+ * Every P{D}/complete goes, so each list is rebuilt from its PDS when it is next read, and a
+ * backfill pass is asked for, which reloads every DID (appview/backfill.h, in auto mode). */
 static void invalidate_all(ingest *in, const char *why)
 {
     log_warn("ingest", "%s: events were missed; marking every index incomplete", why);
+    request_backfill(in, why);
     if (in->invalidating) {
         in->invalidate_again = 1;
         return;
@@ -557,12 +567,7 @@ static uint64_t reply_uint(const redisReply *r)
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
  * of versions 2 or 3 (whose tags named digests, not manifest records) is dropped: Valkey is a
  * cache, reads fall back to the PDSes and the firehose fills it again, from the same cursor. */
-#define SCHEMA_VERSION "4"
-
-static int outdated_schema(const char *found)
-{
-    return !strcmp(found, "2") || !strcmp(found, "3");
-}
+#define SCHEMA_VERSION FOLD_SCHEMA_VERSION
 
 static void cursor_loaded(ingest *in)
 {
@@ -603,6 +608,7 @@ static void on_dropped_page(redisReply *r, void *ud)
     }
     log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
              (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
+    request_backfill(in, "schema change");
     in->cursor_loading = 0;
     if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
 }
@@ -633,7 +639,7 @@ static void on_cursor_loaded(redisReply *r, void *ud)
     if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
     in->read = in->persisted = in->acked;
     if (in->acked.time_us > in->newest_time_us) in->newest_time_us = in->acked.time_us;
-    if (found && outdated_schema(found)) {
+    if (found && fold_schema_outdated(found)) {
         log_warn("ingest",
                  "Valkey holds an index of key schema %s under prefix %s, an older layout: "
                  "dropping it (reads fall back to the PDSes; the firehose refills it)",
@@ -874,6 +880,8 @@ ingest *ingest_new(uv_loop_t *loop, valkey *v, fold *f, loader *ld, http_client 
     in->ld = ld;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
+    in->request_backfill = opt->request_backfill;
+    in->request_backfill_ud = opt->request_backfill_ud;
     in->acked.url = in->read.url = in->persisted.url = -1;
     in->prefix = strdup(opt->prefix);
     in->urls = calloc(opt->nurls ? opt->nurls : 1, sizeof *in->urls);

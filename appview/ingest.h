@@ -46,6 +46,11 @@ typedef struct {
     int no_compression;      /* v2: uncompressed frames even where dict-zstd is served */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
+    /* Called when the index lost what a backfill would load (an outdated layout was dropped;
+     * the stream could not resume from the cursor): appview/backfill.h's backfill_request.
+     * May be NULL. */
+    void (*request_backfill)(void *ud, const char *reason);
+    void *request_backfill_ud;
 } ingest_options;
 
 /* ld reloads DIDs a #sync names; http fetches the v2 dictionary (NULL: no compression). */

@@ -1,10 +1,13 @@
-/* bin/appview: follows Jetstream into Valkey (appview/ingest.h) and answers XRPC queries. */
+/* bin/appview: follows Jetstream into Valkey (appview/ingest.h) and answers XRPC queries;
+ * `appview backfill` runs one backfill pass (appview/backfill.h) in the foreground. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "appview/backfill.h"
 #include "appview/config.h"
 #include "appview/fold.h"
 #include "appview/ingest.h"
@@ -38,7 +41,41 @@ typedef struct {
     reads *rd;
     stats *st;
     httpd *http;
+    backfill *bf;
+    int command; /* `appview backfill`: no ingest, no server; exit_status says how it went */
+    int exit_status;
 } app;
+
+static void on_request_backfill(void *ud, const char *reason)
+{
+    app *a = ud;
+    if (a->bf) backfill_request(a->bf, reason);
+}
+
+/* The command's pass ended: leave the loop the way SIGTERM does. */
+static void on_backfill_done(void *ud, int status)
+{
+    app *a = ud;
+    a->exit_status = status;
+    uv_kill(getpid(), SIGTERM);
+}
+
+static bf_mode backfill_mode(const app *a)
+{
+    if (a->command) return BF_COMMAND;
+    if (!strcmp(a->cfg.backfill, "auto")) return BF_AUTO;
+    return !strcmp(a->cfg.backfill, "once") ? BF_ONCE : BF_OFF;
+}
+
+/* The operator chose a log level, by flag or environment. */
+static int log_level_chosen(int argc, char **argv)
+{
+    const char *env = getenv("LOG_LEVEL");
+    if (env && *env) return 1;
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--log-level", 11)) return 1;
+    return 0;
+}
 
 static void on_valkey_state(int up, void *ud)
 {
@@ -112,8 +149,13 @@ static void health(httpd_req *r, void *ud)
         rc |= buf_puts(&out, ",\"writesRefused\":");
         rc |= json_str(&out, refusal);
     }
+    rc |= buf_puts(&out, "}");
+    if (a->bf) {
+        rc |= buf_puts(&out, ",");
+        rc |= backfill_health_json(a->bf, &out);
+    }
     if (a->in) {
-        rc |= buf_printf(&out, "},\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
+        rc |= buf_printf(&out, ",\"jetstream\":{\"leader\":%s,\"connected\":%s,\"url\":",
                          ingest_leader(a->in) ? "true" : "false",
                          ingest_connected(a->in) ? "true" : "false");
         rc |= json_str(&out, ingest_url(a->in));
@@ -128,7 +170,7 @@ static void health(httpd_req *r, void *ud)
         rc |= ingest_health_json(a->in, &out);
         rc |= buf_puts(&out, "}}");
     } else {
-        rc |= buf_puts(&out, "},\"jetstream\":null}");
+        rc |= buf_puts(&out, ",\"jetstream\":null}");
     }
     if (rc)
         httpd_reply_error(r, 500, "InternalServerError", "out of memory");
@@ -151,14 +193,16 @@ static void drain_begin(void *ud, int signum)
 {
     app *a = ud;
     log_info("appview", "signal %d: draining", signum);
-    httpd_stop(a->http);
+    if (a->http) httpd_stop(a->http);
     if (a->in) ingest_stop(a->in);
+    if (a->bf) backfill_stop(a->bf);
 }
 
 static int drain_idle(void *ud)
 {
     app *a = ud;
-    return httpd_inflight(a->http) == 0 && (!a->in || ingest_idle(a->in));
+    return (!a->http || httpd_inflight(a->http) == 0) && (!a->in || ingest_idle(a->in)) &&
+           (!a->bf || backfill_idle(a->bf));
 }
 
 /* Logs that a step that reports nothing itself failed; returns -1 for start()'s tail calls. */
@@ -171,14 +215,13 @@ static int cannot_set_up(const char *what)
 static int start(app *a)
 {
     /* The address first: a port that cannot be bound stops start-up before the lease is
-     * asked for or the stream is read. */
+     * asked for or the stream is read. The backfill command serves nothing. */
     httpd_options ho = {.listen = a->cfg.listen,
                         .max_body = 64 * 1024,
                         .name = "appview",
                         .setting = "--listen, APPVIEW_LISTEN",
                         .limits = a->cfg.http};
-    a->http = httpd_new(a->loop, &ho);
-    if (!a->http) return -1;
+    if (!a->command && !(a->http = httpd_new(a->loop, &ho))) return -1;
     char err[512];
     a->lexicons = lexicon_load_dir(a->cfg.lexicon_dir, err, sizeof err);
     if (!a->lexicons) {
@@ -213,7 +256,7 @@ static int start(app *a)
                          .record_ttl = (unsigned)a->cfg.record_ttl};
     a->ld = loader_new(a->loop, a->v, a->f, a->identities, a->upstream, a->lexicons, &lo);
     if (!a->ld) return cannot_set_up("the loader");
-    if (a->cfg.ingest) {
+    if (a->cfg.ingest && !a->command) {
         ingest_options io = {.urls = (const char *const *)a->cfg.jetstream_urls,
                              .nurls = a->cfg.njetstream_urls,
                              .prefix = a->cfg.key_prefix,
@@ -221,9 +264,27 @@ static int start(app *a)
                              .rewind_seconds = (unsigned)a->cfg.cursor_rewind_seconds,
                              .no_compression = !a->cfg.jetstream_compress,
                              .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
-                             .record_ttl = (unsigned)a->cfg.record_ttl};
+                             .record_ttl = (unsigned)a->cfg.record_ttl,
+                             .request_backfill = on_request_backfill,
+                             .request_backfill_ud = a};
         a->in = ingest_new(a->loop, a->v, a->f, a->ld, a->upstream, a->lexicons, &io);
         if (!a->in) return cannot_set_up("ingest");
+    }
+    backfill_options bo = {.mode = backfill_mode(a),
+                           .prefix = a->cfg.key_prefix,
+                           .relay_url = a->cfg.relay_url,
+                           .dids_file = a->cfg.backfill_dids_file,
+                           .concurrency = (unsigned)a->cfg.backfill_concurrency,
+                           .per_host = (unsigned)a->cfg.backfill_per_host,
+                           .lease_ms = (unsigned)a->cfg.ingest_lease_seconds * 1000u,
+                           .progress_bar = a->command && isatty(STDERR_FILENO),
+                           .on_done = on_backfill_done,
+                           .ud = a};
+    a->bf = backfill_new(a->loop, a->v, a->ld, a->upstream, &bo);
+    if (!a->bf) return cannot_set_up("the backfill");
+    if (a->command) {
+        valkey_start(a->v);
+        return 0;
     }
     reads_options rdo = {.prefix = a->cfg.key_prefix};
     a->rd = reads_new(a->http, a->v, a->ld, &rdo);
@@ -261,6 +322,7 @@ static void stop(app *a)
     if (a->identities) resolver_free(a->identities);
     stats_free(a->st);
     if (a->upstream) http_client_free(a->upstream);
+    backfill_free(a->bf);
     if (a->rd) reads_free(a->rd);
     if (a->in) ingest_free(a->in);
     if (a->f) fold_free(a->f);
@@ -278,13 +340,18 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     app a;
     memset(&a, 0, sizeof a);
-    int rc = appview_config_load(&a.cfg, argc, argv);
+    a.command = argc > 1 && !strcmp(argv[1], "backfill");
+    a.exit_status = 130; /* the command interrupted before its pass ended */
+    int rc = appview_config_load(&a.cfg, argc - a.command, argv + a.command);
     if (rc != 0) return rc > 0 ? 0 : 2;
     if (appview_config_prepare_paths(&a.cfg) < 0) {
         appview_config_free(&a.cfg);
         return 2;
     }
     log_set_level(a.cfg.log_level);
+    /* A progress bar says what a line per DID would: on a terminal, warnings only. */
+    if (a.command && isatty(STDERR_FILENO) && !log_level_chosen(argc, argv))
+        log_set_level(LOG_WARN);
     a.loop = uv_default_loop();
     srand((unsigned)uv_hrtime());
 
@@ -304,15 +371,22 @@ int main(int argc, char **argv)
     }
     char valkey_shown[512];
     redact_url(a.cfg.valkey_url, valkey_shown, sizeof valkey_shown);
-    log_info("appview", "version %s: listening on %s (port %d), Valkey %s, ingest %s",
-             APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), valkey_shown,
-             a.cfg.ingest ? "on" : "off");
+    if (a.command)
+        log_info("appview", "version %s: backfill from %s into Valkey %s", APPVIEW_VERSION,
+                 a.cfg.backfill_dids_file ? a.cfg.backfill_dids_file : a.cfg.relay_url,
+                 valkey_shown);
+    else
+        log_info("appview",
+                 "version %s: listening on %s (port %d), Valkey %s, ingest %s, backfill %s",
+                 APPVIEW_VERSION, a.cfg.listen, httpd_port(a.http), valkey_shown,
+                 a.cfg.ingest ? "on" : "off", a.cfg.backfill);
 
     uv_run(a.loop, UV_RUN_DEFAULT);
 
     stop(&a);
     rc = uv_loop_close(a.loop) == 0 ? 0 : 1;
     if (rc) log_warn("appview", "event loop closed with handles still open");
+    if (a.command && !rc) rc = a.exit_status;
     appview_config_free(&a.cfg);
     metrics_free_all();
     log_info("appview", "stopped");

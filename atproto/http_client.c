@@ -220,6 +220,22 @@ const char *http_result_header(const http_result *res, const char *name)
     return NULL;
 }
 
+long http_result_wait_ms(const http_result *r, const char *reset_header)
+{
+    if (r->retry_after >= 0) return r->retry_after * 1000;
+    const char *v = reset_header ? http_result_header(r, reset_header) : NULL;
+    if (!v) v = http_result_header(r, "ratelimit-reset");
+    if (!v) return -1;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end || n < 0) return -1;
+    if (n < 1000000000LL) return (long)(n * 1000);
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    long long ms = n * 1000 - (now.tv_sec * 1000LL + now.tv_usec / 1000);
+    return ms > 0 ? (long)ms : 0;
+}
+
 static long parse_retry_after(const char *v)
 {
     if (!v) return -1;

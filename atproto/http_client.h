@@ -60,6 +60,12 @@ struct http_result {
  * Valid during the callback only, like every pointer in the result. */
 const char *http_result_header(const http_result *r, const char *name);
 
+/* How long the server asked the client to wait (a 429 or 503), in ms: its Retry-After, else a
+ * rate-limit reset header (RateLimit-Reset as the atproto PDS sends it, or reset_header when not
+ * NULL, e.g. "x-ratelimit-reset"): Unix seconds when it is a date after 2001, else seconds from
+ * now. -1 when it names no wait. */
+long http_result_wait_ms(const http_result *r, const char *reset_header);
+
 const char *http_error_name(enum http_error e);
 
 typedef void (*http_done_cb)(const http_result *res, void *ud);

@@ -10,6 +10,12 @@
 #include <time.h>
 
 static enum log_level min_level = LOG_INFO;
+static void (*before_line)(void);
+
+void log_set_before_line(void (*fn)(void))
+{
+    before_line = fn;
+}
 
 void log_set_level(enum log_level level)
 {
@@ -62,6 +68,7 @@ log_line(enum log_level level, const char *component, unsigned skipped, const ch
         if (len > sizeof line - 2) len = sizeof line - 2;
     }
     line[len++] = '\n';
+    if (before_line) before_line();
     fwrite(line, 1, len, stderr);
 }
 

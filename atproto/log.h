@@ -13,6 +13,9 @@ void log_set_level(enum log_level level);
 int log_level_from_name(const char *name, enum log_level *level);
 /* LOG_LEVEL, for tools without options (the services take it as an option, which checks it). */
 void log_init_from_env(void);
+/* Called before each line is written, e.g. to clear a progress bar drawn on the same terminal;
+ * NULL for none. */
+void log_set_before_line(void (*fn)(void));
 
 __attribute__((format(printf, 3, 4))) void log_msg(enum log_level level, const char *component,
                                                    const char *fmt, ...);

@@ -8,5 +8,6 @@ extern const char lua_guarded[];
 extern const char lua_purge[];
 extern const char lua_hold_stats[];
 extern const char lua_lease[];
+extern const char lua_backfill[];
 
 #endif

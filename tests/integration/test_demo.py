@@ -110,6 +110,15 @@ def test_demo_prints_the_fold_and_the_hold_counts(h):
     records = s["the same as ATProto records"][1]["records"]
     assert sorted((r["value"]["repository"], r["value"]["pullCount"]) for r in records) == [
         ("api", 2), ("webapp", 3)]
+    # The backfill of the synthetic network (1,500 DIDs, every tenth without records).
+    backfill = s["health after the backfill"][1]["backfill"]
+    assert backfill["state"] == "finished" and backfill["dids"]["done"] == 1350, backfill
+    assert backfill["records"] == 1350 * 8 and backfill["dids"]["failed"] == 0, backfill
+    recent = s["most recent manifests, backfilled"][1]["manifests"]
+    assert len(recent) == 3 and all(m["did"].startswith("did:plc:backfillstandin") for m in recent)
+    repos = s["a backfilled user's repositories"][1]["repositories"]
+    assert sorted(r["manifestCount"] for r in repos) == [2, 2, 2], repos
+    assert "backfill complete: 1350 DIDs, 10800 records" in proc.stdout
     for name in ("appview", "hold"):
         with open(os.path.join(demo_dir, name + ".log")) as f:
             assert "stopped" in f.read(), f"{name} did not drain and stop"
