@@ -1,6 +1,8 @@
-# ATCR appview and hold. `make` builds bin/appview and bin/hold.
-# `make test` installs what is missing, builds (plain and ASan+UBSan) and runs every test.
-# `make bench` runs the benchmarks. `make run` / `make demo` start the services locally.
+# ATCR appview and hold. `make` installs the build packages it lacks and builds bin/appview and
+# bin/hold. `make test` installs what the tests use, checks the format and the lint, builds
+# (plain and ASan+UBSan) and runs every test, fuzz corpora replayed. `make bench` runs the
+# benchmarks, `make fuzz` the libFuzzer harnesses. `make run` / `make demo` start the services
+# locally. Each installs only what it uses (tests/tools/install-deps.sh says what that is).
 
 CC      ?= cc
 PKGS    := libwebsockets hiredis jansson libcurl sqlite3 libuv libzstd libssl libcrypto
@@ -51,9 +53,20 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(BIN)/tools/%,$(TOOL_SRC))
 # compiler), and with libFuzzer (FUZZ=1 only).
 FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,$(BIN)/unit/%,$(FUZZ_SRC))
 FUZZ_BIN    := $(patsubst tests/fuzz/%.c,$(BIN)/fuzz/%,$(FUZZ_SRC))
+# Objects of the test programs are reached only through pattern rules, which would make them
+# intermediate: deleted after the first build and rebuilt by the next one.
+.SECONDARY: $(call obj,$(UNIT_SRC) $(TOOL_SRC) $(FUZZ_SRC)) \
+            $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/fuzz/replay-%.o,$(FUZZ_SRC))
 
-.PHONY: all bins deps test check-asan bench run demo format lint clean fuzz fuzzers
-all: bins
+FORMAT_FILES := $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) $(UNIT_SRC) $(TOOL_SRC) \
+                $(FUZZ_SRC) tests/fuzz/replay.c $(wildcard */*.h tests/*/*.h)
+
+.PHONY: all bins fuzzers deps-build deps-run deps-test deps-bench test check-asan bench fuzz run \
+        demo format format-check lint clean
+# The packages first, and the build in a make of its own: pkg-config's flags above are read
+# with this Makefile, before a package installed by this very make would exist.
+all: deps-build
+	@$(MAKE) --no-print-directory bins
 	@if [ "$(SAN)" != 1 ]; then mkdir -p bin && ln -sf ../$(BIN)/appview bin/appview && ln -sf ../$(BIN)/hold bin/hold; fi
 
 bins: $(BIN)/appview $(BIN)/hold $(UNIT_BIN) $(TOOL_BIN) $(FUZZ_REPLAY)
@@ -107,44 +120,61 @@ $(APPVIEW_TOOLS): $(BIN)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libappview.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-deps:
-	@sh tests/tools/install-deps.sh
+deps-build:
+	@sh tests/tools/install-deps.sh build
+deps-run:
+	@sh tests/tools/install-deps.sh run
+deps-test:
+	@sh tests/tools/install-deps.sh test
 	@sh tests/tools/install-node.sh
+deps-bench:
+	@sh tests/tools/install-deps.sh bench
 
-test: deps
+# Gated like Valkey's and curl's CI: a format difference or a lint warning fails the run.
+test: deps-test
+	$(MAKE) format-check
+	$(MAKE) lint
 	$(MAKE) all
 	$(MAKE) SAN=1 bins
 	python3 tests/run.py --bin build-asan/bin
 
 check-asan: test
 
-bench: deps
+bench: deps-bench
 	$(MAKE) all
 	sh bench/run.sh
 
 # Runs every libFuzzer harness for FUZZ_SECONDS over its corpus (new inputs go to var/fuzz/,
 # crashes to var/fuzz/artifacts/), then prints what each found.
 fuzz:
-	@sh tests/tools/install-deps.sh clang libclang-rt-14-dev
+	@sh tests/tools/install-deps.sh build clang libclang-rt-14-dev
 	$(MAKE) FUZZ=1 fuzzers
 	sh tests/fuzz/run.sh build-fuzz/bin/fuzz $(FUZZ_SECONDS)
 
-run: deps all
+run: deps-run
+	@$(MAKE) --no-print-directory all
 	sh deploy/run-local.sh
 
-demo: deps all
+demo: deps-run
+	@$(MAKE) --no-print-directory all
 	sh deploy/demo.sh
 
 format:
-	@sh tests/tools/install-deps.sh clang-format
-	clang-format -i $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) $(UNIT_SRC) $(TOOL_SRC) \
-	    $(FUZZ_SRC) tests/fuzz/replay.c $(wildcard */*.h tests/*/*.h)
+	@sh tests/tools/install-deps.sh tools clang-format
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	@sh tests/tools/install-deps.sh tools clang-format
+	@clang-format --dry-run --Werror $(FORMAT_FILES) || \
+	    { echo "format-check: run make format and commit the result" >&2; exit 1; }
 
 lint:
-	@sh tests/tools/install-deps.sh cppcheck clang-tidy
+	@sh tests/tools/install-deps.sh tools cppcheck clang-tidy
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	    --suppress=missingIncludeSystem -I. atproto cache appview hold
-	clang-tidy --quiet --warnings-as-errors='*' $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) -- \
+	@# one file per clang-tidy, two at a time (the machine's cores); any warning fails
+	@printf '%s\n' $(ATPROTO_SRC) $(CACHE_SRC) $(APPVIEW_SRC) $(HOLD_SRC) | \
+	    xargs -P 2 -I {} clang-tidy --quiet --warnings-as-errors='*' {} -- \
 	    $(filter-out -MMD -MP,$(CPPFLAGS))
 
 clean:

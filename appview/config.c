@@ -1,33 +1,72 @@
 #include "appview/config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "atproto/log.h"
 #include "atproto/options.h"
+#include "atproto/path.h"
+#include "cache/valkey.h"
 
-/* True when v is scheme followed by at least one character and no whitespace or control
- * characters anywhere; the component that dials the URL checks the rest. */
-static bool has_scheme(const char *v, const char *scheme)
+/* Why v is not a URL of one of schemes with a host, an optional port 1..65535, no fragment and
+ * no whitespace; NULL when it is. *rest is then where the path (or query) starts. */
+static const char *url_shape(const char *v, const char *const *schemes, const char *want,
+                             const char **rest)
 {
-    size_t n = strlen(scheme);
-    if (strncmp(v, scheme, n) || !v[n]) return false;
-    for (const char *p = v; *p; p++)
-        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p)) return false;
-    return true;
+    const char *p = NULL;
+    for (; *schemes && !p; schemes++)
+        if (!strncmp(v, *schemes, strlen(*schemes))) p = v + strlen(*schemes);
+    if (!p) return want;
+    for (const char *c = v; *c; c++)
+        if (isspace((unsigned char)*c) || iscntrl((unsigned char)*c))
+            return "no spaces or control characters allowed";
+    if (strchr(v, '#')) return "no #fragment allowed";
+    size_t alen = strcspn(p, "/?");
+    if (memchr(p, '@', alen)) return "no user or password allowed in this URL";
+    const char *port = NULL;
+    if (*p == '[') {
+        const char *close = memchr(p, ']', alen);
+        if (!close || close == p + 1) return "an IPv6 host needs its closing ']'";
+        if (close + 1 < p + alen) {
+            if (close[1] != ':') return "expected :PORT after the IPv6 host";
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', alen);
+        if (colon == p || alen == 0) return "no host";
+        if (colon) port = colon + 1;
+    }
+    if (port) {
+        size_t digits = (size_t)(p + alen - port);
+        if (!digits || digits > 5 || strspn(port, "0123456789") < digits || atol(port) < 1 ||
+            atol(port) > 65535)
+            return "the port must be a number 1..65535";
+    }
+    *rest = p + alen;
+    return NULL;
 }
 
 static const char *check_http_url(const char *v)
 {
-    return has_scheme(v, "https://") || has_scheme(v, "http://") ? NULL
-                                                                 : "expected an http(s):// URL";
+    static const char *const schemes[] = {"https://", "http://", NULL};
+    const char *rest;
+    return url_shape(v, schemes, "expected an http(s):// URL", &rest);
+}
+
+static const char *check_backfill_mode(const char *v)
+{
+    return !strcmp(v, "off") || !strcmp(v, "once") || !strcmp(v, "auto")
+               ? NULL
+               : "expected off, once or auto";
 }
 
 static const char *check_valkey_url(const char *v)
 {
-    if (has_scheme(v, "redis://") || has_scheme(v, "unix:///")) return NULL;
-    return "expected redis://HOST:PORT/DB or unix:///PATH";
+    return valkey_check_url(v);
 }
 
 /* Seeds are checked whole when the cluster client is made; here, that there is something. */
@@ -39,10 +78,21 @@ static const char *check_cluster_seeds(const char *v)
     return *v ? NULL : "expected host:port,host:port,...";
 }
 
+/* Jetstream's path says which protocol it speaks (appview/jetstream.h); anything else is a
+ * typo that would be read as v1 and answered with a 404 forever. */
 static const char *check_ws_url(const char *v)
 {
-    return has_scheme(v, "wss://") || has_scheme(v, "ws://") ? NULL
-                                                             : "expected a ws:// or wss:// URL";
+    static const char *const schemes[] = {"wss://", "ws://", NULL};
+    static const char v1[] = "/subscribe", v2[] = "/xrpc/network.bsky.jetstream.subscribeEvents";
+    const char *rest;
+    const char *why = url_shape(v, schemes, "expected a ws:// or wss:// URL", &rest);
+    if (why) return why;
+    size_t plen = strcspn(rest, "?");
+    int is_v1 = plen >= strlen(v1) && !memcmp(rest + plen - strlen(v1), v1, strlen(v1));
+    int is_v2 = plen >= strlen(v2) && !memcmp(rest + plen - strlen(v2), v2, strlen(v2));
+    return is_v1 || is_v2 ? NULL
+                          : "the path must end in /subscribe (Jetstream v1) or "
+                            "/xrpc/network.bsky.jetstream.subscribeEvents (v2)";
 }
 
 /* The prefix is pasted in front of keys that carry {did} hash tags; a brace of its own would
@@ -88,6 +138,12 @@ enum {
     O_VALKEY_CLUSTER,
     O_VALKEY_WAIT_REPLICAS,
     O_VALKEY_WAIT_TIMEOUT_MS,
+    O_RELAY_URL,
+    O_BACKFILL,
+    O_BACKFILL_CONCURRENCY,
+    O_BACKFILL_PER_HOST,
+    O_BACKFILL_DIDS_FILE,
+    O_LOG_LEVEL,
     O_HTTP,
     O_COUNT = O_HTTP + HTTPD_OPTION_COUNT
 };
@@ -110,7 +166,9 @@ static const option_spec SPECS[O_COUNT] = {
         OPT_STR("handle-resolver-url", "APPVIEW_HANDLE_RESOLVER_URL", NULL,
                 "XRPC service asked for resolveHandle when DNS and HTTPS fail", check_http_url),
     [O_DATA_DIR] = OPT_STR("data-dir", "APPVIEW_DATA_DIR", "./var/appview",
-                           "directory for the stats history database", NULL),
+                           "directory for the stats history database, created if missing "
+                           "(relative: from the working directory)",
+                           NULL),
     [O_DOCKERHUB_URL] = OPT_STR("dockerhub-url", "APPVIEW_DOCKERHUB_URL", "https://hub.docker.com",
                                 "Docker Hub API base URL", check_http_url),
     [O_DOCKERHUB_MAP] = OPT_STR("dockerhub-map", "APPVIEW_DOCKERHUB_MAP", NULL,
@@ -141,7 +199,9 @@ static const option_spec SPECS[O_COUNT] = {
                              "atcr:", "prefix of every Valkey key", check_key_prefix),
     [O_LEXICON_DIR] =
         OPT_STR("lexicon-dir", "APPVIEW_LEXICON_DIR", "./lexicons",
-                "directory of lexicon JSON files records are validated against", NULL),
+                "directory of lexicon JSON files records are validated against (relative: from "
+                "the working directory)",
+                NULL),
     [O_JETSTREAM_STALL_SECONDS] =
         OPT_INT("jetstream-stall-seconds", "APPVIEW_JETSTREAM_STALL_SECONDS", "30",
                 "silence after which a Jetstream socket is replaced", 1, 3600),
@@ -173,6 +233,23 @@ static const option_spec SPECS[O_COUNT] = {
     [O_VALKEY_WAIT_TIMEOUT_MS] = OPT_INT(
         "valkey-wait-timeout-ms", "APPVIEW_VALKEY_WAIT_TIMEOUT_MS", "1000",
         "how long the replicas get to confirm; past it ingest pauses and writes again", 10, 4000),
+    [O_RELAY_URL] = OPT_STR("relay", "APPVIEW_RELAY_URL", "https://relay1.us-east.bsky.network",
+                            "relay asked for com.atproto.sync.listReposByCollection (backfill)",
+                            check_http_url),
+    [O_BACKFILL] = OPT_STR("backfill", "APPVIEW_BACKFILL", "off",
+                           "off, once (one pass per index, resumed after restarts) or auto (also "
+                           "after a schema change or a firehose gap)",
+                           check_backfill_mode),
+    [O_BACKFILL_CONCURRENCY] = OPT_INT("backfill-concurrency", "APPVIEW_BACKFILL_CONCURRENCY", "8",
+                                       "DIDs the backfill resolves or loads at once", 1, 256),
+    [O_BACKFILL_PER_HOST] = OPT_INT("backfill-per-host", "APPVIEW_BACKFILL_PER_HOST", "4",
+                                    "DIDs the backfill loads at once from one PDS", 1, 256),
+    [O_BACKFILL_DIDS_FILE] =
+        OPT_STR("dids", "APPVIEW_BACKFILL_DIDS_FILE", NULL,
+                "file of DIDs (one a line) the backfill loads instead of asking the relay", NULL),
+    [O_LOG_LEVEL] = OPT_STR("log-level", "LOG_LEVEL", "info",
+                            "least important log lines shown: debug, info, warn or error",
+                            options_check_log_level),
     [O_HTTP] = HTTPD_OPTIONS("APPVIEW"),
 };
 
@@ -197,6 +274,9 @@ void appview_config_free(appview_config *c)
     free_list(c->holds, c->nholds);
     free(c->key_prefix);
     free(c->lexicon_dir);
+    free(c->relay_url);
+    free(c->backfill);
+    free(c->backfill_dids_file);
     memset(c, 0, sizeof *c);
 }
 
@@ -204,9 +284,11 @@ int appview_config_load(appview_config *c, int argc, char **argv)
 {
     option_value v[O_COUNT];
     memset(c, 0, sizeof *c);
-    int rc = options_parse("appview",
+    int rc = options_parse("appview", APPVIEW_VERSION,
                            "Indexes io.atcr.* records from the Jetstream firehose into Valkey and "
-                           "serves them over XRPC.",
+                           "serves them over XRPC.\n"
+                           "`appview backfill [options]` runs one backfill pass in the foreground "
+                           "(--relay URL or --dids FILE) and exits: 0 when every DID was loaded.",
                            SPECS, O_COUNT, v, argc, argv);
     if (rc != 0) return rc;
     c->listen = option_take_str(&v[O_LISTEN]);
@@ -239,6 +321,12 @@ int appview_config_load(appview_config *c, int argc, char **argv)
     c->valkey_wait_replicas = (int)v[O_VALKEY_WAIT_REPLICAS].num;
     if (c->valkey_wait_replicas < 0) c->valkey_wait_replicas = c->valkey_cluster ? 1 : 0;
     c->valkey_wait_timeout_ms = (int)v[O_VALKEY_WAIT_TIMEOUT_MS].num;
+    c->relay_url = option_take_str(&v[O_RELAY_URL]);
+    c->backfill = option_take_str(&v[O_BACKFILL]);
+    c->backfill_concurrency = (int)v[O_BACKFILL_CONCURRENCY].num;
+    c->backfill_per_host = (int)v[O_BACKFILL_PER_HOST].num;
+    c->backfill_dids_file = option_take_str(&v[O_BACKFILL_DIDS_FILE]);
+    log_level_from_name(v[O_LOG_LEVEL].str, &c->log_level);
     httpd_limits_from_options(&c->http, &v[O_HTTP]);
     options_free(v, O_COUNT);
     if (c->ingest && !c->njetstream_urls) {
@@ -248,4 +336,47 @@ int appview_config_load(appview_config *c, int argc, char **argv)
         return -1;
     }
     return 0;
+}
+
+/* Prints "appview: --flag (ENV) 'value' is PATH: CAUSE; REMEDY" and returns -1. */
+static int path_error(const char *flag, const char *env, const char *value, const char *path,
+                      const char *cause, const char *remedy)
+{
+    fprintf(stderr, "appview: --%s (%s) '%s' is %s: %s; %s\n", flag, env, value, path, cause,
+            remedy);
+    return -1;
+}
+
+int appview_config_prepare_paths(appview_config *c)
+{
+    char *lexicons = path_absolute(c->lexicon_dir);
+    char *data = path_absolute(c->data_dir);
+    int rc = 0, err = 0;
+    struct stat st;
+    char failed[4096];
+    if (lexicons) err = stat(lexicons, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (!lexicons || !data) {
+        fprintf(stderr, "appview: cannot tell the working directory: %s\n", strerror(errno));
+        rc = -1;
+    } else if (err) {
+        rc = path_error("lexicon-dir", "APPVIEW_LEXICON_DIR", c->lexicon_dir, lexicons,
+                        strerror(err),
+                        "relative paths start from the working directory: run from the "
+                        "repository, or set it to the lexicons/ directory");
+    } else if (path_make_dirs(data, failed, sizeof failed) < 0) {
+        char cause[4200];
+        snprintf(cause, sizeof cause, "cannot create %s: %s", failed, strerror(errno));
+        rc = path_error("data-dir", "APPVIEW_DATA_DIR", c->data_dir, data, cause,
+                        "create it with write access for this user, or choose another");
+    }
+    if (rc == 0) {
+        free(c->lexicon_dir);
+        free(c->data_dir);
+        c->lexicon_dir = lexicons;
+        c->data_dir = data;
+    } else {
+        free(lexicons);
+        free(data);
+    }
+    return rc;
 }

@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 #include "atproto/httpd.h"
+#include "atproto/log.h"
+
+#define APPVIEW_VERSION "0.1.0"
 
 typedef struct {
     char *listen;          /* APPVIEW_LISTEN, host:port, default 0.0.0.0:8080 */
@@ -40,12 +43,23 @@ typedef struct {
     char *valkey_cluster;        /* APPVIEW_VALKEY_CLUSTER, seed nodes; NULL: valkey_url */
     int valkey_wait_replicas;    /* APPVIEW_VALKEY_WAIT_REPLICAS: 1 on a cluster, else 0 */
     int valkey_wait_timeout_ms;  /* APPVIEW_VALKEY_WAIT_TIMEOUT_MS, default 1000 */
+    char *relay_url;             /* APPVIEW_RELAY_URL: listReposByCollection for the backfill */
+    char *backfill;              /* APPVIEW_BACKFILL: off (default), once or auto */
+    int backfill_concurrency;    /* APPVIEW_BACKFILL_CONCURRENCY, default 8 */
+    int backfill_per_host;       /* APPVIEW_BACKFILL_PER_HOST, default 4 */
+    char *backfill_dids_file;    /* APPVIEW_BACKFILL_DIDS_FILE; NULL: ask the relay */
+    enum log_level log_level;    /* LOG_LEVEL, default info */
     httpd_limits http;           /* APPVIEW_HTTP_*: deadlines and caps of the XRPC server */
 } appview_config;
 
-/* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr).
- * Only on 0 does c need appview_config_free. */
+/* Returns 0 when ready, 1 when --help or --version was printed, -1 on a bad value (one line on
+ * stderr naming the flag, the variable, the value and why). Only on 0 does c need
+ * appview_config_free. Touches no file. */
 int appview_config_load(appview_config *c, int argc, char **argv);
+/* Makes lexicon_dir and data_dir absolute (against the working directory), checks that the
+ * lexicon directory exists and creates the data directory. 0, or -1 after one line on stderr
+ * naming the setting, the path, the cause and what to do. */
+int appview_config_prepare_paths(appview_config *c);
 void appview_config_free(appview_config *c);
 
 #endif

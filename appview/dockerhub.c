@@ -88,13 +88,6 @@ bool dockerhub_valid_image(const char *image)
     return true;
 }
 
-static long long wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static entry *find_entry(dockerhub *d, const char *image, int create)
 {
     for (entry *e = d->entries; e; e = e->next)
@@ -164,14 +157,8 @@ static void enqueue(fetch *f, int front)
 /* Parks every call until a reset the Hub announced (epoch seconds) or after retry_after s. */
 static void park(dockerhub *d, const http_result *res)
 {
-    const char *reset = http_result_header(res, "x-ratelimit-reset");
-    uint64_t now = uv_now(d->loop), wait = DEFAULT_PARK_MS;
-    if (res->retry_after >= 0) {
-        wait = (uint64_t)res->retry_after * 1000;
-    } else if (reset) {
-        long long at = strtoll(reset, NULL, 10) * 1000 - wall_ms();
-        wait = at > 0 ? (uint64_t)at : 0;
-    }
+    long asked = http_result_wait_ms(res, "x-ratelimit-reset");
+    uint64_t now = uv_now(d->loop), wait = asked >= 0 ? (uint64_t)asked : DEFAULT_PARK_MS;
     if (wait < 100) wait = 100;
     if (wait > MAX_PARK_MS) wait = MAX_PARK_MS;
     if (now + wait > d->parked_until) d->parked_until = now + wait;

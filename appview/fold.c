@@ -70,6 +70,11 @@ const char *fold_recent_key(const fold *f)
     return f->recent_key;
 }
 
+int fold_schema_outdated(const char *version)
+{
+    return !strcmp(version, "2") || !strcmp(version, "3");
+}
+
 void fold_free(fold *f)
 {
     if (!f) return;

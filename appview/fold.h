@@ -40,6 +40,10 @@ int fold_changes_index(const event *ev);
 int fold_recent_trim_due(fold *f);
 /* P recent, the recent list's key. */
 const char *fold_recent_key(const fold *f);
+/* The key layout of cache/SCHEMA.md, as written to P schema. An index of an outdated layout
+ * (versions 2 and 3: tags by digest) is dropped by the ingester (appview/ingest.h). */
+#define FOLD_SCHEMA_VERSION "4"
+int fold_schema_outdated(const char *version);
 void fold_free(fold *f);
 
 #endif

@@ -1,5 +1,6 @@
 #include "appview/ingest.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,11 @@ struct ingest {
     int sync_inflight, sync_failed;
     position read;      /* the last event read: where a reconnect of this process resumes */
     position persisted; /* what P cursor:* hold */
+    /* For health: the newest event's own time (the saved cursor's before any arrives), when
+     * this replica took the lease (the lag's origin before either), when a message last
+     * arrived (loop ms, 0 before any) and since when the lease holder has been without a
+     * stream (0: it is not, or this replica stands by). */
+    uint64_t newest_time_us, leading_since_us, last_message_ms, stream_down_since_ms;
     int persist_inflight;
     int fencing; /* a fence in flight before resuming after a (re)connect */
     int cursor_loading, cursor_loaded;
@@ -95,7 +101,16 @@ struct ingest {
         *error_frames_total, *invalidated_total;
     uint64_t *dropped_keys_total;
     uint64_t *refused_retries_total;
+    void (*request_backfill)(void *ud, const char *reason);
+    void *request_backfill_ud;
 };
+
+/* The index no longer holds what the network does, beyond what the stream will bring: a
+ * backfill lists every DID again. */
+static void request_backfill(ingest *in, const char *reason)
+{
+    if (in->request_backfill) in->request_backfill(in->request_backfill_ud, reason);
+}
 
 /* ---- drop reasons, as metric labels ---- */
 
@@ -158,6 +173,13 @@ static int current_url(ingest *in)
         in->url_seen_ix = url_index(in, u);
     }
     return in->url_seen_ix;
+}
+
+static uint64_t wall_us(void)
+{
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_usec;
 }
 
 /* ---- batches and the cursor ---- */
@@ -377,11 +399,12 @@ static void invalidate_start(ingest *in)
 }
 
 /* Events were missed (the server no longer had them): no index can be trusted to be complete.
- * Every P{D}/complete goes, so each list is rebuilt from its PDS when it is next read. (A
- * backfill worker will replace this by reloading what the gap touched.) */
+ * Every P{D}/complete goes, so each list is rebuilt from its PDS when it is next read, and a
+ * backfill pass is asked for, which reloads every DID (appview/backfill.h, in auto mode). */
 static void invalidate_all(ingest *in, const char *why)
 {
     log_warn("ingest", "%s: events were missed; marking every index incomplete", why);
+    request_backfill(in, why);
     if (in->invalidating) {
         in->invalidate_again = 1;
         return;
@@ -414,6 +437,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
 {
     ingest *in = ud;
     (*in->events_total)++;
+    in->last_message_ms = uv_now(in->loop);
     event ev;
     event_kind kind = event_parse(&ev, flavor, data, len, in->lexicons);
     if (kind == EVENT_INFO || kind == EVENT_ERROR) {
@@ -461,6 +485,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
         }
     }
     advance(&b->last, &at);
+    if (at.time_us > in->newest_time_us) in->newest_time_us = at.time_us;
     if (!in->replay_needed) advance(&in->read, &at);
     event_clear(&ev);
 }
@@ -495,6 +520,7 @@ static uint64_t resume_cursor(void *ud, const char *url, jetstream_flavor flavor
 static void on_js_state(void *ud, int connected)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = connected ? 0 : uv_now(in->loop);
     /* A new connection starts a new stream: failures of the old one are behind us. */
     if (connected && in->valkey_up && in->head == NULL) in->replay_needed = 0;
 }
@@ -592,12 +618,7 @@ static void start_stream(ingest *in)
 /* The layout cache/SCHEMA.md describes; an index written in another one is not read. An index
  * of versions 2 or 3 (whose tags named digests, not manifest records) is dropped: Valkey is a
  * cache, reads fall back to the PDSes and the firehose fills it again, from the same cursor. */
-#define SCHEMA_VERSION "4"
-
-static int outdated_schema(const char *found)
-{
-    return !strcmp(found, "2") || !strcmp(found, "3");
-}
+#define SCHEMA_VERSION FOLD_SCHEMA_VERSION
 
 static void cursor_loaded(ingest *in)
 {
@@ -619,6 +640,7 @@ static int on_outdated_page(const reply *keys, int end, void *ud)
         if (end < 0) return 0; /* tried again on the next up */
         log_info("ingest", "outdated index dropped (%llu keys); writing schema %s",
                  (unsigned long long)*in->dropped_keys_total, SCHEMA_VERSION);
+        request_backfill(in, "schema change");
         if (writer_mark_schema(in->w) == 0) cursor_loaded(in);
         return 0;
     }
@@ -664,7 +686,8 @@ static void cursor_read(ingest *in)
                            .url = v[2] ? url_index(in, v[2]) : -1};
     if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
     in->read = in->persisted = in->written = in->acked;
-    if (found && outdated_schema(found)) {
+    if (in->acked.time_us > in->newest_time_us) in->newest_time_us = in->acked.time_us;
+    if (found && fold_schema_outdated(found)) {
         log_warn("ingest",
                  "Valkey holds an index of key schema %s under prefix %s, an older layout: "
                  "dropping it (reads fall back to the PDSes; the firehose refills it)",
@@ -770,6 +793,8 @@ void ingest_on_valkey_state(ingest *in, int up)
 static void on_lease(int held, void *ud)
 {
     ingest *in = ud;
+    in->stream_down_since_ms = held ? uv_now(in->loop) : 0;
+    if (held) in->leading_since_us = wall_us();
     if (held) {
         writer_reset(in->w); /* another replica wrote meanwhile */
         begin_fencing(in);
@@ -789,11 +814,26 @@ static void on_lease(int held, void *ud)
 
 double ingest_lag_seconds(const ingest *in)
 {
-    if (!in->acked.time_us) return 0;
-    uv_timeval64_t now;
-    uv_gettimeofday(&now);
-    double lag = (double)now.tv_sec + now.tv_usec / 1e6 - (double)in->acked.time_us / 1e6;
-    return lag > 0 ? lag : 0;
+    if (!lease_held(in->lease)) return -1;
+    uint64_t from = in->newest_time_us ? in->newest_time_us : in->leading_since_us;
+    uint64_t now = wall_us();
+    return now > from ? (double)(now - from) / 1e6 : 0;
+}
+
+double ingest_last_message_age(const ingest *in)
+{
+    return in->last_message_ms ? (double)(uv_now(in->loop) - in->last_message_ms) / 1e3 : -1;
+}
+
+double ingest_stream_down_seconds(const ingest *in)
+{
+    if (!in->stream_down_since_ms || !lease_held(in->lease) || ingest_connected(in)) return 0;
+    return (double)(uv_now(in->loop) - in->stream_down_since_ms) / 1e3;
+}
+
+const char *ingest_stream_error(const ingest *in)
+{
+    return in->js ? jetstream_last_error(in->js) : "";
 }
 
 const char *ingest_refusal(const ingest *in)
@@ -808,7 +848,8 @@ static double gauge_refused(void *ud)
 
 static double gauge_lag(void *ud)
 {
-    return ingest_lag_seconds(ud);
+    double lag = ingest_lag_seconds(ud);
+    return lag < 0 ? NAN : lag; /* a standby has no lag of its own: no value, not 0 */
 }
 
 static double gauge_cursor(void *ud)
@@ -862,6 +903,8 @@ ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_c
     in->ld = ld;
     in->lexicons = lexicons;
     in->rewind_seconds = opt->rewind_seconds;
+    in->request_backfill = opt->request_backfill;
+    in->request_backfill_ud = opt->request_backfill_ud;
     in->acked.url = in->written.url = in->syncing.url = in->read.url = in->persisted.url = -1;
     in->prefix = strdup(opt->prefix);
     in->urls = calloc(opt->nurls ? opt->nurls : 1, sizeof *in->urls);
@@ -922,8 +965,10 @@ ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_c
                   in);
     in->dropped_keys_total = metrics_counter("appview_schema_dropped_keys_total",
                                              "Keys of an outdated index layout dropped at start");
-    metrics_gauge("appview_cursor_lag_seconds", "Age of the last acknowledged event", gauge_lag,
-                  in);
+    metrics_gauge("appview_cursor_lag_seconds",
+                  "Age of the newest event received (before any: of the saved cursor, or time "
+                  "since the lease was taken); NaN on a standby",
+                  gauge_lag, in);
     metrics_gauge("appview_cursor", "Last acknowledged Jetstream cursor", gauge_cursor, in);
     uv_check_init(loop, &in->check);
     in->check.data = in;

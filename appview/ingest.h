@@ -48,6 +48,11 @@ typedef struct {
     int no_compression;      /* v2: uncompressed frames even where dict-zstd is served */
     unsigned lease_ms;       /* the ingest lease's TTL (appview/lease.h) */
     unsigned record_ttl;     /* seconds, as the fold's */
+    /* Called when the index lost what a backfill would load (an outdated layout was dropped;
+     * the stream could not resume from the cursor): appview/backfill.h's backfill_request.
+     * May be NULL. */
+    void (*request_backfill)(void *ud, const char *reason);
+    void *request_backfill_ud;
 } ingest_options;
 
 /* ld reloads DIDs a #sync names; http fetches the v2 dictionary (NULL: no compression). */
@@ -55,13 +60,23 @@ ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_c
                    const lexicon_set *lexicons, const ingest_options *opt);
 /* Call from the valkey state callback: ingest starts once Valkey is up and has the cursor. */
 void ingest_on_valkey_state(ingest *in, int up);
-/* For health: connected?, last acknowledged cursor, and its lag in seconds (v1 time_us). */
+/* For health: connected?, last acknowledged cursor, and the lag in seconds: the age of the
+ * newest event received (its own time_us), before any event that of the saved cursor, and
+ * without one the time since this replica took the lease; it never reads 0 while nothing
+ * flows. -1 on a standby, which has no lag of its own. */
 int ingest_connected(const ingest *in);
 /* 1 while this replica holds the ingest lease (it ingests); 0 on a standby. */
 int ingest_leader(const ingest *in);
 uint64_t ingest_cursor(const ingest *in); /* the seq, or the time_us where there is none */
 double ingest_lag_seconds(const ingest *in);
 const char *ingest_url(const ingest *in);
+/* Seconds since the last message arrived, -1 before any. */
+double ingest_last_message_age(const ingest *in);
+/* Seconds this replica has held the lease without a Jetstream connection; 0 while it streams
+ * or stands by. */
+double ingest_stream_down_seconds(const ingest *in);
+/* Why the last connection attempt failed (jetstream_last_error), "" when none did. */
+const char *ingest_stream_error(const ingest *in);
 /* What Valkey answered while it refuses the ingester's writes (out of memory, ...; ingest is
  * paused and tries again), NULL while writes go through. */
 const char *ingest_refusal(const ingest *in);

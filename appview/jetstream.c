@@ -111,6 +111,7 @@ struct jetstream {
     uint64_t reads_seen; /* reads at the last tick */
     uint64_t delivered;  /* messages on the current connection */
     uint64_t last_activity_ms;
+    char last_error[300]; /* why the last attempt failed or the last connection ended */
 
     /* handshake */
     buf out; /* bytes to send: the upgrade request, pongs */
@@ -264,8 +265,9 @@ static void connection_lost(jetstream *js, const char *why, retry_how how)
         log_info(C, "disconnected from %s after %llu messages: %s", e->w.url,
                  (unsigned long long)js->delivered, why);
     } else {
-        log_warn(C, "cannot connect to %s: %s", e->w.url, why);
+        log_warn(C, "cannot connect to %s (APPVIEW_JETSTREAM_URLS): %s", e->w.url, why);
     }
+    snprintf(js->last_error, sizeof js->last_error, "%s: %s", e->w.url, why);
     reset_connection_state(js);
     js->state = ST_WAITING;
     (*js->reconnects_total)++;
@@ -671,6 +673,7 @@ static void established(jetstream *js)
     js->open = 1;
     js->state = ST_UP;
     js->too_old_streak = js->dict_streak = 0;
+    js->last_error[0] = '\0';
     connected_instances++;
     js->compressed = js->dict_sent != 0;
     if (js->compressed) compressed_instances++;
@@ -1198,6 +1201,11 @@ int jetstream_connected(const jetstream *js)
 int jetstream_compressed(const jetstream *js)
 {
     return js->state == ST_UP && js->compressed;
+}
+
+const char *jetstream_last_error(const jetstream *js)
+{
+    return js->last_error;
 }
 
 const char *jetstream_url(const jetstream *js)

@@ -73,6 +73,9 @@ void jetstream_retry_later(jetstream *js, const char *why);
 int jetstream_connected(const jetstream *js);
 int jetstream_compressed(const jetstream *js);  /* the open connection is dict-zstd */
 const char *jetstream_url(const jetstream *js); /* the URL in use or last tried */
+/* "URL: why" of the last failed attempt or lost connection ("... Connection refused", "cannot
+ * resolve HOST: ..."), "" while connected or before the first attempt. */
+const char *jetstream_last_error(const jetstream *js);
 /* Closes the connection and its timers; the memory is released from their close callbacks,
  * so the loop must run afterwards. Callbacks are never called again. Safe from any callback. */
 void jetstream_free(jetstream *js);

@@ -14,6 +14,7 @@ struct lease {
     uv_loop_t *loop;
     cache_client *v;
     char *key;
+    char role[16];
     char id[128];
     char ttl[16];
     unsigned ttl_ms;
@@ -48,7 +49,13 @@ static void make_id(lease *l)
 lease *lease_new(uv_loop_t *loop, cache_client *v, const char *key, unsigned ttl_ms, lease_cb cb,
                  void *ud)
 {
-    if (ttl_ms < 300) return NULL;
+    return lease_new_for(loop, v, "ingest", key, ttl_ms, cb, ud);
+}
+
+lease *lease_new_for(uv_loop_t *loop, cache_client *v, const char *role, const char *key,
+                     unsigned ttl_ms, lease_cb cb, void *ud)
+{
+    if (ttl_ms < 300 || strlen(role) >= sizeof((lease *)0)->role) return NULL;
     lease *l = calloc(1, sizeof *l);
     if (!l) return NULL;
     l->loop = loop;
@@ -56,6 +63,7 @@ lease *lease_new(uv_loop_t *loop, cache_client *v, const char *key, unsigned ttl
     l->cb = cb;
     l->ud = ud;
     l->ttl_ms = ttl_ms;
+    snprintf(l->role, sizeof l->role, "%s", role);
     snprintf(l->ttl, sizeof l->ttl, "%u", ttl_ms);
     make_id(l);
     l->key = strdup(key);
@@ -65,10 +73,13 @@ lease *lease_new(uv_loop_t *loop, cache_client *v, const char *key, unsigned ttl
         free(l);
         return NULL;
     }
-    l->changes_total = metrics_counter("appview_ingest_lease_changes_total",
-                                       "Times this replica took or lost the ingest lease");
-    metrics_gauge("appview_ingest_lease_held", "1 while this replica holds the ingest lease",
-                  gauge_held, l);
+    char name[64], help[96];
+    snprintf(name, sizeof name, "appview_%s_lease_changes_total", role);
+    snprintf(help, sizeof help, "Times this replica took or lost the %s lease", role);
+    l->changes_total = metrics_counter(name, help);
+    snprintf(name, sizeof name, "appview_%s_lease_held", role);
+    snprintf(help, sizeof help, "1 while this replica holds the %s lease", role);
+    metrics_gauge(name, help, gauge_held, l);
     uv_timer_init(loop, &l->timer);
     l->timer.data = l;
     return l;
@@ -79,7 +90,7 @@ static void set_held(lease *l, int held)
     if (l->held == held) return;
     l->held = held;
     (*l->changes_total)++;
-    log_info("lease", "%s the ingest lease (%s)", held ? "took" : "lost", l->id);
+    log_info("lease", "%s the %s lease (%s)", held ? "took" : "lost", l->role, l->id);
     l->cb(held, l->ud);
 }
 
@@ -96,8 +107,8 @@ static void on_tick(uv_timer_t *t)
 {
     lease *l = t->data;
     if (l->held && uv_now(l->loop) >= l->held_until) {
-        log_warn("lease", "no renewal confirmed within %u ms: giving the ingest lease up",
-                 l->ttl_ms);
+        log_warn("lease", "no renewal confirmed within %u ms: giving the %s lease up", l->ttl_ms,
+                 l->role);
         set_held(l, 0);
     }
     if (l->inflight || !l->running) return;
@@ -133,7 +144,7 @@ void lease_release(lease *l)
     if (l->held && cache_eval(l->v, l->script, on_released, l, 1, 4,
                               (const char *[]){l->key, l->id, l->ttl, "release"}, NULL) == 0) {
         l->releasing = 1;
-        log_info("lease", "giving the ingest lease back (%s)", l->id);
+        log_info("lease", "giving the %s lease back (%s)", l->role, l->id);
     }
     set_held(l, 0);
 }

@@ -70,6 +70,8 @@ typedef struct repo_flight {
     repo_stage stage;
     int outstanding; /* fetches, folds and Valkey commands of the current stage */
     int complete;    /* STAGE_CHECK: P{D}/complete exists */
+    int rate_limited;
+    long retry_after_ms;
     char *handle, *pds, *rev;
     load_status fail_status; /* LOAD_OK while nothing failed */
     char *fail_error;
@@ -431,7 +433,12 @@ typedef struct {
 static void on_public_ident(const ident *id, void *ud)
 {
     public_waiter *w = ud;
-    load_result res = {id->status, id->did, id->handle, id->error};
+    load_result res = {.status = id->status,
+                       .did = id->did,
+                       .handle = id->handle,
+                       .error = id->error,
+                       .pds = id->pds,
+                       .retry_after_ms = -1};
     w->cb(&res, w->ud);
     free(w);
 }
@@ -481,8 +488,14 @@ static void rf_finish(repo_flight *rf, load_status st, const char *error)
     count_status(l, st);
     if (st != LOAD_OK && st != LOAD_NOT_FOUND)
         log_warn("loader", "loading %s failed: %s", rf->did, error ? error : "");
-    load_result res = {st, st == LOAD_OK ? rf->did : NULL, st == LOAD_OK ? rf->handle : NULL,
-                       error ? error : ""};
+    load_result res = {.status = st,
+                       .did = st == LOAD_OK ? rf->did : NULL,
+                       .handle = st == LOAD_OK ? rf->handle : NULL,
+                       .error = error ? error : "",
+                       .pds = st == LOAD_OK && rf->pds ? rf->pds : NULL,
+                       .records = rf->nseen,
+                       .rate_limited = rf->rate_limited,
+                       .retry_after_ms = rf->retry_after_ms};
     for (repo_waiter *w = rf->waiters, *next; w; w = next) {
         next = w->next;
         w->cb(&res, w->ud);
@@ -598,6 +611,10 @@ static load_status classify(repo_flight *rf, const http_result *res, const char 
         return status_of_http(res);
     }
     if (res->status == 200) return LOAD_OK;
+    if (res->status == 429) {
+        rf->rate_limited = 1;
+        rf->retry_after_ms = http_result_wait_ms(res, NULL);
+    }
     json_t *root = NULL;
     const char *name = xrpc_error_name(res, &root);
     load_status st = LOAD_UPSTREAM_FAILURE;
@@ -939,6 +956,7 @@ static int ensure(loader *l, const char *did, int reload, loader_cb cb, void *ud
         if (!strcmp(rf->did, did)) {
             w->next = rf->waiters;
             rf->waiters = w;
+            /* Still before its check's answer: the flight now lists whatever it finds. */
             (*l->coalesced_total)++;
             return 0;
         }
@@ -952,6 +970,7 @@ static int ensure(loader *l, const char *did, int reload, loader_cb cb, void *ud
     rf->l = l;
     rf->waiters = w;
     rf->fail_status = LOAD_OK;
+    rf->retry_after_ms = -1;
     if (rf_start(rf, reload) < 0) {
         rf->waiters = NULL;
         rf_free(rf);
@@ -1002,7 +1021,10 @@ static void rec_finish(record_flight *f, load_status st, const char *error)
     count_status(l, st);
     if (st != LOAD_OK && st != LOAD_NOT_FOUND)
         log_warn("loader", "fetching %s failed: %s", f->key, error ? error : "");
-    load_result res = {st, st == LOAD_OK ? f->did : NULL, NULL, error ? error : ""};
+    load_result res = {.status = st,
+                       .did = st == LOAD_OK ? f->did : NULL,
+                       .error = error ? error : "",
+                       .retry_after_ms = -1};
     for (repo_waiter *w = f->waiters, *next; w; w = next) {
         next = w->next;
         w->cb(&res, w->ud);

@@ -6,7 +6,8 @@
  * lists the DID's io.atcr.manifest and io.atcr.tag records on its PDS (all pages) and writes
  * them by the fold's rules (appview/plan.h, written as a compare-and-set beside the ingester:
  * appview/cas.h), so the result is exactly what ingest would have written, then sets
- * P{D}/complete. Concurrent calls for one key share one upstream fetch (single flight). */
+ * P{D}/complete (loader_reload_repo lists it even then: a #sync, the backfill). Concurrent
+ * calls for one key share one upstream fetch (single flight). */
 #ifndef APPVIEW_LOADER_H
 #define APPVIEW_LOADER_H
 
@@ -33,6 +34,12 @@ typedef struct {
     const char *did;    /* LOAD_OK */
     const char *handle; /* verified handle, or NULL */
     const char *error;  /* a message for the XRPC error envelope */
+    const char *pds;    /* LOAD_OK: the DID's PDS endpoint, "" when its document names none */
+    size_t records;     /* a repository listed: the records its listing returned */
+    /* The PDS answered 429: rate_limited 1, and how long it asked to wait in ms (-1 when it
+     * did not say). The load failed; the PDS is worth asking again only after that. */
+    int rate_limited;
+    long retry_after_ms;
 } load_result;
 
 /* res and its strings are valid during the call only. */

@@ -48,11 +48,13 @@ struct flight {
     bool busy;      /* an HTTP request or DNS job is outstanding */
     bool cancelled; /* resolver freed: drop the outcome when the fetch comes back */
     bool upstream_failed, timed_out;
+    char failure[160]; /* the first upstream failure, for the answer's message */
     /* outcome, for completions delivered by the kick timer */
     enum resolver_status status;
     char error[256];
     /* DNS job */
     uv_work_t work;
+    bool dns_answered; /* the TXT step got a real answer: a name DNS denies does not exist */
     enum dns_outcome dns_outcome;
     char dns_did[MAX_DID + 1];
 };
@@ -274,6 +276,9 @@ static void note_failure(struct flight *f, const char *method, const http_result
         f->timed_out = true;
     else
         f->upstream_failed = true;
+    if (!f->failure[0])
+        snprintf(f->failure, sizeof f->failure, "%s: %s %s", method, http_error_name(res->error),
+                 res->error_text);
     log_info("resolver", "%s for %s failed: %s %ld %s", method, f->key, http_error_name(res->error),
              res->status, res->error_text);
 }
@@ -295,6 +300,12 @@ static void dns_work(uv_work_t *w)
     if (n < 0) {
         f->dns_outcome =
             st.res_h_errno == HOST_NOT_FOUND || st.res_h_errno == NO_DATA ? DNS_NONE : DNS_FAILED;
+        /* "No such name" is an answer only from a resolver that sees the DNS at all: one that
+         * cannot name the root's servers either is offline or filtering, and its "no" says
+         * nothing about the handle. */
+        if (f->dns_outcome == DNS_NONE &&
+            res_nquery(&st, ".", ns_c_in, ns_t_ns, answer, sizeof answer) < 0)
+            f->dns_outcome = DNS_FAILED;
         res_nclose(&st);
         return;
     }
@@ -341,8 +352,12 @@ static void dns_done(uv_work_t *w, int status)
         handle_found(f, f->dns_did);
         return;
     }
+    f->dns_answered = status == 0 && f->dns_outcome == DNS_NONE;
     if (status != 0 || f->dns_outcome == DNS_FAILED) {
         f->upstream_failed = true;
+        if (!f->failure[0])
+            snprintf(f->failure, sizeof f->failure,
+                     "DNS does not answer (offline, or the resolver filters)");
         log_info("resolver", "DNS TXT lookup for _atproto.%s failed", f->key);
     }
     handle_next(f);
@@ -365,8 +380,12 @@ static void on_well_known(const http_result *res, void *ud)
             handle_found(f, did);
             return;
         }
-    } else if (res->error == HTTP_E_TIMEOUT || (res->error == HTTP_OK && res->status >= 500)) {
-        /* A web server that exists but fails; "no such host" and 404 mean not this way. */
+    } else if (res->error == HTTP_E_TIMEOUT || res->error == HTTP_E_CONNECT ||
+               (res->error == HTTP_E_RESOLVE && !f->dns_answered) ||
+               (res->error == HTTP_OK && res->status >= 500)) {
+        /* A host that could not answer (down, refusing, broken TLS, failing), or a name
+         * that did not resolve while DNS was not seen working: unknown, not absent. A 404,
+         * or a name a working DNS denies, mean not this way. */
         note_failure(f, "well-known", res);
     }
     handle_next(f);
@@ -389,6 +408,8 @@ static void on_xrpc_handle(const http_result *res, void *ud)
         }
         json_decref(root);
         f->upstream_failed = true;
+        if (!f->failure[0])
+            snprintf(f->failure, sizeof f->failure, "resolveHandle answered without a valid did");
         log_info("resolver", "resolveHandle for %s answered without a valid did", f->key);
     } else if (!(res->error == HTTP_OK && (res->status == 400 || res->status == 404))) {
         note_failure(f, "resolveHandle", res);
@@ -425,12 +446,13 @@ static void handle_step(struct flight *f)
             (*r->m_fetch_xrpc)++;
             return;
         default:
-            if (f->timed_out)
-                complete(f, RESOLVER_UPSTREAM_TIMEOUT, NULL, NULL, "handle resolution timed out");
-            else if (f->upstream_failed)
-                complete(f, RESOLVER_UPSTREAM_FAILURE, NULL, NULL,
-                         "handle resolution failed upstream");
-            else
+            if (f->timed_out || f->upstream_failed) {
+                char why[256];
+                snprintf(why, sizeof why, "handle resolution %s: %s",
+                         f->timed_out ? "timed out" : "failed upstream", f->failure);
+                complete(f, f->timed_out ? RESOLVER_UPSTREAM_TIMEOUT : RESOLVER_UPSTREAM_FAILURE,
+                         NULL, NULL, why);
+            } else
                 complete(f, RESOLVER_NOT_FOUND, NULL, NULL, "handle not found");
             return;
         }

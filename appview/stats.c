@@ -935,7 +935,8 @@ stats *stats_new(uv_loop_t *loop, httpd *h, cache_client *v, loader *l, resolver
     s->hub = opt->dockerhub_url ? dockerhub_new(loop, &dho) : NULL;
     char why[512];
     s->hist = opt->data_dir ? history_open(opt->data_dir, why, sizeof why) : NULL;
-    if (opt->data_dir && !s->hist) log_error("stats", "history database: %s", why);
+    if (opt->data_dir && !s->hist)
+        log_error("stats", "history database (--data-dir, APPVIEW_DATA_DIR): %s", why);
     if (!s->hl || (opt->dockerhub_url && !s->hub) || (opt->data_dir && !s->hist) ||
         (opt->dockerhub_map && load_map(s, opt->dockerhub_map) < 0)) {
         stats_free(s);

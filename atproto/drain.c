@@ -89,7 +89,11 @@ int drain_watch(uv_loop_t *loop, const drain_options *opt)
     }
     d->loop = loop;
     d->opt = *opt;
-    uv_timer_init(loop, &d->tick);
+    if (uv_timer_init(loop, &d->tick) != 0) {
+        close(d->fd);
+        free(d);
+        return -1;
+    }
     d->tick.data = d;
     d->open_handles = 1;
     if (uv_poll_init(loop, &d->signals, d->fd) != 0) {

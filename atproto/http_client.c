@@ -92,6 +92,8 @@ const char *http_error_name(enum http_error e)
         return "TIMEOUT";
     case HTTP_E_CONNECT:
         return "CONNECT";
+    case HTTP_E_RESOLVE:
+        return "RESOLVE";
     case HTTP_E_TOO_LARGE:
         return "TOO_LARGE";
     case HTTP_E_BLOCKED:
@@ -218,6 +220,22 @@ const char *http_result_header(const http_result *res, const char *name)
     return NULL;
 }
 
+long http_result_wait_ms(const http_result *r, const char *reset_header)
+{
+    if (r->retry_after >= 0) return r->retry_after * 1000;
+    const char *v = reset_header ? http_result_header(r, reset_header) : NULL;
+    if (!v) v = http_result_header(r, "ratelimit-reset");
+    if (!v) return -1;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end || n < 0) return -1;
+    if (n < 1000000000LL) return (long)(n * 1000);
+    uv_timeval64_t now;
+    uv_gettimeofday(&now);
+    long long ms = n * 1000 - (now.tv_sec * 1000LL + now.tv_usec / 1000);
+    return ms > 0 ? (long)ms : 0;
+}
+
 static long parse_retry_after(const char *v)
 {
     if (!v) return -1;
@@ -310,6 +328,7 @@ static enum http_error map_curl_error(struct req *r, CURLcode rc)
         return code >= 300 && code < 400 ? HTTP_E_BLOCKED : HTTP_E_PROTOCOL;
     }
     case CURLE_COULDNT_RESOLVE_HOST:
+        return HTTP_E_RESOLVE;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
@@ -333,8 +352,7 @@ static bool retryable(struct req *r, CURLcode rc, bool connected)
     if (r->error == HTTP_OK) return r->status >= 500 && r->status <= 599 && r->status != 501;
     if (r->error == HTTP_E_TIMEOUT)
         return !connected; /* a connect timeout; a slow server already used its budget */
-    if (r->error == HTTP_E_CONNECT)
-        return rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_PEER_FAILED_VERIFICATION;
+    if (r->error == HTTP_E_CONNECT) return rc != CURLE_PEER_FAILED_VERIFICATION;
     return false;
 }
 

@@ -32,7 +32,8 @@ typedef struct {
 enum http_error {
     HTTP_OK,          /* a response arrived: look at status (4xx and 5xx included) */
     HTTP_E_TIMEOUT,   /* connect or total timeout */
-    HTTP_E_CONNECT,   /* DNS failure, refused, reset, TLS failure */
+    HTTP_E_CONNECT,   /* refused, reset, TLS failure */
+    HTTP_E_RESOLVE,   /* the host name did not resolve (no such name, or DNS unreachable) */
     HTTP_E_TOO_LARGE, /* body over max_body_bytes: the transfer was aborted */
     HTTP_E_BLOCKED,   /* SSRF guard: scheme or address not allowed */
     HTTP_E_PROTOCOL,  /* malformed response, too many redirects */
@@ -58,6 +59,12 @@ struct http_result {
 /* Response header of the final response, by case-insensitive name; NULL when absent.
  * Valid during the callback only, like every pointer in the result. */
 const char *http_result_header(const http_result *r, const char *name);
+
+/* How long the server asked the client to wait (a 429 or 503), in ms: its Retry-After, else a
+ * rate-limit reset header (RateLimit-Reset as the atproto PDS sends it, or reset_header when not
+ * NULL, e.g. "x-ratelimit-reset"): Unix seconds when it is a date after 2001, else seconds from
+ * now. -1 when it names no wait. */
+long http_result_wait_ms(const http_result *r, const char *reset_header);
 
 const char *http_error_name(enum http_error e);
 

@@ -3,17 +3,21 @@
 #include "atproto/httpd.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "atproto/buf.h"
 #include "atproto/http_parse.h"
+#include "atproto/listener.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/strmap.h"
@@ -33,6 +37,10 @@
  * then, so only what one read brought in beyond the request). */
 #define MAX_UNREAD (HTTP_MAX_HEAD + 65536)
 #define RETRY_AFTER_SECONDS 1
+/* Connections accepted per readiness of a listening socket before the loop moves on. */
+#define ACCEPT_BURST 64
+/* Out of file descriptors: how long a listening socket rests before accepting again. */
+#define ACCEPT_REST_MS 100
 
 /* Why the server refused or cut something short: the label of http_limit_hits_total (limits)
  * or http_bad_requests_total (malformed requests). */
@@ -68,6 +76,17 @@ static const struct {
 };
 #define NREASONS (sizeof REASONS / sizeof REASONS[0])
 
+/* A socket the server listens on. The sockets are bound here, not by lws: lws 4.1 binds an
+ * IPv4 address given as its interface to every address, and reports a busy port only in its
+ * log. Each accepted connection is handed to lws as a raw socket of our protocol. */
+typedef struct listening {
+    uv_poll_t poll;
+    uv_timer_t rest; /* restarts accepting after running out of file descriptors */
+    struct httpd *server;
+    int fd;
+    int open_handles;
+} listening;
+
 typedef struct route {
     char method[HTTP_MAX_METHOD + 1];
     char *path;
@@ -82,6 +101,9 @@ struct httpd {
     uv_loop_t *loop;
     struct lws_context *ctx;
     struct lws_vhost *vhost;
+    listening *listeners[LISTENER_MAX];
+    size_t nlisteners;
+    int port;
     const char *name;
     size_t max_body;
     httpd_limits lim;
@@ -743,12 +765,12 @@ static int answer_sent(conn *c)
 
 /* ---- lws callbacks ---- */
 
-/* Before lws adopts a new connection: the connection caps. A refused client gets a short 503
- * written straight to its socket; lws closes it. */
-static int admit(httpd *h, const struct lws_filter_network_conn_args *a)
+/* Before lws adopts a new connection fd from addr: the connection caps. A refused client gets
+ * a short 503 written straight to its socket; the caller closes it. */
+static int admit(httpd *h, int fd, const struct sockaddr_storage *addr)
 {
     char peer[64], key[48];
-    describe_peer(&a->cli_addr, peer, sizeof peer, key, sizeof key);
+    describe_peer(addr, peer, sizeof peer, key, sizeof key);
     const char *reason = NULL;
     if (h->nconns >= h->lim.max_connections)
         reason = "connections_total";
@@ -760,7 +782,7 @@ static int admit(httpd *h, const struct lws_filter_network_conn_args *a)
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         "Content-Length: 68\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
         "{\"error\":\"ServiceUnavailable\",\"message\":\"too many connections\"}\n\n\n\n";
-    (void)!send(a->accept_fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)!send(fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     return 1;
 }
 
@@ -825,7 +847,6 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
 {
     httpd *h = lws_context_user(lws_get_context(wsi));
     conn *c = user;
-    if (reason == LWS_CALLBACK_FILTER_NETWORK_CONNECTION) return admit(h, user);
     if (reason != LWS_CALLBACK_RAW_ADOPT && reason != LWS_CALLBACK_RAW_RX &&
         reason != LWS_CALLBACK_RAW_WRITEABLE && reason != LWS_CALLBACK_RAW_CLOSE)
         return 0;
@@ -1081,60 +1102,146 @@ static void server_free(httpd *h)
 
 /* ---- server life cycle ---- */
 
-static int parse_listen(const char *listen, char *host, size_t hostlen, int *port)
+static void listening_closed(uv_handle_t *handle)
 {
-    const char *colon = strrchr(listen, ':');
-    if (!colon) return -1;
-    const char *h = listen;
-    size_t n = (size_t)(colon - listen);
-    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
-        h++;
-        n -= 2;
+    listening *l = handle->data;
+    if (--l->open_handles) return;
+    if (l->fd >= 0) close(l->fd);
+    free(l);
+}
+
+static void listening_close(listening *l)
+{
+    uv_close((uv_handle_t *)&l->poll, listening_closed);
+    uv_close((uv_handle_t *)&l->rest, listening_closed);
+}
+
+static void on_acceptable(uv_poll_t *handle, int status, int events);
+
+static void on_rested(uv_timer_t *t)
+{
+    listening *l = t->data;
+    if (uv_poll_start(&l->poll, UV_READABLE, on_acceptable) != 0)
+        log_error(l->server->name, "cannot watch a listening socket again: not accepting");
+}
+
+static void on_acceptable(uv_poll_t *handle, int status, int events)
+{
+    listening *l = handle->data;
+    if (status < 0) return;
+    for (int i = 0; i < ACCEPT_BURST; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        memset(&ss, 0, sizeof ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            /* Out of descriptors or memory: the connection waits in the backlog, and polling
+             * again at once would spin. */
+            log_warn(l->server->name, "cannot accept connections: %s; pausing %d ms",
+                     strerror(errno), ACCEPT_REST_MS);
+            if (uv_poll_stop(&l->poll) == 0) uv_timer_start(&l->rest, on_rested, ACCEPT_REST_MS, 0);
+            return;
+        }
+        if (admit(l->server, fd, &ss)) {
+            close(fd);
+            continue;
+        }
+        int one = 1; /* answers go out in one write each: no reason to wait for more */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        lws_sock_file_fd_type desc = {.sockfd = fd};
+        if (!lws_adopt_descriptor_vhost(l->server->vhost, LWS_ADOPT_SOCKET, desc, protocols[0].name,
+                                        NULL)) /* lws closed fd */
+            log_warn(l->server->name, "libwebsockets refused a new connection");
     }
-    if (n >= hostlen) return -1;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (*end || p < 0 || p > 65535) return -1;
-    *port = (int)p;
-    return 0;
+}
+
+/* Watches fd for connections; NULL (fd left to the caller) when libuv refuses it. */
+static listening *listening_new(httpd *h, int fd)
+{
+    listening *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->server = h;
+    l->fd = -1; /* the caller's until it is watched */
+    if (uv_timer_init(h->loop, &l->rest) != 0) {
+        free(l);
+        return NULL;
+    }
+    l->rest.data = l;
+    l->open_handles = 1;
+    if (uv_poll_init(h->loop, &l->poll, fd) != 0) {
+        uv_close((uv_handle_t *)&l->rest, listening_closed);
+        return NULL;
+    }
+    l->poll.data = l;
+    l->open_handles = 2;
+    if (uv_poll_start(&l->poll, UV_READABLE, on_acceptable) != 0) {
+        listening_close(l);
+        return NULL;
+    }
+    l->fd = fd;
+    return l;
+}
+
+/* Gives up on a server that never served: its listening sockets close when the loop runs
+ * next. */
+static httpd *server_abandon(httpd *h)
+{
+    for (size_t i = 0; i < h->nlisteners; i++)
+        listening_close(h->listeners[i]);
+    server_free(h);
+    return NULL;
 }
 
 httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt)
 {
     const char *name = opt->name ? opt->name : "httpd";
-    char host[128];
-    int port;
-    if (parse_listen(opt->listen, host, sizeof host, &port) < 0) {
-        log_error(name, "bad listen address '%s' (want host:port)", opt->listen);
+    const char *setting = opt->setting ? opt->setting : "listen address";
+    listener_set bound;
+    char err[1024];
+    if (listener_open(opt->listen, &bound, err, sizeof err) < 0) {
+        log_error(name, "cannot listen on %s (%s): %s", opt->listen, setting, err);
         return NULL;
     }
     httpd *h = server_new(loop, name, opt);
-    if (!h) return NULL;
+    if (!h) {
+        listener_close(&bound);
+        return NULL;
+    }
+    h->port = bound.port;
+
+    for (; h->nlisteners < bound.n; h->nlisteners++) {
+        listening *l = listening_new(h, bound.fds[h->nlisteners]);
+        if (!l) {
+            log_error(name, "cannot watch the listening socket on %s", opt->listen);
+            for (size_t i = h->nlisteners; i < bound.n; i++)
+                close(bound.fds[i]);
+            return server_abandon(h);
+        }
+        h->listeners[h->nlisteners] = l;
+    }
 
     log_capture_lws();
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     void *foreign[] = {loop};
-    info.port = port;
-    /* lws takes an interface name or an address; NULL and "0.0.0.0" both mean every address. */
-    info.iface = (host[0] && strcmp(host, "0.0.0.0") && strcmp(host, "*")) ? host : NULL;
+    /* lws only moves bytes: every connection is accepted here and adopted as a raw socket of
+     * our protocol (on_acceptable) */
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = protocols;
-    /* lws only accepts and moves bytes: every connection is a raw socket of our protocol */
-    info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
-    info.listen_accept_role = "raw-skt";
-    info.listen_accept_protocol = protocols[0].name;
+    info.options = LWS_SERVER_OPTION_LIBUV;
     info.foreign_loops = foreign;
     info.user = h;
     h->ctx = lws_create_context(&info);
     if (!h->ctx || server_start(h) < 0) {
-        log_error(name, "cannot create the HTTP server on %s", opt->listen);
-        server_free(h);
-        return NULL;
+        log_error(name, "cannot create the HTTP server (libwebsockets) on %s", opt->listen);
+        return server_abandon(h);
     }
     h->vhost = lws_get_vhost_by_name(h->ctx, "default");
-    log_info(name, "listening on %s (port %d)", opt->listen, httpd_port(h));
+    char where[512];
+    listener_describe(&bound, where, sizeof where);
+    log_info(name, "listening on %s", where);
     return h;
 }
 
@@ -1160,7 +1267,7 @@ int httpd_route(httpd *h, const char *method, const char *path, httpd_handler fn
 
 int httpd_port(const httpd *h)
 {
-    return h->vhost ? lws_get_vhost_listen_port(h->vhost) : -1;
+    return h->port;
 }
 
 void httpd_stop(httpd *h)
@@ -1196,6 +1303,8 @@ unsigned httpd_inflight(const httpd *h)
 void httpd_free(httpd *h)
 {
     if (!h) return;
+    for (size_t i = 0; i < h->nlisteners; i++)
+        listening_close(h->listeners[i]);
     uv_close((uv_handle_t *)&h->sweep, NULL);
     /* On a foreign loop the first destroy only starts closing lws' handles; the loop must run
      * until they are closed, then the second destroy finishes (see EVENT-LOOP.md). */

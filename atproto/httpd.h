@@ -1,6 +1,7 @@
-/* An HTTP/1.1 server for XRPC on a libuv loop. libwebsockets accepts the connections and moves
- * the bytes (its raw-socket role); reading requests is atproto/http_parse's (RFC 9112), and
- * the limits that keep a hostile client cheap are applied here.
+/* An HTTP/1.1 server for XRPC on a libuv loop. It listens on sockets atproto/listener binds
+ * and accepts the connections itself; libwebsockets moves their bytes (its raw-socket role);
+ * reading requests is atproto/http_parse's (RFC 9112), and the limits that keep a hostile
+ * client cheap are applied here.
  *
  * Routes are exact paths ("/xrpc/io.atcr.repo.listTags"). A handler receives a request and
  * must answer it exactly once with one of the httpd_reply_* calls, either before it returns
@@ -84,13 +85,16 @@ typedef struct {
 void httpd_limits_from_options(httpd_limits *l, const option_value *v);
 
 typedef struct {
-    const char *listen; /* "host:port", "[v6]:port" or ":port"; port 0 picks a free one */
-    size_t max_body;    /* request body cap in bytes; 0 means 1 MiB */
-    const char *name;   /* component name for logs, e.g. "appview" */
+    const char *listen;  /* a listen address (atproto/listener.h); port 0 picks a free one */
+    size_t max_body;     /* request body cap in bytes; 0 means 1 MiB */
+    const char *name;    /* component name for logs, e.g. "appview" */
+    const char *setting; /* where listen came from, for errors: "--listen, APPVIEW_LISTEN" */
     httpd_limits limits;
 } httpd_options;
 
-/* Creates the server on loop and starts listening. NULL on failure (logged). */
+/* Creates the server on loop, bound to every address listen names (atproto/listener.h) before
+ * it returns. NULL on failure, with one error line naming the address, the setting, the cause
+ * and what to do; handles it had opened close when the loop runs next. */
 httpd *httpd_new(uv_loop_t *loop, const httpd_options *opt);
 /* method is "GET" or "POST". Returns 0, or -1 when out of memory. */
 int httpd_route(httpd *h, const char *method, const char *path, httpd_handler fn, void *ud);

@@ -10,24 +10,34 @@
 #include <time.h>
 
 static enum log_level min_level = LOG_INFO;
+static void (*before_line)(void);
+
+void log_set_before_line(void (*fn)(void))
+{
+    before_line = fn;
+}
 
 void log_set_level(enum log_level level)
 {
     min_level = level;
 }
 
+int log_level_from_name(const char *name, enum log_level *level)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = LOG_DEBUG; i <= LOG_ERROR; i++) {
+        if (!strcmp(name, names[i])) {
+            *level = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 void log_init_from_env(void)
 {
     const char *v = getenv("LOG_LEVEL");
-    if (!v) return;
-    if (!strcmp(v, "debug"))
-        min_level = LOG_DEBUG;
-    else if (!strcmp(v, "info"))
-        min_level = LOG_INFO;
-    else if (!strcmp(v, "warn"))
-        min_level = LOG_WARN;
-    else if (!strcmp(v, "error"))
-        min_level = LOG_ERROR;
+    if (v) log_level_from_name(v, &min_level);
 }
 
 /* One line; with skipped, how many like it were left out before it. */
@@ -58,6 +68,7 @@ log_line(enum log_level level, const char *component, unsigned skipped, const ch
         if (len > sizeof line - 2) len = sizeof line - 2;
     }
     line[len++] = '\n';
+    if (before_line) before_line();
     fwrite(line, 1, len, stderr);
 }
 

@@ -9,7 +9,13 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 /* Messages below this level are not printed; default LOG_INFO, or LOG_LEVEL=debug|info|warn|error.
  */
 void log_set_level(enum log_level level);
+/* "debug", "info", "warn" or "error" into *level: 0, or -1 for any other name. */
+int log_level_from_name(const char *name, enum log_level *level);
+/* LOG_LEVEL, for tools without options (the services take it as an option, which checks it). */
 void log_init_from_env(void);
+/* Called before each line is written, e.g. to clear a progress bar drawn on the same terminal;
+ * NULL for none. */
+void log_set_before_line(void (*fn)(void));
 
 __attribute__((format(printf, 3, 4))) void log_msg(enum log_level level, const char *component,
                                                    const char *fmt, ...);

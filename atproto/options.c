@@ -7,6 +7,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "atproto/listener.h"
+#include "atproto/log.h"
+#include "atproto/redact.h"
 #include "atproto/syntax.h"
 
 #define HELP_COLUMN 34
@@ -41,11 +44,18 @@ static void usage(const char *prog, const char *summary, const option_spec *spec
         putchar('\n');
     }
     printf("  --help%*sthis text\n", HELP_COLUMN - 8, "");
+    printf("  --version%*sthe version\n", HELP_COLUMN - 11, "");
 }
 
 static int reject(const char *prog, const option_spec *s, const char *value, const char *why)
 {
-    fprintf(stderr, "%s: bad value '%s' for --%s (%s): %s\n", prog, value, s->flag, s->env, why);
+    char shown[512];
+    redact_url(value, shown, sizeof shown);
+    if (s->secret)
+        fprintf(stderr, "%s: bad value for --%s (%s), not shown: %s\n", prog, s->flag, s->env, why);
+    else
+        fprintf(stderr, "%s: bad value '%s' for --%s (%s): %s\n", prog, shown, s->flag, s->env,
+                why);
     return -1;
 }
 
@@ -68,14 +78,17 @@ static int split_list(const char *prog, const option_spec *s, const char *text, 
             start++;
         while (end > start && isspace((unsigned char)end[-1]))
             end--;
-        if (end > start) {
-            if (add_item(v, start, (size_t)(end - start)) < 0) {
-                fprintf(stderr, "%s: out of memory\n", prog);
-                return -1;
-            }
-            const char *why = s->check ? s->check(v->items[v->nitems - 1]) : NULL;
-            if (why) return reject(prog, s, v->items[v->nitems - 1], why);
+        /* ",," or a comma at either end is a slip (an unset variable pasted in a list), not a
+         * request for fewer items: say so rather than guess. */
+        if (end == start)
+            return reject(prog, s, text,
+                          "an empty item (two commas in a row, or a comma at an end); remove it");
+        if (add_item(v, start, (size_t)(end - start)) < 0) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            return -1;
         }
+        const char *why = s->check ? s->check(v->items[v->nitems - 1]) : NULL;
+        if (why) return reject(prog, s, v->items[v->nitems - 1], why);
         if (!p[len]) return 0;
         p += len + 1;
     }
@@ -128,13 +141,15 @@ static int convert(const char *prog, const option_spec *s, const char *text, opt
     return -1;
 }
 
-/* Records in given[] the text of each flag on the command line; the last occurrence wins. */
+/* Records in given[] the text of each flag on the command line; the last occurrence wins.
+ * Returns 1 for --help, 2 for --version, 0 to go on, -1 after a message. */
 static int scan_argv(const char *prog, const option_spec *specs, size_t n, const char **given,
                      int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) return 1;
+        if (!strcmp(arg, "--version")) return 2;
         if (strncmp(arg, "--", 2) || !arg[2]) {
             fprintf(stderr, "%s: unexpected argument '%s' (try --help)\n", prog, arg);
             return -1;
@@ -162,8 +177,8 @@ static int scan_argv(const char *prog, const option_spec *specs, size_t n, const
     return 0;
 }
 
-int options_parse(const char *prog, const char *summary, const option_spec *specs, size_t n,
-                  option_value *out, int argc, char **argv)
+int options_parse(const char *prog, const char *version, const char *summary,
+                  const option_spec *specs, size_t n, option_value *out, int argc, char **argv)
 {
     memset(out, 0, n * sizeof *out);
     const char **given = calloc(n ? n : 1, sizeof *given);
@@ -173,8 +188,21 @@ int options_parse(const char *prog, const char *summary, const option_spec *spec
     }
     int rc = scan_argv(prog, specs, n, given, argc, argv);
     if (rc == 1) usage(prog, summary, specs, n);
+    if (rc == 2) {
+        printf("%s %s\n", prog, version);
+        rc = 1;
+    }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const char *env = getenv(specs[i].env);
+        if (!given[i] && env && !*env && specs[i].dflt) {
+            /* Set but empty: the operator meant something, and it may not be the default. */
+            fprintf(stderr,
+                    "%s: %s is set but empty (--%s): unset it to use the default '%s', or give "
+                    "a value\n",
+                    prog, specs[i].env, specs[i].flag, specs[i].dflt);
+            rc = -1;
+            break;
+        }
         const char *text = given[i] ? given[i] : (env && *env) ? env : specs[i].dflt;
         rc = convert(prog, &specs[i], text, &out[i]);
     }
@@ -212,21 +240,17 @@ char **option_take_list(option_value *v, size_t *n)
 
 const char *options_check_host_port(const char *value)
 {
-    static const char want[] = "expected HOST:PORT, [IPv6]:PORT or :PORT with a port 0..65535";
-    const char *colon = strrchr(value, ':');
-    if (!colon) return want;
-    size_t hostlen = (size_t)(colon - value);
-    if (hostlen && value[0] == '[') {
-        if (hostlen < 3 || value[hostlen - 1] != ']') return want;
-    } else if (memchr(value, ':', hostlen) || memchr(value, ']', hostlen)) {
-        return want;
-    }
-    for (size_t i = 0; i < hostlen; i++)
-        if (isspace((unsigned char)value[i]) || value[i] == '/') return want;
-    const char *p = colon + 1;
-    size_t digits = strspn(p, "0123456789");
-    if (!digits || p[digits] || digits > 5 || atol(p) > 65535) return want;
-    return NULL;
+    char host[1025];
+    int port;
+    return listener_split(value, host, sizeof host, &port) < 0
+               ? "expected HOST:PORT, [IPv6]:PORT or :PORT with a port 0..65535"
+               : NULL;
+}
+
+const char *options_check_log_level(const char *value)
+{
+    enum log_level level;
+    return log_level_from_name(value, &level) < 0 ? "expected debug, info, warn or error" : NULL;
 }
 
 const char *options_check_did(const char *value)

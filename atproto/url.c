@@ -85,9 +85,11 @@ int url_parse(const char *s, url_parts *u, char *why, size_t whylen)
     const char *auth = p + 3;
     size_t alen = strcspn(auth, "/?#");
     const char *rest = auth + alen;
-    const char *at = memchr(auth, '@', alen);
-    if (at && memchr(at + 1, '@', (size_t)(auth + alen - at - 1)))
-        return fail(u, why, whylen, "more than one '@' before the host");
+    /* The last '@' ends the user information, as browsers read it: a password may hold an '@'
+     * that its writer did not percent-encode. */
+    const char *at = NULL;
+    for (const char *q = auth; q < auth + alen; q++)
+        if (*q == '@') at = q;
     const char *host = at ? at + 1 : auth, *hend, *after;
     size_t hostport = (size_t)(auth + alen - host);
     if (*host == '[') {
@@ -109,12 +111,13 @@ int url_parse(const char *s, url_parts *u, char *why, size_t whylen)
     }
     int port = 0;
     if (after < auth + alen) {
-        if (*after != ':' || after + 1 == auth + alen) return fail(u, why, whylen, "a bad port");
+        static const char bad_port[] = "the port must be a number 1..65535";
+        if (*after != ':' || after + 1 == auth + alen) return fail(u, why, whylen, "%s", bad_port);
         for (const char *q = after + 1; q < auth + alen; q++) {
-            if (!is_digit(*q) || port > 65535) return fail(u, why, whylen, "a bad port");
+            if (!is_digit(*q) || port > 65535) return fail(u, why, whylen, "%s", bad_port);
             port = port * 10 + (*q - '0');
         }
-        if (port < 1 || port > 65535) return fail(u, why, whylen, "port out of range");
+        if (port < 1 || port > 65535) return fail(u, why, whylen, "%s", bad_port);
     }
     const char *query = NULL, *frag = strchr(rest, '#');
     size_t plen = strcspn(rest, "?#");

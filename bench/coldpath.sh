@@ -11,7 +11,7 @@ set -eu
 cd "$(dirname "$0")/.."
 BIN=${BIN_DIR:-build/bin}
 [ -x "$BIN/appview" ] || { echo "coldpath bench: $BIN/appview not built (make)" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "coldpath bench: redis-server needed (make deps)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "coldpath bench: redis-server needed (make bench installs it)" >&2; exit 1; }
 sh tests/tools/install-node.sh >/dev/null 2>&1 || true
 [ -d tests/interop/node_modules/@atproto/dev-env ] || {
     echo "coldpath bench: @atproto/dev-env missing (tests/tools/install-node.sh)" >&2; exit 1; }

@@ -27,7 +27,7 @@ for t in gen_events jetstream_replay ws_discard; do
     [ -x "$TOOLS/$t" ] || make -s "$TOOLS/$t" >/dev/null
 done
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-    echo "ingest bench: redis-server and redis-benchmark are needed (make deps)" >&2
+    echo "ingest bench: redis-server and redis-benchmark are needed (make bench installs them)" >&2
     exit 1
 fi
 

@@ -102,6 +102,8 @@ struct cache_client {
     uint64_t timeout_ns;
     cache_state_cb on_state;
     void *state_ud;
+    const char *setting;
+    char problem[400]; /* cache_problem's answer */
     int state_up;
     int freeing;
 
@@ -273,11 +275,22 @@ static double gauge_primaries(void *ud)
     return (double)n;
 }
 
-/* The connection's own gauges describe one connection: the client's describe them all. */
+static double gauge_refused(void *ud)
+{
+    for (const node *n = ((cache_client *)ud)->nodes; n; n = n->next)
+        if (valkey_setup_refused(n->v)) return 1;
+    return 0;
+}
+
+/* The connection's own gauges describe one connection (and would outlive a node the map
+ * dropped): the client's describe them all. */
 static void own_gauges(cache_client *c)
 {
     metrics_gauge("valkey_pending_commands", "Commands awaiting a reply", gauge_pending, c);
     metrics_gauge("valkey_up", "1 when every slot's server is connected", gauge_up, c);
+    metrics_gauge("valkey_setup_refused",
+                  "1 while a server refuses the connection setup (password, DB index, ACL)",
+                  gauge_refused, c);
     if (c->cluster)
         metrics_gauge("valkey_cluster_primaries", "Primaries of the cluster's slot map",
                       gauge_primaries, c);
@@ -295,7 +308,8 @@ static node *node_new(cache_client *c, const node_addr *a, const char *url)
     valkey_options vo = {.url = url,
                          .command_timeout = c->command_timeout,
                          .on_state = on_node_state,
-                         .state_ud = n};
+                         .state_ud = n,
+                         .setting = c->setting};
     n->v = valkey_new(c->loop, &vo);
     int ok = n->v != NULL;
     for (int i = 0; ok && i < c->nscripts; i++)
@@ -1458,6 +1472,7 @@ cache_client *cache_new(uv_loop_t *loop, const cache_options *opt)
     c->timeout_ns = (uint64_t)(c->command_timeout * 1e9);
     c->on_state = opt->on_state;
     c->state_ud = opt->state_ud;
+    c->setting = opt->setting;
     int ok;
     if (c->cluster) {
         char why[160];
@@ -1542,6 +1557,23 @@ void cache_start(cache_client *c)
 int cache_ready(const cache_client *c)
 {
     return c->state_up;
+}
+
+const char *cache_problem(cache_client *c)
+{
+    c->problem[0] = '\0';
+    if (c->state_up) return c->problem;
+    if (!c->cluster) return valkey_problem(c->owner[0]->v);
+    /* The first server the map needs (every seed, before there is a map) that says why. */
+    for (const node *n = c->nodes; n; n = n->next) {
+        const char *why = valkey_problem(n->v);
+        if ((n->in_map || !c->map_known) && *why) {
+            snprintf(c->problem, sizeof c->problem, "%s:%d: %s", n->addr.host, n->addr.port, why);
+            return c->problem;
+        }
+    }
+    if (!c->map_known) snprintf(c->problem, sizeof c->problem, "no slot map yet (CLUSTER SLOTS)");
+    return c->problem;
 }
 
 size_t cache_pending(const cache_client *c)

@@ -43,6 +43,7 @@ typedef struct {
     double command_timeout;   /* seconds; 0 means 5 */
     cache_state_cb on_state;  /* may be NULL */
     void *state_ud;
+    const char *setting; /* where url or cluster came from, for errors */
 } cache_options;
 
 /* NULL (logged) on a bad URL or seed list. */
@@ -52,6 +53,10 @@ int cache_register_script(cache_client *c, const char *name, const char *source)
 /* Starts connecting (and keeps reconnecting while servers are away). */
 void cache_start(cache_client *c);
 int cache_ready(const cache_client *c);
+/* Why it is not ready, in words ("cannot connect: Connection refused", "connection setup
+ * refused: WRONGPASS ..."; on a cluster, which node), "" when it is or no reason is known yet.
+ * No secret appears in it. Valid until the next call. */
+const char *cache_problem(cache_client *c);
 /* Commands issued and not yet answered. */
 size_t cache_pending(const cache_client *c);
 /* "one server", or "cluster of N primaries", for logs and health. */

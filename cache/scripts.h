@@ -9,5 +9,6 @@ extern const char lua_purge[];
 extern const char lua_forget_recent[];
 extern const char lua_hold_stats[];
 extern const char lua_lease[];
+extern const char lua_backfill[];
 
 #endif

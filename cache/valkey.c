@@ -3,6 +3,7 @@
 #include <hiredis/async.h>
 #include <hiredis/sds.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +13,15 @@
 #include "atproto/backoff.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
+#include "atproto/redact.h"
 #include "atproto/url.h"
 
 #define MAX_SCRIPTS 16
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+/* After a refusal that retrying does not cure (a wrong password, a missing database), until
+ * the operator fixes the server or the URL. */
+#define REFUSED_RETRY_MS 30000
 #define CONNECT_TIMEOUT_MS 3000
 #define WATCHDOG_MS 250
 /* An idle connection is pinged this often, so a dead server is noticed without traffic. */
@@ -52,6 +57,11 @@ struct valkey {
     char *unix_path;
     int db;
     char *user, *password;
+    char *where;         /* the URL without its password, for logs */
+    const char *setting; /* where the URL came from, for errors */
+    char problem[256];   /* why the connection is not ready, "" when it is */
+    int refused;         /* problem is a setup refusal that retrying does not cure */
+    int setup_failed;    /* this connection's setup already failed */
     uint64_t timeout_ns;
     valkey_state_cb on_state;
     void *state_ud;
@@ -84,13 +94,15 @@ static void schedule_reconnect(valkey *v);
 
 /* ---- URL ---- */
 
-static int parse_db(const char *s, int *db)
+#define URL_FORMS "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=N]"
+
+static const char *parse_db(const char *s, int *db)
 {
     char *end;
     long n = strtol(s, &end, 10);
-    if (end == s || *end || n < 0 || n > 1000) return -1;
+    if (end == s || *end || n < 0 || n > 1000) return "the DB index must be a number 0..1000";
     *db = (int)n;
-    return 0;
+    return NULL;
 }
 
 static int dup_into(char **dst, const char *s)
@@ -98,33 +110,99 @@ static int dup_into(char **dst, const char *s)
     return s && !(*dst = strdup(s)) ? -1 : 0;
 }
 
-/* redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]; "redis://secret@host" is
- * a password alone, as redis-cli reads it. */
-static int parse_url(valkey *v, const char *url)
+/* Fills v's URL fields from redis://[[user]:password@]host[:port][/db] or
+ * unix:///path[?db=N] ("redis://secret@host" is a password alone, as redis-cli reads it);
+ * NULL, or why url is not a Valkey URL. */
+static const char *parse_url(valkey *v, const char *url)
 {
+    static const char oom[] = "out of memory";
+    static char why[128]; /* one loop thread: the reason is read before the next parse */
     url_parts u;
-    char why[96];
-    if (url_parse(url, &u, why, sizeof why) < 0) return -1;
-    int rc = -1;
+    if (url_parse(url, &u, why, sizeof why) < 0) return why;
+    const char *bad = NULL;
     if (!strcmp(u.scheme, "unix")) {
-        if (!*u.host && *u.path && !u.fragment && !u.user &&
-            (!u.query || (!strncmp(u.query, "db=", 3) && !parse_db(u.query + 3, &v->db))))
-            rc = dup_into(&v->unix_path, u.path);
-    } else if (!strcmp(u.scheme, "redis") && *u.host && !u.query && !u.fragment) {
+        if (*u.host || !*u.path)
+            bad = "no socket path (unix:///PATH)";
+        else if (u.fragment || u.user)
+            bad = URL_FORMS;
+        else if (u.query && strncmp(u.query, "db=", 3))
+            bad = "only ?db=N may follow the socket path";
+        else if (u.query)
+            bad = parse_db(u.query + 3, &v->db);
+        if (!bad && dup_into(&v->unix_path, u.path)) bad = oom;
+    } else if (!strcmp(u.scheme, "redis")) {
         const char *user = u.user && *u.user ? u.user : NULL, *password = u.password;
         if (user && !password) {
             password = user;
             user = NULL;
         }
         v->port = u.port;
-        rc = (dup_into(&v->host, u.host) || dup_into(&v->user, user) ||
-              dup_into(&v->password, password) ||
-              (u.path[0] && u.path[1] && parse_db(u.path + 1, &v->db)))
-                 ? -1
-                 : 0;
+        if (!*u.host)
+            bad = "no host";
+        else if (u.query || u.fragment)
+            bad = URL_FORMS;
+        else if (u.path[0] && u.path[1])
+            bad = parse_db(u.path + 1, &v->db);
+        if (!bad && (dup_into(&v->host, u.host) || dup_into(&v->user, user) ||
+                     dup_into(&v->password, password)))
+            bad = oom;
+    } else {
+        bad = URL_FORMS;
     }
     url_parts_free(&u);
-    return rc;
+    return bad;
+}
+
+static void url_fields_free(valkey *v)
+{
+    free(v->host);
+    free(v->unix_path);
+    free(v->user);
+    free(v->password);
+}
+
+const char *valkey_check_url(const char *url)
+{
+    valkey v;
+    memset(&v, 0, sizeof v);
+    const char *why = parse_url(&v, url);
+    url_fields_free(&v);
+    return why;
+}
+
+/* ---- refusals ---- */
+
+/* Setup errors that retrying does not cure: the server wants other credentials, has no such
+ * database, or its ACL forbids what the client needs. Anything else (LOADING while it reads
+ * its data, a failover) passes by itself. */
+int valkey_refusal_is_permanent(const char *error)
+{
+    static const char *const permanent[] = {"WRONGPASS",
+                                            "NOAUTH",
+                                            "NOPERM",
+                                            "ERR invalid password",
+                                            "ERR AUTH",
+                                            "ERR DB index is out of range",
+                                            "ERR invalid DB index",
+                                            "ERR Client sent AUTH, but no password is set"};
+    for (size_t i = 0; i < sizeof permanent / sizeof *permanent; i++)
+        if (!strncmp(error, permanent[i], strlen(permanent[i]))) return 1;
+    return 0;
+}
+
+/* What the operator does about a refusal, given the text set_problem logs. */
+static const char *refusal_advice(const char *problem)
+{
+    if (strstr(problem, "DB index"))
+        return "the server has fewer databases: use a smaller /DB in the URL, or raise its "
+               "'databases' setting";
+    if (strstr(problem, "NOPERM"))
+        return "the server's ACL does not let this user run what it needs (EVALSHA, SCRIPT, "
+               "CLIENT): grant it, or use another user in the URL";
+    if (strstr(problem, "no password is set") || strstr(problem, "ERR AUTH"))
+        return "the server has no password: remove it from the URL";
+    return "check the user and password in the URL (redis://USER:PASSWORD@HOST:PORT/DB) "
+           "against the server's requirepass or ACL";
 }
 
 /* ---- in-flight queue ---- */
@@ -238,6 +316,29 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
 
 /* ---- connection life cycle ---- */
 
+/* Records why the connection is not ready; logs it the first time it is seen (a server away
+ * for an hour is one line, not one per retry). */
+static void set_problem(valkey *v, int refused, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_problem(valkey *v, int refused, const char *fmt, ...)
+{
+    char text[sizeof v->problem];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    size_t len = strlen(text);
+    if (len && text[len - 1] == '.') text[len - 1] = '\0'; /* "... Authentication required." */
+    v->refused = refused;
+    if (!strcmp(text, v->problem)) return;
+    snprintf(v->problem, sizeof v->problem, "%s", text);
+    if (refused)
+        log_error("valkey", "%s (%s): %s; %s; retrying every %d s", v->where, v->setting, text,
+                  refusal_advice(text), REFUSED_RETRY_MS / 1000);
+    else
+        log_warn("valkey", "%s (%s): %s; retrying", v->where, v->setting, text);
+}
+
 static void set_state(valkey *v, enum state s)
 {
     int was_ready = v->state == VK_READY;
@@ -246,20 +347,30 @@ static void set_state(valkey *v, enum state s)
         v->on_state(s == VK_READY, v->state_ud);
 }
 
+static void became_ready(valkey *v)
+{
+    v->attempts = 0;
+    v->problem[0] = '\0';
+    v->refused = 0;
+    log_info("valkey", "ready at %s (%d scripts loaded)", v->where, v->nscripts);
+    set_state(v, VK_READY);
+}
+
 static void on_setup_reply(redisReply *reply, void *ud)
 {
     valkey *v = ud;
     if (!reply) return; /* the disconnect path handles it */
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_error("valkey", "connection setup refused: %s", reply->str);
+        /* The first refusal is the cause (a wrong password); the later ones (NOAUTH for the
+         * rest of the pipelined setup) follow from it. */
+        if (v->setup_failed) return;
+        v->setup_failed = 1;
+        set_problem(v, valkey_refusal_is_permanent(reply->str), "connection setup refused: %s",
+                    reply->str);
         redisAsyncDisconnect(v->ac);
         return;
     }
-    if (--v->loading == 0) {
-        v->attempts = 0;
-        log_info("valkey", "ready (%d scripts loaded)", v->nscripts);
-        set_state(v, VK_READY);
-    }
+    if (--v->loading == 0) became_ready(v);
 }
 
 static void send_setup(valkey *v)
@@ -287,10 +398,7 @@ static void send_setup(valkey *v)
         redisAsyncDisconnect(v->ac);
         return;
     }
-    if (v->loading == 0) {
-        v->attempts = 0;
-        set_state(v, VK_READY);
-    }
+    if (v->loading == 0) became_ready(v);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -298,13 +406,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
     valkey *v = ac->data;
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback, without a disconnect callback. */
-        log_warn("valkey", "connect failed: %s", ac->errstr);
+        set_problem(v, 0, "cannot connect: %s", ac->errstr);
         v->ac = NULL;
         set_state(v, VK_DOWN);
         schedule_reconnect(v);
         return;
     }
-    log_info("valkey", "connected");
+    log_debug("valkey", "connected to %s", v->where);
+    v->setup_failed = 0;
     set_state(v, VK_LOADING);
     send_setup(v);
 }
@@ -314,8 +423,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     valkey *v = ac->data;
     v->ac = NULL;
     if (v->freeing) return;
-    log_warn("valkey", "disconnected%s%s", status == REDIS_OK ? "" : ": ",
-             status == REDIS_OK ? "" : ac->errstr);
+    if (!v->setup_failed) /* a refused setup was logged as such */
+        set_problem(v, 0, "disconnected%s%s", status == REDIS_OK ? "" : ": ",
+                    status == REDIS_OK ? "" : ac->errstr);
     set_state(v, VK_DOWN);
     schedule_reconnect(v);
 }
@@ -445,7 +555,7 @@ static void connect_now(valkey *v)
     redisAsyncContext *ac =
         v->unix_path ? redisAsyncConnectUnix(v->unix_path) : redisAsyncConnect(v->host, v->port);
     if (!ac || ac->err) {
-        log_warn("valkey", "connect failed: %s", ac ? ac->errstr : "out of memory");
+        set_problem(v, 0, "cannot connect: %s", ac ? ac->errstr : "out of memory");
         if (ac) redisAsyncFree(ac);
         schedule_reconnect(v);
         return;
@@ -473,7 +583,11 @@ static void on_reconnect_timer(uv_timer_t *t)
 static void schedule_reconnect(valkey *v)
 {
     if (v->freeing) return;
-    uint64_t delay = backoff_delay_ms(BACKOFF_MIN_MS, BACKOFF_MAX_MS, v->attempts);
+    /* A refused setup is retried between half and all of its long interval; other failures
+     * back off with jitter, so replicas that lost the same server do not come back in
+     * lockstep. */
+    uint64_t delay = v->refused ? backoff_delay_ms(REFUSED_RETRY_MS, REFUSED_RETRY_MS, 0)
+                                : backoff_delay_ms(BACKOFF_MIN_MS, BACKOFF_MAX_MS, v->attempts);
     if (v->attempts < 32) v->attempts++;
     uv_timer_start(&v->reconnect_timer, on_reconnect_timer, delay, 0);
 }
@@ -486,7 +600,7 @@ static void drop_connection(valkey *v, const char *why)
 {
     redisAsyncContext *ac = v->ac;
     if (!ac) return;
-    log_warn("valkey", "%s: reconnecting", why);
+    log_warn("valkey", "%s at %s: reconnecting", why, v->where);
     set_state(v, VK_DOWN); /* commands issued from the failing callbacks are refused */
     redisAsyncFree(ac);    /* runs on_disconnect when it was connected */
     if (v->ac == ac) {     /* it was not: no disconnect callback came */
@@ -539,6 +653,11 @@ static double gauge_up(void *ud)
     return ((valkey *)ud)->state == VK_READY;
 }
 
+static double gauge_refused(void *ud)
+{
+    return valkey_setup_refused(ud);
+}
+
 valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
 {
     valkey *v = calloc(1, sizeof *v);
@@ -548,8 +667,13 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     v->timeout_ns = (uint64_t)((opt->command_timeout > 0 ? opt->command_timeout : 5) * 1e9);
     v->on_state = opt->on_state;
     v->state_ud = opt->state_ud;
-    if (parse_url(v, opt->url) < 0) {
-        log_error("valkey", "bad URL '%s' (want redis://host:port/db or unix:///path)", opt->url);
+    v->setting = opt->setting ? opt->setting : "the Valkey URL";
+    char shown[512];
+    redact_url(opt->url, shown, sizeof shown);
+    const char *why = parse_url(v, opt->url);
+    if (!why && !(v->where = strdup(shown))) why = "out of memory";
+    if (why) {
+        log_error("valkey", "bad URL '%s': %s", shown, why);
         valkey_free(v);
         return NULL;
     }
@@ -560,6 +684,9 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     v->latency = metrics_histogram_get("valkey_command_seconds", "Valkey round-trip time");
     metrics_gauge("valkey_pending_commands", "Commands awaiting a reply", gauge_pending, v);
     metrics_gauge("valkey_up", "1 when the connection is ready", gauge_up, v);
+    metrics_gauge("valkey_setup_refused",
+                  "1 while the server refuses the connection setup (password, DB index, ACL)",
+                  gauge_refused, v);
     uv_timer_init(loop, &v->reconnect_timer);
     uv_timer_init(loop, &v->watchdog);
     uv_prepare_init(loop, &v->flush);
@@ -601,6 +728,16 @@ void valkey_start(valkey *v)
 int valkey_ready(const valkey *v)
 {
     return v->state == VK_READY;
+}
+
+const char *valkey_problem(const valkey *v)
+{
+    return v->problem;
+}
+
+int valkey_setup_refused(const valkey *v)
+{
+    return v->refused;
 }
 
 size_t valkey_pending(const valkey *v)
@@ -665,10 +802,8 @@ static void release(valkey *v)
         free(v->scripts[i].name);
         free(v->scripts[i].source);
     }
-    free(v->host);
-    free(v->unix_path);
-    free(v->user);
-    free(v->password);
+    url_fields_free(v);
+    free(v->where);
     buf_free(&v->command);
     free(v);
 }

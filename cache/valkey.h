@@ -24,15 +24,31 @@ typedef struct {
     double command_timeout;   /* seconds; 0 means 5 */
     valkey_state_cb on_state; /* may be NULL */
     void *state_ud;
+    const char *setting; /* where url came from, for errors: "--valkey-url, APPVIEW_VALKEY_URL" */
 } valkey_options;
+
+/* NULL when url is one of the forms above, else why not ("the port must be a number
+ * 1..65535"), for configuration checks. */
+const char *valkey_check_url(const char *url);
 
 /* Parses the URL; NULL (logged) when it is not one of the forms above. */
 valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt);
 /* Registers a script; returns its id for valkey_eval, or -1. Before valkey_start only. */
 int valkey_register_script(valkey *v, const char *name, const char *source);
-/* Starts connecting (and keeps reconnecting with backoff while the server is away). */
+/* Starts connecting, and keeps reconnecting while the server is away: with backoff up to 5 s,
+ * or every 30 s after a refusal that retrying does not cure (valkey_refusal_is_permanent).
+ * Each new reason for not being ready is logged once, with the URL (password masked). */
 void valkey_start(valkey *v);
 int valkey_ready(const valkey *v);
+/* Why the connection is not ready ("cannot connect: Connection refused", "connection setup
+ * refused: WRONGPASS ..."), "" when it is or was never tried. No secret appears in it. */
+const char *valkey_problem(const valkey *v);
+/* 1 while the server refuses the connection setup in a way retrying does not cure. */
+int valkey_setup_refused(const valkey *v);
+/* 1 when a setup error reply (to AUTH, SELECT, SCRIPT LOAD) means the server's configuration
+ * or the URL must change (WRONGPASS, NOAUTH, NOPERM, DB index out of range), 0 when it passes
+ * by itself (LOADING). */
+int valkey_refusal_is_permanent(const char *error);
 /* Commands sent and not yet answered. */
 size_t valkey_pending(const valkey *v);
 

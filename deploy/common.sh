@@ -1,5 +1,5 @@
 # Shared by deploy/run-local.sh and deploy/demo.sh (sourced, not run): process supervision.
-# Only POSIX sh, redis-tools and python3 are assumed (what `make deps` installs); HTTP goes
+# Only POSIX sh, redis-tools and python3 are assumed (what `make run` and `make demo` install); HTTP goes
 # through deploy/xrpc.py because curl may be absent on a fresh Debian 12.
 
 # Every script works from the repository root, so relative paths (lexicons/, var/) resolve.

@@ -1,8 +1,10 @@
 #!/bin/sh
 # `make demo`: the whole system, fully offline. A local Jetstream replay server plays
 # tests/fixtures/basic.jsonl to the appview, which folds it into a fresh redis-server; a hold
-# counts a few pulls and pushes. The script prints real answers of both services, then stops
-# everything. Nothing here contacts the network: the PLC directory is a closed local port.
+# counts a few pulls and pushes; `appview backfill` then loads a synthetic network that the
+# firehose never mentioned (tests/tools/net_standin: a relay, a PLC directory and PDS hosts
+# served from memory). The script prints real answers of the services, then stops everything.
+# Nothing here contacts the network: the appview's PLC directory is a closed local port.
 #
 # Settings (environment): BIN_DIR (build/bin; e.g. build-asan/bin), DEMO_DIR (var/demo, wiped
 # at start), DEMO_EVENTS (tests/fixtures/basic.jsonl).
@@ -18,16 +20,17 @@ BOB=did:plc:bobbbbbbbbbbbbbbbbbbbbbb
 need_bin "$BIN_DIR/appview"
 need_bin "$BIN_DIR/hold"
 need_bin "$BIN_DIR/tools/jetstream_replay"
-command -v redis-server >/dev/null || die "redis-server is missing (make deps)"
+need_bin "$BIN_DIR/tools/net_standin"
+command -v redis-server >/dev/null || die "redis-server is missing (make run or make demo installs it)"
 [ -r "$DEMO_EVENTS" ] || die "cannot read $DEMO_EVENTS"
 
 { rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR/valkey" "$DEMO_DIR/appview"; } || die "cannot create $DEMO_DIR"
 DEMO_DIR=$(cd "$DEMO_DIR" && pwd)
 # Fresh ports each run, so the demo never collides with `make run` or a test.
-PORTS=$($HTTP ports 5) || die "no free ports"
-# shellcheck disable=SC2086 # five words, one per port
+PORTS=$($HTTP ports 6) || die "no free ports"
+# shellcheck disable=SC2086 # six words, one per port
 set -- $PORTS
-VALKEY_PORT=$1 REPLAY_PORT=$2 HOLD_PORT=$3 APPVIEW_PORT=$4 PLC_PORT=$5
+VALKEY_PORT=$1 REPLAY_PORT=$2 HOLD_PORT=$3 APPVIEW_PORT=$4 PLC_PORT=$5 NET_PORT=$6
 REPLAY=http://127.0.0.1:$REPLAY_PORT
 HOLD=http://127.0.0.1:$HOLD_PORT
 APPVIEW=http://127.0.0.1:$APPVIEW_PORT
@@ -47,8 +50,10 @@ trap 'RC=1; shutdown' HUP INT TERM
 start redis-server --port "$VALKEY_PORT" --bind 127.0.0.1 --protected-mode no \
     --dir "$DEMO_DIR/valkey" --appendonly no --save "" --logfile "$DEMO_DIR/valkey.log"
 VALKEY_PID=$STARTED
+# --recent: the fixture's events are from 2024; shifted to end now, the lag _health shows is
+# what it would be on a live stream.
 start "$BIN_DIR/tools/jetstream_replay" --listen "127.0.0.1:$REPLAY_PORT" \
-    --events "$DEMO_EVENTS" 2>"$DEMO_DIR/replay.log"
+    --events "$DEMO_EVENTS" --recent 2>"$DEMO_DIR/replay.log"
 start env HOLD_LISTEN="127.0.0.1:$HOLD_PORT" HOLD_PUBLIC_URL="$HOLD" \
     HOLD_DB="$DEMO_DIR/hold.db" HOLD_SERVICE_TOKENS="$TOKEN" "$BIN_DIR/hold" 2>"$DEMO_DIR/hold.log"
 HOLD_PID=$STARTED
@@ -111,6 +116,47 @@ EOF
     echo "stats of alice/webapp${TAB}GET${TAB}$HOLD/xrpc/io.atcr.hold.getStats?did=$ALICE&repository=webapp"
     echo "stats of bob/api${TAB}GET${TAB}$HOLD/xrpc/io.atcr.hold.getStats?did=$BOB&repository=api"
     echo "the same as ATProto records${TAB}GET${TAB}$HOLD/xrpc/com.atproto.repo.listRecords?repo=$HOLD_DID_Q&collection=io.atcr.hold.stats"
+} | $HTTP show || RC=1
+[ "${RC:-0}" = 0 ] || die "some requests failed (logs in $DEMO_DIR)"
+
+NET=http://127.0.0.1:$NET_PORT
+NET_DIDS=1500
+start "$BIN_DIR/tools/net_standin" --listen "127.0.0.1:$NET_PORT" --dids "$NET_DIDS" \
+    --manifests 6 --tags 2 --hosts 3 --empty-every 10 >"$DEMO_DIR/standin.json" \
+    2>"$DEMO_DIR/standin.log"
+wait_http "$NET/_stats" "$STARTED"
+NET_DID=did:plc:backfillstandinaaaaaaaab
+cat <<EOF
+
+The backfill: a network the firehose never mentioned, $NET_DIDS DIDs on three PDS hosts, served
+from memory by tests/tools/net_standin, which also answers as their relay
+(com.atproto.sync.listReposByCollection) and their PLC directory. \`appview backfill\` lists the
+DIDs with ATCR records from the relay and loads each through the loader, 8 at a time, at most 3
+from one PDS, keeping its progress in Valkey:
+\$ appview backfill --relay $NET
+EOF
+# A progress bar on a terminal; otherwise its progress lines (the rest is in backfill.log).
+if [ -t 2 ]; then
+    BACKFILL_ERR=/dev/stderr
+else
+    BACKFILL_ERR=$DEMO_DIR/backfill.log
+fi
+env APPVIEW_VALKEY_URL="redis://127.0.0.1:$VALKEY_PORT/0" APPVIEW_PLC_URL="$NET" \
+    APPVIEW_ALLOW_PRIVATE_NETWORKS=1 APPVIEW_BACKFILL_CONCURRENCY=8 APPVIEW_BACKFILL_PER_HOST=3 \
+    "$BIN_DIR/appview" backfill --relay "$NET" 2>"$BACKFILL_ERR" || die "the backfill failed"
+[ -t 2 ] || grep -E "backfill: [0-9]|backfill complete|pass .* finished" "$BACKFILL_ERR"
+cat <<EOF
+
+The appview now serves those users from Valkey (its PLC directory is still a closed port), and
+listRecent holds their history, newest createdAt first; _health shows the pass (every replica
+reads it from Valkey, whether it runs passes or not).
+EOF
+$HTTP until "$APPVIEW/xrpc/_health" '"state":"finished"' "$APPVIEW_PID" 15 ||
+    die "_health did not show the finished pass"
+{
+    echo "health after the backfill${TAB}GET${TAB}$APPVIEW/xrpc/_health"
+    echo "most recent manifests, backfilled${TAB}GET${TAB}$XRPC.listRecent?limit=3"
+    echo "a backfilled user's repositories${TAB}GET${TAB}$XRPC.listRepositories?actor=$NET_DID"
 } | $HTTP show || RC=1
 [ "${RC:-0}" = 0 ] || die "some requests failed (logs in $DEMO_DIR)"
 

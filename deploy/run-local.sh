@@ -19,7 +19,7 @@ export HOLD_LISTEN="${HOLD_LISTEN:-127.0.0.1:8081}"
 
 need_bin "$BIN_DIR/appview"
 [ "$RUN_HOLD" != 1 ] || need_bin "$BIN_DIR/hold"
-command -v redis-server >/dev/null || die "redis-server is missing (make deps)"
+command -v redis-server >/dev/null || die "redis-server is missing (make run or make demo installs it)"
 
 # URLs to print and to probe: a wildcard listen address is reached on loopback.
 url_of() {

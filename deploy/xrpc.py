@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The HTTP client of deploy/run-local.sh and deploy/demo.sh (curl is not installed by
-`make deps`; python3 is). One process does a whole step, since starting python costs more
-than the requests themselves on a busy machine.
+`make run` and `make demo`; python3 is). One process does a whole step, since starting python
+costs more than the requests themselves on a busy machine.
 
   xrpc.py wait URL PID [SECONDS]      until URL answers 2xx; fails early if PID exits
+  xrpc.py until URL TEXT PID [SECONDS] until URL's answer contains TEXT; fails early if PID exits
   xrpc.py did URL                     prints the "id" of the DID document at URL
   xrpc.py fold REPLAY APPVIEW [SECS]  until the appview has folded every event the replay
                                       server sent (its /_stats vs the appview's /metrics)
@@ -74,6 +75,11 @@ def cmd_wait(url, pid, seconds="10"):
     poll(lambda: 200 <= request("GET", url, timeout=2)[0] < 300, float(seconds), int(pid), url)
 
 
+def cmd_until(url, text, pid, seconds="10"):
+    poll(lambda: text.encode() in request("GET", url, timeout=2)[1], float(seconds), int(pid),
+         f"{text} in {url}")
+
+
 def cmd_did(url):
     status, body = request("GET", url)
     if status != 200:
@@ -127,7 +133,7 @@ def cmd_busy(*ports):
     print(" ".join(busy))
 
 
-COMMANDS = {"wait": cmd_wait, "did": cmd_did, "fold": cmd_fold, "show": cmd_show,
+COMMANDS = {"wait": cmd_wait, "until": cmd_until, "did": cmd_did, "fold": cmd_fold, "show": cmd_show,
             "ports": cmd_ports, "busy": cmd_busy}
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ void hold_api_on_commit(void *ud, double seconds, size_t submissions, size_t inc
     metrics_observe(m.commit_seconds, seconds);
 }
 
-void hold_reply_json(httpd_req *r, json_t *v)
+static void reply_json_status(httpd_req *r, int status, json_t *v)
 {
     char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
@@ -97,8 +97,13 @@ void hold_reply_json(httpd_req *r, json_t *v)
         httpd_reply_error(r, 500, "InternalServerError", "out of memory");
         return;
     }
-    httpd_reply_json(r, 200, s, strlen(s));
+    httpd_reply_json(r, status, s, strlen(s));
     free(s);
+}
+
+void hold_reply_json(httpd_req *r, json_t *v)
+{
+    reply_json_status(r, 200, v);
 }
 
 static int parse_long(const char *s, long *out)
@@ -525,15 +530,17 @@ static void handle_history(httpd_req *r, void *ud)
 
 /* ---- ops ---- */
 
+/* 503 "degraded" when the database cannot be read: a load balancer must not count on it. */
 static void handle_health(httpd_req *r, void *ud)
 {
     hold_api *a = ud;
     int64_t rows = store_count(a->st);
-    hold_reply_json(r, json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "status",
-                                 rows >= 0 ? "ok" : "degraded", "version", "0.1.0", "did",
-                                 a->cfg->did, "repositories", (json_int_t)rows, "pending",
-                                 (json_int_t)store_pending(a->st), "commitP99Seconds",
-                                 metrics_quantile(m.commit_seconds, 0.99)));
+    reply_json_status(r, rows >= 0 ? 200 : 503,
+                      json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "status",
+                                rows >= 0 ? "ok" : "degraded", "version", HOLD_VERSION, "did",
+                                a->cfg->did, "repositories", (json_int_t)rows, "pending",
+                                (json_int_t)store_pending(a->st), "commitP99Seconds",
+                                metrics_quantile(m.commit_seconds, 0.99)));
 }
 
 static void handle_metrics(httpd_req *r, void *ud)

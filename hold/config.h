@@ -6,6 +6,9 @@
 #include <stddef.h>
 
 #include "atproto/httpd.h"
+#include "atproto/log.h"
+
+#define HOLD_VERSION "0.1.0"
 
 typedef struct {
     char *listen;     /* HOLD_LISTEN, default 0.0.0.0:8081 */
@@ -19,11 +22,17 @@ typedef struct {
     size_t nblob_url_secrets;
     bool count_anonymous;    /* HOLD_COUNT_ANONYMOUS: getBlob counts without a proof, default off */
     int pull_dedupe_seconds; /* HOLD_PULL_DEDUPE_SECONDS, default 60 */
-    httpd_limits http;       /* HOLD_HTTP_* */
+    enum log_level log_level; /* LOG_LEVEL, default info */
+    httpd_limits http;        /* HOLD_HTTP_* */
 } hold_config;
 
-/* Returns 0 when ready, 1 when --help was printed, -1 on a bad value (message on stderr). */
+/* Returns 0 when ready, 1 when --help or --version was printed, -1 on a bad value (one line on
+ * stderr naming the flag, the variable, the value and why). Touches no file. */
 int hold_config_load(hold_config *c, int argc, char **argv);
+/* Makes db absolute (against the working directory) and checks that it is not a directory and
+ * that its directory exists. 0, or -1 after one line on stderr naming HOLD_DB, the path, the
+ * cause and what to do (c stays the caller's to free). */
+int hold_config_prepare_paths(hold_config *c);
 void hold_config_free(hold_config *c);
 
 #endif

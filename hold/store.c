@@ -1,9 +1,14 @@
 #include "hold/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "atproto/log.h"
 #include "hold/rkey.h"
@@ -102,19 +107,60 @@ static int exec(sqlite3 *db, const char *sql)
     return 0;
 }
 
-static sqlite3 *open_db(const char *path)
+/* Why path cannot be opened for reading and writing, as an errno; 0 when it can. SQLite's own
+ * errno is that of its last attempt (a read-only open after the read-write one failed), which
+ * names the wrong cause. */
+static int open_errno(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return S_ISDIR(st.st_mode)                                      ? EISDIR
+               : faccessat(AT_FDCWD, path, R_OK | W_OK, AT_EACCESS) < 0 ? errno
+                                                                        : 0;
+    if (errno != ENOENT) return errno;
+    char dir[4096] = ".";
+    const char *slash = strrchr(path, '/');
+    if (slash) snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    return faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0 ? errno : 0;
+}
+
+/* Why SQLite could not open or set up the database at path, for an operator: its message, the
+ * system error under it, and what to do. */
+static void describe_failure(sqlite3 *db, const char *path, int rc, char *err, size_t n)
+{
+    if (!db) {
+        snprintf(err, n, "out of memory");
+        return;
+    }
+    int sys = (rc & 0xff) == SQLITE_CANTOPEN ? open_errno(path) : sqlite3_system_errno(db);
+    const char *remedy = "";
+    if ((rc & 0xff) == SQLITE_NOTADB)
+        remedy = "; it is not an SQLite database: name the hold's database, or a new file";
+    else if (sys == EACCES || sys == EPERM || sys == EROFS || (rc & 0xff) == SQLITE_READONLY)
+        remedy = "; this user needs to read and write the file and its directory (SQLite "
+                 "creates -wal and -shm files next to it)";
+    else if (sys == ENOENT)
+        remedy = "; create its directory";
+    else if (sys == EISDIR)
+        remedy = "; name a file, not a directory";
+    snprintf(err, n, "%s%s%s%s%s", sqlite3_errmsg(db), sys ? " (" : "", sys ? strerror(sys) : "",
+             sys ? ")" : "", remedy);
+}
+
+static sqlite3 *open_db(const char *path, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK) {
-        log_error("store", "open %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
-        sqlite3_close(db);
-        return NULL;
-    }
-    sqlite3_busy_timeout(db, 5000);
+    int rc = sqlite3_open_v2(path, &db, flags, NULL);
     /* WAL + FULL: every COMMIT fsyncs the WAL, so an acknowledged increment survives kill -9
-     * and power loss (NORMAL would only survive a process crash). */
-    if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") < 0) {
+     * and power loss (NORMAL would only survive a process crash). Reading the journal mode is
+     * also the first read of the file, where a file that is not a database shows. */
+    if (rc == SQLITE_OK) rc = sqlite3_busy_timeout(db, 5000);
+    if (rc == SQLITE_OK)
+        rc =
+            sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        describe_failure(db, path, rc, err, errlen);
         sqlite3_close(db);
         return NULL;
     }
@@ -315,7 +361,8 @@ static void free_after_close(uv_handle_t *h)
     free(h->data);
 }
 
-store *store_open(uv_loop_t *loop, const char *path, store_commit_fn on_commit, void *commit_ud)
+store *store_open(uv_loop_t *loop, const char *path, store_commit_fn on_commit, void *commit_ud,
+                  char *err, size_t errlen)
 {
     store *s = calloc(1, sizeof *s);
     if (!s) return NULL;
@@ -324,16 +371,25 @@ store *store_open(uv_loop_t *loop, const char *path, store_commit_fn on_commit, 
     s->commit_ud = commit_ud;
     s->pending_tail = &s->pending;
     s->done_tail = &s->done;
-    s->wdb = open_db(path);
-    if (!s->wdb || exec(s->wdb, SCHEMA) < 0) goto fail;
-    s->rdb = open_db(path);
+    s->wdb = open_db(path, err, errlen);
+    if (!s->wdb) goto fail;
+    int rc = sqlite3_exec(s->wdb, SCHEMA, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        describe_failure(s->wdb, path, rc, err, errlen);
+        goto fail;
+    }
+    s->rdb = open_db(path, err, errlen);
     if (!s->rdb) goto fail;
     s->up_total = prepare(s->wdb, UP_TOTAL);
     s->up_day = prepare(s->wdb, UP_DAY);
     char sql[512];
     snprintf(sql, sizeof sql, "%s WHERE did = ?1 AND repository = ?2", COLS);
     s->get = prepare(s->rdb, sql);
-    if (!s->up_total || !s->up_day || !s->get) goto fail;
+    if (!s->up_total || !s->up_day || !s->get) {
+        snprintf(err, errlen, "cannot prepare its statements (a database of another program?)");
+        goto fail;
+    }
+    snprintf(err, errlen, "cannot start the writer thread");
     if (uv_mutex_init(&s->mu) != 0) goto fail;
     if (uv_cond_init(&s->cv) != 0) {
         uv_mutex_destroy(&s->mu);
@@ -342,7 +398,6 @@ store *store_open(uv_loop_t *loop, const char *path, store_commit_fn on_commit, 
     if (uv_async_init(loop, &s->async, on_async) != 0) goto fail_sync;
     s->async.data = s;
     if (uv_thread_create(&s->thread, writer_main, s) != 0) {
-        log_error("store", "cannot start the writer thread");
         close_dbs(s);
         uv_cond_destroy(&s->cv);
         uv_mutex_destroy(&s->mu);

@@ -28,8 +28,10 @@ typedef void (*store_done_fn)(void *ud, int ok);
 /* Called on the loop thread once per committed group, for metrics. */
 typedef void (*store_commit_fn)(void *ud, double seconds, size_t submissions, size_t increments);
 
-/* Opens or creates the database and starts the writer thread. NULL on failure (logged). */
-store *store_open(uv_loop_t *loop, const char *path, store_commit_fn on_commit, void *commit_ud);
+/* Opens or creates the database and starts the writer thread. NULL on failure, with why in err
+ * (SQLite's message, the system error and what to do). */
+store *store_open(uv_loop_t *loop, const char *path, store_commit_fn on_commit, void *commit_ud,
+                  char *err, size_t errlen);
 /* Copies the increments; done runs later on the loop thread. Returns 0, or -1 (out of memory,
  * or the store is closing) in which case done is never called. */
 int store_submit(store *s, const store_incr *incs, size_t n, store_done_fn done, void *ud);

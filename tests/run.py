@@ -3,13 +3,15 @@
 
 Unit tests: every executable under <bin>/unit prints 'ok - name' / 'not ok - name' lines.
 Integration tests: every tests/integration/test_*.py; each module-level function named
-test_* is one test, run with a fresh harness (see tests/lib/harness.py).
+test_* is one test, run with a fresh harness (see tests/lib/harness.py). A test's directory
+under var/test is removed when it passes and kept, with its logs, when it fails.
 
   python3 tests/run.py [--bin DIR] [--only SUBSTRING]
 """
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -80,6 +82,7 @@ def run_integration(bindir, only, results):
                 fn(h)
                 h.close()
                 h.check_sanitizers()
+                shutil.rmtree(h.tmp, ignore_errors=True)
                 results.append((full, True, ""))
                 print(f"ok   {full} ({time.time() - t0:.1f}s)", flush=True)
             except Exception:

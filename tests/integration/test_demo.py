@@ -81,6 +81,11 @@ def test_demo_prints_the_fold_and_the_hold_counts(h):
     s = sections(proc.stdout)
     assert all(status == 200 for status, _ in s.values()), {t: st for t, (st, _) in s.items()}
 
+    health = s["health"][1]
+    assert health["status"] == "ok" and health["jetstream"]["connected"] is True, health
+    # the fixture dates from 2024; replayed as recent, the lag is that of a live stream
+    assert 0 <= health["jetstream"]["lagSeconds"] < 60, health
+
     recent = s["most recent manifests"][1]["manifests"]
     assert [(m["did"], m["repository"]) for m in recent] == [
         (ALICE, "tools"), (BOB, "worker"), (ALICE, "webapp"), (BOB, "api"), (ALICE, "tools")]
@@ -105,6 +110,15 @@ def test_demo_prints_the_fold_and_the_hold_counts(h):
     records = s["the same as ATProto records"][1]["records"]
     assert sorted((r["value"]["repository"], r["value"]["pullCount"]) for r in records) == [
         ("api", 2), ("webapp", 3)]
+    # The backfill of the synthetic network (1,500 DIDs, every tenth without records).
+    backfill = s["health after the backfill"][1]["backfill"]
+    assert backfill["state"] == "finished" and backfill["dids"]["done"] == 1350, backfill
+    assert backfill["records"] == 1350 * 8 and backfill["dids"]["failed"] == 0, backfill
+    recent = s["most recent manifests, backfilled"][1]["manifests"]
+    assert len(recent) == 3 and all(m["did"].startswith("did:plc:backfillstandin") for m in recent)
+    repos = s["a backfilled user's repositories"][1]["repositories"]
+    assert sorted(r["manifestCount"] for r in repos) == [2, 2, 2], repos
+    assert "backfill complete: 1350 DIDs, 10800 records" in proc.stdout
     for name in ("appview", "hold"):
         with open(os.path.join(demo_dir, name + ".log")) as f:
             assert "stopped" in f.read(), f"{name} did not drain and stop"
@@ -211,7 +225,7 @@ def test_run_local_refuses_a_busy_port(h):
 def test_deploy_files_name_real_settings(h):
     """Every APPVIEW_* / HOLD_* the compose file, the Dockerfile and the units set is one the
     binaries know (a typo there is silently ignored at run time); the compose file is YAML
-    with the three services (parsed when PyYAML is installed, which `make deps` does not
+    with the three services (parsed when PyYAML is installed, which `make test` does not
     require)."""
     known = set()
     for name in ("appview", "hold"):

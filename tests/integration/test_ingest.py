@@ -30,11 +30,13 @@ def start_replay(h, events, extra=(), name="replay"):
 
 def start_appview(h, redis, urls, name="appview", env=None):
     port = free_port()
-    full = {"APPVIEW_VALKEY_URL": redis.url, "APPVIEW_JETSTREAM_URLS": ",".join(urls),
+    full = {"APPVIEW_VALKEY_URL": redis.url,
             "APPVIEW_LISTEN": f"127.0.0.1:{port}", "APPVIEW_LEXICON_DIR": "lexicons",
             "APPVIEW_CURSOR_REWIND_SECONDS": "1",
             # A restarted appview waits out its killed predecessor's lease: keep that short.
             "APPVIEW_INGEST_LEASE_SECONDS": "3"}
+    if urls:  # none: the default, which a reader (APPVIEW_INGEST=off) never connects to
+        full["APPVIEW_JETSTREAM_URLS"] = ",".join(urls)
     full.update(env or {})
     p = h.spawn(name, [h.binary("appview")], env=full, sanitized=True)
     p.base = f"http://127.0.0.1:{port}"
@@ -731,9 +733,17 @@ def test_valkey_refusing_writes_loses_nothing(h):
                     if line.startswith("used_memory:")))
     h.redis(redis, "CONFIG", "SET", "maxmemory-policy", "noeviction")
     h.redis(redis, "CONFIG", "SET", "maxmemory", str(used + 32 * 1024))
-    refused = wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[1]["valkey"].get(
-        "writesRefused"), timeout=20, what="_health to show the refusal")
+
+    def health_refusing():
+        status, body = h.get_json(app.base + "/xrpc/_health")
+        return (status, body) if body["valkey"].get("writesRefused") else None
+
+    status, body = wait_for(health_refusing, timeout=20, what="_health to show the refusal")
+    refused = body["valkey"]["writesRefused"]
     assert refused.startswith("OOM"), refused
+    assert status == 503 and body["status"] == "degraded" and body["valkey"]["up"] is True, body
+    assert any(p.startswith("Valkey refuses the ingester's writes, ingest paused: OOM")
+               for p in body["problems"]), body
     assert h.metrics(app.base)["appview_valkey_writes_refused"] == 1
     time.sleep(3)
     h.redis(redis, "CONFIG", "SET", "maxmemory", "0")
@@ -741,7 +751,9 @@ def test_valkey_refusing_writes_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
     m = h.metrics(app.base)
     assert m["appview_ingest_refused_retries_total"] >= 1 and m["appview_valkey_writes_refused"] == 0
-    assert "writesRefused" not in h.get_json(app.base + "/xrpc/_health")[1]["valkey"]
+    status, body = h.get_json(app.base + "/xrpc/_health")
+    assert "writesRefused" not in body["valkey"], body
+    assert status == 200 and body["status"] == "ok" and body["problems"] == [], body
     log = app.log()
     assert log.count("write refused") + log.count("refused writes") < 40, log[-3000:]
     assert app.stop() == 0

@@ -305,7 +305,7 @@ def test_an_error_frame_ends_the_stream_and_it_resumes_after_a_backoff(h):
 
 def test_wss_to_the_replay_with_a_test_certificate(h):
     if not shutil.which("openssl"):
-        raise AssertionError("openssl is needed to mint the test certificate (make deps)")
+        raise AssertionError("openssl is needed to mint the test certificate (make test installs it)")
     cert = jetwire.self_signed(h.tmp)
     p = replay(h, tls=cert)
     lines = fixture()

@@ -14,6 +14,8 @@
 //   {"id", "op": "create", "repo": did|handle, "collection", "rkey"?, "record"} -> uri, cid, rev
 //   {"id", "op": "put",    "repo", "collection", "rkey", "record"}             -> uri, cid, rev
 //   {"id", "op": "delete", "repo", "collection", "rkey"}                       -> rev
+//   {"id", "op": "createMany", "repo", "writes": [{"collection", "rkey"?, "record"}]}
+//        -> results: [{uri, cid}], rev   (applyWrites, 200 creates a commit, as bulk writers do)
 // (rev: the commit's, as the firehose would carry it)
 //   {"id", "op": "createAccount", "handle"}                                    -> did, handle
 //   {"id", "op": "updateHandle", "repo", "handle"}
@@ -104,6 +106,25 @@ async function main() {
         repo: agent.session.did, collection: c.collection, rkey: c.rkey,
       })
       return { rev: res.data.commit && res.data.commit.rev }
+    },
+    createMany: async (c) => {
+      const agent = agentFor(c.repo)
+      const results = []
+      let rev
+      for (let i = 0; i < c.writes.length; i += 200) {
+        const writes = c.writes.slice(i, i + 200).map((w) => ({
+          $type: 'com.atproto.repo.applyWrites#create',
+          collection: w.collection,
+          ...(w.rkey ? { rkey: w.rkey } : {}),
+          value: w.record,
+        }))
+        const res = await agent.com.atproto.repo.applyWrites({
+          repo: agent.session.did, writes, validate: false,
+        })
+        for (const r of res.data.results || []) results.push({ uri: r.uri, cid: r.cid })
+        rev = res.data.commit && res.data.commit.rev
+      }
+      return { results, rev }
     },
     createAccount: (c) => createAccount(c.handle),
     updateHandle: async (c) => {

@@ -2,7 +2,9 @@
 // Checks the project's lexicons with the reference implementation (@atproto/lexicon):
 //   node validate-lexicons.js LEXICON_DIR [SAMPLES.json]
 // Every LEXICON_DIR/**/*.json must parse as a lexicon document and every ref in it must
-// resolve. SAMPLES.json is an array of {"nsid": ..., "record": {...}} validated as records.
+// resolve. SAMPLES.json is an array of {"nsid": ..., "record": {...}} validated as records, or
+// {"nsid", "params": {...}} / {"nsid", "output": {...}}: a query's parameters (as the server read
+// them from the query string, arrays for repeated names) or its JSON answer.
 // Prints one JSON line: {"docs": N, "errors": [...], "results": [{"ok": bool, "error"?: ...}]}
 // and exits 1 when a document is invalid.
 'use strict'
@@ -60,9 +62,11 @@ function main() {
   }
   const results = []
   if (samplesFile) {
-    for (const { nsid, record } of JSON.parse(fs.readFileSync(samplesFile, 'utf8'))) {
+    for (const { nsid, record, params, output } of JSON.parse(fs.readFileSync(samplesFile, 'utf8'))) {
       try {
-        lex.assertValidRecord(nsid, jsonToLex(record))
+        if (params !== undefined) lex.assertValidXrpcParams(nsid, params)
+        else if (output !== undefined) lex.assertValidXrpcOutput(nsid, jsonToLex(output))
+        else lex.assertValidRecord(nsid, jsonToLex(record))
         results.push({ ok: true })
       } catch (e) {
         results.push({ ok: false, error: e.message })

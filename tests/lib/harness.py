@@ -51,9 +51,10 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
 
 
 class Proc:
-    def __init__(self, harness, name, argv, env, sanitized):
+    def __init__(self, harness, name, argv, env, sanitized, cwd=None):
         self.harness, self.name, self.argv, self.env = harness, name, argv, env
         self.sanitized = sanitized
+        self.cwd = cwd or harness.root
         self.log_path = os.path.join(harness.tmp, f"{name}.log")
         self.popen = None
         self.start()
@@ -61,7 +62,7 @@ class Proc:
     def start(self):
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=self.harness.root)
+                                      stdin=subprocess.DEVNULL, cwd=self.cwd)
         log.close()
 
     def alive(self):
@@ -104,14 +105,15 @@ class Harness:
         self.procs = []
 
     # ---- processes ----
-    def spawn(self, name, argv, env=None, sanitized=False):
+    def spawn(self, name, argv, env=None, sanitized=False, cwd=None):
+        """Starts argv in the repository root (or cwd) with its output in <tmp>/<name>.log."""
         full_env = dict(os.environ)
         full_env.update({"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:log_path=" +
                          os.path.join(self.tmp, name + ".asan"),
                          "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:log_path=" +
                          os.path.join(self.tmp, name + ".asan")})
         full_env.update(env or {})
-        p = Proc(self, name, argv, full_env, sanitized)
+        p = Proc(self, name, argv, full_env, sanitized, cwd)
         self.procs.append(p)
         return p
 
@@ -119,17 +121,20 @@ class Harness:
         """A project binary: bin/<name> from the build being tested, or its test tools."""
         return os.path.join(self.bindir, name)
 
-    def start_redis(self, port=None, aof=False, name="redis", extra=(), data_dir=None):
+    def start_redis(self, port=None, aof=False, name="redis", extra=(), data_dir=None,
+                    password=None):
         """A redis-server; with aof the data lives in <tmp>/redis-data so a restart on the
-        same port (another name) finds it again."""
+        same port (another name) finds it again; with password it requires it (requirepass)
+        and self.redis() sends it."""
         port = port or free_port()
         d = data_dir or os.path.join(self.tmp, "redis-data" if aof else name)
         os.makedirs(d, exist_ok=True)
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
                 "--save", "", "--appendonly", "yes" if aof else "no", "--protected-mode", "no",
-                *extra]
+                *(("--requirepass", password) if password else ()), *extra]
         p = self.spawn(name, argv)
         p.port = port
+        p.password = password
         p.url = f"redis://127.0.0.1:{port}/0"
         wait_for(lambda: self.redis(p, "PING") == "PONG", what="redis-server")
         return p
@@ -149,18 +154,25 @@ class Harness:
             raise RuntimeError(f"redis-cli --cluster create: {out.stdout[-2000:]}{out.stderr}")
         c.wait_healthy(primaries)
         return c
+    def _redis_cli_env(self, rp):
+        env = dict(os.environ)
+        if getattr(rp, "password", None):
+            env["REDISCLI_AUTH"] = rp.password
+        return env
 
     def redis(self, rp, *args):
         """One command to a redis Proc through redis-cli; returns stdout stripped."""
         out = subprocess.run(["redis-cli", "-p", str(rp.port), "--no-raw", *map(str, args)],
-                             capture_output=True, text=True, timeout=10)
+                             capture_output=True, text=True, timeout=10,
+                             env=self._redis_cli_env(rp))
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
         return _unquote(out.stdout.strip())
 
     def redis_raw(self, rp, *args):
         out = subprocess.run(["redis-cli", "-p", str(rp.port), "--raw", *map(str, args)],
-                             capture_output=True, text=True, timeout=10)
+                             capture_output=True, text=True, timeout=10,
+                             env=self._redis_cli_env(rp))
         return out.stdout
 
     # ---- HTTP ----
@@ -227,6 +239,8 @@ class Harness:
     def tail_logs(self, n=40):
         out = []
         for p in self.procs:
+            if not callable(getattr(p, "log", None)):
+                continue  # a stand-in registered only to be stopped with the test
             try:
                 lines = p.log().splitlines()[-n:]
             except OSError:

@@ -4,7 +4,8 @@
  *    "headers":{...--show-header names...},"body"}   (body only when --body)
  * Options: --allow-private --allow-http --timeout-ms N --connect-timeout-ms N --max-body N
  *          --max-per-host N --retry-base-ms N --attempts N --header "Name: v" --post DATA
- *          --repeat N --show-header NAME --body --cancel-after-ms N --trusted */
+ *          --repeat N --show-header NAME --body --cancel-after-ms N --trusted
+ *          --urls FILE (more URLs, one a line, fetched like those given as arguments) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,12 +65,35 @@ static void on_cancel(uv_timer_t *t)
     t->data = NULL;
 }
 
+/* Appends a copy of url; -1 when out of memory. */
+static int add_url(char ***urls, int *n, const char *url, size_t len)
+{
+    char **more = realloc(*urls, (size_t)(*n + 1) * sizeof *more);
+    if (!more) return -1;
+    *urls = more;
+    return (more[*n] = strndup(url, len)) ? (*n)++, 0 : -1;
+}
+
+static int add_urls_of(char ***urls, int *n, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    if (!f) return -1;
+    int rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        if (len) rc = add_url(urls, n, line, len);
+    }
+    fclose(f);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     http_client_options opt = {0};
     http_request_options ropt = {0};
     const char *headers[MAX_LIST + 1] = {0};
-    const char *urls[MAX_LIST];
+    char **urls = NULL;
     int n_headers = 0, n_urls = 0, repeat = 1;
     const char *post = NULL;
     long cancel_after = -1;
@@ -106,8 +130,13 @@ int main(int argc, char **argv)
             headers[n_headers++] = argv[++i];
         } else if (v && !strcmp(a, "--show-header") && n_show < MAX_LIST) {
             show_headers[n_show++] = argv[++i];
-        } else if (a[0] != '-' && n_urls < MAX_LIST) {
-            urls[n_urls++] = a;
+        } else if (v && !strcmp(a, "--urls")) {
+            if (add_urls_of(&urls, &n_urls, argv[++i]) < 0) {
+                fprintf(stderr, "http_fetch: cannot read %s\n", argv[i]);
+                return 2;
+            }
+        } else if (a[0] != '-') {
+            if (add_url(&urls, &n_urls, a, strlen(a)) < 0) return 1;
         } else {
             fprintf(stderr, "usage: http_fetch [options] URL...\n");
             return 2;
@@ -139,6 +168,9 @@ int main(int argc, char **argv)
     if (cancel.data) http_client_free(c);
     uv_close((uv_handle_t *)&cancel, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < n_urls; i++)
+        free(urls[i]);
+    free(urls);
     int rc = uv_loop_close(&loop);
     if (rc != 0 || outstanding != 0) {
         fprintf(stderr, "http_fetch: loop_close=%d outstanding=%d\n", rc, outstanding);

@@ -151,8 +151,8 @@ int main(int argc, char **argv)
     static const option_spec specs[HTTPD_OPTION_COUNT] = {HTTPD_OPTIONS("PROBE")};
     option_value v[HTTPD_OPTION_COUNT];
     char *prog[] = {argv[0], NULL};
-    if (options_parse("httpd_probe", "atproto/httpd under test", specs, HTTPD_OPTION_COUNT, v, 1,
-                      prog) != 0)
+    if (options_parse("httpd_probe", "test", "atproto/httpd under test", specs, HTTPD_OPTION_COUNT,
+                      v, 1, prog) != 0)
         return 2;
     httpd_options opt = {
         .listen = argv[1], .max_body = argc > 2 ? strtoull(argv[2], NULL, 10) : 0, .name = "probe"};

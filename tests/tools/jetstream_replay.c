@@ -44,7 +44,9 @@
  * with wrong field types, in turn); --bad-zstd N, on compressed streams, a binary frame after
  * every N events that is either not zstd or a zstd frame of 2 MiB (a decompression bomb);
  * --dict-fetch-fails answers getZstdDictionary with 500. Pacing: --rate N caps each connection
- * at N events/s; --live paces by the events' own time_us spacing.
+ * at N events/s; --live paces by the events' own time_us spacing. --recent shifts every time_us
+ * so the file's last event is the moment the server started (an old fixture then reads as
+ * minutes old, not years, in a consumer's lag).
  * GET /_stats answers counters and the last request targets as JSON. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -137,10 +139,11 @@ static struct {
     char **colls; /* id -> NSID; id 0 unused */
     uint16_t ncolls;
     uint64_t loops;
-    int64_t span; /* time_us shift per loop */
+    int64_t span;  /* time_us shift per loop */
+    int64_t shift; /* time_us shift of every event (--recent) */
     uint64_t drop_after, error_after, info_every, malformed_every, bad_zstd_every, floor;
     double rate;
-    bool live, no_filter, stats, legacy_v1, dict_fetch_fails;
+    bool live, no_filter, stats, legacy_v1, dict_fetch_fails, recent;
     struct dict dicts[2];
     int dict_cur;
     bool precompress;
@@ -449,7 +452,7 @@ static uint64_t stream_total(void)
 
 static int64_t vtime(uint64_t j)
 {
-    return cfg.ev[j % cfg.n].time_us + (int64_t)(j / cfg.n) * cfg.span;
+    return cfg.ev[j % cfg.n].time_us + (int64_t)(j / cfg.n) * cfg.span + cfg.shift;
 }
 
 /* First virtual index whose time_us is >= cursor. */
@@ -1706,7 +1709,7 @@ static void usage(void)
             "         [--drop-after N] [--error-after N] [--info-every N] [--malformed EVERY_N]\n"
             "         [--bad-zstd EVERY_N] [--dict-fetch-fails] [--precompress]\n"
             "         [--rate EVENTS_PER_S] [--live]\n"
-            "         [--no-filter] [--stats]\n");
+            "         [--no-filter] [--stats] [--recent]\n");
 }
 
 int main(int argc, char **argv)
@@ -1754,6 +1757,8 @@ int main(int argc, char **argv)
                 cfg.dict_fetch_fails = true;
             else if (strcmp(a, "--precompress") == 0)
                 cfg.precompress = true;
+            else if (strcmp(a, "--recent") == 0)
+                cfg.recent = true;
             else {
                 usage();
                 return 2;
@@ -1771,6 +1776,12 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info(C, "indexed %s in %.2fs", events, now_s() - t0);
+    if (cfg.recent && cfg.n) {
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        cfg.shift =
+            (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000 - cfg.ev[cfg.n - 1].time_us;
+    }
     if (cfg.precompress) {
         t0 = now_s();
         if (precompress_all() != 0) {

@@ -35,6 +35,7 @@ static const char *const ENV[] = {
     "APPVIEW_VALKEY_CLUSTER",
     "APPVIEW_VALKEY_WAIT_REPLICAS",
     "APPVIEW_VALKEY_WAIT_TIMEOUT_MS",
+    "LOG_LEVEL",
 };
 
 static void clear_env(void)
@@ -162,6 +163,22 @@ static void test_invalid_values_rejected(void)
         {"APPVIEW_VALKEY_URL", "unix://relative.sock"},
         {"APPVIEW_JETSTREAM_URLS", "wss://ok.example/subscribe,https://jetstream.example"},
         {"APPVIEW_JETSTREAM_URLS", ","},
+        {"APPVIEW_JETSTREAM_URLS", "ws://127.0.0.1:6008/subscribe,"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://a.example/subscribe,,ws://b.example/subscribe"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://127.0.0.1:99999/subscribe"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://127.0.0.1:0/subscribe"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://127.0.0.1:80x/subscribe"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://:80/subscribe"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://[::1/subscribe"},
+        {"APPVIEW_JETSTREAM_URLS", "wss://jetstream.example/subscrib"},
+        {"APPVIEW_JETSTREAM_URLS", "wss://jetstream.example/"},
+        {"APPVIEW_JETSTREAM_URLS", "wss://jetstream.example"},
+        {"APPVIEW_JETSTREAM_URLS", "wss://jetstream.example/subscribe#x"},
+        {"APPVIEW_VALKEY_URL", "redis://127.0.0.1:99999/0"},
+        {"APPVIEW_VALKEY_URL", "redis://127.0.0.1:6379/zero"},
+        {"APPVIEW_VALKEY_URL", "redis://:pw@/0"},
+        {"APPVIEW_PLC_URL", "https://plc.directory:0"},
+        {"LOG_LEVEL", "verbose"},
         {"APPVIEW_PLC_URL", "plc.directory"},
         {"APPVIEW_DOCKERHUB_URL", "ftp://hub"},
         {"APPVIEW_HANDLE_RESOLVER_URL", "https://has space"},
@@ -191,13 +208,98 @@ static void test_invalid_values_rejected(void)
         CHECK(rc == -1);
         CHECK(c.listen == NULL); /* nothing to free after an error */
     }
-    /* With ingest off an empty Jetstream list is fine: a read-only replica. */
+    /* Set but empty where there is a default: a slip, not a request for the default. */
     clear_env();
-    setenv("APPVIEW_JETSTREAM_URLS", ",", 1);
-    setenv("APPVIEW_INGEST", "false", 1);
+    setenv("APPVIEW_VALKEY_URL", "", 1);
     appview_config c;
-    CHECK(appview_config_load(&c, 1, argv) == 0 && c.njetstream_urls == 0 && !c.ingest);
+    CHECK(load_quietly(&c, 1, argv) == -1);
+    /* The forms that work. */
+    static const char *const good[][2] = {
+        {"APPVIEW_JETSTREAM_URLS", "wss://jetstream.example/jetstream/subscribe?compress=false"},
+        {"APPVIEW_JETSTREAM_URLS", "ws://[::1]:6008/subscribe"},
+        {"APPVIEW_VALKEY_URL", "redis://user:p@ss@valkey.internal:6380/3"},
+        {"APPVIEW_VALKEY_URL", "unix:///run/valkey/valkey.sock?db=2"},
+        {"LOG_LEVEL", "debug"},
+    };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        clear_env();
+        setenv(good[i][0], good[i][1], 1);
+        int rc = load_quietly(&c, 1, argv);
+        if (rc != 0) fprintf(stderr, "    refused %s=%s\n", good[i][0], good[i][1]);
+        CHECK(rc == 0);
+        if (rc == 0) appview_config_free(&c);
+    }
+    clear_env();
+}
+
+/* Runs appview_config_prepare_paths with stderr captured into err. */
+static int prepare_capturing(appview_config *c, char *err, size_t cap)
+{
+    FILE *tmp = tmpfile();
+    CHECK(tmp != NULL);
+    if (!tmp) return -2;
+    fflush(stderr);
+    int saved = dup(2);
+    CHECK(saved >= 0 && dup2(fileno(tmp), 2) == 2);
+    int rc = appview_config_prepare_paths(c);
+    fflush(stderr);
+    CHECK(dup2(saved, 2) == 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(err, 1, cap - 1, tmp);
+    err[n] = '\0';
+    fclose(tmp);
+    return rc;
+}
+
+static void test_paths(void)
+{
+    clear_env();
+    char base[] = "/tmp/test_appview_config_XXXXXX";
+    CHECK(mkdtemp(base) != NULL);
+    char data[256], cwd[4096];
+    snprintf(data, sizeof data, "%s/new/deeper", base);
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    setenv("APPVIEW_DATA_DIR", data, 1);
+    char *argv[] = {"appview", NULL};
+    appview_config c;
+    char err[2048];
+    /* relative paths are taken from the working directory, and shown absolute */
+    CHECK(appview_config_load(&c, 1, argv) == 0);
+    CHECK(prepare_capturing(&c, err, sizeof err) == 0);
+    char want[8300];
+    snprintf(want, sizeof want, "%s/lexicons", cwd);
+    CHECK(streq(c.lexicon_dir, want) && streq(c.data_dir, data));
+    CHECK(access(data, W_OK) == 0); /* created with its parents */
     appview_config_free(&c);
+
+    setenv("APPVIEW_LEXICON_DIR", "no-such-lexicons", 1);
+    CHECK(appview_config_load(&c, 1, argv) == 0);
+    CHECK(prepare_capturing(&c, err, sizeof err) == -1);
+    snprintf(want, sizeof want,
+             "appview: --lexicon-dir (APPVIEW_LEXICON_DIR) 'no-such-lexicons' is "
+             "%s/no-such-lexicons: No such file or directory; relative paths start from the "
+             "working directory",
+             cwd);
+    CHECK(strstr(err, want) != NULL);
+    appview_config_free(&c);
+
+    unsetenv("APPVIEW_LEXICON_DIR");
+    char file[300];
+    snprintf(file, sizeof file, "%s/a-file", base);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    snprintf(data, sizeof data, "%s/a-file/sub", base);
+    setenv("APPVIEW_DATA_DIR", data, 1);
+    CHECK(appview_config_load(&c, 1, argv) == 0);
+    CHECK(prepare_capturing(&c, err, sizeof err) == -1);
+    snprintf(want, sizeof want, "cannot create %s/a-file: Not a directory", base);
+    CHECK(strstr(err, "--data-dir (APPVIEW_DATA_DIR)") && strstr(err, want));
+    appview_config_free(&c);
+    unlink(file);
+    snprintf(data, sizeof data, "rm -r '%s'", base);
+    CHECK(system(data) == 0);
     clear_env();
 }
 
@@ -209,6 +311,8 @@ static void test_help_and_unknown_flag(void)
     CHECK(load_quietly(&c, 2, help) == 1);
     char *unknown[] = {"appview", "--valkey", "redis://x", NULL};
     CHECK(load_quietly(&c, 3, unknown) == -1);
+    char *version[] = {"appview", "--version", NULL};
+    CHECK(load_quietly(&c, 2, version) == 1);
 }
 
 /* Cluster mode: seeds replace the URL, and the cursor waits for one replica by default. */
@@ -249,5 +353,6 @@ int main(void)
     RUN(test_invalid_values_rejected);
     RUN(test_help_and_unknown_flag);
     RUN(test_cluster_options);
+    RUN(test_paths);
     CHECK_EXIT();
 }

@@ -76,7 +76,7 @@ static void test_config_flags_env_defaults(void)
     unsetenv("HOLD_DID");
     unsetenv("HOLD_PUBLIC_URL");
     unsetenv("HOLD_PULL_DEDUPE_SECONDS");
-    setenv("HOLD_SERVICE_TOKENS", " a, b ,,c", 1);
+    setenv("HOLD_SERVICE_TOKENS", " a, b , c", 1);
     setenv("HOLD_DB", "/tmp/env.db", 1);
     char *argv[] = {"hold", "--db", "/tmp/flag.db", "--listen", "127.0.0.1:9999", NULL};
     hold_config c;

@@ -96,11 +96,12 @@ static void test_rkey_deterministic(void)
 
 static void test_group_commit_exact(void)
 {
+    char err[512];
     fresh_db("group");
     uv_loop_t loop;
     uv_loop_init(&loop);
     tally t = {0};
-    store *s = store_open(&loop, dbpath, on_commit, &t);
+    store *s = store_open(&loop, dbpath, on_commit, &t, err, sizeof err);
     CHECK(s != NULL);
     if (!s) return;
     /* 2000 submissions queued before the loop runs: the writer must fold them into far fewer
@@ -155,11 +156,12 @@ static void test_group_commit_exact(void)
 
 static void test_reopen_keeps_counts(void)
 {
+    char err[512];
     fresh_db("reopen");
     uv_loop_t loop;
     uv_loop_init(&loop);
     tally t = {0};
-    store *s = store_open(&loop, dbpath, NULL, NULL);
+    store *s = store_open(&loop, dbpath, NULL, NULL, err, sizeof err);
     CHECK(s != NULL);
     if (!s) return;
     store_incr inc = {"did:web:example.com", "x/y", STORE_PUSH, 7};
@@ -167,7 +169,7 @@ static void test_reopen_keeps_counts(void)
     /* store_close commits and answers what is still pending. */
     close_store(&loop, s);
     CHECK(t.answered == 1 && t.failed == 0);
-    s = store_open(&loop, dbpath, NULL, NULL);
+    s = store_open(&loop, dbpath, NULL, NULL, err, sizeof err);
     CHECK(s != NULL);
     if (!s) return;
     store_row row;
@@ -193,11 +195,12 @@ static void test_reopen_keeps_counts(void)
 
 static void test_list_pagination(void)
 {
+    char err[512];
     fresh_db("list");
     uv_loop_t loop;
     uv_loop_init(&loop);
     tally t = {0};
-    store *s = store_open(&loop, dbpath, NULL, NULL);
+    store *s = store_open(&loop, dbpath, NULL, NULL, err, sizeof err);
     CHECK(s != NULL);
     if (!s) return;
     enum { N = 250 };
@@ -246,7 +249,10 @@ static void test_open_failure(void)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    CHECK(store_open(&loop, "/nonexistent-dir/x/hold.db", NULL, NULL) == NULL);
+    char err[512];
+    CHECK(store_open(&loop, "/nonexistent-dir/x/hold.db", NULL, NULL, err, sizeof err) == NULL);
+    CHECK(strstr(err, "unable to open database file (No such file or directory)") &&
+          strstr(err, "create its directory"));
     CHECK(uv_loop_close(&loop) == 0);
 }
 

@@ -12,7 +12,7 @@ static const char *no_x(const char *v)
     return strchr(v, 'x') ? "no x allowed" : NULL;
 }
 
-enum { NAME, PORT, DEBUG, TAGS, PLAIN, COUNT };
+enum { NAME, PORT, DEBUG, TAGS, PLAIN, KEYS, COUNT };
 
 static const option_spec SPECS[COUNT] = {
     [NAME] = OPT_STR("name", "TOPT_NAME", "dflt", "a name", no_x),
@@ -20,6 +20,7 @@ static const option_spec SPECS[COUNT] = {
     [DEBUG] = OPT_BOOL("debug", "TOPT_DEBUG", "off", "chatty"),
     [TAGS] = OPT_LIST("tags", "TOPT_TAGS", "a,b", "some tags", no_x),
     [PLAIN] = OPT_STR("plain", "TOPT_PLAIN", NULL, "unset unless given", NULL),
+    [KEYS] = OPT_SECRET_LIST("keys", "TOPT_KEYS", "secret keys", no_x),
 };
 
 static void clear_env(void)
@@ -38,7 +39,7 @@ static int parse_capturing(FILE *stream, char *text, size_t cap, option_value *o
     fflush(stream);
     int fd = fileno(stream), saved = dup(fd);
     CHECK(saved >= 0 && dup2(fileno(tmp), fd) >= 0);
-    int rc = options_parse("prog", "Does things.", SPECS, COUNT, out, argc, argv);
+    int rc = options_parse("prog", "1.2.3", "Does things.", SPECS, COUNT, out, argc, argv);
     fflush(stream);
     CHECK(dup2(saved, fd) >= 0);
     close(saved);
@@ -74,15 +75,27 @@ static void test_precedence_flag_env_default(void)
     clear_env();
     setenv("TOPT_NAME", "fromenv", 1);
     setenv("TOPT_PORT", "8080", 1);
-    setenv("TOPT_TAGS", "", 1); /* empty counts as unset: the default applies */
+    setenv("TOPT_PLAIN", "", 1); /* empty counts as unset for an option without a default */
     option_value v[COUNT];
-    char *argv[] = {"prog", "--port", "9000", "--plain=a=b", "--port=9001", NULL};
-    CHECK(parse(v, 5, argv) == 0);
+    char *argv[] = {"prog", "--port", "9000", "--port=9001", NULL};
+    CHECK(parse(v, 4, argv) == 0);
     CHECK(v[NAME].str && !strcmp(v[NAME].str, "fromenv"));
     CHECK(v[PORT].num == 9001); /* the last flag wins over earlier ones and the environment */
-    CHECK(v[PLAIN].str && !strcmp(v[PLAIN].str, "a=b"));
+    CHECK(v[PLAIN].str == NULL);
     CHECK(v[TAGS].nitems == 2);
     options_free(v, COUNT);
+    char *plain[] = {"prog", "--plain=a=b", NULL};
+    CHECK(parse(v, 2, plain) == 0 && v[PLAIN].str && !strcmp(v[PLAIN].str, "a=b"));
+    options_free(v, COUNT);
+
+    /* Empty for an option with a default: the operator meant something, maybe not the
+     * default. */
+    setenv("TOPT_TAGS", "", 1);
+    char err[1024];
+    char *none[] = {"prog", NULL};
+    CHECK(parse_capturing(stderr, err, sizeof err, v, 1, none) == -1);
+    CHECK(strstr(err, "TOPT_TAGS is set but empty (--tags): unset it to use the default 'a,b'"));
+    unsetenv("TOPT_TAGS");
     CHECK(v[NAME].str == NULL && v[TAGS].items == NULL);
 
     char *argv2[] = {"prog", "--name", "", NULL};
@@ -159,7 +172,7 @@ static void test_lists(void)
 {
     clear_env();
     option_value v[COUNT];
-    setenv("TOPT_TAGS", " one ,\ttwo,, ,three ,", 1);
+    setenv("TOPT_TAGS", " one ,\ttwo, three ", 1);
     char *argv[] = {"prog", NULL};
     CHECK(parse(v, 1, argv) == 0);
     CHECK(v[TAGS].nitems == 3);
@@ -179,11 +192,16 @@ static void test_lists(void)
     free(items);
     free(name);
 
-    char *empty[] = {"prog", "--tags", " , ", NULL};
-    CHECK(parse(v, 3, empty) == 0 && v[TAGS].nitems == 0 && v[TAGS].items == NULL);
-    options_free(v, COUNT);
-
+    /* An empty item is a slip (an unset variable pasted into the list): an error. */
     char err[1024];
+    const char *slips[] = {" , ", "a,,b", "a,", ",a", "a, ,b", ""};
+    for (size_t i = 0; i < sizeof slips / sizeof *slips; i++) {
+        char *empty[] = {"prog", "--tags", (char *)slips[i], NULL};
+        CHECK(parse_capturing(stderr, err, sizeof err, v, 3, empty) == -1);
+        CHECK(strstr(err, "an empty item") && strstr(err, "TOPT_TAGS"));
+        CHECK(v[TAGS].items == NULL);
+    }
+
     char *bad[] = {"prog", "--tags", "ok, box ,fine", NULL};
     CHECK(parse_capturing(stderr, err, sizeof err, v, 3, bad) == -1);
     CHECK(strstr(err, "'box'") && strstr(err, "no x allowed") && strstr(err, "TOPT_TAGS"));
@@ -209,6 +227,46 @@ static void test_help_mentions_env_and_defaults(void)
     CHECK(v[NAME].str == NULL);
     char *shorth[] = {"prog", "-h", NULL};
     CHECK(parse_capturing(stdout, out, sizeof out, v, 2, shorth) == 1);
+    CHECK(strstr(out, "--version") != NULL);
+}
+
+static void test_version(void)
+{
+    clear_env();
+    setenv("TOPT_PORT", "not a port", 1); /* --version answers before values are checked */
+    option_value v[COUNT];
+    char out[256];
+    char *argv[] = {"prog", "--version", NULL};
+    CHECK(parse_capturing(stdout, out, sizeof out, v, 2, argv) == 1);
+    CHECK(!strcmp(out, "prog 1.2.3\n"));
+    CHECK(v[NAME].str == NULL);
+    clear_env();
+}
+
+static void test_secrets_masked_in_errors(void)
+{
+    clear_env();
+    option_value v[COUNT];
+    char err[1024];
+    char *argv[] = {"prog", "--name", "redis://:hunter2x@host:1/0", NULL};
+    CHECK(parse_capturing(stderr, err, sizeof err, v, 3, argv) == -1);
+    CHECK(strstr(err, "'redis://:***@host:1/0'") && !strstr(err, "hunter2"));
+    char *keys[] = {"prog", "--keys", "k3y-one,,k3y-two", NULL};
+    CHECK(parse_capturing(stderr, err, sizeof err, v, 3, keys) == -1);
+    CHECK(strstr(err, "--keys (TOPT_KEYS), not shown: an empty item") && !strstr(err, "k3y"));
+    char *keyx[] = {"prog", "--keys", "k3y-one,k3y-x", NULL};
+    CHECK(parse_capturing(stderr, err, sizeof err, v, 3, keyx) == -1);
+    CHECK(strstr(err, "no x allowed") && !strstr(err, "k3y"));
+}
+
+static void test_check_log_level(void)
+{
+    const char *good[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        CHECK(options_check_log_level(good[i]) == NULL);
+    const char *bad[] = {"verbose", "INFO", "", "warning", "2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(options_check_log_level(bad[i]) != NULL);
 }
 
 static void test_unknown_and_malformed_arguments(void)
@@ -262,6 +320,9 @@ int main(void)
     RUN(test_help_mentions_env_and_defaults);
     RUN(test_unknown_and_malformed_arguments);
     RUN(test_check_host_port);
+    RUN(test_version);
+    RUN(test_secrets_masked_in_errors);
+    RUN(test_check_log_level);
     RUN(test_check_did);
     CHECK_EXIT();
 }
