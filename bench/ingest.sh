@@ -8,7 +8,8 @@
 # Then the wire, on the unfiltered stream: v1 over ws:// and wss:// (a test certificate), v2
 # uncompressed and dict-zstd, each next to the replay server's own send rate over the same
 # wire, with the bytes the server wrote per event; and this appview next to the one built
-# from BENCH_BASELINE_REF (default main; empty: skipped) on the v1 wire as it was before seqs.
+# from BENCH_BASELINE_REF (default main; empty: skipped) on the v1 wire as it was before seqs,
+# on the same stream with manifests keyed by digest (which both index whole).
 # Run from the repository root after `make` (make bench does both).
 #   BENCH_EVENTS=N (default 1000000), BENCH_TIMEOUT=seconds per appview run (default 120),
 #   BENCH_RUNS=N appview runs per mode, the median reported (default 5)
@@ -72,6 +73,15 @@ if [ ! -s "$EVENTS" ] || [ ! -s "$EVENTS.summary" ]; then
     "$TOOLS/gen_events" -n "$N" -o "$EVENTS.tmp" 2>"$EVENTS.summary.tmp"
     mv "$EVENTS.tmp" "$EVENTS" && mv "$EVENTS.summary.tmp" "$EVENTS.summary"
 fi
+# The same stream with manifests keyed by their digest's hex, the one layout every appview since
+# schema 1 indexes whole: the baseline comparison runs on it, so both binaries do the same work
+# (an appview before schema 4 drops most tags of the TID-keyed stream, and so does less).
+EVENTS_DIGEST=${EVENTS%.jsonl}-digest-rkeys.jsonl
+if [ -n "${BENCH_BASELINE_REF-main}" ] && [ ! -s "$EVENTS_DIGEST" ]; then
+    echo "generating the same $N events, manifests keyed by digest, into $EVENTS_DIGEST ..." >&2
+    "$TOOLS/gen_events" -n "$N" --rkeys digest -o "$EVENTS_DIGEST.tmp" 2>/dev/null
+    mv "$EVENTS_DIGEST.tmp" "$EVENTS_DIGEST"
+fi
 ATCR=$(field atcr <"$EVENTS.summary")
 MB=$(($(stat -c %s "$EVENTS") / 1000000))
 
@@ -103,7 +113,7 @@ SET_RECORD_US=$(awk -v a="$CPU0" -v b="$(valkey_cpu_s "$RPORT")" 'BEGIN {printf 
 redis-cli -p "$RPORT" FLUSHALL >/dev/null
 
 # ---- replay servers: one sending everything, one honouring wantedCollections ----
-start_replay() { # port, extra flags
+start_replay() { # port, extra flags (a later --events replaces the stream)
     port=$1; shift
     "$TOOLS/jetstream_replay" --listen "127.0.0.1:$port" --events "$EVENTS" "$@" \
         >>"$DIR/replay-$port.log" 2>&1 &
@@ -125,7 +135,7 @@ start_replay "$PORT_ALL" --no-filter
 start_replay "$PORT_FILTER"
 start_replay "$PORT_TLS" --no-filter --tls-cert "$CERT" --tls-key "$DIR/tls/key.pem"
 start_replay "$PORT_ZSTD" --no-filter --precompress
-start_replay "$PORT_LEGACY" --no-filter --legacy-v1
+[ -s "$EVENTS_DIGEST" ] && start_replay "$PORT_LEGACY" --no-filter --legacy-v1 --events "$EVENTS_DIGEST"
 # the dictionary the zstd server serves, for ws_discard's request
 DICT_ID=$(python3 -c 'import struct, sys, urllib.request
 d = urllib.request.urlopen(sys.argv[1], timeout=60).read(8)
@@ -481,10 +491,17 @@ if [ -n "${A_WSS:-}" ]; then
     if [ -n "${A_BASE:-}" ]; then
         L_R=$(echo "$A_LEGACY" | field events_per_s)
         B_R=$(echo "$A_BASE" | field events_per_s)
+        echo "  the baseline comparison: the old wire (no seqs), the stream with manifests keyed by digest"
         row "v1 ws:// without seqs (the old wire), this appview" "$(num "$L_R")" \
             "runs $(echo "$A_LEGACY" | field runs_events)"
         row "v1 ws:// without seqs, ${BENCH_BASELINE_REF-main}'s appview" "$(num "$B_R")" \
             "this/baseline $(ratio "$L_R" "$B_R"), target 1.0; runs $(echo "$A_BASE" | field runs_events)"
+        LREC=$(echo "$A_LEGACY" | field records_per_s)
+        BREC=$(echo "$A_BASE" | field records_per_s)
+        row "  io.atcr records/s there: this appview" "$(num "$LREC")" \
+            "runs $(echo "$A_LEGACY" | field runs_records)"
+        row "  io.atcr records/s there: ${BENCH_BASELINE_REF-main}'s appview" "$(num "$BREC")" \
+            "this/baseline $(ratio "$LREC" "$BREC"), target 1.0; runs $(echo "$A_BASE" | field runs_records)"
     else
         row "baseline appview" "-" "not measured (BENCH_BASELINE_REF empty or not buildable)"
     fi

@@ -1,6 +1,7 @@
 /* Writes synthetic Jetstream v1 events as JSONL, for the ingest benchmark and load tests.
  *
- *   gen_events [-n EVENTS] [--seed S] [--atcr-percent P] [--dids D] [-o FILE]
+ *   gen_events [-n EVENTS] [--seed S] [--atcr-percent P] [--dids D] [--rkeys tid|digest]
+ *              [-o FILE]
  *
  * Mix (defaults): 10% io.atcr.* commits (manifest and tag creates, updates, deletes over D
  * DIDs, each with a few repositories; manifests keyed by TIDs as the lexicon says, tags naming
@@ -8,7 +9,11 @@
  * account events, the rest app.bsky.* likes, posts, follows and reposts in roughly the network's
  * proportions and sizes (about 420 bytes a line on average). time_us increases strictly; every rev
  * is a valid TID increasing per DID; the same seed gives the same file. A summary line goes to
- * stderr: events=N atcr=M identity=I account=A. */
+ * stderr: events=N atcr=M identity=I account=A.
+ *
+ * --rkeys digest keys manifests by their digest's hex instead, the layout older ATCR writers
+ * used and older appviews required: the same stream, records every appview since schema 1 can
+ * index, for benchmarks that compare one with another. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,7 +45,7 @@ static const char *const words[] = {
 
 struct manifest {
     char hex[65];
-    char rkey[14];
+    char rkey[65]; /* a TID, or with --rkeys digest the hex */
     uint8_t repo;
 };
 
@@ -59,6 +64,7 @@ struct did_state {
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static FILE *out;
+static bool digest_rkeys; /* --rkeys digest */
 static uint64_t now_us = 1732000000000000ull, seq = 4000000000ull;
 static uint64_t n_atcr, n_identity, n_account;
 
@@ -191,7 +197,10 @@ static void manifest_create(const char *did, struct did_state *s)
 {
     struct manifest m;
     hex64(m.hex);
-    tid(now_us, s->clock, m.rkey);
+    if (digest_rkeys)
+        memcpy(m.rkey, m.hex, sizeof m.hex);
+    else
+        tid(now_us, s->clock, m.rkey);
     m.repo = (uint8_t)((s->repo0 + rnd() % s->nrepos) % NREPOS);
     commit_head(did, s->clock, "create", "io.atcr.manifest", m.rkey);
     manifest_record(&m, (unsigned)(rnd() % 4));
@@ -318,7 +327,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
             fprintf(stderr, "usage: gen_events [-n EVENTS] [--seed S] [--atcr-percent P] "
-                            "[--dids D] [-o FILE]\n");
+                            "[--dids D] [--rkeys tid|digest] [-o FILE]\n");
             return 2;
         }
         if (strcmp(a, "-n") == 0)
@@ -331,7 +340,12 @@ int main(int argc, char **argv)
             ndids = strtoull(v, NULL, 10);
         else if (strcmp(a, "-o") == 0)
             path = v;
-        else {
+        else if (strcmp(a, "--rkeys") == 0 && (!strcmp(v, "tid") || !strcmp(v, "digest")))
+            digest_rkeys = !strcmp(v, "digest");
+        else if (strcmp(a, "--rkeys") == 0) {
+            fprintf(stderr, "gen_events: --rkeys takes tid or digest\n");
+            return 2;
+        } else {
             fprintf(stderr, "gen_events: unknown option %s\n", a);
             return 2;
         }
