@@ -160,7 +160,7 @@ try:
     requests = sum(after[k] - before[k] for k in after)
     lists = after["listRecords"] - before["listRecords"]
     state = dict(zip(*[iter(subprocess.run(["redis-cli", "-p", str(port), "--raw", "HGETALL",
-                                            "atcr:backfill"], capture_output=True,
+                                            "atcr:backfill{bf}"], capture_output=True,
                                            text=True).stdout.split("\n"))] * 2))
     done, records = int(state["done"]), int(state["records"])
     assert done == net["listed"] and records == net["records"], (state, net)
