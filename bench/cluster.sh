@@ -28,14 +28,7 @@ done
 [ -x "$BIN/appview" ] || { echo "cluster bench: $BIN/appview is not built" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "cluster bench: wrk is not installed" >&2; exit 1; }
 
-PIDS=""
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+kill_started_on_exit
 
 # A port for a cluster node: its bus listens 10000 above, which must be free and below 65536.
 node_port() {

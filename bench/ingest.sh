@@ -32,14 +32,7 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     exit 1
 fi
 
-PIDS=""
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+kill_started_on_exit
 
 wait_port() { # port seconds
     python3 - "$1" "$2" <<'EOF'

@@ -1,5 +1,18 @@
 # Shared by the bench/*.sh scripts: sourced, not run.
 
+# After kill_started_on_exit, the processes in PIDS (add each with PIDS="$PIDS $!") are killed
+# and reaped when the script exits or is interrupted.
+PIDS=""
+# shellcheck disable=SC2317 # called by the trap
+kill_started() {
+    for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $PIDS; do wait "$p" 2>/dev/null || true; done
+}
+kill_started_on_exit() {
+    trap kill_started EXIT
+    trap 'exit 130' INT TERM
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
