@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "appview/jetstream_wire.h"
 #include "atproto/log.h"
 #include "atproto/options.h"
 #include "atproto/path.h"
@@ -83,7 +84,7 @@ static const char *check_cluster_seeds(const char *v)
 static const char *check_ws_url(const char *v)
 {
     static const char *const schemes[] = {"wss://", "ws://", NULL};
-    static const char v1[] = "/subscribe", v2[] = "/xrpc/network.bsky.jetstream.subscribeEvents";
+    static const char v1[] = "/subscribe", v2[] = "/xrpc/" JETSTREAM_V2_METHOD;
     const char *rest;
     const char *why = url_shape(v, schemes, "expected a ws:// or wss:// URL", &rest);
     if (why) return why;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "atproto/json_read.h"
 #include "atproto/url.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -194,8 +195,7 @@ void jetstream_parse_refusal(int status, const char *body, size_t len, jetstream
 {
     memset(r, 0, sizeof *r);
     r->status = status;
-    json_error_t err;
-    json_t *root = len ? json_loadb(body, len, 0, &err) : NULL;
+    json_t *root = len ? json_read(body, len) : NULL;
     const char *name = json_string_value(json_object_get(root, "error"));
     const char *msg = json_string_value(json_object_get(root, "message"));
     if (name) snprintf(r->error, sizeof r->error, "%s", name);

@@ -488,21 +488,26 @@ static int conn_answer(conn *c, const answer *a, const char *body, size_t len)
     return conn_write(c);
 }
 
+/* The XRPC error envelope into out: 0, or nonzero when out of memory. */
+static int error_json(buf *out, const char *error, const char *message)
+{
+    int rc = buf_puts(out, "{\"error\":");
+    rc |= buf_json_string(out, error, strlen(error));
+    rc |= buf_puts(out, ",\"message\":");
+    rc |= buf_json_string(out, message, strlen(message));
+    return rc | buf_puts(out, "}");
+}
+
 /* An error answer in the XRPC envelope. */
 static int conn_answer_error(conn *c, answer *a, const char *error, const char *message)
 {
     buf out = {0};
-    int rc = buf_puts(&out, "{\"error\":");
-    rc |= buf_json_string(&out, error, strlen(error));
-    rc |= buf_puts(&out, ",\"message\":");
-    rc |= buf_json_string(&out, message, strlen(message));
-    rc |= buf_puts(&out, "}");
-    if (rc) {
+    if (error_json(&out, error, message)) {
         buf_free(&out);
         return -1;
     }
     a->content_type = "application/json";
-    rc = conn_answer(c, a, out.data, out.len);
+    int rc = conn_answer(c, a, out.data, out.len);
     buf_free(&out);
     return rc;
 }
@@ -522,6 +527,14 @@ static int conn_refuse(conn *c, int status, const char *error, const char *messa
     req_free(r);
     c->close_after = 1;
     return conn_answer_error(c, &a, error, message);
+}
+
+/* The body is over the server's max_body: 413, and the connection closes. */
+static int refuse_too_large(conn *c)
+{
+    char msg[64];
+    snprintf(msg, sizeof msg, "request body over %zu bytes", c->server->max_body);
+    return conn_refuse(c, 413, "PayloadTooLarge", msg, "body_too_large", 0);
 }
 
 static int conn_refuse_parse(conn *c, const http_refusal *why)
@@ -621,9 +634,7 @@ static int head_ready(conn *c)
     if (!r->route) return answer_unrouted(c, r, allow);
     if (r->route->check && r->route->check(r, r->route->ud) < 0) return 0; /* answered */
     if (r->parsed.body == HTTP_BODY_LENGTH && r->parsed.content_length > h->max_body) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "request body over %zu bytes", h->max_body);
-        return conn_refuse(c, 413, "PayloadTooLarge", msg, "body_too_large", 0);
+        return refuse_too_large(c);
     }
     if (!r->body_unread) {
         dispatch(c);
@@ -693,11 +704,7 @@ static int read_body(conn *c)
         if (rc == HTTP_CHUNKED_BAD)
             return conn_refuse(c, 400, "InvalidRequest", "malformed chunked request body",
                                "chunked", 0);
-        if (rc == HTTP_CHUNKED_BIG && max == h->max_body) {
-            char msg[64];
-            snprintf(msg, sizeof msg, "request body over %zu bytes", h->max_body);
-            return conn_refuse(c, 413, "PayloadTooLarge", msg, "body_too_large", 0);
-        }
+        if (rc == HTTP_CHUNKED_BIG && max == h->max_body) return refuse_too_large(c);
         if (rc == HTTP_CHUNKED_BIG || rc == HTTP_CHUNKED_NOMEM)
             return conn_refuse(c, 503, "ServiceUnavailable", "too many request bodies in flight",
                                "body_buffer_full", RETRY_AFTER_SECONDS);
@@ -978,12 +985,7 @@ void httpd_reply_error(httpd_req *r, int status, const char *error, const char *
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     buf out = {0};
-    int rc = buf_puts(&out, "{\"error\":");
-    rc |= buf_json_string(&out, error, strlen(error));
-    rc |= buf_puts(&out, ",\"message\":");
-    rc |= buf_json_string(&out, msg, strlen(msg));
-    rc |= buf_puts(&out, "}");
-    if (rc)
+    if (error_json(&out, error, msg))
         httpd_reply(r, 500, "text/plain", "", 0);
     else
         httpd_reply_json(r, status, out.data, out.len);

@@ -57,7 +57,8 @@ static int put(char **out, const char *s, size_t n, int decode)
     return 0;
 }
 
-int url_default_port(const char *scheme)
+/* 80 for http and ws, 443 for https and wss, 6379 for redis; 0 for any other scheme. */
+static int url_default_port(const char *scheme)
 {
     static const struct {
         const char *scheme;

@@ -16,19 +16,17 @@ typedef struct {
     char *password;  /* percent-decoded; NULL when the userinfo has no ':' */
     char *host;      /* as written, an IPv6 literal without its brackets; "" for "unix:///p" */
     char *authority; /* host[:port] exactly as written, for a Host header */
-    int port;        /* as written, else the scheme's default (url_default_port), else 0 */
-    char *path;      /* as written, "" when absent */
-    char *query;     /* after '?', as written; NULL when absent */
-    char *fragment;  /* after '#'; NULL when absent */
+    int port;   /* as written, else the scheme's default (80 for http and ws, 443 for https and wss,
+                   6379 for redis), else 0 */
+    char *path; /* as written, "" when absent */
+    char *query;    /* after '?', as written; NULL when absent */
+    char *fragment; /* after '#'; NULL when absent */
     char *mem;
 } url_parts;
 
 /* 0 with u filled (url_parts_free it), or -1 with u zeroed and the reason in why. */
 int url_parse(const char *s, url_parts *u, char *why, size_t whylen);
 void url_parts_free(url_parts *u);
-
-/* 80 for http and ws, 443 for https and wss, 6379 for redis; 0 for any other scheme. */
-int url_default_port(const char *scheme);
 
 /* Removes every trailing '/' from s in place ("https://h/x//" -> "https://h/x"), so a path can
  * be appended with one '/'. */

@@ -30,17 +30,27 @@ def info(port, section, key):
     return 0.0
 
 
+def alive(pid):
+    """The appview runs: its /proc entry stays while the shell has not reaped it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except OSError:
+        return False
+
+
 def primaries(seeds):
     """Ports of the cluster's primaries that serve slots, and which one holds P recent."""
     port = seeds.split(",")[0].rsplit(":", 1)[1]
+    nodes = cli(port, "CLUSTER", "NODES").splitlines()
     ports = []
-    for line in cli(port, "CLUSTER", "NODES").splitlines():
+    for line in nodes:
         f = line.split()
         if len(f) > 8 and "master" in f[2]:
             ports.append(int(f[1].split("@")[0].rsplit(":", 1)[1]))
     slot = int(cli(port, "CLUSTER", "KEYSLOT", PREFIX + "recent").strip())
     recent = None
-    for line in cli(port, "CLUSTER", "NODES").splitlines():
+    for line in nodes:
         f = line.split()
         for r in f[8:]:
             if r[0].isdigit():
@@ -95,7 +105,7 @@ def ingest(path, pid, hport, timeout):
         now = time.time()
         if now > deadline:
             sys.exit("timed out")
-        if not os.path.exists(f"/proc/{pid}"):
+        if not alive(pid):
             sys.exit("the appview exited during the run")
         try:
             m = get(f"http://127.0.0.1:{hport}/metrics")

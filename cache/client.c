@@ -282,8 +282,8 @@ static double gauge_refused(void *ud)
     return 0;
 }
 
-/* The connection's own gauges describe one connection (and would outlive a node the map
- * dropped): the client's describe them all. */
+/* The client's gauges describe every connection: a node's would outlive it once the map
+ * dropped it. */
 static void own_gauges(cache_client *c)
 {
     metrics_gauge("valkey_pending_commands", "Commands awaiting a reply", gauge_pending, c);
@@ -319,7 +319,6 @@ static node *node_new(cache_client *c, const node_addr *a, const char *url)
         free(n);
         return NULL;
     }
-    own_gauges(c);
     n->next = c->nodes;
     c->nodes = n;
     return n;
@@ -1579,19 +1578,6 @@ const char *cache_problem(cache_client *c)
 size_t cache_pending(const cache_client *c)
 {
     return c->ninflight;
-}
-
-const char *cache_describe(const cache_client *c, char *out, size_t cap)
-{
-    if (!c->cluster) {
-        snprintf(out, cap, "one server");
-        return out;
-    }
-    size_t n = 0;
-    for (const node *x = c->nodes; x; x = x->next)
-        n += x->in_map;
-    snprintf(out, cap, "a cluster of %zu primaries", n);
-    return out;
 }
 
 int cache_error_transient(const char *error)

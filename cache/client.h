@@ -59,8 +59,6 @@ int cache_ready(const cache_client *c);
 const char *cache_problem(cache_client *c);
 /* Commands issued and not yet answered. */
 size_t cache_pending(const cache_client *c);
-/* "one server", or "cluster of N primaries", for logs and health. */
-const char *cache_describe(const cache_client *c, char *out, size_t cap);
 
 /* argv[1] is the key the command is routed by (every command of the program names a key
  * first). 0 when queued; -1 when the key's server is not connected or out of memory (cb is then

@@ -643,21 +643,6 @@ static void on_watchdog(uv_timer_t *t)
 
 /* ---- public ---- */
 
-static double gauge_pending(void *ud)
-{
-    return (double)((valkey *)ud)->npending;
-}
-
-static double gauge_up(void *ud)
-{
-    return ((valkey *)ud)->state == VK_READY;
-}
-
-static double gauge_refused(void *ud)
-{
-    return valkey_setup_refused(ud);
-}
-
 valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
 {
     valkey *v = calloc(1, sizeof *v);
@@ -682,11 +667,6 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
         metrics_counter("valkey_command_failures_total", "Commands lost to a failed connection");
     v->reconnects_total = metrics_counter("valkey_reconnects_total", "Reconnection attempts");
     v->latency = metrics_histogram_get("valkey_command_seconds", "Valkey round-trip time");
-    metrics_gauge("valkey_pending_commands", "Commands awaiting a reply", gauge_pending, v);
-    metrics_gauge("valkey_up", "1 when the connection is ready", gauge_up, v);
-    metrics_gauge("valkey_setup_refused",
-                  "1 while the server refuses the connection setup (password, DB index, ACL)",
-                  gauge_refused, v);
     uv_timer_init(loop, &v->reconnect_timer);
     uv_timer_init(loop, &v->watchdog);
     uv_prepare_init(loop, &v->flush);
@@ -725,11 +705,6 @@ void valkey_start(valkey *v)
     connect_now(v);
 }
 
-int valkey_ready(const valkey *v)
-{
-    return v->state == VK_READY;
-}
-
 const char *valkey_problem(const valkey *v)
 {
     return v->problem;
@@ -738,11 +713,6 @@ const char *valkey_problem(const valkey *v)
 int valkey_setup_refused(const valkey *v)
 {
     return v->refused;
-}
-
-size_t valkey_pending(const valkey *v)
-{
-    return v->npending;
 }
 
 int valkey_command(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
@@ -789,11 +759,6 @@ int valkey_error_transient(const char *error)
     for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
         if (!strncmp(error, transient[i], strlen(transient[i]))) return 1;
     return 0;
-}
-
-double valkey_latency_p99(const valkey *v)
-{
-    return metrics_quantile(v->latency, 0.99);
 }
 
 static void release(valkey *v)

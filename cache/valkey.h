@@ -39,7 +39,6 @@ int valkey_register_script(valkey *v, const char *name, const char *source);
  * or every 30 s after a refusal that retrying does not cure (valkey_refusal_is_permanent).
  * Each new reason for not being ready is logged once, with the URL (password masked). */
 void valkey_start(valkey *v);
-int valkey_ready(const valkey *v);
 /* Why the connection is not ready ("cannot connect: Connection refused", "connection setup
  * refused: WRONGPASS ..."), "" when it is or was never tried. No secret appears in it. */
 const char *valkey_problem(const valkey *v);
@@ -49,8 +48,6 @@ int valkey_setup_refused(const valkey *v);
  * or the URL must change (WRONGPASS, NOAUTH, NOPERM, DB index out of range), 0 when it passes
  * by itself (LOADING). */
 int valkey_refusal_is_permanent(const char *error);
-/* Commands sent and not yet answered. */
-size_t valkey_pending(const valkey *v);
 
 /* Returns 0 when queued; -1 when not connected or out of memory (cb is then NOT called). */
 int valkey_command(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
@@ -63,9 +60,6 @@ int valkey_eval(valkey *v, int script, valkey_reply_cb cb, void *ud, int nkeys, 
  * memory, a read-only replica, a failing disk, loading, a busy script, ...), so the same write
  * is worth sending again; 0 when it says the command itself is wrong (WRONGTYPE, ERR ...). */
 int valkey_error_transient(const char *error);
-
-/* Round-trip latency of recent commands, for /metrics and /xrpc/_health. */
-double valkey_latency_p99(const valkey *v);
 
 /* Fails pending commands (callbacks with NULL), closes the connection and frees. The loop must
  * run afterwards so the connection's handles close. */
