@@ -381,17 +381,26 @@ static int on_incomplete_page(const reply *keys, int end, void *ud)
     return 0;
 }
 
+/* A SCAN pattern for the keys under the prefix that match rest: the prefix is the
+ * operator's, so what SCAN would read as a wildcard in it is escaped. -1 when it does not fit
+ * (a cut pattern would match other prefixes' keys). */
+static int prefix_pattern(const ingest *in, const char *rest, char *out, size_t n)
+{
+    size_t o = 0, need = strlen(rest) + 1;
+    for (const char *p = in->prefix; *p; p++) {
+        if (o + 2 + need > n) return -1;
+        if (strchr("*?[]\\", *p)) out[o++] = '\\';
+        out[o++] = *p;
+    }
+    memcpy(out + o, rest, need);
+    return 0;
+}
+
 static void invalidate_start(ingest *in)
 {
-    /* the prefix is the operator's: escape what SCAN's pattern would read as a wildcard */
     char pattern[512];
-    size_t o = 0;
-    for (const char *p = in->prefix; *p && o < sizeof pattern - 16; p++) {
-        if (strchr("*?[]\\", *p)) pattern[o++] = '\\';
-        pattern[o++] = *p;
-    }
-    snprintf(pattern + o, sizeof pattern - o, "{*}/complete");
-    if (cache_scan(in->v, pattern, on_incomplete_page, in) < 0) {
+    if (prefix_pattern(in, "{*}/complete", pattern, sizeof pattern) < 0 ||
+        cache_scan(in->v, pattern, on_incomplete_page, in) < 0) {
         log_warn("ingest", "marking indexes incomplete stopped: Valkey is not connected");
         return;
     }
@@ -661,9 +670,10 @@ static int on_outdated_page(const reply *keys, int end, void *ud)
 
 static void drop_outdated(ingest *in)
 {
-    char match[256];
-    snprintf(match, sizeof match, "%s*", in->prefix);
-    if (cache_scan(in->v, match, on_outdated_page, in) < 0) in->cursor_loading = 0;
+    char match[512];
+    if (prefix_pattern(in, "*", match, sizeof match) < 0 ||
+        cache_scan(in->v, match, on_outdated_page, in) < 0)
+        in->cursor_loading = 0;
 }
 
 static uint64_t found_uint(const char *s)

@@ -863,6 +863,24 @@ def test_other_schema_is_not_ingested_into(h):
     check_basic_fold(h, redis)
 
 
+def test_outdated_schema_drop_keeps_to_its_own_prefix(h):
+    """A prefix holding what SCAN reads as a wildcard ("x*:") drops its own old keys only:
+    "xyz:keep" matches the unescaped pattern "x*:*" but lives under another prefix."""
+    redis = h.start_redis()
+    prefix = "x*:"
+    h.redis(redis, "SET", prefix + "schema", "3")
+    h.redis(redis, "SET", prefix + "cursor:v1", "1")
+    old = prefix + "{did:plc:oldoooooooooooooooooooooo}/recs"
+    h.redis(redis, "HSET", old, "t/app/latest", "sha256:" + "a" * 64)
+    h.redis(redis, "SET", "xyz:keep", "1")
+    replay = start_replay(h, os.path.join(FIXTURES, "basic.jsonl"))
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"],
+                        env={"APPVIEW_KEY_PREFIX": prefix})
+    wait_for(lambda: h.redis(redis, "GET", prefix + "schema") == "4", what="schema 4 written")
+    assert h.redis(redis, "EXISTS", old) == "(integer) 0"
+    assert h.redis(redis, "GET", "xyz:keep") == "1", app.log()[-2000:]
+
+
 def test_outdated_schema_is_dropped_and_rebuilt(h):
     """An index of version 3 (tags named digests, not manifest records) cannot be read as
     version 4: the ingester drops its keys, keeps the cursor, marks the prefix as version 4 and
