@@ -787,8 +787,8 @@ static int admit(httpd *h, int fd, const struct sockaddr_storage *addr)
     note(h, reason, peer, "connection refused: too many connections");
     static const char msg[] =
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Content-Length: 68\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-        "{\"error\":\"ServiceUnavailable\",\"message\":\"too many connections\"}\n\n\n\n";
+        "Content-Length: 63\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+        "{\"error\":\"ServiceUnavailable\",\"message\":\"too many connections\"}";
     (void)!send(fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     return 1;
 }

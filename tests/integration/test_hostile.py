@@ -518,6 +518,9 @@ def connection_caps(h, hold):
     extra = connect(hold.port, "127.0.0.40")
     out, closed = read_until_closed(extra, 2)
     assert status_of(out) == 503 and b"Retry-After" in out and closed, out
+    head, _, body = out.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    assert length == len(body) and json.loads(body)["error"] == "ServiceUnavailable", out
     extra.close()
     assert h.get_json(hold.base + "/xrpc/_health")[0] == 200
     for s in socks:
