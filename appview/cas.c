@@ -17,7 +17,7 @@
 
 struct cas {
     cache_client *v;
-    char *prefix, *recent;
+    char *prefix, *recent, *recent_index;
     char ttl[16];
     int script;
     uint64_t *conflicts_total, *written_total, *stale_total;
@@ -43,6 +43,7 @@ typedef struct {
      * the DID: "score\0member\0" pairs */
     buf recent_adds;
     size_t nrecent_adds;
+    int recent_pending, recent_failed; /* add_recent's two commands */
     cas_done_cb cb;
     void *ud;
 } job;
@@ -191,31 +192,18 @@ static int push_span(args *a, const buf *b, span s)
     return push(a, b->data + s.off, s.len);
 }
 
-/* One command of a plan as the script's "argc args...". */
-static int push_op(args *a, const plan_op *op, const buf *text, span value)
+/* A plan op's arguments after the command's key (and NX): a value or score and member. */
+static int push_op_args(args *a, const plan_op *op, const buf *text, span value)
 {
-    static const char *const counts[] = {"2", "3", "4", "5"};
-    int err = 0;
-    switch (op->kind) {
-    case OP_HSET:
-        err |= push_str(a, counts[2]) | push_str(a, "HSET") | push_str(a, op->key) |
-               push(a, op->a, op->alen);
-        err |= op->b2 ? push_span(a, text, value) : push(a, op->b, op->blen);
-        break;
-    case OP_ZADD:
-        err |= push_str(a, counts[2]) | push_str(a, "ZADD") | push_str(a, op->key) |
-               push(a, op->a, op->alen) | push(a, op->b, op->blen);
-        break;
-    case OP_ZADD_NX:
-        err |= push_str(a, counts[3]) | push_str(a, "ZADD") | push_str(a, op->key) |
-               push_str(a, "NX") | push(a, op->a, op->alen) | push(a, op->b, op->blen);
-        break;
-    case OP_ZREM:
-        err |= push_str(a, counts[1]) | push_str(a, "ZREM") | push_str(a, op->key) |
-               push(a, op->b, op->blen);
-        break;
-    }
-    return err;
+    if (op->kind == OP_ZREM) return push(a, op->b, op->blen);
+    int err = push(a, op->a, op->alen);
+    if (op->kind == OP_HSET && op->b2) return err | push_span(a, text, value);
+    return err | push(a, op->b, op->blen);
+}
+
+static int op_argc(const plan_op *op)
+{
+    return op->kind == OP_ZREM ? 1 : 2;
 }
 
 /* The batch's plans, their guards and their records' values (header and JSON joined). */
@@ -225,11 +213,13 @@ typedef struct {
     span *values; /* per event: the value of its record's HSET */
     size_t nguards, written;
     char nguards_arg[24]; /* ARGV[1], alive until the call is queued */
+    char (*argcs)[12];    /* each command's argument count, alive until the call is queued */
     buf text;
 } batch;
 
 static void batch_free(batch *b)
 {
+    free(b->argcs);
     free(b->plans);
     free(b->guards);
     free(b->values);
@@ -289,32 +279,138 @@ static int in_script(const plan_op *op, int split)
     return !split || op->target != KEY_RECENT;
 }
 
+/* One command of the call: the batch's ops of one kind on one key, in their order. */
+typedef struct {
+    const plan_op *op;  /* the first */
+    size_t first, last; /* indices into the op list, chained by next */
+    int argc;
+} command;
+
+typedef struct {
+    const plan_op *op;
+    size_t plan; /* its event's index, for the record's value */
+    size_t next; /* the next op of its command; SIZE_MAX for none */
+} listed_op;
+
+/* The batch's ops as the fewest commands: an op joins the last command on its key when that
+ * is of its kind (HSET, ZADD, ZADD NX or ZREM), else it starts one. Each key's ops keep their
+ * order, and ops on different keys commute, so the writes are those of the ops one by one;
+ * Valkey runs a page's hundred HSETs of P{D}/recs as one. -1 out of memory. */
+static int group_ops(const job *j, const batch *b, int split, listed_op **ops_out,
+                     command **cmds_out, size_t *ncmds_out, plan_op **mirrors_out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < j->n; i++)
+        n += (size_t)b->plans[i].nops;
+    /* Each P recent op has its mirror on P recent's index (fold_recent_index_key). */
+    listed_op *ops = calloc(2 * n + 1, sizeof *ops);
+    command *cmds = calloc(2 * n + 1, sizeof *cmds);
+    plan_op *mirrors = calloc(n + 1, sizeof *mirrors);
+    if (!ops || !cmds || !mirrors) {
+        free(ops);
+        free(cmds);
+        free(mirrors);
+        return -1;
+    }
+    size_t nops = 0, ncmds = 0, nmirrors = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        for (int k = 0; k < b->plans[i].nops; k++) {
+            const plan_op *op = &b->plans[i].ops[k];
+            if (!in_script(op, split)) continue;
+            const plan_op *mirror = NULL;
+            if (op->target == KEY_RECENT) {
+                mirrors[nmirrors] = *op;
+                mirrors[nmirrors].key = j->c->recent_index;
+                if (op->kind != OP_ZREM) {
+                    mirrors[nmirrors].a = "0";
+                    mirrors[nmirrors].alen = 1;
+                }
+                mirror = &mirrors[nmirrors++];
+            }
+            /* The index's addition before P recent's, its removal after (the same script,
+             * but the order the rule asks of every writer). */
+            const plan_op *seq[2] = {op, mirror};
+            if (mirror && op->kind != OP_ZREM) {
+                seq[0] = mirror;
+                seq[1] = op;
+            }
+            for (int s = 0; s < 2 && seq[s]; s++) {
+                const plan_op *o = seq[s];
+                ops[nops] = (listed_op){.op = o, .plan = i, .next = SIZE_MAX};
+                size_t c = ncmds;
+                while (c > 0 && strcmp(cmds[c - 1].op->key, o->key))
+                    c--;
+                if (c > 0 && cmds[c - 1].op->kind == o->kind) {
+                    command *cmd = &cmds[c - 1];
+                    ops[cmd->last].next = nops;
+                    cmd->last = nops;
+                    cmd->argc += op_argc(o);
+                } else {
+                    cmds[ncmds++] = (command){.op = o,
+                                              .first = nops,
+                                              .last = nops,
+                                              .argc = 2 + (o->kind == OP_ZADD_NX) + op_argc(o)};
+                }
+                nops++;
+            }
+        }
+    }
+    *ops_out = ops;
+    *cmds_out = cmds;
+    *ncmds_out = ncmds;
+    *mirrors_out = mirrors;
+    return 0;
+}
+
+static const char *command_name(plan_op_kind kind)
+{
+    switch (kind) {
+    case OP_HSET:
+        return "HSET";
+    case OP_ZREM:
+        return "ZREM";
+    default:
+        return "ZADD";
+    }
+}
+
 /* The script's call: KEYS (every key written, recs first), the guards, the commands, and an
- * EXPIRE for each key but P recent. */
+ * EXPIRE for each key but P recent and its index. */
 static int build_call(job *j, batch *b, args *call, int split)
 {
     keyset keys = {0};
-    int err = key_add(&keys, j->recs);
-    for (size_t i = 0; i < j->n; i++)
-        for (int k = 0; k < b->plans[i].nops; k++)
-            if (in_script(&b->plans[i].ops[k], split))
-                err |= key_add(&keys, b->plans[i].ops[k].key);
-    for (size_t k = 0; k < keys.n; k++)
+    listed_op *ops = NULL;
+    command *cmds = NULL;
+    plan_op *mirrors = NULL;
+    size_t ncmds = 0;
+    int err = key_add(&keys, j->recs) | group_ops(j, b, split, &ops, &cmds, &ncmds, &mirrors);
+    for (size_t c = 0; !err && c < ncmds; c++)
+        err |= key_add(&keys, cmds[c].op->key);
+    if (!err && !(b->argcs = calloc(ncmds + 1, sizeof *b->argcs))) err = -1;
+    for (size_t k = 0; !err && k < keys.n; k++)
         err |= push_str(call, keys.keys[k]);
     snprintf(b->nguards_arg, sizeof b->nguards_arg, "%zu", b->nguards);
     err |= push_str(call, b->nguards_arg);
-    for (size_t g = 0; g < 2 * b->nguards; g++)
+    for (size_t g = 0; !err && g < 2 * b->nguards; g++)
         err |= push_span(call, &b->text, b->guards[g]);
-    for (size_t i = 0; i < j->n; i++)
-        for (int k = 0; k < b->plans[i].nops; k++)
-            if (in_script(&b->plans[i].ops[k], split))
-                err |= push_op(call, &b->plans[i].ops[k], &b->text, b->values[i]);
-    for (size_t k = 0; k < keys.n; k++)
-        if (strcmp(keys.keys[k], j->c->recent))
+    for (size_t c = 0; !err && c < ncmds; c++) {
+        const plan_op *op = cmds[c].op;
+        snprintf(b->argcs[c], sizeof b->argcs[c], "%d", cmds[c].argc);
+        err |= push_str(call, b->argcs[c]) | push_str(call, command_name(op->kind)) |
+               push_str(call, op->key);
+        if (op->kind == OP_ZADD_NX) err |= push_str(call, "NX");
+        for (size_t o = cmds[c].first; o != SIZE_MAX; o = ops[o].next)
+            err |= push_op_args(call, ops[o].op, &b->text, b->values[ops[o].plan]);
+    }
+    for (size_t k = 0; !err && k < keys.n; k++)
+        if (strcmp(keys.keys[k], j->c->recent) && strcmp(keys.keys[k], j->c->recent_index))
             err |= push_str(call, "3") | push_str(call, "EXPIRE") | push_str(call, keys.keys[k]) |
                    push_str(call, j->c->ttl);
     int nkeys = (int)keys.n;
     free(keys.keys);
+    free(ops);
+    free(cmds);
+    free(mirrors);
     return err ? -1 : nkeys;
 }
 
@@ -341,9 +437,13 @@ static int split_recent(job *j, const batch *b)
             const plan_op *op = &b->plans[i].ops[k];
             if (op->target != KEY_RECENT) continue;
             if (op->kind == OP_ZREM) {
+                /* P recent first, then its index (fold_recent_index_key's rule). */
                 err = cache_command(c->v, on_recent_removed, NULL, 3,
                                     (const char *[]){"ZREM", c->recent, op->b},
-                                    (const size_t[]){4, strlen(c->recent), op->blen}) < 0;
+                                    (const size_t[]){4, strlen(c->recent), op->blen}) < 0 ||
+                      cache_command(c->v, on_recent_removed, NULL, 3,
+                                    (const char *[]){"ZREM", c->recent_index, op->b},
+                                    (const size_t[]){4, strlen(c->recent_index), op->blen}) < 0;
                 removed = 1;
             } else {
                 err = buf_append(&j->recent_adds, op->a, op->alen) < 0 ||
@@ -386,28 +486,45 @@ static void plan_and_write(job *j)
     }
 }
 
+/* The ZADDs of the entries to P recent's index and to P recent: the job ends once both are
+ * answered. */
 static void on_recent_added(const reply *r, void *ud)
 {
     job *j = ud;
-    if (r && r->type == REPLY_ERROR)
-        log_warn("loader", "recent list addition refused for %s: %s", j->evs[0].ev.did, r->str);
-    job_end(j, r && r->type != REPLY_ERROR, j->written);
+    if (!r || r->type == REPLY_ERROR) {
+        j->recent_failed = 1;
+        if (r)
+            log_warn("loader", "recent list addition refused for %s: %s", j->evs[0].ev.did, r->str);
+    }
+    if (--j->recent_pending == 0) job_end(j, !j->recent_failed, j->written);
 }
 
-/* The entries split_recent kept, in one ZADD. 0 when sent (it ends the job), -1 when not. */
+/* The entries split_recent kept, in one ZADD to P recent's index and then one to P recent
+ * (fold_recent_index_key's rule). 0 when sent (it ends the job), -1 when not. */
 static int add_recent(job *j)
 {
-    args a = {0};
-    int err = push_str(&a, "ZADD") | push_str(&a, j->c->recent);
+    args a = {0}, index = {0};
+    int err = push_str(&a, "ZADD") | push_str(&a, j->c->recent) | push_str(&index, "ZADD") |
+              push_str(&index, j->c->recent_index);
     const char *p = j->recent_adds.data;
-    for (size_t i = 0; !err && i < 2 * j->nrecent_adds; i++) {
-        size_t n = strlen(p);
-        err |= push(&a, p, n);
-        p += n + 1;
+    for (size_t i = 0; !err && i < j->nrecent_adds; i++) {
+        size_t sn = strlen(p), mn = strlen(p + sn + 1);
+        err |= push(&a, p, sn) | push(&a, p + sn + 1, mn) | push(&index, "0", 1) |
+               push(&index, p + sn + 1, mn);
+        p += sn + mn + 2;
     }
-    int rc = err ? -1 : cache_command(j->c->v, on_recent_added, j, a.argc, a.argv, a.lens);
+    j->recent_pending = 2;
+    j->recent_failed = 0;
+    int rc =
+        err ? -1 : cache_command(j->c->v, on_recent_added, j, index.argc, index.argv, index.lens);
+    if (rc == 0 && cache_command(j->c->v, on_recent_added, j, a.argc, a.argv, a.lens) < 0) {
+        j->recent_failed = 1;
+        j->recent_pending--; /* the index's answer ends the job */
+    }
     free(a.argv);
     free(a.lens);
+    free(index.argv);
+    free(index.lens);
     return rc;
 }
 
@@ -567,9 +684,10 @@ cas *cas_new(cache_client *v, const cas_options *opt)
     c->v = v;
     c->prefix = strdup(opt->prefix);
     c->recent = strdup(opt->recent);
+    c->recent_index = strdup(opt->recent_index);
     snprintf(c->ttl, sizeof c->ttl, "%u", opt->record_ttl);
     c->script = cache_register_script(v, "guarded", lua_guarded);
-    if (!c->prefix || !c->recent || c->script < 0) {
+    if (!c->prefix || !c->recent || !c->recent_index || c->script < 0) {
         cas_free(c);
         return NULL;
     }
@@ -588,5 +706,6 @@ void cas_free(cas *c)
     if (!c) return;
     free(c->prefix);
     free(c->recent);
+    free(c->recent_index);
     free(c);
 }

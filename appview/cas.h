@@ -17,9 +17,10 @@
 typedef struct cas cas;
 
 typedef struct {
-    const char *prefix;  /* key prefix, e.g. "atcr:" */
-    const char *recent;  /* P recent (appview/fold.h) */
-    unsigned record_ttl; /* seconds */
+    const char *prefix;       /* key prefix, e.g. "atcr:" */
+    const char *recent;       /* P recent (appview/fold.h) */
+    const char *recent_index; /* its index by DID (fold_recent_index_key) */
+    unsigned record_ttl;      /* seconds */
 } cas_options;
 
 /* ok: 1 when every event was folded (or found stale), 0 when the batch could not be written

@@ -8,6 +8,7 @@
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "cache/scripts.h"
+#include "cache/slots.h"
 
 #define TRIM_EVERY 1000
 /* How long a hold's counts from its io.atcr.hold.stats record are kept as last known values. */
@@ -17,9 +18,9 @@ struct fold {
     cache_client *v;
     char *prefix;
     char gone_ttl[16];
-    int script_purge, script_forget_recent, script_hold_stats;
+    int script_purge, script_forget_recent, script_trim_recent, script_hold_stats;
     unsigned since_trim;
-    char *recent_key;
+    char *recent_key, *recent_index_key;
     uint64_t *purges_total;
     uint64_t *write_errors_total;
 };
@@ -40,14 +41,28 @@ fold *fold_new(cache_client *v, const fold_options *opt)
     if (!f) return NULL;
     f->v = v;
     f->prefix = strdup(opt->prefix);
-    buf recent = {0};
+    buf recent = {0}, index = {0};
     if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
+    /* On P recent's slot: its own name as the hash tag (a prefix's own tag, if any, is the
+     * first and so wins in both names). */
+    if (f->recent_key && buf_printf(&index, "%s/by-did{%s}", f->recent_key, f->recent_key) == 0)
+        f->recent_index_key = index.data;
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
     f->script_purge = cache_register_script(v, "purge", lua_purge);
     f->script_forget_recent = cache_register_script(v, "forget_recent", lua_forget_recent);
+    f->script_trim_recent = cache_register_script(v, "trim_recent", lua_trim_recent);
     f->script_hold_stats = cache_register_script(v, "hold_stats", lua_hold_stats);
-    if (!f->prefix || !f->recent_key || f->script_purge < 0 || f->script_forget_recent < 0 ||
-        f->script_hold_stats < 0) {
+    if (!f->prefix || !f->recent_key || !f->recent_index_key || f->script_purge < 0 ||
+        f->script_forget_recent < 0 || f->script_trim_recent < 0 || f->script_hold_stats < 0) {
+        fold_free(f);
+        return NULL;
+    }
+    if (slot_of_key(f->recent_key, strlen(f->recent_key)) !=
+        slot_of_key(f->recent_index_key, strlen(f->recent_index_key))) {
+        log_error("fold",
+                  "the key prefix %s puts %s and %s on different slots: use a prefix "
+                  "with a whole {hash tag}, or none",
+                  f->prefix, f->recent_key, f->recent_index_key);
         fold_free(f);
         return NULL;
     }
@@ -70,9 +85,25 @@ const char *fold_recent_key(const fold *f)
     return f->recent_key;
 }
 
+const char *fold_recent_index_key(const fold *f)
+{
+    return f->recent_index_key;
+}
+
+/* A failed trim is caught up by the next. */
+static void on_trimmed(const reply *r, void *ud) {}
+
+void fold_trim_recent(fold *f)
+{
+    char keep[24];
+    snprintf(keep, sizeof keep, "%d", FOLD_RECENT_KEEP);
+    cache_eval(f->v, f->script_trim_recent, on_trimmed, NULL, 2, 3,
+               (const char *[]){f->recent_key, f->recent_index_key, keep}, NULL);
+}
+
 int fold_schema_outdated(const char *version)
 {
-    return !strcmp(version, "2") || !strcmp(version, "3");
+    return !strcmp(version, "2") || !strcmp(version, "3") || !strcmp(version, "4");
 }
 
 void fold_free(fold *f)
@@ -80,6 +111,7 @@ void fold_free(fold *f)
     if (!f) return;
     free(f->prefix);
     free(f->recent_key);
+    free(f->recent_index_key);
     free(f);
 }
 
@@ -237,8 +269,9 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
         argv[8] = time_us;
         argv[9] = f->gone_ttl;
         rc = cache_eval(f->v, f->script_purge, on_purge, o, 7, 10, argv, NULL);
-        if (rc == 0 && cache_eval(f->v, f->script_forget_recent, on_followup, o, 1, 2,
-                                  (const char *[]){f->recent_key, ev->did}, NULL) == 0)
+        if (rc == 0 &&
+            cache_eval(f->v, f->script_forget_recent, on_followup, o, 2, 3,
+                       (const char *[]){f->recent_key, f->recent_index_key, ev->did}, NULL) == 0)
             o->outstanding++;
         else if (rc == 0)
             o->failed = 1;

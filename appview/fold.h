@@ -40,9 +40,20 @@ int fold_changes_index(const event *ev);
 int fold_recent_trim_due(fold *f);
 /* P recent, the recent list's key. */
 const char *fold_recent_key(const fold *f);
+/* P recent/by-did{P recent}, on P recent's slot: the members of P recent, each with score 0,
+ * so that a DID's entries are found by ZRANGEBYLEX (a purge) rather than by a scan of 10,000.
+ * The rule for whoever writes P recent, in one ordered stream (one connection, or one script):
+ * a member is added here before it is added to P recent, and removed here after it is removed
+ * from P recent. So P recent never holds a member its index lacks (a crash in between leaves
+ * at most a member of the index alone, which a purge or a trim removes). */
+const char *fold_recent_index_key(const fold *f);
+/* Trims P recent to its newest FOLD_RECENT_KEEP entries, and its index with it
+ * (cache/trim_recent.lua); a failure is caught up by the next trim. */
+void fold_trim_recent(fold *f);
 /* The key layout of cache/SCHEMA.md, as written to P schema. An index of an outdated layout
- * (versions 2 and 3: tags by digest) is dropped by the ingester (appview/ingest.h). */
-#define FOLD_SCHEMA_VERSION "4"
+ * (versions 2 and 3: tags by digest; 4: no index of P recent by DID) is dropped by the ingester
+ * (appview/ingest.h). */
+#define FOLD_SCHEMA_VERSION "5"
 int fold_schema_outdated(const char *version);
 void fold_free(fold *f);
 

@@ -1243,6 +1243,7 @@ loader *loader_new(uv_loop_t *loop, cache_client *v, fold *f, resolver *r, http_
     l->prefix = strdup(opt->prefix);
     l->cas = cas_new(v, &(cas_options){.prefix = opt->prefix,
                                        .recent = fold_recent_key(f),
+                                       .recent_index = fold_recent_index_key(f),
                                        .record_ttl = opt->record_ttl});
     if (!l->prefix || !l->cas) {
         cas_free(l->cas);

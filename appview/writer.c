@@ -109,7 +109,7 @@ struct writer {
     cache_client *v;
     fold *f;
     char *prefix, *schema_key, *schema_value;
-    const char *recent_key; /* the fold's */
+    const char *recent_key, *recent_index_key; /* the fold's */
     char ttl[16];
     uint64_t ttl_refresh_ms;
     strmap *dids, *fields, *ttls;
@@ -588,46 +588,68 @@ static int fail_entry(const char *member, size_t mlen, const void *val, size_t v
     return 1;
 }
 
+/* A round's entries, sent to P recent's index (fold_recent_index_key) and then to P recent:
+ * each item finishes once both were answered, and fails if either failed. */
 typedef struct {
     size_t n;
+    int pending;
     item *items[];
 } recent_batch;
 
 static void on_recent_batch(const reply *r, void *ud)
 {
     recent_batch *b = ud;
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = 0; i < b->n; i++)
         note_reply(b->items[i], r);
+    if (--b->pending > 0) return;
+    for (size_t i = 0; i < b->n; i++)
         finish_one(b->items[i]);
-    }
     free(b);
 }
 
+/* The two ZADDs: P recent's (score, member) pairs and its index's (0, member). */
 typedef struct {
     recent_batch *batch;
-    const char **argv;
-    size_t *lens;
+    const char **argv, **index;
+    size_t *lens, *ilens;
     int argc;
 } recent_args;
 
-/* Adds an entry's score and member to the ZADD; the map is cleared once it is sent. */
+/* Adds an entry to both ZADDs; the map is cleared once they are sent. */
 static int collect_entry(const char *member, size_t mlen, const void *val, size_t vlen, void *ud)
 {
     recent_args *a = ud;
     /* The score as the map holds it: it must outlive this call, until the ZADD is sent. */
     const char *score = (const char *)val + offsetof(recent_entry, score);
     a->batch->items[a->batch->n++] = entry_of(val).it;
+    a->index[a->argc] = "0";
+    a->ilens[a->argc] = 1;
     a->argv[a->argc] = score;
     a->lens[a->argc++] = strlen(score);
-    a->argv[a->argc] = member;
-    a->lens[a->argc++] = mlen;
+    a->index[a->argc] = a->argv[a->argc] = member;
+    a->ilens[a->argc] = a->lens[a->argc] = mlen;
+    a->argc++;
     return 0;
 }
 
-/* A failed trim is caught up by the next. */
-static void on_trimmed(const reply *r, void *ud) {}
+/* The index first (fold_recent_index_key's rule), then P recent. */
+static void send_recent(writer *w, recent_args *a)
+{
+    a->batch->pending = 2;
+    if (cache_command(w->v, on_recent_batch, a->batch, a->argc, a->index, a->ilens) < 0) {
+        fail_items(a->batch->items, a->batch->n);
+        free(a->batch);
+        return;
+    }
+    if (cache_command(w->v, on_recent_batch, a->batch, a->argc, a->argv, a->lens) < 0) {
+        for (size_t i = 0; i < a->batch->n; i++)
+            a->batch->items[i]->failed = 1;
+        a->batch->pending--; /* the index's answer finishes them */
+    }
+}
 
-/* Sends every entry held back with one ZADD, then the trim a put of the round asked for. */
+/* Sends every entry held back (to P recent's index, then to P recent: one ZADD each), then the
+ * trim a put of the round asked for. */
 static void recent_flush(writer *w)
 {
     size_t n = strmap_count(w->round_recent);
@@ -635,18 +657,19 @@ static void recent_flush(writer *w)
         recent_args a = {.batch = malloc(sizeof *a.batch + n * sizeof(item *)),
                          .argv = malloc((2 * n + 2) * sizeof *a.argv),
                          .lens = malloc((2 * n + 2) * sizeof *a.lens),
+                         .index = malloc((2 * n + 2) * sizeof *a.index),
+                         .ilens = malloc((2 * n + 2) * sizeof *a.ilens),
                          .argc = 2};
-        if (a.batch && a.argv && a.lens) {
+        if (a.batch && a.argv && a.lens && a.index && a.ilens) {
             a.batch->n = 0;
-            a.argv[0] = "ZADD";
-            a.lens[0] = 4;
+            a.index[0] = a.argv[0] = "ZADD";
+            a.ilens[0] = a.lens[0] = 4;
             a.argv[1] = w->recent_key;
             a.lens[1] = strlen(w->recent_key);
+            a.index[1] = w->recent_index_key;
+            a.ilens[1] = strlen(w->recent_index_key);
             strmap_sweep(w->round_recent, collect_entry, &a);
-            if (cache_command(w->v, on_recent_batch, a.batch, a.argc, a.argv, a.lens) < 0) {
-                fail_items(a.batch->items, a.batch->n);
-                free(a.batch);
-            }
+            send_recent(w, &a);
             strmap_clear(w->round_recent);
         } else {
             free(a.batch);
@@ -654,13 +677,12 @@ static void recent_flush(writer *w)
         }
         free(a.argv);
         free(a.lens);
+        free(a.index);
+        free(a.ilens);
     }
     if (w->recent_trim) {
         w->recent_trim = 0;
-        char stop[24];
-        snprintf(stop, sizeof stop, "%d", -FOLD_RECENT_KEEP - 1);
-        cache_command(w->v, on_trimmed, NULL, 4,
-                      (const char *[]){"ZREMRANGEBYRANK", w->recent_key, "0", stop}, NULL);
+        fold_trim_recent(w->f);
     }
 }
 
@@ -790,6 +812,9 @@ static int send_recent_removals(writer *w, item *it, const plan *p, const char *
         recent_drop(w, op->b, op->blen);
         write_cmd(it, 3, (const char *[]){"ZREM", op->key, op->b},
                   (const size_t[]){4, strlen(op->key), op->blen});
+        /* After P recent's (fold_recent_index_key's rule). */
+        write_cmd(it, 3, (const char *[]){"ZREM", w->recent_index_key, op->b},
+                  (const size_t[]){4, strlen(w->recent_index_key), op->blen});
         sent = 1;
     }
     char recs[KEY_MAX];
@@ -1315,6 +1340,7 @@ writer *writer_new(cache_client *v, fold *f, const writer_options *opt)
     w->v = v;
     w->f = f;
     w->recent_key = fold_recent_key(f);
+    w->recent_index_key = fold_recent_index_key(f);
     buf schema = {0};
     if (buf_printf(&schema, "%sschema", opt->prefix) == 0) w->schema_key = schema.data;
     w->prefix = strdup(opt->prefix);

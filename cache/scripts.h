@@ -7,6 +7,7 @@
 extern const char lua_guarded[];
 extern const char lua_purge[];
 extern const char lua_forget_recent[];
+extern const char lua_trim_recent[];
 extern const char lua_hold_stats[];
 extern const char lua_lease[];
 extern const char lua_backfill[];

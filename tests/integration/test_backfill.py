@@ -792,7 +792,7 @@ def test_auto_backfills_after_the_ingester_drops_an_old_layout(h):
     st = wait_finished(h, redis)
     assert st["reason"] == "schema change" and st["pass"] != "1-old", st
     assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
-    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    assert h.redis(redis, "GET", PREFIX + "schema") == "5"
     log = app.log()
     assert log.index("dropping it") < log.index("a new pass is requested: schema change")
     check_recent(h, app, {d: t for d, t in want.items() if d in net.atcr_dids()})

@@ -16,6 +16,8 @@ from records import Seeder, tid
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 PREFIX = "atcr:"
+SCHEMA = "5"  # cache/SCHEMA.md's version: an index the appview ingests into as it is
+RECENT_INDEX = f"{PREFIX}recent/by-did{{{PREFIX}recent}}"  # P recent's members, by DID
 
 
 def start_replay(h, events, extra=(), name="replay"):
@@ -152,8 +154,13 @@ def snapshot(h, redis):
             entry(parts[1], parts[2])["tags"][parts[3]] = parts[4] if len(parts) > 4 else ""
         elif parts[0] == "g":
             gone.add(parts[1])
-    recent = h.redis_raw(redis, "ZRANGE", PREFIX + "recent", 0, -1).split("\n")
-    return {"index": index, "recent": sorted(filter(None, recent)), "gone": sorted(gone)}
+    recent = sorted(filter(None, h.redis_raw(redis, "ZRANGE", PREFIX + "recent", 0, -1).split("\n")))
+    # A purge finds a DID's entries in P recent's index: an entry missing from it would outlive
+    # its account's purge.
+    by_did = set(h.redis_raw(redis, "ZRANGE", RECENT_INDEX, 0, -1).split("\n"))
+    missing = sorted(set(recent) - by_did)
+    assert not missing, f"entries of P recent missing from {RECENT_INDEX}: {missing[:5]}"
+    return {"index": index, "recent": recent, "gone": sorted(gone)}
 
 
 def digests(manifests):
@@ -352,7 +359,7 @@ def test_old_commit_into_an_index_without_rev_stays_deleted(h):
     redis = h.start_redis()
     recs = f"{PREFIX}{{{did}}}/recs"
     rev_y = create_y["commit"]["rev"]
-    h.redis(redis, "SET", PREFIX + "schema", "4")
+    h.redis(redis, "SET", PREFIX + "schema", SCHEMA)
     h.redis(redis, "HSET", recs, f"io.atcr.manifest/{x}", delete_x["commit"]["rev"] + " - - - - - -",
             f"io.atcr.manifest/{y}",
             f"{rev_y} m webapp sha256:{y} - 2024-11-19T07:06:40.003Z {create_y['commit']['cid']}"
@@ -363,7 +370,7 @@ def test_old_commit_into_an_index_without_rev_stays_deleted(h):
     replay = start_replay(h, path, ["--rate", "4"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
     wait_cursor(h, redis, 1, again["time_us"])
-    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    assert h.redis(redis, "GET", PREFIX + "schema") == SCHEMA
     assert h.redis_raw(redis, "HGET", recs, f"io.atcr.manifest/{x}").startswith(
         delete_x["commit"]["rev"] + " - ")
     assert h.metrics(app.base)["appview_records_stale_total"] == 2
@@ -680,10 +687,10 @@ def test_flush_midstream_keeps_ttls(h):
     wait_cursor(h, redis, 1, time_us)
     keys = dump(h, redis)
     assert any(k.endswith("/recs") for k in keys), "nothing was indexed after the flush"
-    no_ttl = {PREFIX + "schema", PREFIX + "recent"}
+    no_ttl = {PREFIX + "schema", PREFIX + "recent", RECENT_INDEX}
     missing = sorted(k for k, v in keys.items() if k not in no_ttl and " ttl " not in v)
     assert not missing, missing[:10]
-    assert h.redis_raw(redis, "GET", PREFIX + "schema").strip() == "4"
+    assert h.redis_raw(redis, "GET", PREFIX + "schema").strip() == SCHEMA
 
 
 def test_valkey_restart_midstream_loses_nothing(h):
@@ -859,7 +866,7 @@ def test_other_schema_is_not_ingested_into(h):
     app.stop()
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"], name="appview2")
     wait_cursor(h, redis, 1, last_event(fixture)[0])
-    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    assert h.redis(redis, "GET", PREFIX + "schema") == SCHEMA
     check_basic_fold(h, redis)
 
 
@@ -876,19 +883,20 @@ def test_outdated_schema_drop_keeps_to_its_own_prefix(h):
     replay = start_replay(h, os.path.join(FIXTURES, "basic.jsonl"))
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"],
                         env={"APPVIEW_KEY_PREFIX": prefix})
-    wait_for(lambda: h.redis(redis, "GET", prefix + "schema") == "4", what="schema 4 written")
+    wait_for(lambda: h.redis(redis, "GET", prefix + "schema") == SCHEMA, what="schema written")
     assert h.redis(redis, "EXISTS", old) == "(integer) 0"
     assert h.redis(redis, "GET", "xyz:keep") == "1", app.log()[-2000:]
 
 
 def test_outdated_schema_is_dropped_and_rebuilt(h):
-    """An index of version 3 (tags named digests, not manifest records) cannot be read as
-    version 4: the ingester drops its keys, keeps the cursor, marks the prefix as version 4 and
-    goes on from the cursor. Keys outside the prefix are left alone."""
+    """An index of version 4 (no index of P recent by DID, which a purge now reads)
+    cannot be read as the current version: the ingester drops its keys, keeps the cursor,
+    marks the prefix as the current version and goes on from the cursor. Keys outside the
+    prefix are left alone."""
     redis = h.start_redis()
     fixture = os.path.join(FIXTURES, "basic.jsonl")
     replay = start_replay(h, fixture)
-    h.redis(redis, "SET", PREFIX + "schema", "3")
+    h.redis(redis, "SET", PREFIX + "schema", "4")
     h.redis(redis, "SET", PREFIX + "cursor:v1", "1")
     old = f"{PREFIX}{{did:plc:oldoooooooooooooooooooooo}}/"
     h.redis(redis, "HSET", old + "recs", "t/app/latest", "sha256:" + "a" * 64)
@@ -898,8 +906,8 @@ def test_outdated_schema_is_dropped_and_rebuilt(h):
     h.redis(redis, "SET", "other:keep", "1")
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
     wait_cursor(h, redis, 1, last_event(fixture)[0])
-    assert "key schema 3" in app.log() and "dropping it" in app.log()
-    assert h.redis(redis, "GET", PREFIX + "schema") == "4"
+    assert "key schema 4" in app.log() and "dropping it" in app.log()
+    assert h.redis(redis, "GET", PREFIX + "schema") == SCHEMA
     assert h.redis(redis, "EXISTS", old + "recs", old + "repo/app/tags",
                    PREFIX + "handle:old.test") == "(integer) 0"
     assert h.redis(redis, "GET", "other:keep") == "1"

@@ -26,7 +26,7 @@ PREFIX = e2e.PREFIX
 BASIC = os.path.join(e2e.FIXTURES, "basic.jsonl")
 V2 = jetwire.V2_PATH
 SEQ_LIMIT = 10 ** 15  # below: a seq cursor; from here on a time_us
-SCHEMA = "4"  # cache/SCHEMA.md's version: an index the appview ingests into as it is
+SCHEMA = e2e.SCHEMA
 
 
 def url(replay, path=V2, scheme="ws"):

@@ -15,6 +15,7 @@
 
 #include "appview/cas.h"
 #include "appview/event.h"
+#include "appview/fold.h"
 #include "atproto/lexicon.h"
 #include "atproto/metrics.h"
 #include "cache/client.h"
@@ -137,16 +138,20 @@ int main(int argc, char **argv)
                                              .on_state = on_state,
                                              .state_ud = &r});
     const char *prefix = argc > 3 ? argv[3] : "atcr:";
-    char recent[256];
-    snprintf(recent, sizeof recent, "%srecent", prefix);
-    r.c = r.v ? cas_new(r.v, &(cas_options){.prefix = prefix, .recent = recent, .record_ttl = 3600})
-              : NULL;
+    /* The fold names P recent and its DIDs, as in the appview. */
+    fold *f = r.v ? fold_new(r.v, &(fold_options){.prefix = prefix}) : NULL;
+    r.c = f ? cas_new(r.v, &(cas_options){.prefix = prefix,
+                                          .recent = fold_recent_key(f),
+                                          .recent_index = fold_recent_index_key(f),
+                                          .record_ttl = 3600})
+            : NULL;
     if (!r.c) return 2;
     uv_timer_init(r.loop, &r.done);
     r.done.data = &r;
     cache_start(r.v);
     uv_run(r.loop, UV_RUN_DEFAULT);
     cas_free(r.c);
+    fold_free(f);
     for (size_t i = 0; i < r.n; i++)
         json_decref(r.lines[i]);
     free(r.lines);
