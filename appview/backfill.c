@@ -1207,7 +1207,9 @@ static void on_lease(int held, void *ud)
 {
     backfill *b = ud;
     if (held) {
-        if (b->ph == PH_LEASING) b->next_check = 0; /* read again, under the lease */
+        if (b->ph != PH_LEASING) return;
+        b->next_check = 0; /* read again, under the lease: now, or at the next tick */
+        if (!b->stopping && cache_ready(b->v)) check(b);
         return;
     }
     if (b->ph == PH_RUNNING || b->ph == PH_STARTING) pass_stop(b, "the backfill lease was lost");
@@ -1416,7 +1418,7 @@ backfill *backfill_new(uv_loop_t *loop, cache_client *v, loader *ld, http_client
     uv_timer_init(loop, &b->wake);
     b->tick.data = b->wake.data = b;
     b->handles_open = 2;
-    uv_timer_start(&b->tick, on_tick, TICK_MS, TICK_MS);
+    uv_timer_start(&b->tick, on_tick, 0, TICK_MS); /* the first look at once */
     if (b->bar) {
         bar_owner = b;
         log_set_before_line(clear_bar);
