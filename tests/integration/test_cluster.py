@@ -117,6 +117,14 @@ def indexed(h, app):
     return h.metrics(app.base).get("appview_records_indexed_total", 0)
 
 
+def healthy(h, app):
+    """True when _health answers 200; else raises with what it said, for wait_for's report."""
+    st, body = h.get_json(app.base + "/xrpc/_health")
+    if st != 200:
+        raise AssertionError(f"_health {st}: {body}")
+    return True
+
+
 def test_primary_failovers_and_an_appview_kill_lose_nothing(h):
     """SIGKILL of a primary mid-ingest, three times: its replica is promoted, the appview
     refreshes its map, sends again what the dead node did not answer, pauses and replays from
@@ -137,7 +145,7 @@ def test_primary_failovers_and_an_appview_kill_lose_nothing(h):
         cluster.wait_failover()
         failover = time.time() - t0
         cluster.restart_as_replica(victim)
-        wait_for(lambda: h.get_json(app.base + "/xrpc/_health")[0] == 200, timeout=30,
+        wait_for(lambda: healthy(h, app), timeout=30,
                  what="the appview to see every slot served again")
         done = indexed(h, app) + 300
         assert failover < 15, failover
