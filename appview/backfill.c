@@ -30,9 +30,10 @@
 #define RATE_SAMPLES 31 /* one a second: the rate over the last 30 s */
 #define FAILED_SHOWN 20 /* the command's summary names at most this many */
 
-/* What a relay lists, in this order. io.atcr.hold.stats lives in holds' repositories, which
- * the loader does not list (their DID documents name a #atcr_hold service, not a PDS). */
-static const char *const relay_collections[] = {"io.atcr.manifest", "io.atcr.tag"};
+/* What a relay lists, in this order. io.atcr.hold.stats lives in holds' repositories: a DID
+ * whose document names a #atcr_hold service gets its stats listed from there. */
+static const char *const relay_collections[] = {"io.atcr.manifest", "io.atcr.tag",
+                                                "io.atcr.hold.stats"};
 static const char *const file_collections[] = {"file"};
 
 typedef enum {
@@ -526,6 +527,8 @@ static bf_fail_kind failure_kind(const load_result *res)
 
 /* ---- steps: resolve, load ---- */
 
+static int start_load(backfill *b, bf_item *it, step_ctx *c);
+
 static void on_loaded(const load_result *res, void *ud)
 {
     bf_item *it;
@@ -536,11 +539,23 @@ static void on_loaded(const load_result *res, void *ud)
         pump(b);
         return;
     }
+    it->records += res->records;
+    if (it->repo && it->hold) {
+        /* The repository is listed; the hold's stats next, in the same slot. */
+        it->repo = 0;
+        step_ctx *c = ctx_new(b, it);
+        if (!c || start_load(b, it, c) < 0) {
+            ctx_drop(c);
+            step_failed(b, it, BF_FAIL_TRANSIENT, -1, "out of memory");
+            pump(b);
+        }
+        return;
+    }
     bf_sched_loaded(b->sched, it);
     (*b->loaded_total)++;
-    *b->records_total += res->records;
+    *b->records_total += it->records;
     char records[24];
-    snprintf(records, sizeof records, "%zu", res->records);
+    snprintf(records, sizeof records, "%zu", it->records);
     if (run_op(b, "done", on_marked, ctx_new(b, it), 2, (const char *[]){it->did, records}) < 0) {
         pass_stop(b, "Valkey unavailable");
         return;
@@ -548,18 +563,35 @@ static void on_loaded(const load_result *res, void *ud)
     pump(b);
 }
 
+/* A DID is loaded from its PDS (its repository), and a hold's stats from its #atcr_hold
+ * service: a hold's DID document may name either or both. */
 static void on_resolved(const load_result *res, void *ud)
 {
     bf_item *it;
     backfill *b = ctx_take(ud, &it);
     if (!b) return;
-    if (res->status == LOAD_OK && (!res->pds || !*res->pds))
+    int has_pds = res->status == LOAD_OK && res->pds && *res->pds;
+    int is_hold = res->status == LOAD_OK && res->hold && *res->hold;
+    if (res->status == LOAD_OK && !has_pds && !is_hold) {
         step_failed(b, it, BF_FAIL_FINAL, -1, "the DID document names no PDS");
-    else if (res->status != LOAD_OK)
+    } else if (res->status != LOAD_OK) {
         step_failed(b, it, failure_kind(res), res->retry_after_ms, res->error);
-    else if (bf_sched_resolved(b->sched, it, res->pds) < 0)
-        step_failed(b, it, BF_FAIL_TRANSIENT, -1, "out of memory");
+    } else {
+        free(it->hold);
+        it->hold = is_hold ? strdup(res->hold) : NULL;
+        it->repo = has_pds;
+        it->records = 0;
+        if ((is_hold && !it->hold) ||
+            bf_sched_resolved(b->sched, it, has_pds ? res->pds : res->hold) < 0)
+            step_failed(b, it, BF_FAIL_TRANSIENT, -1, "out of memory");
+    }
     pump(b);
+}
+
+static int start_load(backfill *b, bf_item *it, step_ctx *c)
+{
+    if (it->repo) return loader_reload_repo(b->ld, it->did, on_loaded, c);
+    return loader_load_hold_stats(b->ld, it->did, it->hold, on_loaded, c);
 }
 
 static void start_step(backfill *b, const bf_step *st)
@@ -569,7 +601,7 @@ static void start_step(backfill *b, const bf_step *st)
     if (c && st->kind == BF_STEP_RESOLVE)
         rc = loader_resolve(b->ld, st->item->did, on_resolved, c);
     else if (c)
-        rc = loader_reload_repo(b->ld, st->item->did, on_loaded, c);
+        rc = start_load(b, st->item, c);
     if (rc < 0) {
         ctx_drop(c);
         step_failed(b, st->item, BF_FAIL_TRANSIENT, -1, "out of memory");

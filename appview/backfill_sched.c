@@ -84,6 +84,7 @@ void bf_sched_free(bf_sched *s)
     if (!s) return;
     for (size_t i = 0; i < s->n; i++) {
         free(s->items[i]->did);
+        free(s->items[i]->hold);
         free(s->items[i]);
     }
     free(s->items);
@@ -229,6 +230,7 @@ void bf_sched_remove(bf_sched *s, bf_item *it)
     strmap_del(s->by_did, it->did, strlen(it->did));
     if (it->host) it->host->refs--;
     free(it->did);
+    free(it->hold);
     free(it);
 }
 

@@ -88,6 +88,12 @@ typedef struct {
     unsigned attempts;
     uint64_t not_before;
     char error[200]; /* the last failure, for the failed mark */
+    /* What its load lists (appview/backfill.c sets them once resolved): its repository, when
+     * its document names a PDS (repo 1 until that is done), then a hold's stats from its
+     * #atcr_hold endpoint (hold, owned; NULL when none); records: what they listed. */
+    int repo;
+    char *hold;
+    size_t records;
 } bf_item;
 
 typedef struct bf_sched bf_sched;

@@ -19,6 +19,7 @@
 #define PAGE_LIMIT "100"
 /* 1000 pages of 100: a repository larger than that is refused rather than listed forever. */
 #define MAX_PAGES 1000
+#define HOLD_STATS_COLLECTION "io.atcr.hold.stats"
 
 static const char *const collections[] = {"io.atcr.manifest", "io.atcr.tag"};
 #define NCOLLECTIONS 2
@@ -26,7 +27,7 @@ static const char *const collections[] = {"io.atcr.manifest", "io.atcr.tag"};
 /* What the identity path knows about an actor; strings valid during the callback only. */
 typedef struct {
     load_status status;
-    const char *did, *handle, *pds, *error;
+    const char *did, *handle, *pds, *hold, *error;
 } ident;
 
 typedef void (*ident_cb)(const ident *id, void *ud);
@@ -54,7 +55,7 @@ typedef struct id_flight {
     int broken;  /* a command of the step could not be sent: treat the step as a miss */
     int negative;
     char *did; /* handle path: what P handle:<h> pointed at */
-    char *handle, *pds;
+    char *handle, *pds, *hold;
     int id_hit;
     int did_step; /* handle path: the P{D}/id lookup was made */
 } id_flight;
@@ -160,15 +161,19 @@ static void maybe_release(loader *l);
 /* ==== identity ==== */
 
 static void id_finish(id_flight *f, load_status st, const char *did, const char *handle,
-                      const char *pds, const char *error)
+                      const char *pds, const char *hold, const char *error)
 {
     loader *l = f->l;
     id_flight **pp = &l->ids[bucket(f->key)];
     while (*pp != f)
         pp = &(*pp)->next;
     *pp = f->next;
-    ident id = {st, st == LOAD_OK ? did : NULL, st == LOAD_OK ? handle : NULL,
-                st == LOAD_OK ? pds : NULL, error ? error : ""};
+    ident id = {st,
+                st == LOAD_OK ? did : NULL,
+                st == LOAD_OK ? handle : NULL,
+                st == LOAD_OK ? pds : NULL,
+                st == LOAD_OK && hold ? hold : "",
+                error ? error : ""};
     for (id_waiter *w = f->waiters, *next; w; w = next) {
         next = w->next;
         w->cb(&id, w->ud);
@@ -178,16 +183,18 @@ static void id_finish(id_flight *f, load_status st, const char *did, const char 
     free(f->did);
     free(f->handle);
     free(f->pds);
+    free(f->hold);
     free(f);
     l->live--;
     maybe_release(l);
 }
 
-static void cache_identity(loader *l, const char *did, const char *handle, const char *pds)
+static void cache_identity(loader *l, const char *did, const char *handle, const char *pds,
+                           const char *hold)
 {
     char *id = fmt("%s{%s}/id", l->prefix, did);
     if (!id) return;
-    write_quiet(l, 6, (const char *[]){"HSET", id, "handle", handle, "pds", pds});
+    write_quiet(l, 8, (const char *[]){"HSET", id, "handle", handle, "pds", pds, "hold", hold});
     write_quiet(l, 3, (const char *[]){"EXPIRE", id, l->s_identity_ttl});
     free(id);
     if (*handle) {
@@ -216,7 +223,7 @@ static void on_resolved(const resolver_identity *id, void *ud)
         break;
     case RESOLVER_NOT_FOUND:
         if (!l->closing) cache_negative(l, f->key, f->is_did);
-        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, id->error);
+        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, NULL, id->error);
         return;
     case RESOLVER_INVALID: {
         /* A malformed actor is the caller's fault; a valid one whose document or endpoint is
@@ -224,23 +231,29 @@ static void on_resolved(const resolver_identity *id, void *ud)
          * fixed at any time. */
         int malformed = f->is_did ? !atp_is_did(f->key, strlen(f->key))
                                   : !atp_is_handle(f->key, strlen(f->key));
-        id_finish(f, malformed ? LOAD_INVALID : LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, id->error);
+        id_finish(f, malformed ? LOAD_INVALID : LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL,
+                  id->error);
         return;
     }
     case RESOLVER_UPSTREAM_TIMEOUT:
-        id_finish(f, LOAD_UPSTREAM_TIMEOUT, NULL, NULL, NULL, id->error);
+        id_finish(f, LOAD_UPSTREAM_TIMEOUT, NULL, NULL, NULL, NULL, id->error);
         return;
     default:
-        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, id->error);
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL, id->error);
         return;
     }
     const char *pds = id->pds ? id->pds : "";
+    /* A hold's service, where its io.atcr.hold.stats records are listed (appview/holds.c asks
+     * it for counts); the HTTP client refuses it on a private address unless allowed. */
+    const char *hold = id->doc ? did_doc_service(id->doc, "#atcr_hold", NULL) : NULL;
+    if (!hold || strncmp(hold, "http", 4)) hold = "";
     if (id->handle_state == RESOLVER_HANDLE_UNCHECKED) {
         /* The DID is sound but the handle could not be checked: answer, cache nothing. */
         if (f->is_did)
-            id_finish(f, LOAD_OK, id->did, NULL, pds, NULL);
+            id_finish(f, LOAD_OK, id->did, NULL, pds, hold, NULL);
         else
-            id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, "handle could not be verified");
+            id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL,
+                      "handle could not be verified");
         return;
     }
     if (!f->is_did && id->handle_state == RESOLVER_HANDLE_INVALID) {
@@ -248,13 +261,14 @@ static void on_resolved(const resolver_identity *id, void *ud)
          * data under this name would let anyone pose as anyone. What the DID's real handle
          * is was not checked here, so its identity is not cached either. */
         if (!l->closing) cache_negative(l, f->key, 0);
-        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, "handle does not match its DID document");
+        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, NULL,
+                  "handle does not match its DID document");
         return;
     }
     const char *handle =
         id->handle_state == RESOLVER_HANDLE_VERIFIED && id->handle ? id->handle : "";
-    if (!l->closing) cache_identity(l, id->did, handle, pds);
-    id_finish(f, LOAD_OK, id->did, *handle ? handle : NULL, pds, NULL);
+    if (!l->closing) cache_identity(l, id->did, handle, pds, hold);
+    id_finish(f, LOAD_OK, id->did, *handle ? handle : NULL, pds, hold, NULL);
 }
 
 static int id_network(id_flight *f)
@@ -266,20 +280,21 @@ static int id_network(id_flight *f)
 static void id_network_or_fail(id_flight *f)
 {
     if (f->l->closing) {
-        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, "shutting down");
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL, "shutting down");
     } else if (id_network(f) < 0) {
-        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, "out of memory");
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL, "out of memory");
     }
 }
 
-/* HMGET P{D}/id handle pds: a hit when pds is present (possibly empty: no PDS). */
+/* HMGET P{D}/id handle pds hold: a hit when pds is present (possibly empty: no PDS). */
 static void take_id_reply(id_flight *f, const reply *r)
 {
-    if (!r || r->type != REPLY_ARRAY || r->elements != 2) return;
+    if (!r || r->type != REPLY_ARRAY || r->elements != 3) return;
     if (!reply_is_string(r->element[1])) return;
     f->pds = strdup(r->element[1]->str);
     f->handle = strdup(reply_is_string(r->element[0]) ? r->element[0]->str : "");
-    f->id_hit = f->pds && f->handle;
+    f->hold = strdup(reply_is_string(r->element[2]) ? r->element[2]->str : "");
+    f->id_hit = f->pds && f->handle && f->hold;
 }
 
 static void id_step_done(id_flight *f);
@@ -319,7 +334,7 @@ static int id_lookup_did(id_flight *f, const char *did)
         if (neg) id_send(f, 2, (const char *[]){"EXISTS", neg});
         free(neg);
     }
-    id_send(f, 4, (const char *[]){"HMGET", id, "handle", "pds"});
+    id_send(f, 5, (const char *[]){"HMGET", id, "handle", "pds", "hold"});
     free(id);
     return f->replies ? 0 : -1;
 }
@@ -329,7 +344,7 @@ static void id_step_done(id_flight *f)
     loader *l = f->l;
     if (f->negative) {
         (*l->id_hits_total)++;
-        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, "not found (cached)");
+        id_finish(f, LOAD_NOT_FOUND, NULL, NULL, NULL, NULL, "not found (cached)");
         return;
     }
     if (f->broken || l->closing) {
@@ -341,7 +356,7 @@ static void id_step_done(id_flight *f)
         /* By handle, P handle:<h> is trusted only when the DID's identity names it back. */
         if (f->is_did || !strcmp(f->handle, f->key)) {
             (*l->id_hits_total)++;
-            id_finish(f, LOAD_OK, did, *f->handle ? f->handle : NULL, f->pds, NULL);
+            id_finish(f, LOAD_OK, did, *f->handle ? f->handle : NULL, f->pds, f->hold, NULL);
             return;
         }
         id_network_or_fail(f);
@@ -438,6 +453,7 @@ static void on_public_ident(const ident *id, void *ud)
                        .handle = id->handle,
                        .error = id->error,
                        .pds = id->pds,
+                       .hold = id->hold,
                        .retry_after_ms = -1};
     w->cb(&res, w->ud);
     free(w);
@@ -686,22 +702,31 @@ static void on_page(const http_result *res, void *ud)
     }
 }
 
+/* GET <host>/xrpc/com.atproto.repo.listRecords of one page. 0 when sent (cb runs once), -1 when
+ * not (cb does not run). */
+static int get_list_page(loader *l, const char *host, const char *did, const char *collection,
+                         const char *cursor, http_done_cb cb, void *ud)
+{
+    buf url = {0};
+    int rc = buf_printf(&url, "%s/xrpc/com.atproto.repo.listRecords?repo=", host);
+    rc |= buf_url_encode(&url, did);
+    rc |= buf_printf(&url, "&collection=%s&limit=" PAGE_LIMIT, collection);
+    if (cursor) {
+        rc |= buf_puts(&url, "&cursor=");
+        rc |= buf_url_encode(&url, cursor);
+    }
+    if (rc == 0) rc = http_get(l->http, url.data, NULL, cb, ud);
+    buf_free(&url);
+    if (rc) return -1;
+    (*l->up_list_total)++;
+    return 0;
+}
+
+/* Callers test < 0; ls is owned by on_page only when the request was submitted. */
 static int list_page(listing *ls)
 {
     repo_flight *rf = ls->rf;
-    buf url = {0};
-    int rc = buf_printf(&url, "%s/xrpc/com.atproto.repo.listRecords?repo=", rf->pds);
-    rc |= buf_url_encode(&url, rf->did);
-    rc |= buf_printf(&url, "&collection=%s&limit=" PAGE_LIMIT, ls->collection);
-    if (ls->cursor) {
-        rc |= buf_puts(&url, "&cursor=");
-        rc |= buf_url_encode(&url, ls->cursor);
-    }
-    if (rc == 0) rc = http_get(rf->l->http, url.data, NULL, on_page, ls);
-    buf_free(&url);
-    if (rc == 0) (*rf->l->up_list_total)++;
-    /* Callers test < 0; ls is owned by on_page only when the request was submitted. */
-    return rc ? -1 : 0;
+    return get_list_page(rf->l, rf->pds, rf->did, ls->collection, ls->cursor, on_page, ls);
 }
 
 static void start_listing(repo_flight *rf)
@@ -991,6 +1016,168 @@ int loader_ensure_repo(loader *l, const char *did, loader_cb cb, void *ud)
 int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud)
 {
     return ensure(l, did, 1, cb, ud);
+}
+
+/* ==== a hold's stats ==== */
+
+/* The io.atcr.hold.stats records of one hold, listed from its #atcr_hold service, each folded
+ * as the firehose folds it (fold_hold_stats: the user's last known counts from that hold,
+ * guarded by the record's updatedAt, so a listing never overwrites a newer event). */
+typedef struct {
+    loader *l;
+    char *did, *hold, *cursor;
+    int pages, outstanding;
+    size_t records;
+    load_status fail_status;
+    char fail_error[256];
+    int rate_limited;
+    long retry_after_ms;
+    loader_cb cb;
+    void *ud;
+} hold_flight;
+
+static int hold_page(hold_flight *hf);
+
+static void hold_fail(hold_flight *hf, load_status st, const char *error)
+{
+    if (hf->fail_status != LOAD_OK) return;
+    hf->fail_status = st;
+    snprintf(hf->fail_error, sizeof hf->fail_error, "%s", error);
+}
+
+static void hold_release(hold_flight *hf)
+{
+    if (--hf->outstanding > 0) return;
+    loader *l = hf->l;
+    count_status(l, hf->fail_status);
+    if (hf->fail_status != LOAD_OK)
+        log_warn("loader", "loading the stats of hold %s failed: %s", hf->did, hf->fail_error);
+    load_result res = {.status = hf->fail_status,
+                       .did = hf->fail_status == LOAD_OK ? hf->did : NULL,
+                       .error = hf->fail_error,
+                       .records = hf->records,
+                       .rate_limited = hf->rate_limited,
+                       .retry_after_ms = hf->retry_after_ms};
+    hf->cb(&res, hf->ud);
+    free(hf->did);
+    free(hf->hold);
+    free(hf->cursor);
+    free(hf);
+    l->live--;
+    maybe_release(l);
+}
+
+static void on_hold_folded(void *ud, int ok)
+{
+    hold_flight *hf = ud;
+    if (!ok) hold_fail(hf, LOAD_UPSTREAM_FAILURE, "cache write failed");
+    hold_release(hf);
+}
+
+/* One listed record: folded when it is a valid stats record of this hold. */
+static void hold_record(hold_flight *hf, json_t *item, const char *prefix, size_t pn)
+{
+    loader *l = hf->l;
+    const char *uri = get_string(item, "uri");
+    const char *rkey = uri && !strncmp(uri, prefix, pn) ? uri + pn : NULL;
+    event ev;
+    /* A hold has no commit to name; its stats fold by updatedAt, not by rev (the lowest TID
+     * stands in, for the record checks). */
+    if (event_from_record(&ev, hf->did, HOLD_STATS_COLLECTION, rkey, "2222222222222",
+                          get_string(item, "cid"), json_object_get(item, "value"),
+                          l->lexicons) != EVENT_COMMIT ||
+        !rkey) {
+        (*l->invalid_total)++;
+        log_info("loader", "%s: skipping record %s: %s", hf->did, uri ? uri : "(no uri)",
+                 rkey ? ev.reason : "not of this hold");
+        return;
+    }
+    (*l->records_total)++;
+    hf->records++;
+    int rc = fold_hold_stats(l->f, &ev, on_hold_folded, hf);
+    if (rc == 0)
+        hf->outstanding++;
+    else if (rc < 0)
+        hold_fail(hf, LOAD_UPSTREAM_FAILURE, "cache unavailable");
+}
+
+static void on_hold_page(const http_result *res, void *ud)
+{
+    hold_flight *hf = ud;
+    char msg[256];
+    if (res->error != HTTP_OK || res->status != 200) {
+        if (res->status == 429) {
+            hf->rate_limited = 1;
+            hf->retry_after_ms = http_result_wait_ms(res, NULL);
+        }
+        if (res->error != HTTP_OK)
+            snprintf(msg, sizeof msg, "listRecords: %s", res->error_text);
+        else
+            snprintf(msg, sizeof msg, "listRecords: HTTP %ld", res->status);
+        hold_fail(
+            hf, res->error == HTTP_OK && res->status == 404 ? LOAD_NOT_FOUND : status_of_http(res),
+            msg);
+        hold_release(hf);
+        return;
+    }
+    json_t *root = json_read(res->body, res->len);
+    json_t *records = json_object_get(root, "records");
+    char *prefix = fmt("at://%s/%s/", hf->did, HOLD_STATS_COLLECTION);
+    if (!json_is_array(records) || !prefix) {
+        hold_fail(hf, LOAD_UPSTREAM_FAILURE,
+                  prefix ? "listRecords: malformed response" : "out of memory");
+    } else {
+        size_t i;
+        json_t *item;
+        json_array_foreach(records, i, item)
+        {
+            if (json_is_object(item)) hold_record(hf, item, prefix, strlen(prefix));
+        }
+        const char *cursor = get_string(root, "cursor");
+        /* A short page is the last one; a cursor that does not move ends it too. */
+        if (hf->fail_status == LOAD_OK && cursor && *cursor &&
+            json_array_size(records) >= PAGE_SIZE && (!hf->cursor || strcmp(cursor, hf->cursor))) {
+            free(hf->cursor);
+            hf->cursor = strdup(cursor);
+            if (!hf->cursor || ++hf->pages >= MAX_PAGES || hf->l->closing || hold_page(hf) < 0)
+                hold_fail(hf, LOAD_UPSTREAM_FAILURE,
+                          hf->pages >= MAX_PAGES ? "too many stats records"
+                                                 : "listing interrupted");
+        }
+    }
+    free(prefix);
+    json_decref(root);
+    hold_release(hf);
+}
+
+static int hold_page(hold_flight *hf)
+{
+    if (get_list_page(hf->l, hf->hold, hf->did, HOLD_STATS_COLLECTION, hf->cursor, on_hold_page,
+                      hf) < 0)
+        return -1;
+    hf->outstanding++;
+    return 0;
+}
+
+int loader_load_hold_stats(loader *l, const char *did, const char *hold, loader_cb cb, void *ud)
+{
+    hold_flight *hf = calloc(1, sizeof *hf);
+    if (!hf) return -1;
+    hf->l = l;
+    hf->did = strdup(did);
+    hf->hold = strdup(hold);
+    hf->cb = cb;
+    hf->ud = ud;
+    hf->retry_after_ms = -1;
+    if (!hf->did || !hf->hold || hold_page(hf) < 0) {
+        free(hf->did);
+        free(hf->hold);
+        free(hf);
+        return -1;
+    }
+    (*l->runs_total)++;
+    l->live++;
+    return 0;
 }
 
 /* ==== single records ==== */

@@ -35,6 +35,7 @@ typedef struct {
     const char *handle; /* verified handle, or NULL */
     const char *error;  /* a message for the XRPC error envelope */
     const char *pds;    /* LOAD_OK: the DID's PDS endpoint, "" when its document names none */
+    const char *hold;   /* loader_resolve, LOAD_OK: its #atcr_hold endpoint, "" when none */
     size_t records;     /* a repository listed: the records its listing returned */
     /* The PDS answered 429: rate_limited 1, and how long it asked to wait in ms (-1 when it
      * did not say). The load failed; the PDS is worth asking again only after that. */
@@ -64,6 +65,10 @@ int loader_fetch_record(loader *l, const char *did, const char *collection, cons
  * lists the repo whatever P{D}/complete says, and joins no load already under way (it may
  * have listed the repo before the change). */
 int loader_reload_repo(loader *l, const char *did, loader_cb cb, void *ud);
+/* Lists a hold's io.atcr.hold.stats records from its #atcr_hold endpoint (hold, as
+ * loader_resolve gave it; all pages) and folds each as the firehose does (fold_hold_stats):
+ * the backfill's load of a hold. LOAD_OK with records counted once every fold was answered. */
+int loader_load_hold_stats(loader *l, const char *did, const char *hold, loader_cb cb, void *ud);
 void loader_free(loader *l);
 
 #endif

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import devnet
 import jetstream_live
 from harness import free_port, wait_for
+from test_hold import incr, start_hold
 from test_ingest import assert_same_index, snapshot
 from upstream import Server, reply
 
@@ -295,6 +296,7 @@ class Upstreams(Stopped):
         self.parked = []  # (host, from, until) of the 429s given
         self.hold, self.held, self.release = set(), threading.Event(), threading.Event()
         self.no_pds = set()  # their DID documents name no PDS
+        self.holds = {}  # DID -> URL: a hold's document, naming only its #atcr_hold service
         self.release.set()
         dids = sorted(a["did"] for a in net.accounts)
         self.host_of = {did: i % 2 for i, did in enumerate(dids)}
@@ -303,6 +305,12 @@ class Upstreams(Stopped):
 
     def _plc(self, hd, path):
         did = urllib.parse.unquote(path.lstrip("/"))
+        if did in self.holds:
+            return reply(hd, 200, json.dumps({
+                "@context": ["https://www.w3.org/ns/did/v1"], "id": did, "alsoKnownAs": [],
+                "verificationMethod": [],
+                "service": [{"id": "#atcr_hold", "type": "AtcrHoldService",
+                             "serviceEndpoint": self.holds[did]}]}))
         st, body = fetch(self.net.dn.plc + path)
         if did in self.no_pds:
             doc = json.loads(body)
@@ -760,7 +768,7 @@ def test_bad_input_is_bounded_counted_and_reported(h):
     failed = h.redis(redis, "HGET", PREFIX + "backfill{bf}:failed", dids[3])
     assert failed.startswith("0 ") and failed.endswith("the DID document names no PDS"), failed
     m = h.metrics(app.base)
-    assert m["appview_backfill_invalid_dids_total"] == 4, m  # both collections' first pages
+    assert m["appview_backfill_invalid_dids_total"] == 6, m  # three collections' first pages
     assert m["appview_backfill_source_errors_total"] == 2, m  # the garbage, the loop
     assert m["appview_backfill_dids_failed_total"] == 1, m
     assert m["appview_backfill_dids_loaded_total"] == len(dids) - 1, m
@@ -770,6 +778,34 @@ def test_bad_input_is_bounded_counted_and_reported(h):
     assert [r[2] for r in tags].count(relay.loop_after[1]) == 1, tags
     st, body = h.get_json(app.base + "/xrpc/_health")
     assert body["backfill"]["state"].startswith("finished with failed DIDs"), body
+
+
+def test_a_hold_listed_under_its_stats_is_loaded_from_its_service(h):
+    """A hold (bin/hold, its DID's document naming only #atcr_hold) is what the relay lists
+    under io.atcr.hold.stats: the backfill lists its stats records from the hold and folds
+    them as the firehose does, so each user's repository knows the hold serves it and its
+    last known counts."""
+    net = network(h)
+    dids = net.atcr_dids()
+    hold_did = "did:plc:holdbackfillhhhhhhhhhhhh"
+    hold = start_hold(h, HOLD_DID=hold_did)
+    assert incr(h, hold.base, {"events": [
+        {"did": dids[0], "repository": "app", "event": "pull", "count": 3},
+        {"did": dids[0], "repository": "app", "event": "push", "count": 1},
+        {"did": dids[1], "repository": "web", "event": "pull", "count": 2}]})[0] == 200
+    relay, ups = Relay(h, net), Upstreams(h, net)
+    relay.index["io.atcr.hold.stats"] = [hold_did]
+    ups.holds[hold_did] = hold.base
+    redis = h.start_redis()
+    assert backfill_command(h, redis, net, ups, relay) == 0, h.tail_logs()
+    st = state(h, redis)
+    assert st["found"] == st["done"] == str(len(dids) + 1), st
+    for did, repo, counts in ((dids[0], "app", "3 1"), (dids[1], "web", "2 0")):
+        base = f"{PREFIX}{{{did}}}/repo/{repo}/"
+        assert h.redis_raw(redis, "SMEMBERS", base + "holds").split() == [hold_did], base
+        assert h.redis_raw(redis, "HGET", base + "holdstats", hold_did).startswith(counts + " ")
+    assert [r for r in relay.requests if r[1] == ("io.atcr.hold.stats",)]
+    assert hold.stop() == 0
 
 
 def test_auto_backfills_after_the_ingester_drops_an_old_layout(h):
