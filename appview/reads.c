@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atproto/base64url.h"
 #include "atproto/buf.h"
 #include "atproto/json_read.h"
 #include "atproto/log.h"
@@ -226,59 +227,28 @@ static int time_field(buf *b, const char *prefix, size_t plen, const field *scor
     return buf_append(b, t, plen + DATETIME_LEN + 1);
 }
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static int b64url_value(unsigned char c)
-{
-    const char *p = c ? strchr(b64url, c) : NULL;
-    return p ? (int)(p - b64url) : -1;
-}
-
 static int b64url_append(buf *b, const unsigned char *s, size_t n)
 {
-    char out[4];
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        if (i + 1 < n) v |= (uint32_t)s[i + 1] << 8;
-        if (i + 2 < n) v |= s[i + 2];
-        size_t k = n - i >= 3 ? 4 : n - i + 1;
-        for (size_t j = 0; j < 4; j++)
-            out[j] = b64url[(v >> (18 - 6 * j)) & 63];
-        if (buf_append(b, out, k) < 0) return -1;
-    }
-    return 0;
+    char *text = malloc(b64url_encoded_len(n) + 1);
+    if (!text) return -1;
+    b64url_encode(s, n, text);
+    int rc = buf_append(b, text, strlen(text));
+    free(text);
+    return rc;
 }
 
-/* Decodes unpadded base64url into a new NUL-terminated string; NULL when malformed. */
-static char *b64url_decode(const char *s)
+/* Decodes base64url into a new NUL-terminated string; NULL when malformed or holding a NUL. */
+static char *b64url_text(const char *s)
 {
-    size_t n = strlen(s);
-    if (n % 4 == 1) return NULL;
-    /* Zeroed although only the o + 1 bytes written are read: the analyzer cannot tell that
-     * parse_cursor's strchr stays within them. Cursors are short (MAX_CURSOR). */
-    char *out = calloc(1, n * 3 / 4 + 1);
+    size_t n = strlen(s), cap = n * 3 / 4 + 1;
+    char *out = malloc(cap + 1);
     if (!out) return NULL;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_value((unsigned char)s[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)((acc >> bits) & 0xff);
-        }
-    }
-    out[o] = '\0';
-    if (o != strlen(out)) {
+    long o = b64url_decode(s, n, (uint8_t *)out, cap);
+    if (o < 0 || memchr(out, '\0', (size_t)o)) {
         free(out);
         return NULL;
     }
+    out[o] = '\0';
     return out;
 }
 
@@ -320,7 +290,7 @@ static int is_recent_member(const char *s)
 static int parse_cursor(rq *q, const char *cursor)
 {
     if (strlen(cursor) > MAX_CURSOR) return -1;
-    char *raw = b64url_decode(cursor);
+    char *raw = b64url_text(cursor);
     if (!raw) return -1;
     char *sp = strchr(raw, ' ');
     size_t digits = sp ? (size_t)(sp - raw) : 0;

@@ -4,10 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "atproto/base64url.h"
 #include "atproto/buf.h"
 #include "hold/sha256.h"
-
-static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /* The MAC of the fields; 0, or -1 when out of memory. */
 static int mac(const char *secret, size_t secret_len, const blob_sig_fields *f, const char *exp,
@@ -25,41 +24,10 @@ static int mac(const char *secret, size_t secret_len, const blob_sig_fields *f, 
     return rc;
 }
 
-static void encode(const uint8_t in[32], char out[BLOB_SIG_LEN + 1])
-{
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (int i = 0; i < 32; i++) {
-        acc = (acc << 8) | in[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = B64URL[(acc >> bits) & 63];
-        }
-    }
-    out[o++] = B64URL[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
-}
-
 /* base64url of 32 bytes: exactly 43 characters, the unused low bits of the last one zero. */
 static int decode(const char *s, uint8_t out[32])
 {
-    if (strlen(s) != BLOB_SIG_LEN) return -1;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < BLOB_SIG_LEN; i++) {
-        const char *p = strchr(B64URL, s[i]);
-        if (!p) return -1;
-        acc = (acc << 6) | (uint32_t)(p - B64URL);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return (acc & ((1u << bits) - 1)) ? -1 : 0;
+    return strlen(s) == BLOB_SIG_LEN && b64url_decode(s, BLOB_SIG_LEN, out, 32) == 32 ? 0 : -1;
 }
 
 void blob_sig_sign(const char *secret, size_t secret_len, const blob_sig_fields *f, long long exp,
@@ -69,7 +37,7 @@ void blob_sig_sign(const char *secret, size_t secret_len, const blob_sig_fields 
     snprintf(e, sizeof e, "%lld", exp);
     uint8_t d[32];
     if (mac(secret, secret_len, f, e, d) < 0) memset(d, 0, sizeof d);
-    encode(d, out);
+    b64url_encode(d, sizeof d, out);
 }
 
 blob_sig_verdict blob_sig_check(char *const *secrets, size_t nsecrets, const blob_sig_fields *f,
