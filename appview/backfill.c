@@ -527,7 +527,7 @@ static bf_fail_kind failure_kind(const load_result *res)
 
 /* ---- steps: resolve, load ---- */
 
-static int start_load(backfill *b, bf_item *it, step_ctx *c);
+static void start_step(backfill *b, const bf_step *st);
 
 static void on_loaded(const load_result *res, void *ud)
 {
@@ -543,12 +543,8 @@ static void on_loaded(const load_result *res, void *ud)
     if (it->repo && it->hold) {
         /* The repository is listed; the hold's stats next, in the same slot. */
         it->repo = 0;
-        step_ctx *c = ctx_new(b, it);
-        if (!c || start_load(b, it, c) < 0) {
-            ctx_drop(c);
-            step_failed(b, it, BF_FAIL_TRANSIENT, -1, "out of memory");
-            pump(b);
-        }
+        start_step(b, &(bf_step){.kind = BF_STEP_LOAD, .item = it});
+        pump(b);
         return;
     }
     bf_sched_loaded(b->sched, it);

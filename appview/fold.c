@@ -8,7 +8,6 @@
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "cache/scripts.h"
-#include "cache/slots.h"
 
 #define TRIM_EVERY 1000
 /* How long a hold's counts from its io.atcr.hold.stats record are kept as last known values. */
@@ -57,8 +56,7 @@ fold *fold_new(cache_client *v, const fold_options *opt)
         fold_free(f);
         return NULL;
     }
-    if (slot_of_key(f->recent_key, strlen(f->recent_key)) !=
-        slot_of_key(f->recent_index_key, strlen(f->recent_index_key))) {
+    if (!cache_keys_together(v, f->recent_key, f->recent_index_key)) {
         log_error("fold",
                   "the key prefix %s puts %s and %s on different slots: use a prefix "
                   "with a whole {hash tag}, or none",

@@ -618,9 +618,12 @@ static const char *xrpc_error_name(const http_result *res, json_t **root)
     return e ? e : "";
 }
 
-/* Sorts an upstream answer: 0 when it is a 200 to parse, else the status to end with. */
-static load_status classify(repo_flight *rf, const http_result *res, const char *what, char *msg,
-                            size_t msglen)
+/* Sorts an upstream answer: 0 when it is a 200 to parse, else the status to end with, and for
+ * a 429 how long the host asked to wait. A repository that is not there is cached as a
+ * negative entry of negative_did (NULL: nothing cached). */
+static load_status classify(loader *l, const char *negative_did, const http_result *res,
+                            const char *what, char *msg, size_t msglen, int *rate_limited,
+                            long *retry_after_ms)
 {
     if (res->error != HTTP_OK) {
         snprintf(msg, msglen, "%s: %s", what, res->error_text);
@@ -628,8 +631,8 @@ static load_status classify(repo_flight *rf, const http_result *res, const char 
     }
     if (res->status == 200) return LOAD_OK;
     if (res->status == 429) {
-        rf->rate_limited = 1;
-        rf->retry_after_ms = http_result_wait_ms(res, NULL);
+        *rate_limited = 1;
+        *retry_after_ms = http_result_wait_ms(res, NULL);
     }
     json_t *root = NULL;
     const char *name = xrpc_error_name(res, &root);
@@ -639,8 +642,27 @@ static load_status classify(repo_flight *rf, const http_result *res, const char 
         st = LOAD_NOT_FOUND;
     snprintf(msg, msglen, "%s: HTTP %ld %s", what, res->status, *name ? name : "");
     json_decref(root);
-    if (st == LOAD_NOT_FOUND && !rf->l->closing) cache_negative(rf->l, rf->did, 1);
+    if (st == LOAD_NOT_FOUND && negative_did && !l->closing) cache_negative(l, negative_did, 1);
     return st;
+}
+
+/* The cursor of the page after a listRecords page, or NULL when it was the last: a short page
+ * is the last one (a PDS still names a cursor there), and so is one whose cursor did not move
+ * from prev, the cursor that asked for it. */
+static const char *next_cursor(const json_t *root, const json_t *records, const char *prev)
+{
+    const char *cursor = get_string(root, "cursor");
+    return cursor && *cursor && json_array_size(records) >= PAGE_SIZE &&
+                   (!prev || strcmp(cursor, prev))
+               ? cursor
+               : NULL;
+}
+
+/* classify for a repository's load. */
+static load_status classify_repo(repo_flight *rf, const http_result *res, const char *what,
+                                 char *msg, size_t msglen)
+{
+    return classify(rf->l, rf->did, res, what, msg, msglen, &rf->rate_limited, &rf->retry_after_ms);
 }
 
 static int list_page(listing *ls);
@@ -658,7 +680,7 @@ static void on_page(const http_result *res, void *ud)
     listing *ls = ud;
     repo_flight *rf = ls->rf;
     char msg[256];
-    load_status st = classify(rf, res, "listRecords", msg, sizeof msg);
+    load_status st = classify_repo(rf, res, "listRecords", msg, sizeof msg);
     if (st != LOAD_OK) {
         rf_fail(rf, st, msg);
         listing_end(ls);
@@ -682,10 +704,8 @@ static void on_page(const http_result *res, void *ud)
     }
     if (evs && rf->fail_status == LOAD_OK) rf_fold(rf, evs, n);
     free(evs);
-    const char *cursor = get_string(root, "cursor");
-    /* A short page is the last one (the PDS still names a cursor there). */
-    int more = cursor && *cursor && json_array_size(records) >= PAGE_SIZE &&
-               (!ls->cursor || strcmp(cursor, ls->cursor));
+    const char *cursor = next_cursor(root, records, ls->cursor);
+    int more = cursor != NULL;
     char *next = more ? strdup(cursor) : NULL;
     json_decref(root);
     if (!more || rf->fail_status != LOAD_OK) {
@@ -755,7 +775,7 @@ static void on_latest_commit(const http_result *res, void *ud)
 {
     repo_flight *rf = ud;
     char msg[256];
-    load_status st = classify(rf, res, "getLatestCommit", msg, sizeof msg);
+    load_status st = classify_repo(rf, res, "getLatestCommit", msg, sizeof msg);
     if (st != LOAD_OK) {
         rf_finish(rf, st, msg);
         return;
@@ -1105,18 +1125,10 @@ static void on_hold_page(const http_result *res, void *ud)
 {
     hold_flight *hf = ud;
     char msg[256];
-    if (res->error != HTTP_OK || res->status != 200) {
-        if (res->status == 429) {
-            hf->rate_limited = 1;
-            hf->retry_after_ms = http_result_wait_ms(res, NULL);
-        }
-        if (res->error != HTTP_OK)
-            snprintf(msg, sizeof msg, "listRecords: %s", res->error_text);
-        else
-            snprintf(msg, sizeof msg, "listRecords: HTTP %ld", res->status);
-        hold_fail(
-            hf, res->error == HTTP_OK && res->status == 404 ? LOAD_NOT_FOUND : status_of_http(res),
-            msg);
+    load_status st = classify(hf->l, NULL, res, "listRecords", msg, sizeof msg, &hf->rate_limited,
+                              &hf->retry_after_ms);
+    if (st != LOAD_OK) {
+        hold_fail(hf, st, msg);
         hold_release(hf);
         return;
     }
@@ -1133,10 +1145,8 @@ static void on_hold_page(const http_result *res, void *ud)
         {
             if (json_is_object(item)) hold_record(hf, item, prefix, strlen(prefix));
         }
-        const char *cursor = get_string(root, "cursor");
-        /* A short page is the last one; a cursor that does not move ends it too. */
-        if (hf->fail_status == LOAD_OK && cursor && *cursor &&
-            json_array_size(records) >= PAGE_SIZE && (!hf->cursor || strcmp(cursor, hf->cursor))) {
+        const char *cursor = next_cursor(root, records, hf->cursor);
+        if (hf->fail_status == LOAD_OK && cursor) {
             free(hf->cursor);
             hf->cursor = strdup(cursor);
             if (!hf->cursor || ++hf->pages >= MAX_PAGES || hf->l->closing || hold_page(hf) < 0)
