@@ -260,7 +260,11 @@ static unsigned needs(const event *ev, plan_state *st)
             need |= NEED_RECORD;
     }
     if (firehose && !st->max_rev) need |= NEED_MAX_REV;
-    if (firehose && st->cur.state == STORED_ABSENT && !st->gone_known) need |= NEED_GONE;
+    /* An absent record needs the purge mark; one not read yet may turn out absent, so the mark
+     * is asked with it rather than in a second round trip that stalls the writer's round. */
+    if (firehose && !st->gone_known &&
+        (st->cur.state == STORED_UNKNOWN || st->cur.state == STORED_ABSENT))
+        need |= NEED_GONE;
     if (!need && leaves_place(ev, &st->cur) && st->cur.kind == RECORD_TAG && !st->tag_owner)
         need |= NEED_TAG_OWNER;
     return need;

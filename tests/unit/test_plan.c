@@ -158,7 +158,7 @@ static void what_is_missing_is_asked_for(void)
     event ev = manifest(MRKEY, "3lbbuqg2k36wa", "app", G1, AT1);
     plan_state st = {.cur = {.state = STORED_UNKNOWN}};
     CHECK(plans(&ev, &st, PLAN_NEED, ""));
-    CHECK(p.need == (NEED_RECORD | NEED_MAX_REV));
+    CHECK(p.need == (NEED_RECORD | NEED_MAX_REV | NEED_GONE));
     /* A create not newer than ~rev may exist already. */
     st = known((stored_record){.state = STORED_UNKNOWN});
     st.max_rev = "3lbbuqg2zzzzz";
