@@ -112,6 +112,16 @@ static int leaves_place(const event *ev, const stored_record *cur)
     return cur->kind == RECORD_MANIFEST && strcmp(cur->at, ev->at ? ev->at : "-");
 }
 
+/* Whether ev keeps the live manifest cur in its repository under its digest: its member of
+ * the repository's manifests and its hints m/R/G and r/X stay as they are (a createdAt change
+ * moves the member by the ZADD that follows). */
+static int manifest_stays(const event *ev, const stored_record *cur)
+{
+    return cur->state == STORED_LIVE && cur->kind == RECORD_MANIFEST && !ev->is_delete &&
+           ev->record_kind == RECORD_MANIFEST && !strcmp(cur->repo, ev->repository) &&
+           !strcmp(cur->key, ev->key);
+}
+
 static const char *index_key(arena *ar, const plan_keys *k, const char *repo, char kind)
 {
     return JOIN(ar, NULL, k->base, "repo/", repo, kind == RECORD_MANIFEST ? "/manifests" : "/tags");
@@ -127,7 +137,7 @@ static void unindex(plan *p, arena *ar, const event *ev, const plan_state *st, c
     size_t n;
     if (cur->kind == RECORD_MANIFEST) {
         const char *member = JOIN(ar, &n, cur->key, " ", ev->rkey);
-        add_op(p, OP_ZREM, KEY_INDEX, zset, NULL, 0, member, n);
+        if (!manifest_stays(ev, cur)) add_op(p, OP_ZREM, KEY_INDEX, zset, NULL, 0, member, n);
         member = JOIN(ar, &n, ev->did, " ", cur->repo, " ", cur->key, " ", ev->rkey, " ", cur->at);
         add_op(p, OP_ZREM, KEY_RECENT, k->recent_key, NULL, 0, member, n);
         return;
@@ -142,9 +152,10 @@ static void unindex(plan *p, arena *ar, const event *ev, const plan_state *st, c
 /* HSET recs <field> <value> [<hint> <its value>] [~rev <rev>]: the record (or its tombstone)
  * last, after its index entries, so that a crash in between leaves entries that the replay of
  * the event writes again. */
-static void write_record(plan *p, arena *ar, const event *ev, const char *recs, const char *field,
-                         size_t fieldn, int raise)
+static void write_record(plan *p, arena *ar, const event *ev, const stored_record *cur,
+                         const char *recs, const char *field, size_t fieldn, int raise)
 {
+    int hints = !manifest_stays(ev, cur);
     size_t n;
     /* r/<X>: what a manifest record is, "R G", or "-" once deleted (a tag resolves by it). */
     int manifest = !strcmp(ev->collection, "io.atcr.manifest");
@@ -170,7 +181,7 @@ static void write_record(plan *p, arena *ar, const event *ev, const char *recs, 
             p->ops[p->nops - 1].b2 = ev->record_json;
             p->ops[p->nops - 1].b2len = ev->record_json_len;
         }
-        if (ev->record_kind == RECORD_MANIFEST || ev->record_kind == RECORD_TAG) {
+        if ((ev->record_kind == RECORD_MANIFEST && hints) || ev->record_kind == RECORD_TAG) {
             char hint[PLAN_KEY_MAX];
             int hn =
                 plan_hint_field((char)ev->record_kind, ev->repository, ev->key, hint, sizeof hint);
@@ -181,7 +192,7 @@ static void write_record(plan *p, arena *ar, const event *ev, const char *recs, 
             if (!h) ar->overflow = 1;
             add_op(p, OP_HSET, KEY_RECS, recs, h, h ? (size_t)hn : 0, v, n);
         }
-        if (manifest) {
+        if (manifest && hints) {
             const char *v = JOIN(ar, &n, ev->repository, " ", ev->key);
             add_op(p, OP_HSET, KEY_RECS, recs, rfield, rfieldn, v, n);
         }
@@ -312,7 +323,7 @@ void plan_record(const event *ev, const plan_state *st, const plan_keys *k, plan
     p->verdict = PLAN_WRITE;
     if (leaves_place(ev, &s.cur)) unindex(p, &ar, ev, &s, k);
     if (!ev->is_delete) index_record(p, &ar, ev, k);
-    write_record(p, &ar, ev, recs, f, (size_t)fieldn, raise);
+    write_record(p, &ar, ev, &s.cur, recs, f, (size_t)fieldn, raise);
     next_state(ev, &p->next);
     if (ar.overflow) p->verdict = PLAN_ERROR;
     if (p->verdict == PLAN_ERROR) p->nops = 0;

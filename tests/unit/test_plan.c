@@ -212,21 +212,31 @@ static void older_and_equal_revs_change_nothing(void)
 
 static void manifest_moves_and_deletes(void)
 {
-    /* createdAt changed: its P recent member changes with it. */
+    /* createdAt changed: its P recent member changes with it; its repository's member moves
+     * by the ZADD, and its hints stay as they are. */
     event ev = manifest(MRKEY, "3lbbuqg2zzzzz", "app", G1, AT2);
     plan_state st = known(live('m', "3lbbuqg2k36wa", "app", G1, AT1));
     st.max_rev = "3lbbuqg2zzzzz";
     CHECK(plans(&ev, &st, PLAN_WRITE,
-                "ZREM " MAN_ZSET " " G1 " " MRKEY "\n"
                 "ZREM " RECENT " " DID " app " G1 " " MRKEY " " AT1 "\n"
                 "ZADD " MAN_ZSET " 1736724050123 " G1 " " MRKEY "\n"
                 "ZADD NX " BASE "repos 1736724050123 app\n"
                 "ZADD " RECENT " 1736724050123 " DID " app " G1 " " MRKEY " " AT2 "\n"
                 "HSET " BASE "recs io.atcr.manifest/" MRKEY
-                " " HEAD("3lbbuqg2zzzzz", "m", "app", G1, "-", AT2) JSON
+                " " HEAD("3lbbuqg2zzzzz", "m", "app", G1, "-", AT2) JSON "\n"));
+    /* Moved to another repository: out of the old one, and its hints name the new place. */
+    ev = manifest(MRKEY, "3lbbuqg2zzzzz", "web", G1, AT1);
+    CHECK(plans(&ev, &st, PLAN_WRITE,
+                "ZREM " MAN_ZSET " " G1 " " MRKEY "\n"
+                "ZREM " RECENT " " DID " app " G1 " " MRKEY " " AT1 "\n"
+                "ZADD " BASE "repo/web/manifests 1736724050123 " G1 " " MRKEY "\n"
+                "ZADD NX " BASE "repos 1736724050123 web\n"
+                "ZADD " RECENT " 1736724050123 " DID " web " G1 " " MRKEY " " AT1 "\n"
+                "HSET " BASE "recs io.atcr.manifest/" MRKEY
+                " " HEAD("3lbbuqg2zzzzz", "m", "web", G1, "-", AT1) JSON
                 "\n"
-                "HSET " BASE "recs m/app/" G1 " " MRKEY "\n"
-                "HSET " BASE "recs r/" MRKEY " app " G1 "\n"));
+                "HSET " BASE "recs m/web/" G1 " " MRKEY "\n"
+                "HSET " BASE "recs r/" MRKEY " web " G1 "\n"));
     /* Updated in place: no removal. */
     ev = manifest(MRKEY, "3lbbuqg2zzzzz", "app", G1, AT1);
     CHECK(plans(&ev, &st, PLAN_WRITE, NULL) && !strstr(rendered, "ZREM"));
