@@ -302,7 +302,7 @@ static int group_ops(const job *j, const batch *b, int split, listed_op **ops_ou
     size_t n = 0;
     for (size_t i = 0; i < j->n; i++)
         n += (size_t)b->plans[i].nops;
-    /* Each P recent op has its mirror on P recent's index (fold_recent_index_key). */
+    /* Each addition to P recent has its mirror on P recent's index (fold_recent_index_key). */
     listed_op *ops = calloc(2 * n + 1, sizeof *ops);
     command *cmds = calloc(2 * n + 1, sizeof *cmds);
     plan_op *mirrors = calloc(n + 1, sizeof *mirrors);
@@ -318,19 +318,17 @@ static int group_ops(const job *j, const batch *b, int split, listed_op **ops_ou
             const plan_op *op = &b->plans[i].ops[k];
             if (!in_script(op, split)) continue;
             const plan_op *mirror = NULL;
-            if (op->target == KEY_RECENT) {
+            if (op->target == KEY_RECENT && op->kind != OP_ZREM) {
                 mirrors[nmirrors] = *op;
                 mirrors[nmirrors].key = j->c->recent_index;
-                if (op->kind != OP_ZREM) {
-                    mirrors[nmirrors].a = "0";
-                    mirrors[nmirrors].alen = 1;
-                }
+                mirrors[nmirrors].a = "0";
+                mirrors[nmirrors].alen = 1;
                 mirror = &mirrors[nmirrors++];
             }
-            /* The index's addition before P recent's, its removal after (the same script,
-             * but the order the rule asks of every writer). */
-            const plan_op *seq[2] = {op, mirror};
-            if (mirror && op->kind != OP_ZREM) {
+            /* The index's addition before P recent's (the same script, but the order the rule
+             * asks of every writer). */
+            const plan_op *seq[2] = {op, NULL};
+            if (mirror) {
                 seq[0] = mirror;
                 seq[1] = op;
             }
@@ -437,13 +435,9 @@ static int split_recent(job *j, const batch *b)
             const plan_op *op = &b->plans[i].ops[k];
             if (op->target != KEY_RECENT) continue;
             if (op->kind == OP_ZREM) {
-                /* P recent first, then its index (fold_recent_index_key's rule). */
                 err = cache_command(c->v, on_recent_removed, NULL, 3,
                                     (const char *[]){"ZREM", c->recent, op->b},
-                                    (const size_t[]){4, strlen(c->recent), op->blen}) < 0 ||
-                      cache_command(c->v, on_recent_removed, NULL, 3,
-                                    (const char *[]){"ZREM", c->recent_index, op->b},
-                                    (const size_t[]){4, strlen(c->recent_index), op->blen}) < 0;
+                                    (const size_t[]){4, strlen(c->recent), op->blen}) < 0;
                 removed = 1;
             } else {
                 err = buf_append(&j->recent_adds, op->a, op->alen) < 0 ||

@@ -19,7 +19,7 @@ struct fold {
     char gone_ttl[16];
     int script_purge, script_forget_recent, script_trim_recent, script_hold_stats;
     unsigned since_trim;
-    char *recent_key, *recent_index_key;
+    char *recent_key, *recent_index_key, *recent_index_old_key;
     uint64_t *purges_total;
     uint64_t *write_errors_total;
 };
@@ -40,23 +40,27 @@ fold *fold_new(cache_client *v, const fold_options *opt)
     if (!f) return NULL;
     f->v = v;
     f->prefix = strdup(opt->prefix);
-    buf recent = {0}, index = {0};
+    buf recent = {0}, index = {0}, old = {0};
     if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
     /* On P recent's slot: its own name as the hash tag (a prefix's own tag, if any, is the
      * first and so wins in both names). */
     if (f->recent_key && buf_printf(&index, "%s/by-did{%s}", f->recent_key, f->recent_key) == 0)
         f->recent_index_key = index.data;
+    if (f->recent_key && buf_printf(&old, "%s/by-did-old{%s}", f->recent_key, f->recent_key) == 0)
+        f->recent_index_old_key = old.data;
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
     f->script_purge = cache_register_script(v, "purge", lua_purge);
     f->script_forget_recent = cache_register_script(v, "forget_recent", lua_forget_recent);
     f->script_trim_recent = cache_register_script(v, "trim_recent", lua_trim_recent);
     f->script_hold_stats = cache_register_script(v, "hold_stats", lua_hold_stats);
-    if (!f->prefix || !f->recent_key || !f->recent_index_key || f->script_purge < 0 ||
-        f->script_forget_recent < 0 || f->script_trim_recent < 0 || f->script_hold_stats < 0) {
+    if (!f->prefix || !f->recent_key || !f->recent_index_key || !f->recent_index_old_key ||
+        f->script_purge < 0 || f->script_forget_recent < 0 || f->script_trim_recent < 0 ||
+        f->script_hold_stats < 0) {
         fold_free(f);
         return NULL;
     }
-    if (!cache_keys_together(v, f->recent_key, f->recent_index_key)) {
+    if (!cache_keys_together(v, f->recent_key, f->recent_index_key) ||
+        !cache_keys_together(v, f->recent_key, f->recent_index_old_key)) {
         log_error("fold",
                   "the key prefix %s puts %s and %s on different slots: use a prefix "
                   "with a whole {hash tag}, or none",
@@ -93,10 +97,13 @@ static void on_trimmed(const reply *r, void *ud) {}
 
 void fold_trim_recent(fold *f)
 {
-    char keep[24];
+    char keep[24], rebuild_at[24];
     snprintf(keep, sizeof keep, "%d", FOLD_RECENT_KEEP);
-    cache_eval(f->v, f->script_trim_recent, on_trimmed, NULL, 2, 3,
-               (const char *[]){f->recent_key, f->recent_index_key, keep}, NULL);
+    snprintf(rebuild_at, sizeof rebuild_at, "%d", FOLD_RECENT_INDEX_MAX);
+    cache_eval(f->v, f->script_trim_recent, on_trimmed, NULL, 3, 5,
+               (const char *[]){f->recent_key, f->recent_index_key, f->recent_index_old_key, keep,
+                                rebuild_at},
+               NULL);
 }
 
 int fold_schema_outdated(const char *version)
@@ -110,6 +117,7 @@ void fold_free(fold *f)
     free(f->prefix);
     free(f->recent_key);
     free(f->recent_index_key);
+    free(f->recent_index_old_key);
     free(f);
 }
 
@@ -267,9 +275,10 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
         argv[8] = time_us;
         argv[9] = f->gone_ttl;
         rc = cache_eval(f->v, f->script_purge, on_purge, o, 7, 10, argv, NULL);
-        if (rc == 0 &&
-            cache_eval(f->v, f->script_forget_recent, on_followup, o, 2, 3,
-                       (const char *[]){f->recent_key, f->recent_index_key, ev->did}, NULL) == 0)
+        if (rc == 0 && cache_eval(f->v, f->script_forget_recent, on_followup, o, 3, 4,
+                                  (const char *[]){f->recent_key, f->recent_index_key,
+                                                   f->recent_index_old_key, ev->did},
+                                  NULL) == 0)
             o->outstanding++;
         else if (rc == 0)
             o->failed = 1;

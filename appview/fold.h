@@ -42,12 +42,15 @@ int fold_recent_trim_due(fold *f);
 const char *fold_recent_key(const fold *f);
 /* P recent/by-did{P recent}, on P recent's slot: the members of P recent, each with score 0,
  * so that a DID's entries are found by ZRANGEBYLEX (a purge) rather than by a scan of 10,000.
- * The rule for whoever writes P recent, in one ordered stream (one connection, or one script):
- * a member is added here before it is added to P recent, and removed here after it is removed
- * from P recent. So P recent never holds a member its index lacks (a crash in between leaves
- * at most a member of the index alone, which a purge or a trim removes). */
+ * The rule for whoever adds to P recent: the member is added here first, in one ordered stream
+ * (one connection, or one script), so P recent never holds a member its index lacks. Removals
+ * from P recent need not follow: the index may hold members P recent has lost, which a purge
+ * removes in passing, and the trim rebuilds it from P recent once it holds more than
+ * FOLD_RECENT_INDEX_MAX (keeping the one before as P recent/by-did-old{P recent}, which a purge
+ * reads too, for additions another connection had in flight). */
+#define FOLD_RECENT_INDEX_MAX (3 * FOLD_RECENT_KEEP)
 const char *fold_recent_index_key(const fold *f);
-/* Trims P recent to its newest FOLD_RECENT_KEEP entries, and its index with it
+/* Trims P recent to its newest FOLD_RECENT_KEEP entries, and rebuilds its index when due
  * (cache/trim_recent.lua); a failure is caught up by the next trim. */
 void fold_trim_recent(fold *f);
 /* The key layout of cache/SCHEMA.md, as written to P schema. An index of an outdated layout

@@ -812,9 +812,6 @@ static int send_recent_removals(writer *w, item *it, const plan *p, const char *
         recent_drop(w, op->b, op->blen);
         write_cmd(it, 3, (const char *[]){"ZREM", op->key, op->b},
                   (const size_t[]){4, strlen(op->key), op->blen});
-        /* After P recent's (fold_recent_index_key's rule). */
-        write_cmd(it, 3, (const char *[]){"ZREM", w->recent_index_key, op->b},
-                  (const size_t[]){4, strlen(w->recent_index_key), op->blen});
         sent = 1;
     }
     char recs[KEY_MAX];
