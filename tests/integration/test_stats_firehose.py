@@ -8,6 +8,7 @@ never overwrites a newer one.
 import json
 import os
 
+import jetstream_live
 from harness import free_port, wait_for
 from test_ingest import PREFIX, start_appview, start_replay, wait_cursor
 
@@ -67,3 +68,42 @@ def test_hold_stats_records_are_last_known_values(h):
     assert holds[hold] == {"did": hold, "pullCount": 7, "pushCount": 2, "status": "stale"}, holds
     assert body["pullCount"] == 7 and body["pushCount"] == 2, body
     assert app.stop() == 0
+
+
+def test_a_stats_record_stays_behind_its_users_purge(h):
+    """A hold's stats record lives in the hold's repo but writes the user's keys: when it comes
+    after the user's purge, it is folded after it and survives it, even in one writer round
+    where the user's first event waits on index reads and the hold (known to the writer
+    already) needs none. The user's events and the hold's record arrive in one write."""
+    hold = f"did:web:127.0.0.1%3A{free_port()}"
+    other = "did:plc:statsooooooooooooooooooo"
+    t = 1733000000000000
+    js = jetstream_live.Server()
+    redis = h.start_redis()
+    start_appview(h, redis, [js.url], env={"APPVIEW_ALLOW_PRIVATE_NETWORKS": "1",
+                                          "APPVIEW_UPSTREAM_TIMEOUT_MS": "500",
+                                          "APPVIEW_DATA_DIR": os.path.join(h.tmp, "data")})
+    first = stats_record(1, 1, "2026-11-21T09:00:00.000Z")
+    first["did"] = other
+    js.push(commit(hold, t + 1, "3lbbbbbbbbb22", "io.atcr.hold.stats",
+                   "3lbbbbbbbbb22", first))
+    wait_cursor(h, redis, 1, t + 1)
+    manifest = {"repository": "app", "digest": DIGEST, "holdDid": hold,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "schemaVersion": 2,
+                "createdAt": "2026-11-20T10:00:00.000Z"}
+    js.push_many([
+        commit(USER, t + 2, "3lbbbbbbbbb32", "io.atcr.manifest", "3lbbbbbbbbb32", manifest),
+        {"did": USER, "time_us": t + 3, "kind": "account",
+         "account": {"active": False, "did": USER, "seq": 7, "status": "deleted",
+                     "time": "2026-11-21T10:00:00.000Z"}},
+        commit(hold, t + 4, "3lbbbbbbbbb42", "io.atcr.hold.stats", "3lbbbbbbbbb42",
+               stats_record(7, 2, "2026-11-21T10:00:00.000Z")),
+    ])
+    wait_cursor(h, redis, 1, t + 4)
+    base = f"{PREFIX}{{{USER}}}/"
+    assert h.redis_raw(redis, "GET", base + "gone").strip() == str(t + 3)
+    known = h.redis_raw(redis, "HGET", base + "repo/app/holdstats", hold).strip()
+    assert known == "7 2 2026-11-21T10:00:00.000Z -", known
+    assert not h.redis_raw(redis, "HGET", base + "recs",
+                           "io.atcr.manifest/3lbbbbbbbbb32").strip(), "purged"
+    js.close()

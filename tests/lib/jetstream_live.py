@@ -43,8 +43,12 @@ class Server:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def push(self, event):
+        self.push_many([event])
+
+    def push_many(self, events):
+        """Pushes events at once: each connection gets their frames in one write."""
         with self.cond:
-            self.events.append(event)
+            self.events.extend(events)
             self.cond.notify_all()
 
     def close(self):
@@ -91,9 +95,8 @@ class Server:
                         return
                     todo = self.events[sent:]
                     sent = len(self.events)
-                for ev in todo:
-                    if cursor is None or ev["time_us"] >= cursor:
-                        conn.sendall(_frame(json.dumps(ev)))
+                conn.sendall(b"".join(_frame(json.dumps(ev)) for ev in todo
+                                      if cursor is None or ev["time_us"] >= cursor))
         except OSError:
             pass
         finally:
