@@ -1,5 +1,8 @@
 #include "atproto/url.h"
 
+#include "atproto/http_parse.h"
+
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,31 +32,15 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-static int hex(char c)
-{
-    if (is_digit(c)) return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* Copies [s, s+n) to *out, percent-decoding it when decode is set; -1 on a bad escape. */
 static int put(char **out, const char *s, size_t n, int decode)
 {
     char *o = *out;
-    for (size_t i = 0; i < n; i++) {
-        if (decode && s[i] == '%') {
-            if (i + 2 >= n) return -1;
-            int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return -1; /* no NUL inside */
-            *o++ = (char)(hi << 4 | lo);
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o++ = '\0';
-    *out = o;
+    memcpy(o, s, n);
+    long len = decode ? http_percent_decode(o, n, false) : (long)n;
+    if (len < 0) return -1;
+    o[len] = '\0';
+    *out = o + len + 1;
     return 0;
 }
 
@@ -97,7 +84,7 @@ int url_parse(const char *s, url_parts *u, char *why, size_t whylen)
         hend = memchr(host, ']', hostport);
         if (!hend) return fail(u, why, whylen, "an IPv6 literal without its ']'");
         for (const char *q = host + 1; q < hend; q++)
-            if (hex(*q) < 0 && *q != ':' && *q != '.')
+            if (!isxdigit((unsigned char)*q) && *q != ':' && *q != '.')
                 return fail(u, why, whylen, "a bad character in the IPv6 literal");
         if (hend == host + 1) return fail(u, why, whylen, "an empty IPv6 literal");
         after = hend + 1;
