@@ -21,6 +21,14 @@ char *path_absolute(const char *path)
     return out;
 }
 
+int path_dir(const char *path, char *out, size_t n)
+{
+    const char *slash = strrchr(path, '/');
+    int len = !slash ? snprintf(out, n, ".")
+                     : snprintf(out, n, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    return len < 0 || (size_t)len >= n ? -1 : 0;
+}
+
 int path_make_dirs(const char *dir, char *failed, size_t n)
 {
     char path[4096];

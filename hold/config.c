@@ -130,12 +130,13 @@ int hold_config_prepare_paths(hold_config *c)
         fprintf(stderr, "hold: cannot tell the working directory: %s\n", strerror(errno));
         return -1;
     }
-    char *slash = strrchr(db, '/');
     struct stat st;
     const char *cause = NULL, *remedy = NULL;
     char dir[4096], why[4200];
-    snprintf(dir, sizeof dir, "%.*s", slash == db ? 1 : (int)(slash - db), db);
-    int dir_err = stat(dir, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    int dir_err = path_dir(db, dir, sizeof dir) < 0 ? ENAMETOOLONG
+                  : stat(dir, &st) < 0              ? errno
+                  : S_ISDIR(st.st_mode)             ? 0
+                                                    : ENOTDIR;
     if (stat(db, &st) == 0 && S_ISDIR(st.st_mode)) {
         cause = "a directory";
         remedy = "name a file in it, e.g. hold.db";

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "atproto/log.h"
+#include "atproto/path.h"
 #include "hold/rkey.h"
 
 typedef struct job {
@@ -118,9 +119,8 @@ static int open_errno(const char *path)
                : faccessat(AT_FDCWD, path, R_OK | W_OK, AT_EACCESS) < 0 ? errno
                                                                         : 0;
     if (errno != ENOENT) return errno;
-    char dir[4096] = ".";
-    const char *slash = strrchr(path, '/');
-    if (slash) snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    char dir[4096];
+    if (path_dir(path, dir, sizeof dir) < 0) return ENAMETOOLONG;
     return faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0 ? errno : 0;
 }
 
