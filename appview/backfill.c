@@ -506,8 +506,8 @@ static void step_failed(backfill *b, bf_item *it, bf_fail_kind kind, long wait_m
 {
     if (kind == BF_FAIL_RATE_LIMITED) {
         (*b->parked_total)++;
-        log_warn("backfill", "%s: rate limited (%s): its PDS parked for %ld ms", it->did, error,
-                 wait_ms);
+        log_warn("backfill", "%s: rate limited (%s): %s parked for %ld ms", it->did, error,
+                 it->host ? "its PDS" : "resolving", wait_ms);
     }
     if (bf_sched_failed(b->sched, it, kind, wait_ms, error, uv_now(b->loop), rnd(b))) {
         mark_failed(b, it);

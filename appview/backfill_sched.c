@@ -45,6 +45,8 @@ struct bf_sched {
     size_t n, cap;
     strmap *by_did; /* DID -> bf_item * */
     strmap *hosts;  /* host -> bf_host * */
+    /* A resolution was rate limited (the PLC directory's 429): none starts before then. */
+    uint64_t resolving_parked_until;
 };
 
 static void *ptr_of(const void *val)
@@ -150,7 +152,9 @@ bf_step bf_sched_next(bf_sched *s, uint64_t now)
                 return (bf_step){BF_STEP_LOAD, it, 0};
             }
         } else if (it->state == BF_ITEM_NEW && !resolve) {
-            if (it->not_before > now)
+            if (s->resolving_parked_until > now)
+                wake_min(&st.wake_at, s->resolving_parked_until);
+            else if (it->not_before > now)
                 wake_min(&st.wake_at, it->not_before);
             else
                 resolve = it;
@@ -201,11 +205,14 @@ int bf_sched_failed(bf_sched *s, bf_item *it, bf_fail_kind kind, long wait_ms, c
 {
     release_slots(s, it);
     snprintf(it->error, sizeof it->error, "%s", error ? error : "");
-    if (kind == BF_FAIL_RATE_LIMITED && it->host) {
+    if (kind == BF_FAIL_RATE_LIMITED) {
         uint64_t wait = wait_ms < 0 ? BF_PARK_DEFAULT_MS : (uint64_t)wait_ms;
         if (wait > BF_PARK_MAX_MS) wait = BF_PARK_MAX_MS;
-        if (now + wait > it->host->parked_until) it->host->parked_until = now + wait;
-        it->state = BF_ITEM_READY;
+        /* Loading: its PDS host parks. Resolving: the identity service (the PLC directory)
+         * does, and so every resolution. Neither costs the DID an attempt. */
+        uint64_t *until = it->host ? &it->host->parked_until : &s->resolving_parked_until;
+        if (now + wait > *until) *until = now + wait;
+        it->state = it->host ? BF_ITEM_READY : BF_ITEM_NEW;
         return 0;
     }
     if (kind == BF_FAIL_FINAL || ++it->attempts >= BF_ATTEMPTS) {

@@ -124,7 +124,8 @@ void bf_sched_loaded(bf_sched *s, bf_item *it);
 typedef enum {
     BF_FAIL_TRANSIENT,    /* the network or the PDS failed: tried again after a backoff */
     BF_FAIL_FINAL,        /* the DID or its repository does not exist: no use trying again */
-    BF_FAIL_RATE_LIMITED, /* 429: its host parks for wait_ms (default if < 0, capped) */
+    BF_FAIL_RATE_LIMITED, /* 429: its host parks for wait_ms (default if < 0, capped); while
+                           * resolving, every resolution does (the PLC directory's 429) */
 } bf_fail_kind;
 
 /* A step failed. 1 when the DID is given up (MARKING: record it as failed with it->error),

@@ -28,6 +28,7 @@ static const char *const collections[] = {"io.atcr.manifest", "io.atcr.tag"};
 typedef struct {
     load_status status;
     const char *did, *handle, *pds, *hold, *error;
+    long plc_wait_ms; /* the PLC directory is parked (its 429): ms left; -1 when not */
 } ident;
 
 typedef void (*ident_cb)(const ident *id, void *ud);
@@ -57,7 +58,8 @@ typedef struct id_flight {
     char *did; /* handle path: what P handle:<h> pointed at */
     char *handle, *pds, *hold;
     int id_hit;
-    int did_step; /* handle path: the P{D}/id lookup was made */
+    int did_step;     /* handle path: the P{D}/id lookup was made */
+    long plc_wait_ms; /* as ident's */
 } id_flight;
 
 typedef enum { STAGE_CHECK, STAGE_LISTING, STAGE_PRUNE, STAGE_SYNC, STAGE_MARK } repo_stage;
@@ -173,7 +175,8 @@ static void id_finish(id_flight *f, load_status st, const char *did, const char 
                 st == LOAD_OK ? handle : NULL,
                 st == LOAD_OK ? pds : NULL,
                 st == LOAD_OK && hold ? hold : "",
-                error ? error : ""};
+                error ? error : "",
+                f->plc_wait_ms};
     for (id_waiter *w = f->waiters, *next; w; w = next) {
         next = w->next;
         w->cb(&id, w->ud);
@@ -237,6 +240,10 @@ static void on_resolved(const resolver_identity *id, void *ud)
     }
     case RESOLVER_UPSTREAM_TIMEOUT:
         id_finish(f, LOAD_UPSTREAM_TIMEOUT, NULL, NULL, NULL, NULL, id->error);
+        return;
+    case RESOLVER_RATE_LIMITED:
+        f->plc_wait_ms = resolver_plc_wait_ms(l->r);
+        id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL, id->error);
         return;
     default:
         id_finish(f, LOAD_UPSTREAM_FAILURE, NULL, NULL, NULL, NULL, id->error);
@@ -427,6 +434,7 @@ static int ident_resolve(loader *l, const char *actor, ident_cb cb, void *ud)
     f->key = key;
     f->is_did = is_did;
     f->waiters = w;
+    f->plc_wait_ms = -1;
     if (id_start(f) < 0) {
         free(f->key);
         free(f);
@@ -454,7 +462,8 @@ static void on_public_ident(const ident *id, void *ud)
                        .error = id->error,
                        .pds = id->pds,
                        .hold = id->hold,
-                       .retry_after_ms = -1};
+                       .rate_limited = id->plc_wait_ms >= 0,
+                       .retry_after_ms = id->plc_wait_ms};
     w->cb(&res, w->ud);
     free(w);
 }

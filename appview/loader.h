@@ -37,8 +37,9 @@ typedef struct {
     const char *pds;    /* LOAD_OK: the DID's PDS endpoint, "" when its document names none */
     const char *hold;   /* loader_resolve, LOAD_OK: its #atcr_hold endpoint, "" when none */
     size_t records;     /* a repository listed: the records its listing returned */
-    /* The PDS answered 429: rate_limited 1, and how long it asked to wait in ms (-1 when it
-     * did not say). The load failed; the PDS is worth asking again only after that. */
+    /* The PDS answered 429 (or, for loader_resolve, the PLC directory is parked by its 429:
+     * appview/resolver.h): rate_limited 1, and how long it asked to wait in ms (-1 when it
+     * did not say). The load failed; it is worth asking again only after that. */
     int rate_limited;
     long retry_after_ms;
 } load_result;

@@ -70,6 +70,8 @@ struct resolver {
     unsigned live; /* flights allocated, plus the kick timer until it is closed */
     bool closing;
     unsigned long fetches, coalesced;
+    uint64_t plc_parked_until; /* uv_now: the PLC directory's 429 asked to wait until then */
+    uint64_t *m_plc_parks;
     uint64_t *m_fetch_plc, *m_fetch_web, *m_fetch_wk, *m_fetch_xrpc, *m_fetch_dns, *m_coalesced;
 };
 
@@ -89,10 +91,18 @@ const char *resolver_status_name(enum resolver_status s)
         return "UPSTREAM_FAILURE";
     case RESOLVER_UPSTREAM_TIMEOUT:
         return "UPSTREAM_TIMEOUT";
+    case RESOLVER_RATE_LIMITED:
+        return "RATE_LIMITED";
     case RESOLVER_CANCELLED:
         break;
     }
     return "CANCELLED";
+}
+
+long resolver_plc_wait_ms(const resolver *r)
+{
+    uint64_t now = uv_now(r->loop);
+    return r->plc_parked_until > now ? (long)(r->plc_parked_until - now) : 0;
 }
 
 /* ---- resolver lifetime ---- */
@@ -499,6 +509,21 @@ static void on_doc(const http_result *res, void *ud)
     }
     char err[256];
     enum resolver_status st;
+    if (res->error == HTTP_OK && res->status == 429 && !strncmp(did, "did:plc:", 8)) {
+        resolver *r = f->r;
+        long asked = http_result_wait_ms(res, NULL);
+        uint64_t wait = asked < 0 ? RESOLVER_PLC_PARK_DEFAULT_MS : (uint64_t)asked;
+        if (wait > RESOLVER_PLC_PARK_MAX_MS) wait = RESOLVER_PLC_PARK_MAX_MS;
+        if (uv_now(r->loop) + wait > r->plc_parked_until)
+            r->plc_parked_until = uv_now(r->loop) + wait;
+        (*r->m_plc_parks)++;
+        st = RESOLVER_RATE_LIMITED;
+        snprintf(err, sizeof err, "the PLC directory answered 429: parked for %llu ms",
+                 (unsigned long long)wait);
+        log_warn("resolver", "%s: %s", did, err);
+        complete(f, st, NULL, NULL, err);
+        return;
+    }
     if (res->error == HTTP_OK && (res->status == 404 || res->status == 410)) {
         st = RESOLVER_NOT_FOUND;
         snprintf(err, sizeof err, "DID not found (HTTP %ld)", res->status);
@@ -521,7 +546,11 @@ static void doc_start(struct flight *f)
 {
     resolver *r = f->r;
     char url[1024];
-    if (strncmp(f->key, "did:plc:", 8) == 0) {
+    if (strncmp(f->key, "did:plc:", 8) == 0 && resolver_plc_wait_ms(r) > 0) {
+        complete_later(f, RESOLVER_RATE_LIMITED,
+                       "the PLC directory asked to wait (429): %ld ms left",
+                       resolver_plc_wait_ms(r));
+    } else if (strncmp(f->key, "did:plc:", 8) == 0) {
         snprintf(url, sizeof url, "%s/%s", r->plc_url, f->key);
         if (fetch(f, url, true, on_doc) != 0)
             complete_later(f, RESOLVER_UPSTREAM_FAILURE, "out of memory");
@@ -728,6 +757,8 @@ resolver *resolver_new(uv_loop_t *loop, http_client *http, const resolver_option
     r->m_fetch_xrpc =
         metrics_counter("appview_resolver_fetches_total{method=\"resolve_handle\"}", help);
     r->m_fetch_dns = metrics_counter("appview_resolver_fetches_total{method=\"dns\"}", help);
+    r->m_plc_parks = metrics_counter("appview_resolver_plc_parks_total",
+                                     "429 answers of the PLC directory that parked it");
     r->m_coalesced = metrics_counter("appview_resolver_coalesced_total",
                                      "Identity lookups that joined one already in flight");
     uv_timer_init(loop, &r->kick);

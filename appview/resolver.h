@@ -39,7 +39,8 @@ enum resolver_status {
     RESOLVER_INVALID,          /* bad input, or an unusable/hostile document or endpoint */
     RESOLVER_UPSTREAM_FAILURE, /* network or server error: retry later, do not cache */
     RESOLVER_UPSTREAM_TIMEOUT,
-    RESOLVER_CANCELLED, /* the resolver was freed */
+    RESOLVER_RATE_LIMITED, /* the PLC directory answered 429: see resolver_plc_wait_ms */
+    RESOLVER_CANCELLED,    /* the resolver was freed */
 };
 
 const char *resolver_status_name(enum resolver_status s);
@@ -74,6 +75,13 @@ int resolver_resolve(resolver *r, const char *actor, resolver_identity_cb cb, vo
 /* The two steps alone, for callers that cache them separately. */
 int resolver_handle_to_did(resolver *r, const char *handle, resolver_did_cb cb, void *ud);
 int resolver_did_to_doc(resolver *r, const char *did, resolver_doc_cb cb, void *ud);
+
+/* A 429 from the PLC directory parks it for the wait it named (RESOLVER_PLC_PARK_DEFAULT_MS
+ * when none, at most RESOLVER_PLC_PARK_MAX_MS): until then did:plc lookups answer
+ * RESOLVER_RATE_LIMITED without asking it, whoever asks. The ms left, 0 when not parked. */
+#define RESOLVER_PLC_PARK_DEFAULT_MS 10000
+#define RESOLVER_PLC_PARK_MAX_MS 600000
+long resolver_plc_wait_ms(const resolver *r);
 
 /* Upstream fetches started (all methods) and lookups that joined one already in flight. */
 unsigned long resolver_upstream_fetches(const resolver *r);

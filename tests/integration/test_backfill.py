@@ -297,6 +297,9 @@ class Upstreams(Stopped):
         self.hold, self.held, self.release = set(), threading.Event(), threading.Event()
         self.no_pds = set()  # their DID documents name no PDS
         self.holds = {}  # DID -> URL: a hold's document, naming only its #atcr_hold service
+        self.plc_log = []  # times of the PLC requests
+        self.plc_rate_limit = None  # seconds of Retry-After for the next PLC request's 429
+        self.plc_parked = []  # times of the PLC's 429s
         self.release.set()
         dids = sorted(a["did"] for a in net.accounts)
         self.host_of = {did: i % 2 for i, did in enumerate(dids)}
@@ -305,6 +308,14 @@ class Upstreams(Stopped):
 
     def _plc(self, hd, path):
         did = urllib.parse.unquote(path.lstrip("/"))
+        with self.lock:
+            self.plc_log.append(time.time())
+            wait, self.plc_rate_limit = self.plc_rate_limit, None
+            if wait:
+                self.plc_parked.append(time.time())
+        if wait:
+            return reply(hd, 429, '{"error":"RateLimitExceeded","message":"Rate Limit Exceeded"}',
+                         {"Retry-After": str(wait)})
         if did in self.holds:
             return reply(hd, 200, json.dumps({
                 "@context": ["https://www.w3.org/ns/did/v1"], "id": did, "alsoKnownAs": [],
@@ -748,6 +759,29 @@ def test_a_429_parks_its_host_while_the_other_goes_on(h):
     st = state(h, redis)
     assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
     assert count(h, redis, "HLEN", PREFIX + "backfill{bf}:failed") == 0
+
+
+def test_a_plc_429_parks_resolving_and_the_pass_completes(h):
+    """The PLC directory answering 429 (the public one limits each client) parks every
+    resolution for the wait it names, rather than failing DID after DID against it: after its
+    one 429 it is asked nothing until the Retry-After is over, and the pass completes with no
+    DID failed or retried."""
+    net = network(h)
+    relay, ups = Relay(h, net), Upstreams(h, net)
+    redis = h.start_redis()
+    ups.plc_rate_limit = 2
+    p = backfill_command(h, redis, net, ups, relay, wait=False)
+    assert p.wait(180) == 0, h.tail_logs()
+    assert len(ups.plc_parked) == 1, ups.plc_parked
+    t429 = ups.plc_parked[0]
+    # What was in flight with the 429 is answered; nothing new is asked until its end.
+    during = [t for t in ups.plc_log if t429 + 0.3 < t < t429 + 2 - 0.3]
+    assert not during, [round(t - t429, 2) for t in during]
+    assert [t for t in ups.plc_log if t >= t429 + 2 - 0.3], "resolving went on after the wait"
+    st = state(h, redis)
+    assert st["found"] == st["done"] == str(len(net.atcr_dids())), st
+    assert count(h, redis, "HLEN", PREFIX + "backfill{bf}:failed") == 0
+    assert "resolving parked for" in p.log()
 
 
 def test_bad_input_is_bounded_counted_and_reported(h):

@@ -208,6 +208,31 @@ static void test_rate_limit_parks_the_host_only(void)
     bf_sched_free(s);
 }
 
+/* The PLC directory's 429 while resolving: every resolution waits, the DID keeps its
+ * attempts, and loads of resolved DIDs go on. */
+static void test_rate_limited_resolution_parks_resolving(void)
+{
+    bf_sched *s = bf_sched_new(4, 2);
+    fill(s, 4);
+    bf_item *r[3] = {0};
+    resolve_n(s, 3, (const char *[]){A, A, A}, r, 0);
+    CHECK(bf_sched_next(s, 0).item == r[0] && bf_sched_next(s, 0).item == r[1]);
+    bf_step st = bf_sched_next(s, 0); /* r[2] waits for A's cap: the last DID resolves */
+    CHECK(st.kind == BF_STEP_RESOLVE);
+    bf_item *d3 = st.item;
+    CHECK(bf_sched_failed(s, d3, BF_FAIL_RATE_LIMITED, 2000, "429", 100, 0) == 0);
+    CHECK(d3->state == BF_ITEM_NEW && d3->attempts == 0 && bf_sched_active(s) == 2);
+    bf_sched_loaded(s, r[0]);
+    bf_sched_remove(s, r[0]);
+    st = bf_sched_next(s, 200);
+    CHECK(st.kind == BF_STEP_LOAD && st.item == r[2]);
+    st = bf_sched_next(s, 200);
+    CHECK(st.kind == BF_STEP_NONE && st.wake_at == 2100);
+    st = bf_sched_next(s, 2100);
+    CHECK(st.kind == BF_STEP_RESOLVE && st.item == d3);
+    bf_sched_free(s);
+}
+
 static void test_wants_more_until_the_window_is_full(void)
 {
     bf_sched *s = bf_sched_new(2, 1);
@@ -240,6 +265,7 @@ int main(void)
     RUN(test_loads_first_oldest_first_within_caps);
     RUN(test_failures_back_off_then_give_up);
     RUN(test_rate_limit_parks_the_host_only);
+    RUN(test_rate_limited_resolution_parks_resolving);
     RUN(test_wants_more_until_the_window_is_full);
     CHECK_EXIT();
 }
