@@ -298,6 +298,12 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
 # RUNS runs (BENCH_RUNS, default 5); the one with the median records/s is reported, with every
 # run's figures: on this shared machine one run can be a third off the next.
 RUNS=${BENCH_RUNS:-5}
+median_of() { # runs (a line of k=v figures each) -> the median run's, plus runs_*=a/b/c
+    median=$(printf '%s' "$1" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^records_per_s=/) {
+        split($i, kv, "="); print kv[2], $0 } }' | sort -n | sed -n "$(((RUNS + 1) / 2))p" | cut -d' ' -f2-)
+    each() { printf '%s' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { printf "%s%s", s, $2; s = "/" }'; }
+    echo "$median runs_events=$(each events_per_s "$1") runs_records=$(each records_per_s "$1")"
+}
 run_median() { # replay_port path label -> the median run's k=v figures, plus runs_*=a/b/c
     runs=""
     for i in $(seq "$RUNS"); do
@@ -306,10 +312,27 @@ run_median() { # replay_port path label -> the median run's k=v figures, plus ru
         runs="$runs$out
 "
     done
-    median=$(printf '%s' "$runs" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^records_per_s=/) {
-        split($i, kv, "="); print kv[2], $0 } }' | sort -n | sed -n "$(((RUNS + 1) / 2))p" | cut -d' ' -f2-)
-    each() { printf '%s' "$runs" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { printf "%s%s", s, $2; s = "/" }'; }
-    echo "$median runs_events=$(each events_per_s) runs_records=$(each records_per_s)"
+    median_of "$runs"
+}
+# This appview and the baseline in turn, RUNS times each, so that a drift of the machine during
+# the comparison weighs on both alike (run one after the other, five and five, the ratio of the
+# same two binaries came out 1.06 in one bench and 0.77 in the next). Sets A_LEGACY and A_BASE.
+run_pairs() { # replay_port path
+    mine="" base=""
+    for i in $(seq "$RUNS"); do
+        out=$(run_appview "$1" "$2" "legacy-$i")
+        case "$out" in error=*) A_LEGACY=$out A_BASE=$out; return ;; esac
+        mine="$mine$out
+"
+        RUN_APPVIEW=$BASE_BIN
+        out=$(run_appview "$1" "$2" "baseline-$i")
+        RUN_APPVIEW=$BIN/appview
+        case "$out" in error=*) A_LEGACY=$out A_BASE=$out; return ;; esac
+        base="$base$out
+"
+    done
+    A_LEGACY=$(median_of "$mine")
+    A_BASE=$(median_of "$base")
 }
 
 # The appview built from BENCH_BASELINE_REF, from its tree exported under var/bench (kept for
@@ -343,11 +366,8 @@ if [ -x "$BIN/appview" ]; then
     A_ZSTD=$(run_median "$PORT_ZSTD" "$V2" zstd)
     BASE_BIN=$(baseline_appview)
     if [ -n "$BASE_BIN" ]; then
-        echo "running this appview and the baseline on the v1 wire before seqs ..." >&2
-        A_LEGACY=$(run_median "$PORT_LEGACY" /subscribe legacy)
-        RUN_APPVIEW=$BASE_BIN
-        A_BASE=$(run_median "$PORT_LEGACY" /subscribe baseline)
-        RUN_APPVIEW=$BIN/appview
+        echo "running this appview and the baseline in turn on the v1 wire before seqs ..." >&2
+        run_pairs "$PORT_LEGACY" /subscribe
     fi
 else
     A_ALL="error=$BIN/appview is not built"
