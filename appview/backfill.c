@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "appview/event.h"
 #include "appview/fold.h"
 #include "appview/lease.h"
 #include "atproto/backoff.h"
@@ -30,10 +31,9 @@
 #define RATE_SAMPLES 31 /* one a second: the rate over the last 30 s */
 #define FAILED_SHOWN 20 /* the command's summary names at most this many */
 
-/* What a relay lists, in this order. io.atcr.hold.stats lives in holds' repositories: a DID
- * whose document names a #atcr_hold service gets its stats listed from there. */
-static const char *const relay_collections[] = {"io.atcr.manifest", "io.atcr.tag",
-                                                "io.atcr.hold.stats"};
+/* A relay lists the DIDs of each of event_collections, in that order. io.atcr.hold.stats lives
+ * in holds' repositories: a DID whose document names a #atcr_hold service gets its stats
+ * listed from there. A file of DIDs is one source. */
 static const char *const file_collections[] = {"file"};
 
 typedef enum {
@@ -1420,8 +1420,8 @@ backfill *backfill_new(uv_loop_t *loop, cache_client *v, loader *ld, http_client
     if (b->relay) url_trim_slashes(b->relay);
     b->dids_file = opt->dids_file ? strdup(opt->dids_file) : NULL;
     b->source = b->dids_file ? fmt("file:%s", b->dids_file) : b->relay ? strdup(b->relay) : NULL;
-    b->colls = b->dids_file ? file_collections : relay_collections;
-    b->ncoll = b->dids_file ? 1 : sizeof relay_collections / sizeof *relay_collections;
+    b->colls = b->dids_file ? file_collections : event_collections;
+    b->ncoll = b->dids_file ? 1 : EVENT_NCOLLECTIONS;
     b->k_state = fmt("%sbackfill{bf}", opt->prefix);
     b->k_todo = fmt("%sbackfill{bf}:todo", opt->prefix);
     b->k_done = fmt("%sbackfill{bf}:done", opt->prefix);

@@ -8,6 +8,9 @@
 
 #define ATCR_PREFIX "io.atcr."
 
+const char *const event_collections[EVENT_NCOLLECTIONS] = {
+    ATCR_PREFIX "manifest", ATCR_PREFIX "tag", EVENT_COLLECTION_HOLD_STATS};
+
 /* ---- the cheap scan: no parse, no allocation ---- */
 
 static const char *find(const char *data, size_t len, const char *needle)

@@ -38,6 +38,12 @@ typedef enum {
 
 typedef enum { RECORD_MANIFEST = 'm', RECORD_TAG = 't', RECORD_HOLD_STATS = 's' } record_kind;
 
+/* The collections the appview indexes, one per record kind: what the ingester asks Jetstream
+ * for and what the backfill enumerates on a relay. */
+#define EVENT_COLLECTION_HOLD_STATS "io.atcr.hold.stats"
+#define EVENT_NCOLLECTIONS 3
+extern const char *const event_collections[EVENT_NCOLLECTIONS];
+
 typedef struct {
     event_kind kind;
     const char *reason;         /* EVENT_INVALID: static label, e.g. "bad_json", "invalid_record" */

@@ -24,9 +24,6 @@
  * skipped (and counted) by the client before any parse. */
 #define MAX_EVENT_BYTES (1024 * 1024 + 16 * 1024)
 
-static const char *const wanted_collections[] = {"io.atcr.manifest", "io.atcr.tag",
-                                                 "io.atcr.hold.stats"};
-
 /* A place in the stream: the seq and the configured URL it belongs to (-1: none), and the
  * time. */
 typedef struct {
@@ -937,9 +934,8 @@ ingest *ingest_new(uv_loop_t *loop, cache_client *v, fold *f, loader *ld, http_c
     }
     in->js_opt = (jetstream_options){.urls = opt->urls,
                                      .nurls = opt->nurls,
-                                     .collections = wanted_collections,
-                                     .ncollections =
-                                         sizeof wanted_collections / sizeof wanted_collections[0],
+                                     .collections = event_collections,
+                                     .ncollections = EVENT_NCOLLECTIONS,
                                      .stall_seconds = opt->stall_seconds,
                                      .max_message = MAX_EVENT_BYTES,
                                      .no_compression = opt->no_compression,

@@ -19,7 +19,6 @@
 #define PAGE_LIMIT "100"
 /* 1000 pages of 100: a repository larger than that is refused rather than listed forever. */
 #define MAX_PAGES 1000
-#define HOLD_STATS_COLLECTION "io.atcr.hold.stats"
 
 static const char *const collections[] = {"io.atcr.manifest", "io.atcr.tag"};
 #define NCOLLECTIONS 2
@@ -1112,7 +1111,7 @@ static void hold_record(hold_flight *hf, json_t *item, const char *prefix, size_
     event ev;
     /* A hold has no commit to name; its stats fold by updatedAt, not by rev (the lowest TID
      * stands in, for the record checks). */
-    if (event_from_record(&ev, hf->did, HOLD_STATS_COLLECTION, rkey, "2222222222222",
+    if (event_from_record(&ev, hf->did, EVENT_COLLECTION_HOLD_STATS, rkey, "2222222222222",
                           get_string(item, "cid"), json_object_get(item, "value"),
                           l->lexicons) != EVENT_COMMIT ||
         !rkey) {
@@ -1143,7 +1142,7 @@ static void on_hold_page(const http_result *res, void *ud)
     }
     json_t *root = json_read(res->body, res->len);
     json_t *records = json_object_get(root, "records");
-    char *prefix = fmt("at://%s/%s/", hf->did, HOLD_STATS_COLLECTION);
+    char *prefix = fmt("at://%s/%s/", hf->did, EVENT_COLLECTION_HOLD_STATS);
     if (!json_is_array(records) || !prefix) {
         hold_fail(hf, LOAD_UPSTREAM_FAILURE,
                   prefix ? "listRecords: malformed response" : "out of memory");
@@ -1171,8 +1170,8 @@ static void on_hold_page(const http_result *res, void *ud)
 
 static int hold_page(hold_flight *hf)
 {
-    if (get_list_page(hf->l, hf->hold, hf->did, HOLD_STATS_COLLECTION, hf->cursor, on_hold_page,
-                      hf) < 0)
+    if (get_list_page(hf->l, hf->hold, hf->did, EVENT_COLLECTION_HOLD_STATS, hf->cursor,
+                      on_hold_page, hf) < 0)
         return -1;
     hf->outstanding++;
     return 0;
