@@ -66,7 +66,7 @@ struct backfill {
     int bar;
     backfill_done_cb on_done;
     void *ud;
-    char *k_state, *k_todo, *k_done, *k_failed, *k_schema;
+    char *k_state, *k_todo, *k_done, *k_failed, *k_tries, *k_schema;
     int script;
     lease *lease;
     uv_timer_t tick, wake;
@@ -312,13 +312,14 @@ static void report(backfill *b, uint64_t now)
 static int run_op(backfill *b, const char *op, cache_reply_cb cb, step_ctx *ctx, int nargs,
                   const char **args)
 {
-    const char **argv = malloc((size_t)(6 + nargs) * sizeof *argv);
+    const char **argv = malloc((size_t)(7 + nargs) * sizeof *argv);
     int rc = -1;
     if (argv && ctx) {
-        const char *head[] = {b->k_state, b->k_todo, b->k_done, b->k_failed, op, b->pass};
+        const char *head[] = {b->k_state, b->k_todo, b->k_done, b->k_failed,
+                              b->k_tries, op,        b->pass};
         memcpy(argv, head, sizeof head);
-        if (nargs) memcpy(argv + 6, args, (size_t)nargs * sizeof *args);
-        rc = cache_eval(b->v, b->script, cb, ctx, 4, 6 + nargs, argv, NULL);
+        if (nargs) memcpy(argv + 7, args, (size_t)nargs * sizeof *args);
+        rc = cache_eval(b->v, b->script, cb, ctx, 5, 7 + nargs, argv, NULL);
     }
     free(argv);
     if (rc == 0)
@@ -489,14 +490,34 @@ static void on_marked(const reply *r, void *ud)
     pump(b);
 }
 
+/* it's attempts, now, and its last error: what "attempt" and "fail" record. */
+static void attempts_value(const bf_item *it, char *out, size_t size)
+{
+    snprintf(out, size, "%u %llu %s", it->attempts, (unsigned long long)wall_ms(), it->error);
+}
+
 static void mark_failed(backfill *b, bf_item *it)
 {
     char value[300];
-    snprintf(value, sizeof value, "%u %llu %s", it->attempts, (unsigned long long)wall_ms(),
-             it->error);
+    attempts_value(it, value, sizeof value);
     (*b->failed_total)++;
     log_warn("backfill", "%s failed: %s", it->did, it->error);
     if (run_op(b, "fail", on_marked, ctx_new(b, it), 2, (const char *[]){it->did, value}) < 0)
+        pass_stop(b, "Valkey unavailable");
+}
+
+static void on_attempt_noted(const reply *r, void *ud)
+{
+    op_answer(r, ud, NULL, NULL);
+}
+
+/* A failed attempt is written as it happens: a restart goes on counting from it. */
+static void note_attempt(backfill *b, const bf_item *it)
+{
+    char value[300];
+    attempts_value(it, value, sizeof value);
+    if (run_op(b, "attempt", on_attempt_noted, ctx_new(b, NULL), 2,
+               (const char *[]){it->did, value}) < 0)
         pass_stop(b, "Valkey unavailable");
 }
 
@@ -513,6 +534,7 @@ static void step_failed(backfill *b, bf_item *it, bf_fail_kind kind, long wait_m
         mark_failed(b, it);
     } else if (kind == BF_FAIL_TRANSIENT) {
         (*b->retries_total)++;
+        note_attempt(b, it);
         log_info("backfill", "%s: %s (attempt %u of %d; trying again)", it->did, error,
                  it->attempts, BF_ATTEMPTS);
     }
@@ -606,20 +628,36 @@ static void start_step(backfill *b, const bf_step *st)
 
 /* ---- the window: DIDs taken from the queue ---- */
 
+/* The attempts a "attempts failed_at_ms reason" value counts; 0 for none. */
+static unsigned attempts_of(const reply *v)
+{
+    if (!v || v->type != REPLY_STRING) return 0;
+    unsigned long n = strtoul(v->str, NULL, 10);
+    return n > BF_ATTEMPTS ? BF_ATTEMPTS : (unsigned)n;
+}
+
 static void on_scanned(const reply *r, void *ud)
 {
-    backfill *b = ctx_take(ud, NULL);
+    step_ctx *c = ud;
+    c->b->ops_inflight--;
+    backfill *b = ctx_take(c, NULL);
     if (!b) return;
     b->scan_inflight = 0;
-    if (!r || r->type != REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REPLY_STRING ||
-        r->element[1]->type != REPLY_ARRAY) {
+    if (r && r->type == REPLY_INTEGER && r->integer == 0) {
+        pass_stop(b, "the pass was replaced");
+        return;
+    }
+    /* {next cursor, DIDs, their failed attempts (nil when none)} */
+    if (!r || r->type != REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REPLY_STRING ||
+        r->element[1]->type != REPLY_ARRAY || r->element[2]->type != REPLY_ARRAY ||
+        r->element[2]->elements != r->element[1]->elements) {
         pass_stop(b, "Valkey did not answer a queue scan");
         return;
     }
-    const reply *dids = r->element[1];
+    const reply *dids = r->element[1], *tries = r->element[2];
     for (size_t i = 0; i < dids->elements; i++) {
         if (dids->element[i]->type != REPLY_STRING) continue;
-        int rc = bf_sched_add(b->sched, dids->element[i]->str);
+        int rc = bf_sched_add(b->sched, dids->element[i]->str, attempts_of(tries->element[i]));
         if (rc < 0) {
             pass_stop(b, "out of memory");
             return;
@@ -643,12 +681,8 @@ static void scan(backfill *b)
         b->scan_added = 0;
         snprintf(b->scan_cursor, sizeof b->scan_cursor, "0");
     }
-    step_ctx *c = ctx_new(b, NULL);
-    if (!c ||
-        cache_command(b->v, on_scanned, c, 5,
-                      (const char *[]){"SSCAN", b->k_todo, b->scan_cursor, "COUNT", SCAN_COUNT},
-                      NULL) < 0) {
-        ctx_drop(c);
+    if (run_op(b, "scan", on_scanned, ctx_new(b, NULL), 2,
+               (const char *[]){b->scan_cursor, SCAN_COUNT}) < 0) {
         pass_stop(b, "Valkey unavailable");
         return;
     }
@@ -1426,6 +1460,7 @@ backfill *backfill_new(uv_loop_t *loop, cache_client *v, loader *ld, http_client
     b->k_todo = fmt("%sbackfill{bf}:todo", opt->prefix);
     b->k_done = fmt("%sbackfill{bf}:done", opt->prefix);
     b->k_failed = fmt("%sbackfill{bf}:failed", opt->prefix);
+    b->k_tries = fmt("%sbackfill{bf}:tries", opt->prefix);
     b->k_schema = fmt("%sschema", opt->prefix);
     char *lease_key = fmt("%sbackfill-lease", opt->prefix);
     b->script = cache_register_script(v, "backfill", lua_backfill);
@@ -1433,8 +1468,8 @@ backfill *backfill_new(uv_loop_t *loop, cache_client *v, loader *ld, http_client
                          : NULL;
     free(lease_key);
     if (!b->prefix || !b->source || !b->k_state || !b->k_todo || !b->k_done || !b->k_failed ||
-        !b->k_schema || b->script < 0 || !b->lease || (opt->relay_url && !b->relay) ||
-        (opt->dids_file && !b->dids_file)) {
+        !b->k_tries || !b->k_schema || b->script < 0 || !b->lease ||
+        (opt->relay_url && !b->relay) || (opt->dids_file && !b->dids_file)) {
         b->closing = 1;
         lease_free(b->lease);
         b->lease = NULL;
@@ -1497,6 +1532,7 @@ static void maybe_free(backfill *b)
     free(b->k_todo);
     free(b->k_done);
     free(b->k_failed);
+    free(b->k_tries);
     free(b->k_schema);
     free(b);
 }

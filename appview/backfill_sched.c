@@ -102,7 +102,7 @@ bf_item *bf_sched_find(const bf_sched *s, const char *did)
     return v ? ptr_of(v) : NULL;
 }
 
-int bf_sched_add(bf_sched *s, const char *did)
+int bf_sched_add(bf_sched *s, const char *did, unsigned attempts)
 {
     if (bf_sched_find(s, did)) return 1;
     if (s->n == s->cap) {
@@ -122,6 +122,8 @@ int bf_sched_add(bf_sched *s, const char *did)
         free(it);
         return -1;
     }
+    /* Attempts a restart carried over leave it one at least: it is tried before it fails. */
+    it->attempts = attempts < BF_ATTEMPTS ? attempts : BF_ATTEMPTS - 1;
     s->items[s->n++] = it;
     return 0;
 }

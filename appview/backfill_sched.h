@@ -102,8 +102,9 @@ typedef struct bf_sched bf_sched;
 bf_sched *bf_sched_new(unsigned concurrency, unsigned per_host);
 void bf_sched_free(bf_sched *s);
 
-/* A DID taken from the queue: 0 added, 1 already in the window, -1 out of memory. */
-int bf_sched_add(bf_sched *s, const char *did);
+/* A DID taken from the queue, with the attempts that already failed for it (counted before a
+ * restart): 0 added, 1 already in the window, -1 out of memory. */
+int bf_sched_add(bf_sched *s, const char *did, unsigned attempts);
 
 typedef enum { BF_STEP_NONE, BF_STEP_RESOLVE, BF_STEP_LOAD } bf_step_kind;
 

@@ -14,6 +14,7 @@ import bisect
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -740,6 +741,35 @@ def test_a_pds_failing_for_one_did_fails_it_and_the_others_complete(h):
     st = state(h, redis)
     assert st["done"] == str(len(dids)) and st["retries"] == "1", st
     assert count(h, redis, "EXISTS", f"{PREFIX}{{{bad}}}/complete") == 1
+
+
+def test_a_restart_goes_on_counting_a_dids_failed_attempts(h):
+    """A DID's failed attempts are written as they happen: a restart does not give it three
+    more, so a PDS failing for one DID cannot hold a pass that restarts open forever."""
+    net = network(h)
+    relay, ups = Relay(h, net), Upstreams(h, net)
+    redis = h.start_redis()
+    bad = net.atcr_dids()[5]
+    ups.fail_dids = {bad}
+    tries_key = PREFIX + "backfill{bf}:tries"
+    p = backfill_command(h, redis, net, ups, relay, wait=False)
+    wait_for(lambda: h.redis(redis, "HGET", tries_key, bad).startswith("1 "), timeout=60,
+             what="its first failed attempt written")
+    p.kill()
+    noted = h.redis(redis, "HGET", tries_key, bad).split(" ", 2)
+    before = int(noted[0])
+    assert before in (1, 2) and "HTTP 500" in noted[2], noted
+    p = backfill_command(h, redis, net, ups, relay, wait=False, name="backfill2")
+    assert p.wait(180) == 1, p.log()[-3000:]
+    again = [int(n) for n in re.findall(re.escape(bad) + r": .*\(attempt (\d) of 3; trying again\)",
+                                          p.log())]
+    # The second run made the attempts left, numbered on from the first run's.
+    assert again == list(range(before + 1, 3)), (before, again)
+    failed = h.redis(redis, "HGET", PREFIX + "backfill{bf}:failed", bad).split(" ", 2)
+    assert failed[0] == "3" and "HTTP 500" in failed[2], failed
+    assert count(h, redis, "HLEN", tries_key) == 0
+    st = state(h, redis)
+    assert st["done"] == str(len(net.atcr_dids()) - 1) and st["state"] == "finished", st
 
 
 def test_a_429_parks_its_host_while_the_other_goes_on(h):

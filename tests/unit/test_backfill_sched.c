@@ -79,7 +79,7 @@ static void fill(bf_sched *s, int n)
     char did[40];
     for (int i = 0; i < n; i++) {
         snprintf(did, sizeof did, "did:plc:d%d", i);
-        CHECK(bf_sched_add(s, did) == 0);
+        CHECK(bf_sched_add(s, did, 0) == 0);
     }
 }
 
@@ -98,8 +98,8 @@ static void resolve_n(bf_sched *s, int n, const char *const *hosts, bf_item **ou
 static void test_window_add_find_remove(void)
 {
     bf_sched *s = bf_sched_new(2, 1);
-    CHECK(bf_sched_add(s, "did:plc:x") == 0);
-    CHECK(bf_sched_add(s, "did:plc:x") == 1);
+    CHECK(bf_sched_add(s, "did:plc:x", 0) == 0);
+    CHECK(bf_sched_add(s, "did:plc:x", 0) == 1);
     CHECK(bf_sched_size(s) == 1);
     bf_item *it = bf_sched_find(s, "did:plc:x");
     CHECK(it && !strcmp(it->did, "did:plc:x") && it->state == BF_ITEM_NEW);
@@ -169,7 +169,7 @@ static void test_failures_back_off_then_give_up(void)
     CHECK(bf_sched_active(s) == 0 && bf_sched_host_active(s, A) == 0);
     CHECK(bf_sched_next(s, 99999).kind == BF_STEP_NONE);
     /* A DID that does not exist is given up at once. */
-    CHECK(bf_sched_add(s, "did:plc:gone") == 0);
+    CHECK(bf_sched_add(s, "did:plc:gone", 0) == 0);
     st = bf_sched_next(s, 4000);
     CHECK(bf_sched_failed(s, st.item, BF_FAIL_FINAL, -1, "RepoNotFound", 4000, 0) == 1);
     CHECK(st.item->attempts == 0);
@@ -239,7 +239,7 @@ static void test_wants_more_until_the_window_is_full(void)
     CHECK(bf_sched_wants_more(s, 0));
     fill(s, 3);
     CHECK(bf_sched_wants_more(s, 0)); /* 3 startable < 2 x 2 */
-    CHECK(bf_sched_add(s, "did:plc:more") == 0);
+    CHECK(bf_sched_add(s, "did:plc:more", 0) == 0);
     CHECK(!bf_sched_wants_more(s, 0));
     /* DIDs backing off do not count as startable. */
     bf_step st = bf_sched_next(s, 0);
