@@ -1277,6 +1277,11 @@ static void on_lease(int held, void *ud)
     if (b->ph == PH_RUNNING || b->ph == PH_STARTING) pass_stop(b, "the backfill lease was lost");
 }
 
+void backfill_on_valkey_state(backfill *b, int up)
+{
+    if (up && !b->stopping && b->ph == PH_IDLE && uv_now(b->loop) >= b->next_check) check(b);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     backfill *b = t->data;

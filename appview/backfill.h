@@ -54,6 +54,9 @@ backfill *backfill_new(uv_loop_t *loop, cache_client *v, loader *ld, http_client
 /* Asks for a new pass (auto mode and the command run it; whichever replica holds the lease
  * does): the index lost what the last one loaded. Recorded in Valkey as soon as it is up. */
 void backfill_request(backfill *b, const char *reason);
+/* Valkey came up (up=1) or went down: the first look, and the one after an outage, happen at
+ * once rather than at the next tick. */
+void backfill_on_valkey_state(backfill *b, int up);
 /* Appends "backfill":{...} (mode, state, DIDs found/done/failed/queued, records, rate, ETA). */
 int backfill_health_json(const backfill *b, buf *out);
 /* Stops starting work; call backfill_idle until it returns 1 (marks in flight written, the

@@ -81,6 +81,7 @@ static void on_valkey_state(int up, void *ud)
 {
     app *a = ud;
     if (a->in) ingest_on_valkey_state(a->in, up);
+    if (a->bf) backfill_on_valkey_state(a->bf, up);
 }
 
 static int json_str(buf *out, const char *s)
