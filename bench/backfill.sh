@@ -151,6 +151,40 @@ def bare_client(net):
     return len(urls) / secs
 
 
+def valkey_alone(net):
+    """Seconds Valkey alone takes for the backfill's own commands: one more backfill into a
+    server whose MONITOR records them, then piped (redis-cli --pipe) into a fresh server three
+    times; the median. What the appview cannot beat however little it costs itself."""
+    cp, cport = redis()
+    with open(f"{DIR}/monitor.txt", "wb") as out:
+        mon = subprocess.Popen(["redis-cli", "-p", str(cport), "MONITOR"], stdout=out,
+                               stderr=subprocess.DEVNULL)
+        procs.append(mon)
+        time.sleep(0.2)
+        backfill(net, cport, "capture")
+        time.sleep(0.2)
+        mon.terminate()
+        mon.wait()
+    cp.terminate()
+    with open(f"{DIR}/monitor.txt", "rb") as fin, open(f"{DIR}/commands.resp", "wb") as fout:
+        subprocess.run(["python3", "bench/monitor_to_resp.py"], stdin=fin, stdout=fout,
+                       check=True)
+    os.unlink(f"{DIR}/monitor.txt")
+    runs = []
+    for _ in range(3):
+        pp, pport = redis()
+        t0 = time.monotonic()
+        with open(f"{DIR}/commands.resp", "rb") as f:
+            done = subprocess.run(["redis-cli", "-p", str(pport), "--pipe"], stdin=f,
+                                  capture_output=True, text=True)
+        runs.append(time.monotonic() - t0)
+        pp.terminate()
+        pp.wait()
+        if done.returncode or "errors: 0," not in done.stdout:
+            raise SystemExit(f"backfill bench: redis-cli --pipe: {done.stdout} {done.stderr}")
+    return sorted(runs)[1]
+
+
 try:
     sp, net = standin(N)
     rp, port = redis()
@@ -166,6 +200,7 @@ try:
     assert done == net["listed"] and records == net["records"], (state, net)
     yard = wrk_list_records(net, C)
     bare = bare_client(net)
+    alone = valkey_alone(net)
     print(f"backfill: {N} DIDs x ({M} manifests + {T} tags) on {H} PDS hosts, concurrency {C} "
           f"({PER_HOST} per host), net_standin serving from memory, into a fresh redis-server")
     print(f"  appview backfill      {secs:6.2f} s  {done / secs:8.0f} DIDs/s  "
@@ -178,6 +213,13 @@ try:
     print(f"  appview / stand-in listRecords: records/s {records / secs / (yard * M):.2f}, "
           f"requests/s {requests / secs / yard:.2f};  appview / bare client requests/s "
           f"{requests / secs / bare:.2f}")
+    print(f"  yardstick: Valkey alone, fed the backfill's own commands (redis-cli --pipe)  "
+          f"{alone:.2f} s = {records / alone:9.0f} records/s")
+    # HTTP and Valkey overlapped perfectly, with no work of the appview's own: the fastest
+    # this backfill could be on this machine.
+    floor = max(requests / bare, alone)
+    print(f"  appview / Valkey alone records/s {alone / secs:.2f};  appview / the slower of the "
+          f"bare client and Valkey alone {floor / secs:.2f}")
     rp.terminate()
     sp.terminate()
     sp, net = standin(N * 4)
