@@ -11,51 +11,34 @@
 #include "atproto/log.h"
 #include "atproto/options.h"
 #include "atproto/path.h"
+#include "atproto/url.h"
 #include "cache/valkey.h"
 
-/* Why v is not a URL of one of schemes with a host, an optional port 1..65535, no fragment and
- * no whitespace; NULL when it is. *rest is then where the path (or query) starts. */
+/* Why v is not a URL of one of schemes ("https", ...) with a host and no user, password or
+ * fragment, parsed by atproto/url.h's rules; NULL when it is. When path_ok is given, its
+ * verdict on the path decides too. A reason url_parse wrote lives in a static buffer until the
+ * next call: options are checked one at a time, at start-up. */
 static const char *url_shape(const char *v, const char *const *schemes, const char *want,
-                             const char **rest)
+                             const char *(*path_ok)(const char *path))
 {
-    const char *p = NULL;
-    for (; *schemes && !p; schemes++)
-        if (!strncmp(v, *schemes, strlen(*schemes))) p = v + strlen(*schemes);
-    if (!p) return want;
-    for (const char *c = v; *c; c++)
-        if (isspace((unsigned char)*c) || iscntrl((unsigned char)*c))
-            return "no spaces or control characters allowed";
-    if (strchr(v, '#')) return "no #fragment allowed";
-    size_t alen = strcspn(p, "/?");
-    if (memchr(p, '@', alen)) return "no user or password allowed in this URL";
-    const char *port = NULL;
-    if (*p == '[') {
-        const char *close = memchr(p, ']', alen);
-        if (!close || close == p + 1) return "an IPv6 host needs its closing ']'";
-        if (close + 1 < p + alen) {
-            if (close[1] != ':') return "expected :PORT after the IPv6 host";
-            port = close + 2;
-        }
-    } else {
-        const char *colon = memchr(p, ':', alen);
-        if (colon == p || alen == 0) return "no host";
-        if (colon) port = colon + 1;
-    }
-    if (port) {
-        size_t digits = (size_t)(p + alen - port);
-        if (!digits || digits > 5 || strspn(port, "0123456789") < digits || atol(port) < 1 ||
-            atol(port) > 65535)
-            return "the port must be a number 1..65535";
-    }
-    *rest = p + alen;
-    return NULL;
+    static char why[160];
+    url_parts u;
+    if (url_parse(v, &u, why, sizeof why) < 0) return strncmp(why, "no scheme", 9) ? why : want;
+    const char *bad = want;
+    for (; *schemes; schemes++)
+        if (!strcmp(u.scheme, *schemes)) bad = NULL;
+    if (!bad && !*u.host) bad = "no host";
+    if (!bad && u.user) bad = "no user or password allowed in this URL";
+    if (!bad && u.fragment) bad = "no #fragment allowed";
+    if (!bad && path_ok) bad = path_ok(u.path);
+    url_parts_free(&u);
+    return bad;
 }
 
 static const char *check_http_url(const char *v)
 {
-    static const char *const schemes[] = {"https://", "http://", NULL};
-    const char *rest;
-    return url_shape(v, schemes, "expected an http(s):// URL", &rest);
+    static const char *const schemes[] = {"https", "http", NULL};
+    return url_shape(v, schemes, "expected an http(s):// URL", NULL);
 }
 
 static const char *check_backfill_mode(const char *v)
@@ -81,19 +64,21 @@ static const char *check_cluster_seeds(const char *v)
 
 /* Jetstream's path says which protocol it speaks (appview/jetstream.h); anything else is a
  * typo that would be read as v1 and answered with a 404 forever. */
-static const char *check_ws_url(const char *v)
+static const char *jetstream_path(const char *path)
 {
-    static const char *const schemes[] = {"wss://", "ws://", NULL};
     static const char v1[] = "/subscribe", v2[] = "/xrpc/" JETSTREAM_V2_METHOD;
-    const char *rest;
-    const char *why = url_shape(v, schemes, "expected a ws:// or wss:// URL", &rest);
-    if (why) return why;
-    size_t plen = strcspn(rest, "?");
-    int is_v1 = plen >= strlen(v1) && !memcmp(rest + plen - strlen(v1), v1, strlen(v1));
-    int is_v2 = plen >= strlen(v2) && !memcmp(rest + plen - strlen(v2), v2, strlen(v2));
+    size_t plen = strlen(path);
+    int is_v1 = plen >= strlen(v1) && !strcmp(path + plen - strlen(v1), v1);
+    int is_v2 = plen >= strlen(v2) && !strcmp(path + plen - strlen(v2), v2);
     return is_v1 || is_v2 ? NULL
                           : "the path must end in /subscribe (Jetstream v1) or "
                             "/xrpc/network.bsky.jetstream.subscribeEvents (v2)";
+}
+
+static const char *check_ws_url(const char *v)
+{
+    static const char *const schemes[] = {"wss", "ws", NULL};
+    return url_shape(v, schemes, "expected a ws:// or wss:// URL", jetstream_path);
 }
 
 /* The prefix is pasted in front of keys that carry {did} hash tags; a brace of its own would
