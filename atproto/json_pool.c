@@ -1,17 +1,9 @@
 #include "atproto/json_pool.h"
 
+#include "atproto/asan.h"
 #include "atproto/buf.h"
 
 #include <stdlib.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 #define CLASS_BYTES 16
 #define CLASSES 16 /* blocks of 16, 32, ... 256 bytes */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "atproto/buf.h"
+#include "atproto/freelist.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "cache/slots.h"
@@ -20,6 +21,8 @@
 #define RETRY_PAUSE_MS 50
 /* More redirections than this for one command means the cluster cannot agree: it fails. */
 #define MAX_REDIRECTS 16
+/* Calls kept for reuse (one server): a round of the ingester has thousands in flight. */
+#define SPARE_CALLS 16384
 #define SCAN_COUNT "1000"
 
 typedef struct node node;
@@ -93,6 +96,7 @@ typedef struct {
 
 struct cache_client {
     uv_loop_t *loop;
+    freelist spare_calls; /* one server: calls are all of one size, and kept for reuse */
     int cluster;
     char *url;
     cluster_seeds seeds;
@@ -607,7 +611,7 @@ static call *call_new(cache_client *c, cache_reply_cb cb, void *ud, int script, 
         for (int i = 0; i < argc; i++)
             extra += (argvlen ? argvlen[i] : strlen(argv[i])) + 1;
     }
-    call *k = malloc(sizeof *k + extra);
+    call *k = extra ? malloc(sizeof *k + extra) : freelist_get(&c->spare_calls);
     if (!k) return NULL;
     *k = (call){.c = c, .cb = cb, .ud = ud, .script = script, .nkeys = nkeys, .argc = argc};
     if (!c->cluster) {
@@ -628,6 +632,14 @@ static call *call_new(cache_client *c, cache_reply_cb cb, void *ud, int script, 
     k->argv = args;
     k->lens = lens;
     return k;
+}
+
+static void call_free(cache_client *c, call *k)
+{
+    if (c->cluster)
+        free(k);
+    else
+        freelist_put(&c->spare_calls, k);
 }
 
 static void on_asking(redisReply *r, void *ud)
@@ -679,7 +691,7 @@ static void finish(call *k, const redisReply *r, node *from)
     inflight_remove(c, k);
     unsigned slot = k->slot;
     hand_over(r, k->cb, k->ud);
-    free(k);
+    call_free(c, k);
     if (c->freeing) return;
     if (c->cluster) check_holds(c, slot);
     check_syncs(c);
@@ -830,7 +842,7 @@ static int issue(cache_client *c, int script, int nkeys, cache_reply_cb cb, void
     }
     if (send_to(k, to) < 0) {
         inflight_remove(c, k);
-        free(k);
+        call_free(c, k);
         return -1;
     }
     return 0;
@@ -1463,6 +1475,7 @@ cache_client *cache_new(uv_loop_t *loop, const cache_options *opt)
     cache_client *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->loop = loop;
+    c->spare_calls = (freelist)FREELIST_INIT(sizeof(call), SPARE_CALLS);
     c->head.next = c->head.prev = &c->head;
     c->cluster = opt->cluster && *opt->cluster;
     c->wait_replicas = opt->wait_replicas;
@@ -1599,6 +1612,7 @@ static void release(cache_client *c)
     free_slot_lists(c);
     free(c->url);
     free(c->client_name);
+    freelist_clear(&c->spare_calls);
     free(c);
 }
 

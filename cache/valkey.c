@@ -11,6 +11,7 @@
 
 #include "atproto/buf.h"
 #include "atproto/backoff.h"
+#include "atproto/freelist.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
 #include "atproto/redact.h"
@@ -33,6 +34,9 @@ typedef struct vk_io vk_io;
 
 /* One command on the wire. Replies come back in order on one connection, so the list is a
  * queue and its head is the oldest: the watchdog only has to look there. */
+/* The in-flight entries kept for reuse: a round of the ingester has thousands on the wire. */
+#define SPARE_PENDING 16384
+
 typedef struct pending {
     struct pending *prev, *next;
     valkey *v;
@@ -71,6 +75,7 @@ struct valkey {
     int loading; /* setup replies still expected before READY */
 
     pending head; /* sentinel of the in-flight queue */
+    freelist spare_pending;
     size_t npending;
 
     uv_timer_t reconnect_timer;
@@ -240,7 +245,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         (*v->failures_total)++;
     }
     p->cb(reply, p->ud);
-    free(p);
+    freelist_put(&v->spare_pending, p);
 }
 
 /* Above this many bytes of queued commands, they are written at once instead of at the end
@@ -295,7 +300,7 @@ static int format_command(valkey *v, int argc, const char **argv, const size_t *
 static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const char **argv,
                      const size_t *argvlen)
 {
-    pending *p = malloc(sizeof *p);
+    pending *p = freelist_get(&v->spare_pending);
     if (!p) return -1;
     p->v = v;
     p->cb = cb;
@@ -304,7 +309,7 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
     if (format_command(v, argc, argv, argvlen) < 0 ||
         redisAsyncFormattedCommand(v->ac, on_reply, p, v->command.data, v->command.len) !=
             REDIS_OK) {
-        free(p);
+        freelist_put(&v->spare_pending, p);
         return -1;
     }
     queue_push(v, p);
@@ -649,6 +654,7 @@ valkey *valkey_new(uv_loop_t *loop, const valkey_options *opt)
     if (!v) return NULL;
     v->loop = loop;
     v->head.next = v->head.prev = &v->head;
+    v->spare_pending = (freelist)FREELIST_INIT(sizeof(pending), SPARE_PENDING);
     v->timeout_ns = (uint64_t)((opt->command_timeout > 0 ? opt->command_timeout : 5) * 1e9);
     v->on_state = opt->on_state;
     v->state_ud = opt->state_ud;
@@ -770,6 +776,7 @@ static void release(valkey *v)
     url_fields_free(v);
     free(v->where);
     buf_free(&v->command);
+    freelist_clear(&v->spare_pending);
     free(v);
 }
 
