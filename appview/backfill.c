@@ -11,6 +11,7 @@
 #include "appview/fold.h"
 #include "appview/lease.h"
 #include "atproto/backoff.h"
+#include "atproto/buf.h"
 #include "atproto/json_read.h"
 #include "atproto/log.h"
 #include "atproto/metrics.h"
@@ -114,17 +115,6 @@ struct backfill {
 static backfill *bar_owner;
 
 /* ---- small helpers ---- */
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    return n < 0 ? NULL : s;
-}
 
 static uint64_t wall_ms(void)
 {
@@ -878,7 +868,7 @@ static void read_file_page(backfill *b)
     }
     long next = ftell(f);
     fclose(f);
-    char *cursor = !eof && next > 0 ? fmt("%ld", next) : NULL;
+    char *cursor = !eof && next > 0 ? buf_dup_printf("%ld", next) : NULL;
     write_page(b, (const char *const *)dids, n, cursor);
     for (size_t i = 0; i < n; i++)
         free(dids[i]);
@@ -1458,16 +1448,18 @@ backfill *backfill_new(uv_loop_t *loop, cache_client *v, loader *ld, http_client
     b->relay = opt->relay_url ? strdup(opt->relay_url) : NULL;
     if (b->relay) url_trim_slashes(b->relay);
     b->dids_file = opt->dids_file ? strdup(opt->dids_file) : NULL;
-    b->source = b->dids_file ? fmt("file:%s", b->dids_file) : b->relay ? strdup(b->relay) : NULL;
+    b->source = b->dids_file ? buf_dup_printf("file:%s", b->dids_file)
+                : b->relay   ? strdup(b->relay)
+                             : NULL;
     b->colls = b->dids_file ? file_collections : event_collections;
     b->ncoll = b->dids_file ? 1 : EVENT_NCOLLECTIONS;
-    b->k_state = fmt("%sbackfill{bf}", opt->prefix);
-    b->k_todo = fmt("%sbackfill{bf}:todo", opt->prefix);
-    b->k_done = fmt("%sbackfill{bf}:done", opt->prefix);
-    b->k_failed = fmt("%sbackfill{bf}:failed", opt->prefix);
-    b->k_tries = fmt("%sbackfill{bf}:tries", opt->prefix);
-    b->k_schema = fmt("%sschema", opt->prefix);
-    char *lease_key = fmt("%sbackfill-lease", opt->prefix);
+    b->k_state = buf_dup_printf("%sbackfill{bf}", opt->prefix);
+    b->k_todo = buf_dup_printf("%sbackfill{bf}:todo", opt->prefix);
+    b->k_done = buf_dup_printf("%sbackfill{bf}:done", opt->prefix);
+    b->k_failed = buf_dup_printf("%sbackfill{bf}:failed", opt->prefix);
+    b->k_tries = buf_dup_printf("%sbackfill{bf}:tries", opt->prefix);
+    b->k_schema = buf_dup_printf("%sschema", opt->prefix);
+    char *lease_key = buf_dup_printf("%sbackfill-lease", opt->prefix);
     b->script = cache_register_script(v, "backfill", lua_backfill);
     b->lease = lease_key ? lease_new_for(loop, v, "backfill", lease_key, opt->lease_ms, on_lease, b)
                          : NULL;

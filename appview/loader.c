@@ -3,7 +3,6 @@
 #include "appview/cas.h"
 
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,17 +112,6 @@ struct loader {
 
 /* ---- small helpers ---- */
 
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    int n = vasprintf(&s, f, ap);
-    va_end(ap);
-    return n < 0 ? NULL : s;
-}
-
 static unsigned bucket(const char *key)
 {
     unsigned h = 2166136261u;
@@ -194,13 +182,13 @@ static void id_finish(id_flight *f, load_status st, const char *did, const char 
 static void cache_identity(loader *l, const char *did, const char *handle, const char *pds,
                            const char *hold)
 {
-    char *id = fmt("%s{%s}/id", l->prefix, did);
+    char *id = buf_dup_printf("%s{%s}/id", l->prefix, did);
     if (!id) return;
     write_quiet(l, 8, (const char *[]){"HSET", id, "handle", handle, "pds", pds, "hold", hold});
     write_quiet(l, 3, (const char *[]){"EXPIRE", id, l->s_identity_ttl});
     free(id);
     if (*handle) {
-        char *hk = fmt("%shandle:%s", l->prefix, handle);
+        char *hk = buf_dup_printf("%shandle:%s", l->prefix, handle);
         if (!hk) return;
         write_quiet(l, 5, (const char *[]){"SET", hk, did, "EX", l->s_identity_ttl});
         free(hk);
@@ -209,8 +197,8 @@ static void cache_identity(loader *l, const char *did, const char *handle, const
 
 static void cache_negative(loader *l, const char *actor, int is_did)
 {
-    char *k =
-        is_did ? fmt("%s{%s}/neg", l->prefix, actor) : fmt("%shandle-neg:%s", l->prefix, actor);
+    char *k = is_did ? buf_dup_printf("%s{%s}/neg", l->prefix, actor)
+                     : buf_dup_printf("%shandle-neg:%s", l->prefix, actor);
     if (!k) return;
     write_quiet(l, 5, (const char *[]){"SET", k, "1", "EX", l->s_negative_ttl});
     free(k);
@@ -332,11 +320,11 @@ static void id_send(id_flight *f, int argc, const char **argv)
 static int id_lookup_did(id_flight *f, const char *did)
 {
     loader *l = f->l;
-    char *id = fmt("%s{%s}/id", l->prefix, did);
+    char *id = buf_dup_printf("%s{%s}/id", l->prefix, did);
     if (!id) return -1;
     f->did_step = !f->is_did;
     if (f->is_did) {
-        char *neg = fmt("%s{%s}/neg", l->prefix, did);
+        char *neg = buf_dup_printf("%s{%s}/neg", l->prefix, did);
         if (neg) id_send(f, 2, (const char *[]){"EXISTS", neg});
         free(neg);
     }
@@ -384,8 +372,8 @@ static int id_start(id_flight *f)
     if (f->is_did) {
         if (id_lookup_did(f, f->key) == 0) return 0;
     } else {
-        char *neg = fmt("%shandle-neg:%s", l->prefix, f->key);
-        char *hk = fmt("%shandle:%s", l->prefix, f->key);
+        char *neg = buf_dup_printf("%shandle-neg:%s", l->prefix, f->key);
+        char *hk = buf_dup_printf("%shandle:%s", l->prefix, f->key);
         if (neg && hk) {
             id_send(f, 2, (const char *[]){"EXISTS", neg});
             id_send(f, 2, (const char *[]){"GET", hk});
@@ -572,7 +560,7 @@ static int seen_add(repo_flight *rf, const char *collection, const char *rkey)
         rf->seen = s;
         rf->seen_cap = cap;
     }
-    char *k = fmt("%s/%s", collection, rkey);
+    char *k = buf_dup_printf("%s/%s", collection, rkey);
     if (!k) return -1;
     rf->seen[rf->nseen++] = k;
     return 0;
@@ -592,7 +580,7 @@ static int take_record(listing *ls, json_t *item, event *ev)
     const char *uri = get_string(item, "uri");
     const char *cid = get_string(item, "cid");
     json_t *value = json_object_get(item, "value");
-    char *prefix = fmt("at://%s/%s/", rf->did, ls->collection);
+    char *prefix = buf_dup_printf("at://%s/%s/", rf->did, ls->collection);
     if (!prefix) {
         rf_fail(rf, LOAD_UPSTREAM_FAILURE, "out of memory");
         return -1;
@@ -931,7 +919,7 @@ static void rf_next(repo_flight *rf)
         return;
     case STAGE_LISTING: {
         rf->stage = STAGE_PRUNE;
-        char *recs = fmt("%s{%s}/recs", l->prefix, rf->did);
+        char *recs = buf_dup_printf("%s{%s}/recs", l->prefix, rf->did);
         if (recs) rc = rf_send(rf, on_recs, 2, (const char *[]){"HKEYS", recs});
         free(recs);
         if (rc == 0) return;
@@ -949,7 +937,7 @@ static void rf_next(repo_flight *rf)
         break;
     case STAGE_SYNC: {
         rf->stage = STAGE_MARK;
-        char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
+        char *complete = buf_dup_printf("%s{%s}/complete", l->prefix, rf->did);
         if (complete)
             rc = rf_send(rf, on_marked, 5,
                          (const char *[]){"SET", complete, "1", "EX", l->s_record_ttl});
@@ -985,8 +973,8 @@ static int rf_start(repo_flight *rf, int reload)
     loader *l = rf->l;
     rf->stage = STAGE_CHECK;
     if (!reload && atp_is_did(rf->did, strlen(rf->did))) {
-        char *complete = fmt("%s{%s}/complete", l->prefix, rf->did);
-        char *id = fmt("%s{%s}/id", l->prefix, rf->did);
+        char *complete = buf_dup_printf("%s{%s}/complete", l->prefix, rf->did);
+        char *id = buf_dup_printf("%s{%s}/id", l->prefix, rf->did);
         if (complete && id && rf_send(rf, on_check, 2, (const char *[]){"GET", complete}) == 0)
             rf_send(rf, on_check_handle, 3, (const char *[]){"HGET", id, "handle"});
         free(complete);
@@ -1142,7 +1130,7 @@ static void on_hold_page(const http_result *res, void *ud)
     }
     json_t *root = json_read(res->body, res->len);
     json_t *records = json_object_get(root, "records");
-    char *prefix = fmt("at://%s/%s/", hf->did, EVENT_COLLECTION_HOLD_STATS);
+    char *prefix = buf_dup_printf("at://%s/%s/", hf->did, EVENT_COLLECTION_HOLD_STATS);
     if (!json_is_array(records) || !prefix) {
         hold_fail(hf, LOAD_UPSTREAM_FAILURE,
                   prefix ? "listRecords: malformed response" : "out of memory");
@@ -1386,7 +1374,7 @@ int loader_fetch_record(loader *l, const char *did, const char *collection, cons
                         loader_cb cb, void *ud)
 {
     repo_waiter *w = calloc(1, sizeof *w);
-    char *key = fmt("%s %s/%s", did, collection, rkey);
+    char *key = buf_dup_printf("%s %s/%s", did, collection, rkey);
     if (!w || !key) {
         free(w);
         free(key);

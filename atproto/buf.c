@@ -48,6 +48,16 @@ int buf_printf(buf *b, const char *fmt, ...)
     return 0;
 }
 
+char *buf_dup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    return n < 0 ? NULL : s;
+}
+
 int buf_url_encode(buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";

@@ -15,6 +15,8 @@ int buf_reserve(buf *b, size_t extra);
 int buf_append(buf *b, const void *data, size_t len);
 int buf_puts(buf *b, const char *s);
 __attribute__((format(printf, 2, 3))) int buf_printf(buf *b, const char *fmt, ...);
+/* A malloc'd string, formatted as printf does; NULL when memory runs out. The caller frees it. */
+__attribute__((format(printf, 1, 2))) char *buf_dup_printf(const char *fmt, ...);
 /* Appends s percent-encoded for a URL query value: all but RFC 3986 unreserved characters. */
 int buf_url_encode(buf *b, const char *s);
 /* Appends s as a JSON string literal, quotes included; runs that need no escape are copied
