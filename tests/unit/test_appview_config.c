@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "appview/config.h"
+#include "tests/unit/capture.h"
 #include "tests/unit/check.h"
 
 static const char *const ENV[] = {
@@ -235,20 +236,10 @@ static void test_invalid_values_rejected(void)
 /* Runs appview_config_prepare_paths with stderr captured into err. */
 static int prepare_capturing(appview_config *c, char *err, size_t cap)
 {
-    FILE *tmp = tmpfile();
-    CHECK(tmp != NULL);
-    if (!tmp) return -2;
-    fflush(stderr);
-    int saved = dup(2);
-    CHECK(saved >= 0 && dup2(fileno(tmp), 2) == 2);
+    capture cap_err;
+    if (capture_start(&cap_err, stderr) < 0) return -2;
     int rc = appview_config_prepare_paths(c);
-    fflush(stderr);
-    CHECK(dup2(saved, 2) == 2);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(err, 1, cap - 1, tmp);
-    err[n] = '\0';
-    fclose(tmp);
+    capture_end(&cap_err, err, cap);
     return rc;
 }
 

@@ -8,29 +8,18 @@
 #include <unistd.h>
 
 #include "atproto/log.h"
-#include "check.h"
+#include "tests/unit/capture.h"
 
 static void test_lws_lines(void)
 {
-    FILE *tmp = tmpfile();
-    CHECK(tmp != NULL);
-    if (!tmp) return;
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fileno(tmp), 2);
+    capture c;
+    if (capture_start(&c, stderr) < 0) return;
     log_capture_lws();
     lwsl_err("boom %d\r\n", 7);
     lwsl_warn("careful\n");
     lwsl_notice("quiet\n");
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-
     char out[1024];
-    rewind(tmp);
-    size_t n = fread(out, 1, sizeof out - 1, tmp);
-    out[n] = '\0';
-    fclose(tmp);
+    capture_end(&c, out, sizeof out);
     CHECK(strstr(out, " ERROR lws: boom 7\n") != NULL);
     CHECK(strstr(out, " WARN lws: careful\n") != NULL);
     CHECK(strstr(out, "quiet") == NULL);
@@ -39,27 +28,16 @@ static void test_lws_lines(void)
 
 static void test_limited_lines(void)
 {
-    FILE *tmp = tmpfile();
-    CHECK(tmp != NULL);
-    if (!tmp) return;
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fileno(tmp), 2);
+    capture c;
+    if (capture_start(&c, stderr) < 0) return;
     log_limit l = {0}, other = {0};
     for (int i = 0; i < 1000; i++)
         log_limited(&l, LOG_WARN, "t", "refused %d", i);
     log_limited(&other, LOG_WARN, "t", "another kind");
     l.said_ms -= LOG_LIMIT_MS; /* as if the interval had passed */
     log_limited(&l, LOG_WARN, "t", "refused again");
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-
     char out[4096];
-    rewind(tmp);
-    size_t n = fread(out, 1, sizeof out - 1, tmp);
-    out[n] = '\0';
-    fclose(tmp);
+    capture_end(&c, out, sizeof out);
     int lines = 0;
     for (char *p = out; (p = strchr(p, '\n')); p++)
         lines++;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "atproto/options.h"
+#include "tests/unit/capture.h"
 #include "tests/unit/check.h"
 
 static const char *no_x(const char *v)
@@ -33,20 +34,10 @@ static void clear_env(void)
 static int parse_capturing(FILE *stream, char *text, size_t cap, option_value *out, int argc,
                            char **argv)
 {
-    FILE *tmp = tmpfile();
-    CHECK(tmp != NULL);
-    if (!tmp) return -2;
-    fflush(stream);
-    int fd = fileno(stream), saved = dup(fd);
-    CHECK(saved >= 0 && dup2(fileno(tmp), fd) >= 0);
+    capture c;
+    if (capture_start(&c, stream) < 0) return -2;
     int rc = options_parse("prog", "1.2.3", "Does things.", SPECS, COUNT, out, argc, argv);
-    fflush(stream);
-    CHECK(dup2(saved, fd) >= 0);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(text, 1, cap - 1, tmp);
-    text[n] = '\0';
-    fclose(tmp);
+    capture_end(&c, text, cap);
     return rc;
 }
 
