@@ -326,17 +326,11 @@ class RedisCluster:
     def start_node(self, i, port=None):
         """Node i (again, on its port and with its nodes.conf, when it was started before)."""
         port = port or (self.nodes[i].port if i < len(self.nodes) else cluster_port())
-        d = os.path.join(self.h.tmp, f"{self.name}-{i}")
-        os.makedirs(d, exist_ok=True)
-        p = self.h.spawn(f"{self.name}-{i}", [
-            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
-            "--save", "", "--appendonly", "no", "--protected-mode", "no",
+        p = self.h.start_redis(port=port, name=f"{self.name}-{i}", extra=(
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(self.node_timeout_ms),
             # a replica gets its first copy at once, not after the default 5 s wait
-            "--repl-diskless-sync-delay", "0"])
-        p.port = port
-        wait_for(lambda: self.h.redis(p, "PING") == "PONG", what=f"cluster node {i}")
+            "--repl-diskless-sync-delay", "0"))
         if i < len(self.nodes):
             self.nodes[i] = p
         else:
