@@ -636,7 +636,7 @@ static int collect_entry(const char *member, size_t mlen, const void *val, size_
 
 /* Entries go to each ZADD in that zset's own order: members that land next to each other in
  * its skiplist walk the nodes the previous insert brought into the cache, where the map's
- * order lands each at random (on the bench's stream, a third of the index's Valkey time). */
+ * order lands each at random (on the bench's stream, a fifth of the index's Valkey time). */
 static int by_member(const void *x, const void *y)
 {
     const recent_pick *a = x, *b = y;

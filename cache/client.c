@@ -611,7 +611,7 @@ static call *call_new(cache_client *c, cache_reply_cb cb, void *ud, int script, 
         for (int i = 0; i < argc; i++)
             extra += (argvlen ? argvlen[i] : strlen(argv[i])) + 1;
     }
-    call *k = extra ? malloc(sizeof *k + extra) : freelist_get(&c->spare_calls);
+    call *k = c->cluster ? malloc(sizeof *k + extra) : freelist_get(&c->spare_calls);
     if (!k) return NULL;
     *k = (call){.c = c, .cb = cb, .ud = ud, .script = script, .nkeys = nkeys, .argc = argc};
     if (!c->cluster) {
