@@ -40,14 +40,13 @@ fold *fold_new(cache_client *v, const fold_options *opt)
     if (!f) return NULL;
     f->v = v;
     f->prefix = strdup(opt->prefix);
-    buf recent = {0}, index = {0}, old = {0};
-    if (buf_printf(&recent, "%srecent", opt->prefix) == 0) f->recent_key = recent.data;
+    f->recent_key = buf_dup_printf("%srecent", opt->prefix);
     /* On P recent's slot: its own name as the hash tag (a prefix's own tag, if any, is the
      * first and so wins in both names). */
-    if (f->recent_key && buf_printf(&index, "%s/by-did{%s}", f->recent_key, f->recent_key) == 0)
-        f->recent_index_key = index.data;
-    if (f->recent_key && buf_printf(&old, "%s/by-did-old{%s}", f->recent_key, f->recent_key) == 0)
-        f->recent_index_old_key = old.data;
+    if (f->recent_key) {
+        f->recent_index_key = buf_dup_printf("%s/by-did{%s}", f->recent_key, f->recent_key);
+        f->recent_index_old_key = buf_dup_printf("%s/by-did-old{%s}", f->recent_key, f->recent_key);
+    }
     snprintf(f->gone_ttl, sizeof f->gone_ttl, "%u", opt->gone_ttl ? opt->gone_ttl : 86400);
     f->script_purge = cache_register_script(v, "purge", lua_purge);
     f->script_forget_recent = cache_register_script(v, "forget_recent", lua_forget_recent);

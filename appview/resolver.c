@@ -546,13 +546,13 @@ static void doc_start(struct flight *f)
 {
     resolver *r = f->r;
     char url[1024];
-    if (strncmp(f->key, "did:plc:", 8) == 0 && resolver_plc_wait_ms(r) > 0) {
-        complete_later(f, RESOLVER_RATE_LIMITED,
-                       "the PLC directory asked to wait (429): %ld ms left",
-                       resolver_plc_wait_ms(r));
-    } else if (strncmp(f->key, "did:plc:", 8) == 0) {
+    if (strncmp(f->key, "did:plc:", 8) == 0) {
+        long parked_ms = resolver_plc_wait_ms(r);
         snprintf(url, sizeof url, "%s/%s", r->plc_url, f->key);
-        if (fetch(f, url, true, on_doc) != 0)
+        if (parked_ms > 0)
+            complete_later(f, RESOLVER_RATE_LIMITED,
+                           "the PLC directory asked to wait (429): %ld ms left", parked_ms);
+        else if (fetch(f, url, true, on_doc) != 0)
             complete_later(f, RESOLVER_UPSTREAM_FAILURE, "out of memory");
         else
             (*r->m_fetch_plc)++;

@@ -33,18 +33,10 @@ command -v wrk >/dev/null || { echo "backfill bench: wrk needed" >&2; exit 1; }
 BIN="$BIN" DIR="$DIR" N="$N" M="$M" T="$T" H="$H" C="$C" PER_HOST="$PER_HOST" python3 - <<'EOF'
 import json, os, subprocess, sys, time, urllib.request
 sys.path.insert(0, "bench")
+from valkey_alone import free_port, measure
 BIN, DIR = os.environ["BIN"], os.environ["DIR"]
 N, M, T, H, C, PER_HOST = (int(os.environ[k]) for k in ("N", "M", "T", "H", "C", "PER_HOST"))
 procs = []
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def get(url):
@@ -151,10 +143,10 @@ def bare_client(net):
     return len(urls) / secs
 
 
-def valkey_alone(net):
+def valkey_alone(net, records):
     """Seconds Valkey alone takes for the backfill's own commands: one more backfill into a
-    server whose MONITOR records them, then piped (redis-cli --pipe) into a fresh server three
-    times; the median. What the appview cannot beat however little it costs itself."""
+    server whose MONITOR records them, replayed by bench/valkey_alone.py (the median of five
+    replays into a fresh server). What the appview cannot beat however little it costs itself."""
     cp, cport = redis()
     with open(f"{DIR}/monitor.txt", "wb") as out:
         mon = subprocess.Popen(["redis-cli", "-p", str(cport), "MONITOR"], stdout=out,
@@ -166,23 +158,12 @@ def valkey_alone(net):
         mon.terminate()
         mon.wait()
     cp.terminate()
-    with open(f"{DIR}/monitor.txt", "rb") as fin, open(f"{DIR}/commands.resp", "wb") as fout:
-        subprocess.run(["python3", "bench/monitor_to_resp.py"], stdin=fin, stdout=fout,
-                       check=True)
+    try:
+        figures = measure(f"{DIR}/monitor.txt", records, DIR)
+    except RuntimeError as e:
+        raise SystemExit(f"backfill bench: Valkey alone: {e}")
     os.unlink(f"{DIR}/monitor.txt")
-    runs = []
-    for _ in range(3):
-        pp, pport = redis()
-        t0 = time.monotonic()
-        with open(f"{DIR}/commands.resp", "rb") as f:
-            done = subprocess.run(["redis-cli", "-p", str(pport), "--pipe"], stdin=f,
-                                  capture_output=True, text=True)
-        runs.append(time.monotonic() - t0)
-        pp.terminate()
-        pp.wait()
-        if done.returncode or "errors: 0," not in done.stdout:
-            raise SystemExit(f"backfill bench: redis-cli --pipe: {done.stdout} {done.stderr}")
-    return sorted(runs)[1]
+    return float(figures["seconds"])
 
 
 try:
@@ -200,7 +181,7 @@ try:
     assert done == net["listed"] and records == net["records"], (state, net)
     yard = wrk_list_records(net, C)
     bare = bare_client(net)
-    alone = valkey_alone(net)
+    alone = valkey_alone(net, records)
     print(f"backfill: {N} DIDs x ({M} manifests + {T} tags) on {H} PDS hosts, concurrency {C} "
           f"({PER_HOST} per host), net_standin serving from memory, into a fresh redis-server")
     print(f"  appview backfill      {secs:6.2f} s  {done / secs:8.0f} DIDs/s  "
@@ -213,7 +194,8 @@ try:
     print(f"  appview / stand-in listRecords: records/s {records / secs / (yard * M):.2f}, "
           f"requests/s {requests / secs / yard:.2f};  appview / bare client requests/s "
           f"{requests / secs / bare:.2f}")
-    print(f"  yardstick: Valkey alone, fed the backfill's own commands (redis-cli --pipe)  "
+    print(f"  yardstick: Valkey alone, fed the backfill's own commands "
+          f"(redis-cli --pipe, median of 5)  "
           f"{alone:.2f} s = {records / alone:9.0f} records/s")
     # HTTP and Valkey overlapped perfectly, with no work of the appview's own: the fastest
     # this backfill could be on this machine.

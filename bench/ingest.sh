@@ -376,9 +376,8 @@ fi
 
 # ---- Valkey alone, fed the appview's own commands ----
 # One more filtered run, on a server of its own whose MONITOR records every command the
-# appview sends; those commands are then piped (redis-cli --pipe) into a fresh redis-server,
-# five times (the median: single replays spread by a quarter on this machine). Valkey's rate
-# on exactly the appview's work bounds what the appview can reach.
+# appview sends; bench/valkey_alone.py pipes them into a fresh redis-server, five times (the
+# median). Valkey's rate on exactly the appview's work bounds what the appview can reach.
 valkey_alone() { # -> "records_per_s=... valkey_cpu=... runs=a/b/c" or "error=..."
     cport=$(free_port)
     start_redis "$cport" "$DIR/capture-redis.log" ||
@@ -395,34 +394,8 @@ valkey_alone() { # -> "records_per_s=... valkey_cpu=... runs=a/b/c" or "error=..
     wait "$mpid" "$cpid" 2>/dev/null || true
     case "$captured" in error=*) echo "$captured"; return ;; esac
     records=$(echo "$captured" | field records)
-    python3 bench/monitor_to_resp.py <"$DIR/monitor.txt" >"$DIR/commands.resp"
+    python3 bench/valkey_alone.py "$DIR/monitor.txt" "$records" "$DIR"
     rm -f "$DIR/monitor.txt"
-    runs="" cpus=""
-    for _ in 1 2 3 4 5; do
-        pport=$(free_port)
-        start_redis "$pport" "$DIR/pipe-redis.log" ||
-            { kill "$REDIS_PID"; echo "error=the replay's redis-server did not start"; return; }
-        c0=$(valkey_cpu_s "$pport")
-        rate=$(python3 - "$pport" "$DIR/commands.resp" "$records" <<'EOF'
-import subprocess, sys, time
-port, path, records = sys.argv[1], sys.argv[2], int(sys.argv[3])
-t0 = time.time()
-with open(path, "rb") as f:
-    done = subprocess.run(["redis-cli", "-p", port, "--pipe"], stdin=f, capture_output=True, text=True)
-el = time.time() - t0
-if done.returncode != 0 or "errors: 0," not in done.stdout:
-    sys.exit(f"redis-cli --pipe: {done.stdout.strip()} {done.stderr.strip()}")
-print(f"{records / el:.0f}")
-EOF
-        ) || { kill "$REDIS_PID"; echo "error=replaying the commands failed"; return; }
-        cpu=$(awk -v a="$c0" -v b="$(valkey_cpu_s "$pport")" 'BEGIN {printf "%.2f", b - a}')
-        kill "$REDIS_PID" 2>/dev/null || true
-        wait "$REDIS_PID" 2>/dev/null || true
-        runs="$runs${runs:+/}$rate"
-        cpus="$cpus${cpus:+/}$cpu"
-    done
-    median=$(echo "$runs" | tr / '\n' | sort -n | sed -n 3p)
-    echo "records_per_s=$median valkey_cpu=$cpus runs=$runs"
 }
 if [ -x "$BIN/appview" ]; then
     echo "replaying the appview's own commands into Valkey alone ..." >&2

@@ -1,9 +1,10 @@
 -- Trims the recent list to its newest ARGV[1] entries. Its index by DID is not trimmed with it:
 -- the index may hold members P recent has lost (appview/fold.h), and once it holds more than
 -- ARGV[2] it is rebuilt from P recent (ZUNIONSTORE, weight 0): half the Valkey time of removing
--- each trimmed member from it (a ZRANGE and a ZREM of each). The index before the rebuild is kept as P recent/by-did-old
--- until the next one: an addition sent to the index before the rebuild and to P recent after
--- it (another connection's, still in flight) is found there by a purge.
+-- each trimmed member from it (a ZRANGE and a ZREM of each). The index before the rebuild is
+-- kept as P recent/by-did-old until the next one: an addition sent to the index before the
+-- rebuild and to P recent after it (another connection's, still in flight) is found there by
+-- a purge.
 -- KEYS[1] P recent, KEYS[2] P recent/by-did, KEYS[3] P recent/by-did-old; ARGV[1] how many to
 -- keep, ARGV[2] the index size that makes a rebuild. Returns the number of entries removed.
 local recent, index, old = KEYS[1], KEYS[2], KEYS[3]

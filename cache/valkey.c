@@ -32,11 +32,11 @@ enum state { VK_DOWN, VK_CONNECTING, VK_LOADING, VK_READY };
 
 typedef struct vk_io vk_io;
 
-/* One command on the wire. Replies come back in order on one connection, so the list is a
- * queue and its head is the oldest: the watchdog only has to look there. */
 /* The in-flight entries kept for reuse: a round of the ingester has thousands on the wire. */
 #define SPARE_PENDING 16384
 
+/* One command on the wire. Replies come back in order on one connection, so the list is a
+ * queue and its head is the oldest: the watchdog only has to look there. */
 typedef struct pending {
     struct pending *prev, *next;
     valkey *v;
