@@ -1,9 +1,8 @@
 #include "appview/plan.h"
 
-#include <inttypes.h>
-#include <stdio.h>
 #include <string.h>
 
+#include "atproto/buf.h"
 #include "atproto/strjoin.h"
 
 /* ---- building strings in the plan's text, failing on overflow ---- */
@@ -205,7 +204,7 @@ static void index_record(plan *p, arena *ar, const event *ev, const plan_keys *k
 {
     if (ev->record_kind == RECORD_HOLD_STATS) return;
     char ms[24];
-    snprintf(ms, sizeof ms, "%" PRId64, ev->created_ms);
+    *buf_format_ll(ms, ev->created_ms) = 0;
     size_t msn = strlen(ms), n;
     const char *score = JOIN(ar, NULL, ms);
     const char *zset = index_key(ar, k, ev->repository, (char)ev->record_kind);
@@ -224,20 +223,28 @@ static void index_record(plan *p, arena *ar, const event *ev, const plan_keys *k
     }
 }
 
+/* s, "-" when NULL, as a field of a stored_record. An event's strings fit (its syntax checks
+ * bound them); one that would not is left empty, a place nothing matches. */
+static void put_str(char *out, size_t cap, const char *s)
+{
+    if (!s) s = "-";
+    (void)strput(out, cap, s, strlen(s));
+}
+
 /* What cur holds once ev is written. */
 static void next_state(const event *ev, stored_record *next)
 {
     memset(next, 0, sizeof *next);
-    snprintf(next->rev, sizeof next->rev, "%s", ev->rev);
+    put_str(next->rev, sizeof next->rev, ev->rev);
     if (ev->is_delete) {
         next->state = STORED_TOMBSTONE;
         return;
     }
     next->state = STORED_LIVE;
     next->kind = (char)ev->record_kind;
-    snprintf(next->repo, sizeof next->repo, "%s", ev->repository ? ev->repository : "-");
-    snprintf(next->key, sizeof next->key, "%s", ev->key ? ev->key : "-");
-    snprintf(next->at, sizeof next->at, "%s", ev->at ? ev->at : "-");
+    put_str(next->repo, sizeof next->repo, ev->repository);
+    put_str(next->key, sizeof next->key, ev->key);
+    put_str(next->at, sizeof next->at, ev->at);
 }
 
 /* A same-rev replay of the live manifest the index holds: its P recent entry may be what a
@@ -250,7 +257,7 @@ static void repair_recent(plan *p, arena *ar, const event *ev, const plan_state 
         strcmp(cur->rev, ev->rev) || leaves_place(ev, cur))
         return;
     char ms[24];
-    snprintf(ms, sizeof ms, "%" PRId64, ev->created_ms);
+    *buf_format_ll(ms, ev->created_ms) = 0;
     size_t n;
     const char *member = JOIN(ar, &n, ev->did, " ", ev->repository, " ", ev->key, " ", ev->rkey,
                               " ", ev->at ? ev->at : "-");

@@ -251,17 +251,15 @@ static void stored_of(const field_memo *fm, stored_record *s)
     memset(s, 0, sizeof *s);
     s->state = fm->state == REC_READING ? STORED_UNKNOWN : (stored_state)fm->state;
     if (s->state != STORED_TOMBSTONE && s->state != STORED_LIVE) return;
-    snprintf(s->rev, sizeof s->rev, "%s", fm->rev);
+    memcpy(s->rev, fm->rev, sizeof s->rev);
     if (s->state != STORED_LIVE) return;
     s->kind = fm->kind;
     const char *a = fm->place, *b = strchr(a, ' '), *c = b ? strchr(b + 1, ' ') : NULL;
-    if (!c) { /* a memo the writer wrote: cannot happen, but then it knows nothing */
+    /* Parts of a memo the writer wrote fit; one that did not would mean it knows nothing. */
+    if (!c || strput(s->repo, sizeof s->repo, a, (size_t)(b - a)) < 0 ||
+        strput(s->key, sizeof s->key, b + 1, (size_t)(c - b - 1)) < 0 ||
+        strput(s->at, sizeof s->at, c + 1, strlen(c + 1)) < 0)
         s->state = STORED_UNKNOWN;
-        return;
-    }
-    snprintf(s->repo, sizeof s->repo, "%.*s", (int)(b - a), a);
-    snprintf(s->key, sizeof s->key, "%.*s", (int)(c - b - 1), b + 1);
-    snprintf(s->at, sizeof s->at, "%s", c + 1);
 }
 
 /* 1 when a key's TTL should be refreshed now, given when it last was (*last, updated): the
@@ -294,7 +292,7 @@ static void note_max_rev(did_memo *d, const char *rev)
         d->rev_state = MEMO_UNKNOWN; /* not a TID: read ~rev again */
         return;
     }
-    snprintf(d->max_rev, sizeof d->max_rev, "%s", rev);
+    memcpy(d->max_rev, rev, strlen(rev) + 1);
     d->history_known = 1;
 }
 

@@ -106,13 +106,17 @@ char *buf_format_ull(char *out, unsigned long long v)
     return out + n;
 }
 
+char *buf_format_ll(char *out, long long v)
+{
+    if (v < 0) *out++ = '-';
+    /* The magnitude as unsigned, so LLONG_MIN has one too. */
+    return buf_format_ull(out, v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v);
+}
+
 int buf_append_ll(buf *b, long long v)
 {
-    char t[24], *p = t;
-    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-    if (v < 0) *p++ = '-';
-    p = buf_format_ull(p, u);
-    return buf_append(b, t, (size_t)(p - t));
+    char t[24];
+    return buf_append(b, t, (size_t)(buf_format_ll(t, v) - t));
 }
 
 void buf_reset(buf *b)

@@ -24,8 +24,10 @@ int buf_url_encode(buf *b, const char *s);
 int buf_json_string(buf *b, const char *s, size_t len);
 /* Appends v in decimal. */
 int buf_append_ll(buf *b, long long v);
-/* Writes v in decimal at out, which has room for 20 characters; returns the end (no NUL). */
+/* Writes v in decimal at out, which has room for 20 characters (21 for buf_format_ll);
+ * returns the end (no NUL). */
 char *buf_format_ull(char *out, unsigned long long v);
+char *buf_format_ll(char *out, long long v);
 void buf_reset(buf *b);
 void buf_free(buf *b);
 

@@ -17,3 +17,14 @@ int strjoin(char *out, size_t cap, const char *const *parts)
     if (cap) out[n] = 0;
     return cap ? (int)n : -1;
 }
+
+int strput(char *out, size_t cap, const char *s, size_t n)
+{
+    if (n >= cap) {
+        if (cap) out[0] = 0;
+        return -1;
+    }
+    memcpy(out, s, n);
+    out[n] = 0;
+    return (int)n;
+}

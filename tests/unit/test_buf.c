@@ -57,6 +57,9 @@ static void test_append_ll(void)
         char want[32];
         snprintf(want, sizeof want, "%lld", values[i]);
         CHECK(buf_append_ll(&b, values[i]) == 0 && !strcmp(b.data, want));
+        char out[21];
+        CHECK((size_t)(buf_format_ll(out, values[i]) - out) == strlen(want) &&
+              !memcmp(out, want, strlen(want)));
         buf_free(&b);
     }
 }
@@ -90,6 +93,11 @@ static void test_strjoin(void)
     CHECK(STRJOIN(out, "0123456789", "ab") == -1 && out[0] == 0);                /* one too many */
     CHECK(STRJOIN(out, "") == 0 && out[0] == 0);
     CHECK(strjoin(out, 0, (const char *const[]){"x", NULL}) == -1);
+    /* strput: only the n bytes given, whatever follows them; -1 and "" when they do not fit. */
+    CHECK(strput(out, sizeof out, "repo tag", 4) == 4 && !strcmp(out, "repo"));
+    CHECK(strput(out, sizeof out, "0123456789a", 11) == 11 && !strcmp(out, "0123456789a"));
+    CHECK(strput(out, sizeof out, "0123456789ab", 12) == -1 && out[0] == 0);
+    CHECK(strput(out, 0, "", 0) == -1);
 }
 
 int main(void)
