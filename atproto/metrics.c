@@ -6,8 +6,14 @@
 enum metric_kind { METRIC_COUNTER, METRIC_GAUGE, METRIC_HISTOGRAM };
 
 #define HISTOGRAM_BUCKETS 12
-static const double bucket_bounds[HISTOGRAM_BUCKETS] = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1, 10};
+/* Each bound with its label as the exposition writes it (what "%g" makes of it). */
+static const struct {
+    double bound;
+    const char *label;
+} buckets[HISTOGRAM_BUCKETS] = {
+    {0.0001, "0.0001"}, {0.00025, "0.00025"}, {0.0005, "0.0005"}, {0.001, "0.001"},
+    {0.0025, "0.0025"}, {0.005, "0.005"},     {0.01, "0.01"},     {0.025, "0.025"},
+    {0.05, "0.05"},     {0.1, "0.1"},         {1, "1"},           {10, "10"}};
 
 struct metrics_histogram {
     uint64_t buckets[HISTOGRAM_BUCKETS + 1]; /* last: +Inf */
@@ -66,7 +72,7 @@ metrics_histogram *metrics_histogram_get(const char *name, const char *help)
 void metrics_observe(metrics_histogram *h, double seconds)
 {
     int i = 0;
-    while (i < HISTOGRAM_BUCKETS && seconds > bucket_bounds[i])
+    while (i < HISTOGRAM_BUCKETS && seconds > buckets[i].bound)
         i++;
     h->buckets[i]++;
     h->count++;
@@ -79,9 +85,9 @@ double metrics_quantile(const metrics_histogram *h, double q)
     uint64_t want = (uint64_t)(q * (double)h->count + 0.5), seen = 0;
     for (int i = 0; i < HISTOGRAM_BUCKETS; i++) {
         seen += h->buckets[i];
-        if (seen >= want) return bucket_bounds[i];
+        if (seen >= want) return buckets[i].bound;
     }
-    return bucket_bounds[HISTOGRAM_BUCKETS - 1];
+    return buckets[HISTOGRAM_BUCKETS - 1].bound;
 }
 
 static size_t base_len(const char *name)
@@ -90,13 +96,33 @@ static size_t base_len(const char *name)
     return brace ? (size_t)(brace - name) : strlen(name);
 }
 
+/* Lines are put together from their parts: a scrape writes hundreds of them, and printf made
+ * one cost a millisecond of the event loop the ingester runs on. */
+static void put_parts(buf *out, const char *const *parts)
+{
+    for (; *parts; parts++)
+        buf_puts(out, *parts);
+}
+#define PUT(out, ...) put_parts((out), (const char *const[]){__VA_ARGS__, NULL})
+
+static void put_u64_line(buf *out, uint64_t v)
+{
+    char t[21];
+    char *end = buf_format_ull(t, v);
+    *end++ = '\n';
+    buf_append(out, t, (size_t)(end - t));
+}
+
 static void render_header(buf *out, const metric *m, const metric *prev)
 {
     static const char *types[] = {"counter", "gauge", "histogram"};
     size_t n = base_len(m->name);
     if (prev && base_len(prev->name) == n && !strncmp(prev->name, m->name, n)) return;
-    buf_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n", (int)n, m->name, m->help, (int)n, m->name,
-               types[m->kind]);
+    buf_puts(out, "# HELP ");
+    buf_append(out, m->name, n);
+    PUT(out, " ", m->help, "\n# TYPE ");
+    buf_append(out, m->name, n);
+    PUT(out, " ", types[m->kind], "\n");
 }
 
 static void render_histogram(buf *out, const metric *m)
@@ -104,15 +130,13 @@ static void render_histogram(buf *out, const metric *m)
     uint64_t cumulative = 0;
     for (int i = 0; i <= HISTOGRAM_BUCKETS; i++) {
         cumulative += m->hist.buckets[i];
-        if (i < HISTOGRAM_BUCKETS)
-            buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", m->name, bucket_bounds[i],
-                       (unsigned long long)cumulative);
-        else
-            buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", m->name,
-                       (unsigned long long)cumulative);
+        PUT(out, m->name, "_bucket{le=\"", i < HISTOGRAM_BUCKETS ? buckets[i].label : "+Inf",
+            "\"} ");
+        put_u64_line(out, cumulative);
     }
-    buf_printf(out, "%s_sum %.6f\n%s_count %llu\n", m->name, m->hist.sum, m->name,
-               (unsigned long long)m->hist.count);
+    buf_printf(out, "%s_sum %.6f\n", m->name, m->hist.sum);
+    PUT(out, m->name, "_count ");
+    put_u64_line(out, m->hist.count);
 }
 
 void metrics_render(buf *out)
@@ -122,7 +146,8 @@ void metrics_render(buf *out)
         render_header(out, m, prev);
         switch (m->kind) {
         case METRIC_COUNTER:
-            buf_printf(out, "%s %llu\n", m->name, (unsigned long long)m->counter);
+            PUT(out, m->name, " ");
+            put_u64_line(out, m->counter);
             break;
         case METRIC_GAUGE:
             buf_printf(out, "%s %.17g\n", m->name, m->gauge ? m->gauge(m->gauge_ud) : 0.0);
