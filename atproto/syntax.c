@@ -5,39 +5,123 @@
 
 #include <string.h>
 
-static bool is_lower(char c)
+/* Which classes each byte is in: the scanners test a byte with one load, where a chain of
+ * range compares per byte made them a twentieth of the ingester's cycles. */
+enum {
+    C_LOWER = 1,
+    C_UPPER = 2,
+    C_DIGIT = 4,
+    C_HEX_LOWER = 8,  /* a-f */
+    C_HEX_UPPER = 16, /* A-F */
+    C_B32 = 32,       /* a-z 2-7: base32 sortable (TIDs) and multibase base32 (CIDs) */
+    C_B58 = 64,       /* base58btc: alphanumerics but 0 O I l */
+    C_RKEY = 128,     /* a record key's characters: A-Z a-z 0-9 . - _ : ~ */
+    C_DID = 256,      /* a DID identifier's, %-escapes aside: A-Z a-z 0-9 . _ : - */
+};
+
+static const unsigned short char_class[256] = {
+    ['-'] = C_RKEY | C_DID,
+    ['.'] = C_RKEY | C_DID,
+    ['0'] = C_DIGIT | C_RKEY | C_DID,
+    ['1'] = C_DIGIT | C_B58 | C_RKEY | C_DID,
+    ['2'] = C_DIGIT | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['3'] = C_DIGIT | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['4'] = C_DIGIT | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['5'] = C_DIGIT | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['6'] = C_DIGIT | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['7'] = C_DIGIT | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['8'] = C_DIGIT | C_B58 | C_RKEY | C_DID,
+    ['9'] = C_DIGIT | C_B58 | C_RKEY | C_DID,
+    [':'] = C_RKEY | C_DID,
+    ['A'] = C_UPPER | C_HEX_UPPER | C_B58 | C_RKEY | C_DID,
+    ['B'] = C_UPPER | C_HEX_UPPER | C_B58 | C_RKEY | C_DID,
+    ['C'] = C_UPPER | C_HEX_UPPER | C_B58 | C_RKEY | C_DID,
+    ['D'] = C_UPPER | C_HEX_UPPER | C_B58 | C_RKEY | C_DID,
+    ['E'] = C_UPPER | C_HEX_UPPER | C_B58 | C_RKEY | C_DID,
+    ['F'] = C_UPPER | C_HEX_UPPER | C_B58 | C_RKEY | C_DID,
+    ['G'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['H'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['I'] = C_UPPER | C_RKEY | C_DID,
+    ['J'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['K'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['L'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['M'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['N'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['O'] = C_UPPER | C_RKEY | C_DID,
+    ['P'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['Q'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['R'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['S'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['T'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['U'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['V'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['W'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['X'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['Y'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['Z'] = C_UPPER | C_B58 | C_RKEY | C_DID,
+    ['_'] = C_RKEY | C_DID,
+    ['a'] = C_LOWER | C_HEX_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['b'] = C_LOWER | C_HEX_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['c'] = C_LOWER | C_HEX_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['d'] = C_LOWER | C_HEX_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['e'] = C_LOWER | C_HEX_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['f'] = C_LOWER | C_HEX_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['g'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['h'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['i'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['j'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['k'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['l'] = C_LOWER | C_B32 | C_RKEY | C_DID,
+    ['m'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['n'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['o'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['p'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['q'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['r'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['s'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['t'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['u'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['v'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['w'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['x'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['y'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['z'] = C_LOWER | C_B32 | C_B58 | C_RKEY | C_DID,
+    ['~'] = C_RKEY,
+};
+
+static bool in_class(char c, unsigned cls)
 {
-    return c >= 'a' && c <= 'z';
+    return (char_class[(unsigned char)c] & cls) != 0;
 }
 
-static bool is_upper(char c)
+static bool is_lower(char c)
 {
-    return c >= 'A' && c <= 'Z';
+    return in_class(c, C_LOWER);
 }
 
 static bool is_digit(char c)
 {
-    return c >= '0' && c <= '9';
+    return in_class(c, C_DIGIT);
 }
 
 static bool is_alpha(char c)
 {
-    return is_lower(c) || is_upper(c);
+    return in_class(c, C_LOWER | C_UPPER);
 }
 
 static bool is_alnum(char c)
 {
-    return is_alpha(c) || is_digit(c);
+    return in_class(c, C_LOWER | C_UPPER | C_DIGIT);
 }
 
 static bool is_hex(char c)
 {
-    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    return in_class(c, C_DIGIT | C_HEX_LOWER | C_HEX_UPPER);
 }
 
 static bool is_lower_hex(char c)
 {
-    return is_digit(c) || (c >= 'a' && c <= 'f');
+    return in_class(c, C_DIGIT | C_HEX_LOWER);
 }
 
 /* did:method:identifier, the method lowercase letters, the identifier [A-Za-z0-9._:%-] with
@@ -56,7 +140,7 @@ bool atp_is_did(const char *s, size_t len)
         if (c == '%') {
             if (i + 2 >= len || !is_hex(s[i + 1]) || !is_hex(s[i + 2])) return false;
             i += 2;
-        } else if (!(is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '-')) {
+        } else if (!in_class(c, C_DID)) {
             return false;
         }
     }
@@ -122,16 +206,9 @@ bool atp_is_rkey(const char *s, size_t len)
     if (len == 0 || len > 512) return false;
     if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.')) return false;
     for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!(is_alnum(c) || c == '.' || c == '-' || c == '_' || c == ':' || c == '~'))
-            return false;
+        if (!in_class(s[i], C_RKEY)) return false;
     }
     return true;
-}
-
-static bool is_b32_sortable(char c)
-{
-    return (c >= '2' && c <= '7') || is_lower(c);
 }
 
 bool atp_is_tid(const char *s, size_t len)
@@ -140,7 +217,7 @@ bool atp_is_tid(const char *s, size_t len)
     /* The first character carries the top bit of a 64-bit integer that must stay zero. */
     if (!((s[0] >= '2' && s[0] <= '7') || (s[0] >= 'a' && s[0] <= 'j'))) return false;
     for (size_t i = 1; i < len; i++)
-        if (!is_b32_sortable(s[i])) return false;
+        if (!in_class(s[i], C_B32)) return false;
     return true;
 }
 
@@ -207,24 +284,18 @@ bool atp_is_datetime(const char *s, size_t len)
     return !(s[i] == '-' && memcmp(s + i + 1, "00:00", 5) == 0);
 }
 
-static bool is_base58(char c)
-{
-    return (c >= '1' && c <= '9') || (c >= 'A' && c <= 'H') || (c >= 'J' && c <= 'N') ||
-           (c >= 'P' && c <= 'Z') || (c >= 'a' && c <= 'k') || (c >= 'm' && c <= 'z');
-}
-
 /* Syntax only: a CIDv1 in the multibase base32 lowercase form ("b" + [a-z2-7]) of 8-256
  * characters, or a CIDv0 ("Qm" + 44 base58 characters, a sha2-256 multihash). */
 bool atp_is_cid(const char *s, size_t len)
 {
     if (len == 46 && s[0] == 'Q' && s[1] == 'm') {
         for (size_t i = 2; i < len; i++)
-            if (!is_base58(s[i])) return false;
+            if (!in_class(s[i], C_B58)) return false;
         return true;
     }
     if (len < 8 || len > 256 || s[0] != 'b') return false;
     for (size_t i = 1; i < len; i++)
-        if (!(is_lower(s[i]) || (s[i] >= '2' && s[i] <= '7'))) return false;
+        if (!in_class(s[i], C_B32)) return false;
     return true;
 }
 

@@ -502,6 +502,45 @@ static void cid_examples(void)
     CHECK(expect_all(atp_is_cid, invalid, N(invalid), false) == 0);
 }
 
+/* Every byte, in the middle of an otherwise valid string, against each syntax's alphabet as
+ * its spec writes it: the scanners' byte classes hold no more and no fewer characters. */
+static void every_byte(void)
+{
+    static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static const struct {
+        checker fn;
+        const char *prefix, *suffix, *extra; /* allowed: alnum minus what is not, plus extra */
+        const char *not_allowed;
+    } cases[] = {
+        {atp_is_rkey, "ab", "cd", ".-_:~", ""},
+        {atp_is_did, "did:plc:ab", "zz", "._:-", ""}, /* "%zz" is no escape */
+        /* base32 lowercase: a-z and 2-7 */
+        {atp_is_cid, "bafyrei", "aaaaaaaa", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ01890"},
+        /* a TID's characters after the first: a-z and 2-7 */
+        {atp_is_tid, "3jzfcij", "j2z2a", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ01890"},
+        /* base58btc: alphanumerics but 0 O I l */
+        {atp_is_cid, "QmbWqxBEKC3P8tqsKc98xmWNzrzDtRLMiMPL8wBuTGs", "nR", "", "0OIl"},
+        /* sha256's lowercase hex */
+        {oci_is_digest, "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b",
+         "b", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZghijklmnopqrstuvwxyz"},
+    };
+    for (size_t k = 0; k < N(cases); k++) {
+        for (int b = 1; b < 256; b++) {
+            char s[128];
+            size_t pn = strlen(cases[k].prefix), sn = strlen(cases[k].suffix);
+            memcpy(s, cases[k].prefix, pn);
+            s[pn] = (char)b;
+            memcpy(s + pn + 1, cases[k].suffix, sn);
+            bool want =
+                (strchr(alnum, b) && !strchr(cases[k].not_allowed, b)) || strchr(cases[k].extra, b);
+            if (cases[k].fn(s, pn + 1 + sn) != want) {
+                fprintf(stderr, "    case %zu, byte %d: %s\n", k, b, want ? "refused" : "taken");
+                CHECK(0);
+            }
+        }
+    }
+}
+
 static void utf8_cases(void)
 {
     static const char *const valid[] = {"",
@@ -603,6 +642,7 @@ int main(void)
     RUN(at_uri_examples);
     RUN(datetime_examples);
     RUN(cid_examples);
+    RUN(every_byte);
     RUN(utf8_cases);
     RUN(oci_names);
     RUN(speed);
