@@ -59,6 +59,7 @@ start_redis() {
 field() { # key, from "k=v k=v" on stdin
     tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 # ---- events (cached: the same seed gives the same file) ----
 if [ ! -s "$EVENTS" ] || [ ! -s "$EVENTS.summary" ]; then
@@ -316,23 +317,35 @@ run_median() { # replay_port path label -> the median run's k=v figures, plus ru
 }
 # This appview and the baseline in turn, RUNS times each, so that a drift of the machine during
 # the comparison weighs on both alike (run one after the other, five and five, the ratio of the
-# same two binaries came out 1.06 in one bench and 0.77 in the next). Sets A_LEGACY and A_BASE.
+# same two binaries came out 1.06 in one bench and 0.77 in the next). Which of the two goes
+# first alternates from pair to pair, so neither always runs on the machine the other left.
+# Sets A_LEGACY and A_BASE, and PAIRS_EVENTS and PAIRS_RECORDS: each pair's this/baseline.
 run_pairs() { # replay_port path
-    mine="" base=""
+    mine="" base="" PAIRS_EVENTS="" PAIRS_RECORDS=""
     for i in $(seq "$RUNS"); do
-        out=$(run_appview "$1" "$2" "legacy-$i")
-        case "$out" in error=*) A_LEGACY=$out A_BASE=$out; return ;; esac
-        mine="$mine$out
+        for who in $(if [ $((i % 2)) = 1 ]; then echo mine base; else echo base mine; fi); do
+            if [ "$who" = base ]; then RUN_APPVIEW=$BASE_BIN; label=baseline-$i; else label=legacy-$i; fi
+            out=$(run_appview "$1" "$2" "$label")
+            RUN_APPVIEW=$BIN/appview
+            case "$out" in error=*) A_LEGACY=$out A_BASE=$out; return ;; esac
+            if [ "$who" = base ]; then base_out=$out; else mine_out=$out; fi
+        done
+        mine="$mine$mine_out
 "
-        RUN_APPVIEW=$BASE_BIN
-        out=$(run_appview "$1" "$2" "baseline-$i")
-        RUN_APPVIEW=$BIN/appview
-        case "$out" in error=*) A_LEGACY=$out A_BASE=$out; return ;; esac
-        base="$base$out
+        base="$base$base_out
 "
+        PAIRS_EVENTS="$PAIRS_EVENTS $(ratio "$(echo "$mine_out" | field events_per_s)" \
+            "$(echo "$base_out" | field events_per_s)")"
+        PAIRS_RECORDS="$PAIRS_RECORDS $(ratio "$(echo "$mine_out" | field records_per_s)" \
+            "$(echo "$base_out" | field records_per_s)")"
     done
     A_LEGACY=$(median_of "$mine")
     A_BASE=$(median_of "$base")
+}
+# The median of a list of ratios and the list: "0.97 (0.95/0.97/1.02)".
+pairs_summary() {
+    m=$(printf '%s\n' $1 | sort -n | sed -n "$(((RUNS + 1) / 2))p")
+    echo "$m ($(printf '%s' "$1" | sed 's/^ //' | tr ' ' '/'))"
 }
 
 # The appview built from BENCH_BASELINE_REF, from its tree exported under var/bench (kept for
@@ -405,7 +418,6 @@ else
 fi
 
 # ---- report ----
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 num() { awk -v a="$1" 'BEGIN { if (a == "") print "-"; else printf "%.0f", a }'; }
 row() { printf '  %-58s %10s  %s\n' "$1" "$2" "$3"; }
 
@@ -483,12 +495,14 @@ if [ -n "${A_WSS:-}" ]; then
             "runs $(echo "$A_LEGACY" | field runs_events)"
         row "v1 ws:// without seqs, ${BENCH_BASELINE_REF-main}'s appview" "$(num "$B_R")" \
             "this/baseline $(ratio "$L_R" "$B_R"), target 1.0; runs $(echo "$A_BASE" | field runs_events)"
+        row "    each pair's this/baseline, their median" "-" "$(pairs_summary "$PAIRS_EVENTS")"
         LREC=$(echo "$A_LEGACY" | field records_per_s)
         BREC=$(echo "$A_BASE" | field records_per_s)
         row "  io.atcr records/s there: this appview" "$(num "$LREC")" \
             "runs $(echo "$A_LEGACY" | field runs_records)"
         row "  io.atcr records/s there: ${BENCH_BASELINE_REF-main}'s appview" "$(num "$BREC")" \
             "this/baseline $(ratio "$LREC" "$BREC"), target 1.0; runs $(echo "$A_BASE" | field runs_records)"
+        row "    each pair's this/baseline, their median" "-" "$(pairs_summary "$PAIRS_RECORDS")"
     else
         row "baseline appview" "-" "not measured (BENCH_BASELINE_REF empty or not buildable)"
     fi
