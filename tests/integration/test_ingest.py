@@ -463,6 +463,35 @@ def test_sigkill_midstream_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
 
 
+
+def test_a_stream_far_ahead_of_valkey_is_folded_in_bounded_rounds(h):
+    """Valkey stops answering for 1.5 s mid-stream while the stream goes on: the ingester
+    queues far more events than one round takes (appview/writer.c ROUND_MAX), and folds them
+    in several rounds once Valkey answers. The index equals a run at a pace Valkey keeps up
+    with."""
+    events = generate(h, 60000, seed=17)
+    time_us, _ = last_event(events)
+    ref_redis = h.start_redis(name="redis-paced")
+    paced = start_replay(h, events, ["--rate", "6000"], name="replay-paced")
+    ref = start_appview(h, ref_redis, [f"ws://127.0.0.1:{paced.port}/subscribe"],
+                        name="appview-paced")
+    wait_cursor(h, ref_redis, 1, time_us, timeout=120)
+    want = snapshot(h, ref_redis)
+    assert ref.stop() == 0
+    assert want["index"], "the paced run indexed nothing"
+
+    redis = h.start_redis()
+    replay = start_replay(h, events, ["--rate", "20000"])
+    app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
+    wait_for(lambda: int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0) > 0,
+             what="a first cursor")
+    h.redis(redis, "CLIENT", "PAUSE", "1500", "ALL")
+    wait_cursor(h, redis, 1, time_us, timeout=120)
+    assert h.metrics(app.base)["appview_ingest_rounds_cut_total"] > 0, "no round was cut"
+    assert_same_index(snapshot(h, redis), want)
+    assert app.stop() == 0
+
+
 def leader(h, app):
     return h.get_json(app.base + "/xrpc/_health")[1]["jetstream"]["leader"]
 
