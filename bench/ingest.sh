@@ -256,8 +256,11 @@ if stats["streamsTotal"] != streams0 + 1:
 first = stats["lastStreamStartedAt"]
 with open(f"/proc/{pid}/status") as f:
     rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
-el = max(done_at - first, 1e-3)
-rel = max(rec_done - first, 1e-3)
+# Events are timed to the last record indexed too: the appview reads ahead of its writes (up
+# to 20,000 items pending), so the moment it has read every event says how fast it reads,
+# not how fast it ingests. Over TLS that read-ahead made wss:// look twice as fast as ws://.
+el = max(rec_done - first, 1e-3)
+rel = el
 wire = (stats["bytesSent"] - bytes0) / max(stats["eventsSent"] - sent0, 1)
 print(f"events={events:.0f} records={last_records:.0f} seconds={el:.3f} events_per_s={events / el:.0f} "
       f"record_seconds={rel:.3f} records_per_s={last_records / rel:.0f} commands={cmds} "
@@ -456,7 +459,7 @@ report() { # label figures yardstick_rate
     rec=$(echo "$2" | field records_per_s)
     cmd=$(echo "$2" | field commands_per_s)
     rss=$(echo "$2" | field rss_kb)
-    row "events/s consumed (median of $RUNS)" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000; runs $(echo "$2" | field runs_events)"
+    row "events/s, read and indexed (median of $RUNS)" "$(num "$ev")" "$(ratio "$ev" "$3") of the replay send rate; target 500000; runs $(echo "$2" | field runs_events)"
     row "io.atcr records/s indexed (median of $RUNS)" "$(num "$rec")" "$(ratio "$rec" "$ALONE_R") of Valkey alone; target 100000; runs $(echo "$2" | field runs_records)"
     row "Valkey commands/s" "$(num "$cmd")" "$(ratio "$cmd" "$REDIS_SET") of redis-benchmark SET/s"
     row "peak RSS (MB)" "$((rss / 1024))" ""
