@@ -1,6 +1,7 @@
 /* The Jetstream client: one connection at a time, on a socket of its own watched by a
  * uv_poll_t on the caller's loop, TLS by OpenSSL on that socket for wss://; a retry timer for
- * reconnects, a tick timer for stall detection, a drain timer for bytes read but not parsed.
+ * reconnects, a tick timer for stall detection, an idle handle that drains bytes read but not
+ * parsed (once per loop iteration: see on_drain).
  *
  * ws:// and wss:// take the same path: the WebSocket handshake and framing are done here,
  * looking at frame headers only. A message that sits whole in the read buffer goes straight
@@ -104,8 +105,9 @@ struct jetstream {
     int paused;
     unsigned pending; /* handles not yet closed and lookups not yet called back */
 
-    uv_timer_t retry, tick, drain;
-    int timers; /* how many of them were initialised */
+    uv_timer_t retry, tick;
+    uv_idle_t drain;
+    int timers; /* how many of retry, tick and drain were initialised */
     uint64_t stall_ms;
     uint64_t reads;      /* reads on the current connection */
     uint64_t reads_seen; /* reads at the last tick */
@@ -245,7 +247,7 @@ static void reset_connection_state(jetstream *js)
     buf_reset(&js->stash);
     buf_reset(&js->out);
     js->out_off = 0;
-    if (js->timers == 3) uv_timer_stop(&js->drain);
+    if (js->timers == 3) uv_idle_stop(&js->drain);
 }
 
 typedef enum {
@@ -1002,7 +1004,7 @@ static int on_rx(jetstream *js, const char *in, size_t len)
     return parse_frames(js, (const unsigned char *)in, len);
 }
 
-static void on_drain(uv_timer_t *t);
+static void on_drain(uv_idle_t *t);
 
 /* The socket is readable (or TLS holds decrypted bytes): read up to RX_BUFFER and parse. */
 static void on_readable(jetstream *js)
@@ -1032,12 +1034,18 @@ static void on_readable(jetstream *js)
     update_events(js);
     /* OpenSSL may hold decrypted bytes the socket will not announce again */
     if (js->c && js->c->ssl && SSL_pending(js->c->ssl) > 0 && !js->paused)
-        uv_timer_start(&js->drain, on_drain, 0, 0);
+        uv_idle_start(&js->drain, on_drain);
 }
 
-static void on_drain(uv_timer_t *t)
+/* An idle handle, not a zero timer: libuv 1.44 (Debian 12's) runs a timer that re-arms itself
+ * with no timeout again within the same pass, so over TLS, where OpenSSL keeps bytes the socket
+ * does not announce, the drain read the whole stream before the loop reached its check phase,
+ * where the ingester pauses reading (1M events queued at once in make bench). An idle handle
+ * runs once per iteration. */
+static void on_drain(uv_idle_t *t)
 {
     jetstream *js = t->data;
+    uv_idle_stop(t);
     if (js->paused || !js->open || !js->c) return;
     if (js->stash.len) {
         buf pending = js->stash;
@@ -1140,10 +1148,15 @@ jetstream *jetstream_new(uv_loop_t *loop, const jetstream_options *opt)
     register_metrics(js);
     if (tls) js->tls = tls_context();
 
-    /* uv_timer_init cannot fail on Linux; counting keeps the teardown exact if it ever did */
-    uv_timer_t *timers[] = {&js->retry, &js->tick, &js->drain};
-    for (; js->timers < 3 && !uv_timer_init(loop, timers[js->timers]); js->timers++)
+    /* uv_timer_init and uv_idle_init cannot fail on Linux; counting keeps the teardown exact if
+     * one ever did */
+    uv_timer_t *timers[] = {&js->retry, &js->tick};
+    for (; js->timers < 2 && !uv_timer_init(loop, timers[js->timers]); js->timers++)
         timers[js->timers]->data = js;
+    if (js->timers == 2 && !uv_idle_init(loop, &js->drain)) {
+        js->drain.data = js;
+        js->timers++;
+    }
     if (js->neps < opt->nurls || !js->rx || !js->plain || !js->dctx || (tls && !js->tls) ||
         js->timers < 3) {
         if (tls && !js->tls) log_error(C, "cannot set up TLS");
@@ -1174,7 +1187,7 @@ void jetstream_pause(jetstream *js, int paused)
     update_events(js);
     /* not from here: the caller may be inside a message callback */
     if (!paused && (js->stash.len || (js->c->ssl && SSL_pending(js->c->ssl) > 0)))
-        uv_timer_start(&js->drain, on_drain, 0, 0);
+        uv_idle_start(&js->drain, on_drain);
 }
 
 void jetstream_reconnect(jetstream *js)
@@ -1255,12 +1268,13 @@ void jetstream_free(jetstream *js)
     reset_connection_state(js); /* abandons the connection and any lookup */
     if (js->fetch) js->fetch->js = NULL;
     js->fetch = NULL;
-    uv_timer_t *timers[] = {&js->retry, &js->tick, &js->drain};
+    uv_handle_t *timers[] = {(uv_handle_t *)&js->retry, (uv_handle_t *)&js->tick,
+                             (uv_handle_t *)&js->drain};
     /* js->timers counts the initialised ones among these; the analyzer loses that bound once
      * js has been handed to libuv, so the array's is stated too */
     for (int i = 0; i < js->timers && i < (int)(sizeof timers / sizeof *timers); i++) {
         js->pending++;
-        uv_close((uv_handle_t *)timers[i], on_timer_closed);
+        uv_close(timers[i], on_timer_closed);
     }
     maybe_free(js);
 }

@@ -10,10 +10,13 @@ reconnects after a backoff; CursorTooOld resumes from the floor and marks every 
 incomplete; corrupt or oversized zstd frames are dropped and counted; wss:// with a test
 certificate.
 """
+import json
 import os
 import socket
+import ssl
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -269,6 +272,44 @@ def test_wss_with_a_test_certificate(h):
     e2e.wait_cursor(h, redis, 1, time_us)
     e2e.check_basic_fold(h, redis)
     assert h.get_json(app.base + "/xrpc/_health")[1]["jetstream"]["url"].startswith("wss://")
+
+
+def test_wss_reading_stops_while_valkey_is_behind(h):
+    """Over wss:// the reader stops when the writes pending pass their bound, as over ws://.
+    OpenSSL keeps decrypted bytes the socket does not announce again; draining them with a
+    zero timer that re-armed itself ran in one pass of Debian's libuv and starved the phase
+    where the ingester pauses reading, so a fast stream was read into memory whole."""
+    cert = jetwire.self_signed(h.tmp)
+    events = e2e.generate(h, 50000, seed=19)
+    redis = h.start_redis()
+    port = free_port()
+    replay = h.spawn("replay", [h.binary("tools/jetstream_replay"), "--listen",
+                                f"127.0.0.1:{port}", "--events", events, "--loop", "100",
+                                "--tls-cert", cert[0], "--tls-key", cert[1]])
+    replay.port = port
+    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+             what="replay server listening")
+    tls = ssl.create_default_context(cafile=cert[0])
+
+    def sent():
+        with urllib.request.urlopen(f"https://localhost:{port}/_stats", context=tls,
+                                    timeout=10) as r:
+            return json.loads(r.read())["eventsSent"]
+
+    app = e2e.start_appview(h, redis, [url(replay, "/subscribe", "wss")],
+                            env={"SSL_CERT_FILE": cert[0]})
+    wait_for(lambda: int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0) > 0,
+             what="a first cursor")
+    # shorter than the lease (3 s in these tests): the replica keeps it and its stream
+    h.redis(redis, "CLIENT", "PAUSE", "2500", "ALL")
+    before = sent()
+    time.sleep(2)
+    read = sent() - before
+    # While Valkey stands still, at most 20,000 events' writes come to be pending (one event
+    # in 2.5 is ours: 50,000 events) and the sockets buffer a few thousand more.
+    assert read < 80000, f"{read} events read in 2 s while Valkey stood still"
+    e2e.wait_cursor(h, redis, 1, e2e.last_event(events)[0])
+    assert app.stop() == 0
 
 
 def test_sync_reloads_the_did_from_its_pds(h):
