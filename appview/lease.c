@@ -99,8 +99,16 @@ static void on_hold_reply(const reply *r, void *ud)
     lease *l = ud;
     l->inflight = 0;
     if (!l->running || !r || r->type != REPLY_INTEGER) return; /* the timer decides */
-    if (r->integer == 1) l->held_until = l->sent_at + l->ttl_ms;
-    set_held(l, r->integer == 1);
+    if (r->integer != 1) {
+        set_held(l, 0);
+        return;
+    }
+    l->held_until = l->sent_at + l->ttl_ms;
+    /* A renewal answered only after most of the TTL (Valkey stalled) would take the lease back
+     * for a moment: the next tick would find it run out and give it up again, and the stream
+     * would be dropped and started twice. The next tick's renewal takes it instead. */
+    if (!l->held && l->held_until < uv_now(l->loop) + l->ttl_ms / 3) return;
+    set_held(l, 1);
 }
 
 static void on_tick(uv_timer_t *t)
