@@ -67,6 +67,10 @@ struct ingest {
     position acked;   /* ... and is as safe as Valkey keeps it: replicated (cache_sync) */
     position syncing; /* what the cache_sync in flight will make safe */
     int sync_inflight, sync_failed;
+    /* written moved since the last cache_sync began. Not a comparison of written and acked:
+     * positions from two connections, or a stream whose seq and time_us disagree, need not
+     * become equal, and a sync that ends at once would start the next at once, forever. */
+    int written_moved;
     position read;      /* the last event read: where a reconnect of this process resumes */
     position persisted; /* what P cursor:* hold */
     /* For health: the newest event's own time (the saved cursor's before any arrives), when
@@ -153,6 +157,11 @@ static void advance(position *p, const position *to)
     if (to->time_us > p->time_us) p->time_us = to->time_us;
 }
 
+static int same_position(const position *a, const position *b)
+{
+    return a->seq == b->seq && a->url == b->url && a->time_us == b->time_us;
+}
+
 static int url_index(const ingest *in, const char *url)
 {
     for (size_t i = 0; url && i < in->nurls; i++)
@@ -188,7 +197,9 @@ static void complete_batches(ingest *in)
     while (in->head && in->head->sealed && in->head->outstanding == 0) {
         batch *b = in->head;
         if (b->epoch == in->epoch && !in->replay_needed) {
+            position was = in->written;
             advance(&in->written, &b->last);
+            if (!same_position(&was, &in->written)) in->written_moved = 1;
             if (b->outstanding_ever && in->retry_ms) {
                 log_info("ingest", "Valkey takes writes again");
                 in->retry_ms = 0;
@@ -227,6 +238,7 @@ static void need_replay(ingest *in)
     in->replay_needed = 1;
     in->epoch++;
     in->read = in->written = in->acked; /* what was written past it is written again */
+    in->written_moved = 0;
     if (in->js) jetstream_pause(in->js, 1);
 }
 
@@ -260,11 +272,6 @@ static void retry_after_refusal(ingest *in)
     uv_timer_start(&in->retry_timer, on_retry_timer, in->retry_ms, 0);
 }
 
-static int same_position(const position *a, const position *b)
-{
-    return a->seq == b->seq && a->url == b->url && a->time_us == b->time_us;
-}
-
 /* Writes were acknowledged by the primaries; the cursor moves past them once they are as safe
  * as Valkey keeps them: with APPVIEW_VALKEY_WAIT_REPLICAS, on the replicas a failover could
  * promote (cache_sync). One sync at a time covers every batch acknowledged before it. */
@@ -290,10 +297,13 @@ static void on_synced(int ok, void *ud)
 
 static void sync_written(ingest *in)
 {
-    if (in->sync_inflight || same_position(&in->written, &in->acked)) return;
+    if (in->sync_inflight || !in->written_moved) return;
     if (in->sync_failed && in->replay_needed) return; /* again once the replay is under way */
     in->syncing = in->written;
-    if (cache_sync(in->v, on_synced, in) == 0) in->sync_inflight = 1;
+    if (cache_sync(in->v, on_synced, in) == 0) {
+        in->sync_inflight = 1;
+        in->written_moved = 0;
+    }
 }
 
 static void on_folded(void *ud, int ok)
@@ -693,6 +703,7 @@ static void cursor_read(ingest *in)
                            .url = v[2] ? url_index(in, v[2]) : -1};
     if (in->acked.url < 0) in->acked.seq = 0; /* a seq of a server no longer configured */
     in->read = in->persisted = in->written = in->acked;
+    in->written_moved = 0;
     if (in->acked.time_us > in->newest_time_us) in->newest_time_us = in->acked.time_us;
     if (found && fold_schema_outdated(found)) {
         log_warn("ingest",
