@@ -20,11 +20,10 @@
 #define MAX_REMEMBERED 250000
 /* How often a round also checks that the prefix was not flushed behind the writer's back. */
 #define SCHEMA_CHECK_MS 1000
-/* The most items a round takes. Reading can run ahead of Valkey (over TLS the reader drains
- * the socket whole each time), and a round that took everything queued grew to 25,000 items:
- * its maps swept at that size and its writes sent in one burst after the whole round was
- * planned. 4,096 keeps rounds at what a plain socket gives (1,000-4,000) and costs nothing
- * there; over TLS it took the appview's CPU per 1M events from 2.8-3.5 s to 1.9-2.6 s. */
+/* The most items a round takes. Reading runs ahead of Valkey (up to 20,000 events' writes
+ * pending, more queued while Valkey stalls), and a round that took everything queued grew to
+ * 25,000 items: read ahead, planned and sent in one burst, its maps swept at that size. 4,096
+ * is above what a round holds while Valkey keeps up (1,000-4,000 on make bench's stream). */
 #define ROUND_MAX 4096
 #define KEY_MAX PLAN_KEY_MAX
 
