@@ -107,7 +107,7 @@ struct jetstream {
 
     uv_timer_t retry, tick;
     uv_idle_t drain;
-    int timers; /* how many of retry, tick and drain were initialised */
+    int handles; /* how many of retry, tick and drain were initialised */
     uint64_t stall_ms;
     uint64_t reads;      /* reads on the current connection */
     uint64_t reads_seen; /* reads at the last tick */
@@ -247,7 +247,7 @@ static void reset_connection_state(jetstream *js)
     buf_reset(&js->stash);
     buf_reset(&js->out);
     js->out_off = 0;
-    if (js->timers == 3) uv_idle_stop(&js->drain);
+    if (js->handles == 3) uv_idle_stop(&js->drain);
 }
 
 typedef enum {
@@ -1151,14 +1151,14 @@ jetstream *jetstream_new(uv_loop_t *loop, const jetstream_options *opt)
     /* uv_timer_init and uv_idle_init cannot fail on Linux; counting keeps the teardown exact if
      * one ever did */
     uv_timer_t *timers[] = {&js->retry, &js->tick};
-    for (; js->timers < 2 && !uv_timer_init(loop, timers[js->timers]); js->timers++)
-        timers[js->timers]->data = js;
-    if (js->timers == 2 && !uv_idle_init(loop, &js->drain)) {
+    for (; js->handles < 2 && !uv_timer_init(loop, timers[js->handles]); js->handles++)
+        timers[js->handles]->data = js;
+    if (js->handles == 2 && !uv_idle_init(loop, &js->drain)) {
         js->drain.data = js;
-        js->timers++;
+        js->handles++;
     }
     if (js->neps < opt->nurls || !js->rx || !js->plain || !js->dctx || (tls && !js->tls) ||
-        js->timers < 3) {
+        js->handles < 3) {
         if (tls && !js->tls) log_error(C, "cannot set up TLS");
         jetstream_free(js);
         return NULL;
@@ -1245,7 +1245,7 @@ static void release(jetstream *js)
     free(js);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     jetstream *js = h->data;
     js->pending--;
@@ -1268,13 +1268,13 @@ void jetstream_free(jetstream *js)
     reset_connection_state(js); /* abandons the connection and any lookup */
     if (js->fetch) js->fetch->js = NULL;
     js->fetch = NULL;
-    uv_handle_t *timers[] = {(uv_handle_t *)&js->retry, (uv_handle_t *)&js->tick,
-                             (uv_handle_t *)&js->drain};
-    /* js->timers counts the initialised ones among these; the analyzer loses that bound once
+    uv_handle_t *handles[] = {(uv_handle_t *)&js->retry, (uv_handle_t *)&js->tick,
+                              (uv_handle_t *)&js->drain};
+    /* js->handles counts the initialised ones among these; the analyzer loses that bound once
      * js has been handed to libuv, so the array's is stated too */
-    for (int i = 0; i < js->timers && i < (int)(sizeof timers / sizeof *timers); i++) {
+    for (int i = 0; i < js->handles && i < (int)(sizeof handles / sizeof *handles); i++) {
         js->pending++;
-        uv_close(timers[i], on_timer_closed);
+        uv_close(handles[i], on_handle_closed);
     }
     maybe_free(js);
 }

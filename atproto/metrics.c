@@ -97,7 +97,7 @@ static size_t base_len(const char *name)
 }
 
 /* Lines are put together from their parts: a scrape writes hundreds of them, and printf made
- * one cost a millisecond of the event loop the ingester runs on. */
+ * a scrape take about a million instructions of the event loop the ingester runs on. */
 static void put_parts(buf *out, const char *const *parts)
 {
     for (; *parts; parts++)
