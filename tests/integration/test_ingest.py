@@ -96,6 +96,13 @@ def wait_cursor(h, redis, flavor, value, timeout=60):
              what=f"{key} >= {value}")
 
 
+def stall_valkey_once_ingesting(h, redis, ms):
+    """Once the appview has persisted a cursor, Valkey answers no client for ms (CLIENT PAUSE
+    ALL): what a server stalled by a fork, a swap or a failover looks like."""
+    wait_cursor(h, redis, 1, 1)
+    h.redis(redis, "CLIENT", "PAUSE", str(ms), "ALL")
+
+
 # The index as cache/SCHEMA.md lays it out, read in one call: a line per manifest entry
 # ("m D R G X score"), per live tag with the digest it resolves to as in a complete index
 # ("t D R T digest": that of the manifest record its at-uri names, "" when that one is deleted
@@ -483,14 +490,11 @@ def test_a_stream_far_ahead_of_valkey_is_folded_in_bounded_rounds(h):
     redis = h.start_redis()
     replay = start_replay(h, events, ["--rate", "20000"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
-    wait_for(lambda: int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0) > 0,
-             what="a first cursor")
-    h.redis(redis, "CLIENT", "PAUSE", "1500", "ALL")
+    stall_valkey_once_ingesting(h, redis, 1500)
     wait_cursor(h, redis, 1, time_us, timeout=120)
     assert h.metrics(app.base)["appview_ingest_rounds_cut_total"] > 0, "no round was cut"
     assert_same_index(snapshot(h, redis), want)
     assert app.stop() == 0
-
 
 
 def test_a_valkey_stall_longer_than_the_lease_loses_it_and_ingest_goes_on(h):
@@ -503,9 +507,7 @@ def test_a_valkey_stall_longer_than_the_lease_loses_it_and_ingest_goes_on(h):
     redis = h.start_redis()
     replay = start_replay(h, events, ["--rate", "3000"])
     app = start_appview(h, redis, [f"ws://127.0.0.1:{replay.port}/subscribe"])
-    wait_for(lambda: int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0) > 0,
-             what="a first cursor")
-    h.redis(redis, "CLIENT", "PAUSE", "4500", "ALL")
+    stall_valkey_once_ingesting(h, redis, 4500)
     wait_cursor(h, redis, 1, time_us, timeout=90)
     assert_same_index(snapshot(h, redis), want)
     # took it, lost it in the stall, took it back: once (a renewal that came back late must not

@@ -298,10 +298,8 @@ def test_wss_reading_stops_while_valkey_is_behind(h):
 
     app = e2e.start_appview(h, redis, [url(replay, "/subscribe", "wss")],
                             env={"SSL_CERT_FILE": cert[0]})
-    wait_for(lambda: int(h.redis_raw(redis, "GET", PREFIX + "cursor:v1").strip() or 0) > 0,
-             what="a first cursor")
     # shorter than the lease (3 s in these tests): the replica keeps it and its stream
-    h.redis(redis, "CLIENT", "PAUSE", "2500", "ALL")
+    e2e.stall_valkey_once_ingesting(h, redis, 2500)
     before = sent()
     time.sleep(2)
     read = sent() - before
