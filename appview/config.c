@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "appview/jetstream_wire.h"
@@ -22,15 +23,23 @@ static const char *url_shape(const char *v, const char *const *schemes, const ch
                              const char *(*path_ok)(const char *path))
 {
     static char why[160];
+    int known = 0;
+    for (; *schemes && !known; schemes++) {
+        size_t n = strlen(*schemes);
+        known = !strncasecmp(v, *schemes, n) && !strncmp(v + n, "://", 3);
+    }
+    if (!known) return want;
     url_parts u;
-    if (url_parse(v, &u, why, sizeof why) < 0) return strncmp(why, "no scheme", 9) ? why : want;
-    const char *bad = want;
-    for (; *schemes; schemes++)
-        if (!strcmp(u.scheme, *schemes)) bad = NULL;
-    if (!bad && !*u.host) bad = "no host";
-    if (!bad && u.user) bad = "no user or password allowed in this URL";
-    if (!bad && u.fragment) bad = "no #fragment allowed";
-    if (!bad && path_ok) bad = path_ok(u.path);
+    if (url_parse(v, &u, why, sizeof why) < 0) return why;
+    const char *bad = NULL;
+    if (!*u.host)
+        bad = "no host";
+    else if (u.user)
+        bad = "no user or password allowed in this URL";
+    else if (u.fragment)
+        bad = "no #fragment allowed";
+    else if (path_ok)
+        bad = path_ok(u.path);
     url_parts_free(&u);
     return bad;
 }

@@ -1290,16 +1290,6 @@ void writer_flush(writer *w)
 {
     if (w->round || !w->queue) return;
     if (strmap_count(w->fields) > MAX_REMEMBERED) forget(w);
-    w->round = w->queue;
-    w->nround = w->nqueued < ROUND_MAX ? w->nqueued : ROUND_MAX;
-    item *last = w->round;
-    for (size_t i = 1; i < w->nround; i++)
-        last = last->next;
-    w->queue = last->next;
-    last->next = NULL;
-    if (!w->queue) w->queue_tail = NULL;
-    w->nqueued -= w->nround;
-    if (w->nqueued) (*w->rounds_cut_total)++;
     w->read_failed = 0;
     strmap_clear(w->round_owners);
     w->reads_outstanding = 1; /* held until every read was sent */
@@ -1308,8 +1298,21 @@ void writer_flush(writer *w)
         w->schema_checked_ms = now;
         send_read(w, READ_SCHEMA, "", 0, 2, (const char *[]){"EXISTS", w->schema_key});
     }
-    for (const item *it = w->round; it; it = it->next)
-        read_ahead(w, it);
+    /* The round is the first ROUND_MAX queued items: read ahead for each, and cut there. */
+    item *last = w->queue;
+    size_t n = 1;
+    read_ahead(w, last);
+    for (; last->next && n < ROUND_MAX; n++) {
+        last = last->next;
+        read_ahead(w, last);
+    }
+    w->round = w->queue;
+    w->queue = last->next;
+    last->next = NULL;
+    if (!w->queue) w->queue_tail = NULL;
+    w->nround = n;
+    w->nqueued -= n;
+    if (w->nqueued) (*w->rounds_cut_total)++;
     (*w->rounds_total)++;
     if (w->reads_outstanding > 1) (*w->round_waits_total)++;
     read_done(w);

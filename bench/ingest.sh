@@ -260,11 +260,10 @@ with open(f"/proc/{pid}/status") as f:
 # to 20,000 items pending), so the moment it has read every event says how fast it reads,
 # not how fast it ingests. Over TLS that read-ahead made wss:// look twice as fast as ws://.
 el = max(rec_done - first, 1e-3)
-rel = el
 wire = (stats["bytesSent"] - bytes0) / max(stats["eventsSent"] - sent0, 1)
 print(f"events={events:.0f} records={last_records:.0f} seconds={el:.3f} events_per_s={events / el:.0f} "
-      f"record_seconds={rel:.3f} records_per_s={last_records / rel:.0f} commands={cmds} "
-      f"commands_per_s={cmds / rel:.0f} rss_kb={rss} wire_bytes_per_event={wire:.0f}")
+      f"records_per_s={last_records / el:.0f} commands={cmds} "
+      f"commands_per_s={cmds / el:.0f} rss_kb={rss} wire_bytes_per_event={wire:.0f}")
 EOF
 }
 
