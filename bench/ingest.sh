@@ -167,21 +167,24 @@ D_ZSTD=$(best_discard "ws://127.0.0.1:$PORT_ZSTD$V2?zstdDictionary=$DICT_ID" "$N
 stats_url() { # replay_port -> URL
     if [ "$1" = "$PORT_TLS" ]; then echo "https://localhost:$1/_stats"; else echo "http://127.0.0.1:$1/_stats"; fi
 }
-counters() { # replay_port -> "events_sent redis_commands streams bytes_sent"
+counters() { # replay_port -> "events_sent redis_commands streams bytes_sent valkey_cpu"
     python3 - "$(stats_url "$1")" "$RPORT" <<'EOF'
 import json, subprocess, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
     stats = json.load(r)
 out = subprocess.run(["redis-cli", "-p", sys.argv[2], "INFO", "stats"], capture_output=True, text=True).stdout
+cpu = subprocess.run(["redis-cli", "-p", sys.argv[2], "INFO", "cpu"], capture_output=True, text=True).stdout
 print(stats["eventsSent"], next(l.split(":")[1].strip() for l in out.splitlines() if l.startswith("total_commands_processed:")),
-      stats["streamsTotal"], stats["bytesSent"])
+      stats["streamsTotal"], stats["bytesSent"],
+      sum(float(l.split(":")[1]) for l in cpu.splitlines() if l.startswith(("used_cpu_user:", "used_cpu_sys:"))))
 EOF
 }
-measure() { # appview_pid http_port stats_url events_sent0 redis_commands0 streams0 bytes_sent0
+measure() { # appview_pid http_port stats_url events_sent0 redis_commands0 streams0 bytes_sent0 valkey_cpu0
     python3 - "$@" "$RPORT" "$TIMEOUT" <<'EOF'
-import json, subprocess, sys, time, urllib.request
-pid, hport, stats_url, sent0, cmds0, streams0, bytes0, redis_port, timeout = sys.argv[1:10]
+import json, os, subprocess, sys, time, urllib.request
+pid, hport, stats_url, sent0, cmds0, streams0, bytes0, vcpu0, redis_port, timeout = sys.argv[1:11]
 sent0, cmds0, streams0, bytes0, timeout = int(sent0), int(cmds0), int(streams0), int(bytes0), float(timeout)
+vcpu0 = float(vcpu0)
 
 def metric(text, name):
     total = None
@@ -247,6 +250,14 @@ while time.time() - settled < 0.5 and time.time() < deadline:
         last_records, settled = records, time.time()
         rec_done = settled
 cmds = redis_commands() - cmds0
+# The CPU both spent on the run: on two cores they share with the replay server, wall time
+# follows the sum, so these say whose work a difference between two runs is.
+with open(f"/proc/{pid}/stat") as f:
+    ticks = f.read().rsplit(")", 1)[1].split()
+appview_cpu = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
+cpu = subprocess.run(["redis-cli", "-p", redis_port, "INFO", "cpu"], capture_output=True, text=True).stdout
+valkey_cpu = sum(float(l.split(":")[1]) for l in cpu.splitlines()
+                 if l.startswith(("used_cpu_user:", "used_cpu_sys:"))) - vcpu0
 # The run starts when the replay server began the appview's stream. This script starts after
 # the appview does, on a machine the run keeps busy: its first poll came up to 1.4 s into the
 # stream, and timing from there (as this bench did until session 6) overstated the rates.
@@ -263,7 +274,8 @@ el = max(rec_done - first, 1e-3)
 wire = (stats["bytesSent"] - bytes0) / max(stats["eventsSent"] - sent0, 1)
 print(f"events={events:.0f} records={last_records:.0f} seconds={el:.3f} events_per_s={events / el:.0f} "
       f"records_per_s={last_records / el:.0f} commands={cmds} "
-      f"commands_per_s={cmds / el:.0f} rss_kb={rss} wire_bytes_per_event={wire:.0f}")
+      f"commands_per_s={cmds / el:.0f} rss_kb={rss} wire_bytes_per_event={wire:.0f} "
+      f"appview_cpu={appview_cpu:.2f} valkey_cpu={valkey_cpu:.2f}")
 EOF
 }
 
@@ -288,7 +300,7 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
         "$RUN_APPVIEW" >"$DIR/appview-$3.log" 2>&1 &
     apid=$!
     PIDS="$PIDS $apid"
-    # shellcheck disable=SC2086 # c0 is three numbers, split on purpose
+    # shellcheck disable=SC2086 # c0 is the counters' five numbers, split on purpose
     if ! wait_port "$HPORT" 20; then
         echo "error=the appview did not listen on $HPORT (see $DIR/appview-$3.log)"
     elif ! measure "$apid" "$HPORT" "$(stats_url "$1")" $c0 2>"$DIR/measure-$3.err"; then
@@ -317,32 +329,40 @@ run_median() { # replay_port path label -> the median run's k=v figures, plus ru
     done
     median_of "$runs"
 }
-# This appview and the baseline in turn, RUNS times each, so that a drift of the machine during
-# the comparison weighs on both alike (run one after the other, five and five, the ratio of the
-# same two binaries came out 1.06 in one bench and 0.77 in the next). Which of the two goes
-# first alternates from pair to pair, so neither always runs on the machine the other left.
-# Sets A_LEGACY and A_BASE, and PAIRS_EVENTS and PAIRS_RECORDS: each pair's this/baseline.
-run_pairs() { # replay_port path
-    mine="" base="" PAIRS_EVENTS="" PAIRS_RECORDS=""
+# Two set-ups in turn, RUNS times each, so that a drift of the machine during the comparison
+# weighs on both alike (run one after the other, five and five, the ratio of the same two
+# binaries came out 1.06 in one bench and 0.77 in the next; wss:// against ws:// 1.36 in one and
+# 0.73 in the next). Which of the two goes first alternates from pair to pair, so neither
+# always runs on the machine the other left. A set-up is a binary, a replay port, a path and a
+# label. Sets PAIR_A and PAIR_B (each set-up's median run), and PAIRS_EVENTS and PAIRS_RECORDS:
+# each pair's A/B.
+run_pairs() { # binary_a port_a path_a label_a binary_b port_b path_b label_b
+    a_runs="" b_runs="" PAIRS_EVENTS="" PAIRS_RECORDS=""
     for i in $(seq "$RUNS"); do
-        for who in $(if [ $((i % 2)) = 1 ]; then echo mine base; else echo base mine; fi); do
-            if [ "$who" = base ]; then RUN_APPVIEW=$BASE_BIN; label=baseline-$i; else label=legacy-$i; fi
-            out=$(run_appview "$1" "$2" "$label")
+        for who in $(if [ $((i % 2)) = 1 ]; then echo a b; else echo b a; fi); do
+            if [ "$who" = a ]; then
+                RUN_APPVIEW=$1
+                out=$(run_appview "$2" "$3" "$4-$i")
+                a_out=$out
+            else
+                RUN_APPVIEW=$5
+                out=$(run_appview "$6" "$7" "$8-$i")
+                b_out=$out
+            fi
             RUN_APPVIEW=$BIN/appview
-            case "$out" in error=*) A_LEGACY=$out A_BASE=$out; return ;; esac
-            if [ "$who" = base ]; then base_out=$out; else mine_out=$out; fi
+            case "$out" in error=*) PAIR_A=$out PAIR_B=$out; return ;; esac
         done
-        mine="$mine$mine_out
+        a_runs="$a_runs$a_out
 "
-        base="$base$base_out
+        b_runs="$b_runs$b_out
 "
-        PAIRS_EVENTS="$PAIRS_EVENTS $(ratio "$(echo "$mine_out" | field events_per_s)" \
-            "$(echo "$base_out" | field events_per_s)")"
-        PAIRS_RECORDS="$PAIRS_RECORDS $(ratio "$(echo "$mine_out" | field records_per_s)" \
-            "$(echo "$base_out" | field records_per_s)")"
+        PAIRS_EVENTS="$PAIRS_EVENTS $(ratio "$(echo "$a_out" | field events_per_s)" \
+            "$(echo "$b_out" | field events_per_s)")"
+        PAIRS_RECORDS="$PAIRS_RECORDS $(ratio "$(echo "$a_out" | field records_per_s)" \
+            "$(echo "$b_out" | field records_per_s)")"
     done
-    A_LEGACY=$(median_of "$mine")
-    A_BASE=$(median_of "$base")
+    PAIR_A=$(median_of "$a_runs")
+    PAIR_B=$(median_of "$b_runs")
 }
 # The median of a list of ratios and the list: "0.97 (0.95/0.97/1.02)".
 pairs_summary() {
@@ -368,12 +388,11 @@ baseline_appview() { # -> path of the binary, or nothing
 }
 
 if [ -x "$BIN/appview" ]; then
-    echo "running the appview, no server-side filter ..." >&2
-    A_ALL=$(run_median "$PORT_ALL" /subscribe all)
+    echo "running the appview over wss:// and ws:// in turn, no server-side filter ..." >&2
+    run_pairs "$BIN/appview" "$PORT_TLS" /subscribe wss "$BIN/appview" "$PORT_ALL" /subscribe all
+    A_WSS=$PAIR_A A_ALL=$PAIR_B PAIRS_WSS=$PAIRS_EVENTS
     echo "running the appview, server-side filter ..." >&2
     A_FILTER=$(run_median "$PORT_FILTER" /subscribe filter)
-    echo "running the appview over wss:// ..." >&2
-    A_WSS=$(run_median "$PORT_TLS" /subscribe wss)
     echo "running the appview on v2, uncompressed and dict-zstd ..." >&2
     RUN_COMPRESS=off
     A_V2=$(run_median "$PORT_ALL" "$V2" v2)
@@ -382,7 +401,9 @@ if [ -x "$BIN/appview" ]; then
     BASE_BIN=$(baseline_appview)
     if [ -n "$BASE_BIN" ]; then
         echo "running this appview and the baseline in turn on the v1 wire before seqs ..." >&2
-        run_pairs "$PORT_LEGACY" /subscribe
+        run_pairs "$BIN/appview" "$PORT_LEGACY" /subscribe legacy \
+            "$BASE_BIN" "$PORT_LEGACY" /subscribe baseline
+        A_LEGACY=$PAIR_A A_BASE=$PAIR_B
     fi
 else
     A_ALL="error=$BIN/appview is not built"
@@ -469,6 +490,9 @@ report "server-side filter (io.atcr.* only)" "$A_FILTER" "$DF_R"
 # ---- the wire ----
 # One row per wire: the appview's events/s (median), the replay server's own send rate over
 # the same wire (ws_discard, best of three), and what the server wrote per event.
+cpu_of() { # figures -> "CPU s appview a, Valkey v" of that run
+    echo "CPU s appview $(echo "$1" | field appview_cpu), Valkey $(echo "$1" | field valkey_cpu)"
+}
 wire_row() { # label figures discard [target]
     err=$(echo "$2" | sed -n 's/^error=//p')
     if [ -n "$err" ]; then
@@ -478,7 +502,7 @@ wire_row() { # label figures discard [target]
     fi
     ev=$(echo "$2" | field events_per_s)
     sent=$(echo "$3" | field events_per_s)
-    row "$1" "$(num "$ev")" "$(ratio "$ev" "$sent") of the replay's $(num "$sent")/s; $(echo "$2" | field wire_bytes_per_event) bytes/event${4:+; $4}; runs $(echo "$2" | field runs_events)"
+    row "$1" "$(num "$ev")" "$(ratio "$ev" "$sent") of the replay's $(num "$sent")/s; $(echo "$2" | field wire_bytes_per_event) bytes/event; $(cpu_of "$2")${4:+; $4}; runs $(echo "$2" | field runs_events)"
 }
 if [ -n "${A_WSS:-}" ]; then
     echo "appview by wire, unfiltered stream (events/s, median of $RUNS)"
@@ -486,7 +510,8 @@ if [ -n "${A_WSS:-}" ]; then
     WSS_R=$(echo "$A_WSS" | field events_per_s)
     wire_row "v1 ws://" "$A_ALL" "$D_ALL"
     wire_row "v1 wss:// (OpenSSL under the same frame parser)" "$A_WSS" "$D_WSS" \
-        "$(ratio "$WSS_R" "$WS_R") of ws://, target 0.8"
+        "$(ratio "$WSS_R" "$WS_R") of ws://"
+    row "    each pair's wss:// / ws://, their median (target 0.8)" "-" "$(pairs_summary "$PAIRS_WSS")"
     wire_row "v2 ws://, uncompressed" "$A_V2" "$D_V2"
     wire_row "v2 ws://, dict-zstd (frames precompressed by the replay)" "$A_ZSTD" "$D_ZSTD"
     if [ -n "${A_BASE:-}" ]; then
@@ -494,9 +519,9 @@ if [ -n "${A_WSS:-}" ]; then
         B_R=$(echo "$A_BASE" | field events_per_s)
         echo "  the baseline comparison: the old wire (no seqs), the stream with manifests keyed by digest"
         row "v1 ws:// without seqs (the old wire), this appview" "$(num "$L_R")" \
-            "runs $(echo "$A_LEGACY" | field runs_events)"
+            "$(cpu_of "$A_LEGACY"); runs $(echo "$A_LEGACY" | field runs_events)"
         row "v1 ws:// without seqs, ${BENCH_BASELINE_REF-main}'s appview" "$(num "$B_R")" \
-            "this/baseline $(ratio "$L_R" "$B_R"), target 1.0; runs $(echo "$A_BASE" | field runs_events)"
+            "this/baseline $(ratio "$L_R" "$B_R"), target 1.0; $(cpu_of "$A_BASE"); runs $(echo "$A_BASE" | field runs_events)"
         row "    each pair's this/baseline, their median" "-" "$(pairs_summary "$PAIRS_EVENTS")"
         LREC=$(echo "$A_LEGACY" | field records_per_s)
         BREC=$(echo "$A_BASE" | field records_per_s)
