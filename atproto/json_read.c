@@ -176,6 +176,16 @@ static json_t *read_number(reader *r)
             p++;
     }
     size_t n = (size_t)(p - start);
+    size_t sign = *start == '-';
+    if (integer && n - sign <= 18) {
+        /* 18 digits cannot overflow a long long: summed here, with no copy for strtoll (most
+         * numbers in records are sizes and times). */
+        long long i = 0;
+        for (const unsigned char *d = start + sign; d < p; d++)
+            i = i * 10 + (*d - '0');
+        r->p = p;
+        return json_integer((json_int_t)(sign ? -i : i));
+    }
     char stack[NUMBER_STACK], *text = n < sizeof stack ? stack : malloc(n + 1);
     if (!text) return NULL;
     memcpy(text, start, n);
