@@ -314,6 +314,28 @@ static void unset_without_a_record(void)
     json_decref(rec);
 }
 
+/* time_us of every length from 1 to 20 digits, followed by each byte that can end it, read as
+ * strtoull reads its first 19 digits. */
+static void time_us_of_every_length(void)
+{
+    static const char digits[] = "98765432109876543210";
+    static const char *const after[] = {",", " ,", "}", "/", ":"};
+    for (size_t n = 1; n <= 20; n++) {
+        for (size_t a = 0; a < sizeof after / sizeof *after; a++) {
+            char number[24], msg[512];
+            snprintf(number, sizeof number, "%.*s", (int)n, digits);
+            snprintf(msg, sizeof msg,
+                     "{\"did\":\"" DID "\",\"time_us\":%s%s\"kind\":\"identity\","
+                     "\"identity\":{\"did\":\"" DID "\",\"seq\":1,\"time\":"
+                     "\"2024-11-19T07:06:40.000Z\"}}",
+                     number, after[a]);
+            number[n < 19 ? n : 19] = 0;
+            parse(JETSTREAM_V1, msg);
+            CHECK(ev.time_us == strtoull(number, NULL, 10));
+        }
+    }
+}
+
 /* Every 13th day from 1600 to 2400 (all leap-year rules, both sides of 1970), at a time with
  * a fraction and an offset, and the cases with neither. */
 static void datetime_ms_as_timegm(void)
@@ -357,6 +379,7 @@ int main(void)
     RUN(unset_without_a_record);
     RUN(own_layout_matches_search);
     RUN(datetime_ms_as_timegm);
+    RUN(time_us_of_every_length);
     event_clear(&ev);
     free(copy);
     lexicon_free(lex);
