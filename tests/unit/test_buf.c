@@ -91,6 +91,9 @@ static void test_strjoin(void)
     CHECK(STRJOIN(out, "atcr:", "{", "d", "}/") == 9 && !strcmp(out, "atcr:{d}/"));
     CHECK(STRJOIN(out, "0123456789", "a") == 11 && !strcmp(out, "0123456789a")); /* exactly fits */
     CHECK(STRJOIN(out, "0123456789", "ab") == -1 && out[0] == 0);                /* one too many */
+    CHECK(STRJOIN(out, "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a") == 11 &&
+          !strcmp(out, "0123456789a"));
+    CHECK(STRJOIN(out, "0123456789", "a", "b") == -1 && out[0] == 0);
     CHECK(STRJOIN(out, "") == 0 && out[0] == 0);
     CHECK(strjoin(out, 0, (const char *const[]){"x", NULL}) == -1);
     /* strput: only the n bytes given, whatever follows them; -1 and "" when they do not fit. */
