@@ -313,11 +313,15 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
 # RUNS runs (BENCH_RUNS, default 5); the one with the median records/s is reported, with every
 # run's figures: on this shared machine one run can be a third off the next.
 RUNS=${BENCH_RUNS:-5}
-median_of() { # runs (a line of k=v figures each) -> the median run's, plus runs_*=a/b/c
+# The CPU seconds are each the median of their own: one run's are as noisy as its rate.
+median_of() { # runs (a line of k=v figures each) -> the median run's, plus runs_*=a/b/c and CPU
     median=$(printf '%s' "$1" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^records_per_s=/) {
         split($i, kv, "="); print kv[2], $0 } }' | sort -n | sed -n "$(((RUNS + 1) / 2))p" | cut -d' ' -f2-)
     each() { printf '%s' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { printf "%s%s", s, $2; s = "/" }'; }
-    echo "$median runs_events=$(each events_per_s "$1") runs_records=$(each records_per_s "$1")"
+    mid() { printf '%s' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }' | sort -n |
+        sed -n "$(((RUNS + 1) / 2))p"; }
+    echo "$median runs_events=$(each events_per_s "$1") runs_records=$(each records_per_s "$1")" \
+        "median_appview_cpu=$(mid appview_cpu "$1") median_valkey_cpu=$(mid valkey_cpu "$1")"
 }
 run_median() { # replay_port path label -> the median run's k=v figures, plus runs_*=a/b/c
     runs=""
@@ -490,8 +494,8 @@ report "server-side filter (io.atcr.* only)" "$A_FILTER" "$DF_R"
 # ---- the wire ----
 # One row per wire: the appview's events/s (median), the replay server's own send rate over
 # the same wire (ws_discard, best of three), and what the server wrote per event.
-cpu_of() { # figures -> "CPU s appview a, Valkey v" of that run
-    echo "CPU s appview $(echo "$1" | field appview_cpu), Valkey $(echo "$1" | field valkey_cpu)"
+cpu_of() { # figures -> "CPU s appview a, Valkey v", each the median of the runs
+    echo "CPU s appview $(echo "$1" | field median_appview_cpu), Valkey $(echo "$1" | field median_valkey_cpu)"
 }
 wire_row() { # label figures discard [target]
     err=$(echo "$2" | sed -n 's/^error=//p')
