@@ -69,9 +69,13 @@ typedef struct {
 } owner_memo;
 
 /* Items are cut from slabs: an event's copy is over a kilobyte, and every malloc of that size
- * makes glibc consolidate its free small chunks first. A slab is freed with its last item once
- * the writer has moved on to a new one; the current one is reused from the start when empty. */
+ * makes glibc consolidate its free small chunks first. A slab is done with its last item once
+ * the writer has moved on to a new one; the current one is reused from the start when empty.
+ * Up to SPARE_SLABS done slabs are kept for the next ones, for the same reason: a malloc and a
+ * free of a slab each consolidated too (600 of each on make bench's stream, 2% of the
+ * ingester's cycles). */
 #define SLAB_BYTES (256 * 1024)
+#define SPARE_SLABS 4
 
 typedef struct slab {
     size_t used, cap, live;
@@ -123,6 +127,8 @@ struct writer {
     strmap *round_recent; /* P recent entries held back: member -> recent_entry */
     int recent_trim;      /* a put of the round asked for a trim of P recent */
     slab *slab;           /* where new items are cut from */
+    slab *spare[SPARE_SLABS];
+    int nspare;
     item *queue, *queue_tail;
     size_t nqueued;
     item *round;   /* the items of the round not yet planned: the first waits for reads */
@@ -354,17 +360,26 @@ static size_t size_of(const char *s)
     return s ? strlen(s) + 1 : 0;
 }
 
-static void slab_retire(slab *s)
+/* A retired slab whose items are all done: kept as a spare, or freed. */
+static void slab_done(writer *w, slab *s)
 {
-    s->retired = 1;
-    if (!s->live) free(s);
+    if (w->nspare < SPARE_SLABS && s->cap == SLAB_BYTES)
+        w->spare[w->nspare++] = s;
+    else
+        free(s);
 }
 
-static void slab_release(slab *s)
+static void slab_retire(writer *w, slab *s)
+{
+    s->retired = 1;
+    if (!s->live) slab_done(w, s);
+}
+
+static void slab_release(writer *w, slab *s)
 {
     if (--s->live) return;
     if (s->retired)
-        free(s);
+        slab_done(w, s);
     else
         s->used = 0;
 }
@@ -376,10 +391,11 @@ static void *slab_alloc(writer *w, size_t size, slab **from)
     slab *s = w->slab;
     if (!s || s->cap - s->used < size) {
         size_t cap = size > SLAB_BYTES ? size : SLAB_BYTES;
-        slab *fresh = malloc(sizeof *fresh + cap);
+        slab *fresh =
+            cap == SLAB_BYTES && w->nspare ? w->spare[--w->nspare] : malloc(sizeof *fresh + cap);
         if (!fresh) return NULL;
         *fresh = (slab){.cap = cap};
-        if (s) slab_retire(s);
+        if (s) slab_retire(w, s);
         w->slab = s = fresh;
     }
     void *p = s->data + s->used;
@@ -416,7 +432,7 @@ static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
         /* The message's own bytes could not be kept (see event.h): the record as JSON. */
         it->dumped = json_pool_dump(ev->record, &it->ev.record_json_len);
         if (!it->dumped) {
-            slab_release(from);
+            slab_release(w, from);
             return NULL;
         }
         it->ev.record_json = it->dumped;
@@ -431,7 +447,7 @@ static void item_free(item *it)
 {
     json_decref(it->ev.record);
     free(it->dumped);
-    slab_release(it->from);
+    slab_release(it->w, it->from);
 }
 
 static void finish_one(item *it)
@@ -1437,7 +1453,10 @@ void writer_free(writer *w)
     strmap_free(w->listed);
     strmap_free(w->round_owners);
     strmap_free(w->round_recent);
-    if (w->slab) slab_retire(w->slab); /* items still in flight free it */
+    /* Every item is done by now: the cache client, freed first, answered its commands. */
+    if (w->slab) slab_retire(w, w->slab);
+    while (w->nspare)
+        free(w->spare[--w->nspare]);
     free(w->prefix);
     free(w->schema_key);
     free(w->schema_value);
