@@ -13,12 +13,12 @@ int strjoin(char *out, size_t cap, const char *const *parts)
             out[n++] = s[0];
             continue;
         }
-        size_t k = strlen(*parts);
+        size_t k = strlen(s);
         if (n + k >= cap) {
             if (cap) out[0] = 0;
             return -1;
         }
-        memcpy(out + n, *parts, k);
+        memcpy(out + n, s, k);
         n += k;
     }
     if (cap) out[n] = 0;

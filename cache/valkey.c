@@ -299,11 +299,14 @@ static int format_command(valkey *v, int argc, const char **argv, const size_t *
 
 /* hiredis gives the output buffer back each time it has written all of it, and the next
  * commands grow a new one by doubling, copying what it holds at every step (3% of the
- * ingester's instructions). An empty buffer is given room for a write-ahead's worth at once. */
+ * ingester's instructions). Once a buffer holds BURST_BYTES, a burst is on: it is given room
+ * for a write-ahead's worth at once. A lone command (a lease renewal, a read) stays small. */
+#define BURST_BYTES (16 * 1024)
+
 static void reserve_output(redisContext *c)
 {
-    if (sdslen(c->obuf) || sdsavail(c->obuf) >= WRITE_AHEAD_BYTES) return;
-    sds room = sdsMakeRoomFor(c->obuf, 2 * WRITE_AHEAD_BYTES);
+    if (sdslen(c->obuf) < BURST_BYTES || sdsavail(c->obuf) >= WRITE_AHEAD_BYTES) return;
+    sds room = sdsMakeRoomFor(c->obuf, WRITE_AHEAD_BYTES);
     if (room) c->obuf = room; /* else the appends grow it as before */
 }
 
@@ -312,7 +315,6 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
 {
     pending *p = freelist_get(&v->spare_pending);
     if (!p) return -1;
-    reserve_output(&v->ac->c);
     p->v = v;
     p->cb = cb;
     p->ud = ud;
@@ -326,6 +328,7 @@ static int send_argv(valkey *v, valkey_reply_cb cb, void *ud, int argc, const ch
     queue_push(v, p);
     (*v->commands_total)++;
     v->last_sent_ns = p->sent_ns;
+    reserve_output(&v->ac->c);
     write_ahead(v);
     return 0;
 }
