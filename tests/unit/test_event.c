@@ -314,8 +314,9 @@ static void unset_without_a_record(void)
     json_decref(rec);
 }
 
-/* time_us of every length from 1 to 20 digits, followed by each byte that can end it, read as
- * strtoull reads its first 19 digits. */
+/* time_us of every length from 1 to 20 digits, read as strtoull reads its first 19 digits,
+ * whatever ends it: what JSON puts after a number, and '/' and ':', the bytes just below '0'
+ * and just above '9' (where a test of eight bytes at once would go wrong first). */
 static void time_us_of_every_length(void)
 {
     static const char digits[] = "98765432109876543210";
