@@ -1426,7 +1426,7 @@ writer *writer_new(cache_client *v, fold *f, const writer_options *opt)
                                      "Index reads the ingester made to plan events (state it "
                                      "did not remember)");
     w->rounds_total = metrics_counter("appview_ingest_rounds_total",
-                                      "Writer rounds (the events queued since the last one)");
+                                      "Writer rounds (the first 4,096 events queued, or all)");
     w->rounds_cut_total = metrics_counter(
         "appview_ingest_rounds_cut_total",
         "Writer rounds that took the most events a round takes and left more queued: the "

@@ -167,24 +167,21 @@ D_ZSTD=$(best_discard "ws://127.0.0.1:$PORT_ZSTD$V2?zstdDictionary=$DICT_ID" "$N
 stats_url() { # replay_port -> URL
     if [ "$1" = "$PORT_TLS" ]; then echo "https://localhost:$1/_stats"; else echo "http://127.0.0.1:$1/_stats"; fi
 }
-counters() { # replay_port -> "events_sent redis_commands streams bytes_sent valkey_cpu"
+counters() { # replay_port -> "events_sent redis_commands streams bytes_sent"
     python3 - "$(stats_url "$1")" "$RPORT" <<'EOF'
 import json, subprocess, sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
     stats = json.load(r)
 out = subprocess.run(["redis-cli", "-p", sys.argv[2], "INFO", "stats"], capture_output=True, text=True).stdout
-cpu = subprocess.run(["redis-cli", "-p", sys.argv[2], "INFO", "cpu"], capture_output=True, text=True).stdout
 print(stats["eventsSent"], next(l.split(":")[1].strip() for l in out.splitlines() if l.startswith("total_commands_processed:")),
-      stats["streamsTotal"], stats["bytesSent"],
-      sum(float(l.split(":")[1]) for l in cpu.splitlines() if l.startswith(("used_cpu_user:", "used_cpu_sys:"))))
+      stats["streamsTotal"], stats["bytesSent"])
 EOF
 }
-measure() { # appview_pid http_port stats_url events_sent0 redis_commands0 streams0 bytes_sent0 valkey_cpu0
+measure() { # appview_pid http_port stats_url events_sent0 redis_commands0 streams0 bytes_sent0
     python3 - "$@" "$RPORT" "$TIMEOUT" <<'EOF'
 import json, os, subprocess, sys, time, urllib.request
-pid, hport, stats_url, sent0, cmds0, streams0, bytes0, vcpu0, redis_port, timeout = sys.argv[1:11]
+pid, hport, stats_url, sent0, cmds0, streams0, bytes0, redis_port, timeout = sys.argv[1:10]
 sent0, cmds0, streams0, bytes0, timeout = int(sent0), int(cmds0), int(streams0), int(bytes0), float(timeout)
-vcpu0 = float(vcpu0)
 
 def metric(text, name):
     total = None
@@ -250,14 +247,6 @@ while time.time() - settled < 0.5 and time.time() < deadline:
         last_records, settled = records, time.time()
         rec_done = settled
 cmds = redis_commands() - cmds0
-# The CPU both spent on the run: on two cores they share with the replay server, wall time
-# follows the sum, so these say whose work a difference between two runs is.
-with open(f"/proc/{pid}/stat") as f:
-    ticks = f.read().rsplit(")", 1)[1].split()
-appview_cpu = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
-cpu = subprocess.run(["redis-cli", "-p", redis_port, "INFO", "cpu"], capture_output=True, text=True).stdout
-valkey_cpu = sum(float(l.split(":")[1]) for l in cpu.splitlines()
-                 if l.startswith(("used_cpu_user:", "used_cpu_sys:"))) - vcpu0
 # The run starts when the replay server began the appview's stream. This script starts after
 # the appview does, on a machine the run keeps busy: its first poll came up to 1.4 s into the
 # stream, and timing from there (as this bench did until session 6) overstated the rates.
@@ -267,6 +256,11 @@ if stats["streamsTotal"] != streams0 + 1:
 first = stats["lastStreamStartedAt"]
 with open(f"/proc/{pid}/status") as f:
     rss = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+# The appview's CPU over the run (run_appview adds Valkey's): on two cores they share with the
+# replay server, wall time follows the sum, so the two say whose work a difference is.
+with open(f"/proc/{pid}/stat") as f:
+    ticks = f.read().rsplit(")", 1)[1].split()
+appview_cpu = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
 # Events are timed to the last record indexed too: the appview reads ahead of its writes (up
 # to 20,000 items pending), so the moment it has read every event says how fast it reads,
 # not how fast it ingests. Over TLS that read-ahead made wss:// look twice as fast as ws://.
@@ -275,7 +269,7 @@ wire = (stats["bytesSent"] - bytes0) / max(stats["eventsSent"] - sent0, 1)
 print(f"events={events:.0f} records={last_records:.0f} seconds={el:.3f} events_per_s={events / el:.0f} "
       f"records_per_s={last_records / el:.0f} commands={cmds} "
       f"commands_per_s={cmds / el:.0f} rss_kb={rss} wire_bytes_per_event={wire:.0f} "
-      f"appview_cpu={appview_cpu:.2f} valkey_cpu={valkey_cpu:.2f}")
+      f"appview_cpu={appview_cpu:.2f}")
 EOF
 }
 
@@ -287,6 +281,7 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
     HPORT=$(free_port)
     redis-cli -p "$RPORT" FLUSHALL >/dev/null
     c0=$(counters "$1")
+    vcpu0=$(valkey_cpu_s "$RPORT")
     mkdir -p "$DIR/appview-$3"
     url=ws://127.0.0.1:$1$2
     [ "$1" = "$PORT_TLS" ] && url=wss://localhost:$1$2
@@ -300,11 +295,14 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
         "$RUN_APPVIEW" >"$DIR/appview-$3.log" 2>&1 &
     apid=$!
     PIDS="$PIDS $apid"
-    # shellcheck disable=SC2086 # c0 is the counters' five numbers, split on purpose
+    # shellcheck disable=SC2086 # c0 is the counters' four numbers, split on purpose
     if ! wait_port "$HPORT" 20; then
         echo "error=the appview did not listen on $HPORT (see $DIR/appview-$3.log)"
-    elif ! measure "$apid" "$HPORT" "$(stats_url "$1")" $c0 2>"$DIR/measure-$3.err"; then
+    elif ! figures=$(measure "$apid" "$HPORT" "$(stats_url "$1")" $c0 2>"$DIR/measure-$3.err"); then
         echo "error=$(tail -1 "$DIR/measure-$3.err") (see $DIR/appview-$3.log)"
+    else
+        echo "$figures valkey_cpu=$(awk -v a="$vcpu0" -v b="$(valkey_cpu_s "$RPORT")" \
+            'BEGIN {printf "%.2f", b - a}')"
     fi
     kill "$apid" 2>/dev/null || true
     wait "$apid" 2>/dev/null || true

@@ -470,7 +470,6 @@ def test_sigkill_midstream_loses_nothing(h):
     assert_same_index(snapshot(h, redis), want)
 
 
-
 def test_a_stream_far_ahead_of_valkey_is_folded_in_bounded_rounds(h):
     """Valkey stops answering for 1.5 s mid-stream while the stream goes on: the ingester
     queues far more events than one round takes (appview/writer.c ROUND_MAX), and folds them

@@ -41,6 +41,26 @@ def replay_stats(h, replay):
     return h.get_json(f"http://127.0.0.1:{replay.port}/_stats")[1]
 
 
+def start_tls_replay(h, events, extra=()):
+    """The replay server on wss:// with a test certificate: its process and (cert, key)."""
+    cert = jetwire.self_signed(h.tmp)
+    port = free_port()
+    replay = h.spawn("replay", [h.binary("tools/jetstream_replay"), "--listen",
+                                f"127.0.0.1:{port}", "--events", events, *extra,
+                                "--tls-cert", cert[0], "--tls-key", cert[1]])
+    replay.port = port
+    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+             what="replay server listening")
+    return replay, cert
+
+
+def tls_replay_stats(replay, cert):
+    tls = ssl.create_default_context(cafile=cert[0])
+    with urllib.request.urlopen(f"https://localhost:{replay.port}/_stats", context=tls,
+                                timeout=10) as r:
+        return json.loads(r.read())
+
+
 def requests_to(h, replay, path=V2):
     return [r for r in replay_stats(h, replay)["requests"] if r.startswith(path)]
 
@@ -256,15 +276,8 @@ def test_corrupt_and_oversized_zstd_frames_are_dropped_and_counted(h):
 
 
 def test_wss_with_a_test_certificate(h):
-    cert = jetwire.self_signed(h.tmp)
     redis = h.start_redis()
-    port = free_port()
-    replay = h.spawn("replay", [h.binary("tools/jetstream_replay"), "--listen",
-                                f"127.0.0.1:{port}", "--events", BASIC, "--tls-cert", cert[0],
-                                "--tls-key", cert[1]])
-    replay.port = port
-    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
-             what="replay server listening")
+    replay, cert = start_tls_replay(h, BASIC)
     # the default URLs' shape: wss://host/subscribe
     app = e2e.start_appview(h, redis, [url(replay, "/subscribe", "wss")],
                             env={"SSL_CERT_FILE": cert[0]})
@@ -279,22 +292,12 @@ def test_wss_reading_stops_while_valkey_is_behind(h):
     OpenSSL keeps decrypted bytes the socket does not announce again; draining them with a
     zero timer that re-armed itself ran in one pass of Debian's libuv and starved the phase
     where the ingester pauses reading, so a fast stream was read into memory whole."""
-    cert = jetwire.self_signed(h.tmp)
     events = e2e.generate(h, 50000, seed=19)
     redis = h.start_redis()
-    port = free_port()
-    replay = h.spawn("replay", [h.binary("tools/jetstream_replay"), "--listen",
-                                f"127.0.0.1:{port}", "--events", events, "--loop", "100",
-                                "--tls-cert", cert[0], "--tls-key", cert[1]])
-    replay.port = port
-    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
-             what="replay server listening")
-    tls = ssl.create_default_context(cafile=cert[0])
+    replay, cert = start_tls_replay(h, events, ["--loop", "100"])
 
     def sent():
-        with urllib.request.urlopen(f"https://localhost:{port}/_stats", context=tls,
-                                    timeout=10) as r:
-            return json.loads(r.read())["eventsSent"]
+        return tls_replay_stats(replay, cert)["eventsSent"]
 
     app = e2e.start_appview(h, redis, [url(replay, "/subscribe", "wss")],
                             env={"SSL_CERT_FILE": cert[0]})
