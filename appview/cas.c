@@ -60,8 +60,10 @@ static int own(owned_event *o, const event *ev)
     for (int i = 0; i < NSTR; i++)
         n += *src[i] ? strlen(*src[i]) + 1 : 0;
     o->ev = *ev;
-    o->ev.root = NULL;
+    o->ev.doc = NULL;
+    o->ev.value = JSON_DOC_NONE;
     o->ev.record = NULL;
+    o->ev.owns_record = 0;
     o->json = NULL;
     o->text = malloc(n ? n : 1);
     if (!o->text) return -1;

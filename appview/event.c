@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atproto/json_read.h"
 #include "atproto/syntax.h"
 
 #define ATCR_PREFIX "io.atcr."
@@ -192,9 +191,17 @@ static void record_span(event *ev, const json_span *span)
 
 /* ---- helpers for the full parse ---- */
 
-static const char *get_string(const json_t *obj, const char *key)
+static const char *get_string(const json_doc *d, json_ref obj, const char *key)
 {
-    return json_string_value(json_object_get(obj, key));
+    return json_doc_string(d, json_doc_get(d, obj, key), NULL);
+}
+
+/* The record's string member name, from whichever form the event holds it in: the message's
+ * doc (event_parse) or the caller's jansson value (event_from_record). */
+static const char *record_string(const event *ev, const char *name)
+{
+    if (ev->doc) return get_string(ev->doc, ev->value, name);
+    return json_string_value(json_object_get(ev->record, name));
 }
 
 static int valid(bool (*check)(const char *, size_t), const char *s)
@@ -261,10 +268,10 @@ static event_kind invalid(event *ev, const char *reason)
 static const char *tag_target(event *ev)
 {
     static const char scheme[] = "at://", collection[] = "/" ATCR_PREFIX "manifest/";
-    const char *d = get_string(ev->record, "manifestDigest");
+    const char *d = record_string(ev, "manifestDigest");
     if (d && !oci_is_digest(d, strlen(d))) return "bad_digest";
     if (d) snprintf(ev->target_digest, sizeof ev->target_digest, "%s", d);
-    const char *uri = get_string(ev->record, "manifest");
+    const char *uri = record_string(ev, "manifest");
     if (!uri) return d ? NULL : "no_manifest_ref";
     size_t dn = strlen(ev->did), cn = sizeof collection - 1, sn = sizeof scheme - 1;
     if (!valid(atp_is_at_uri, uri) || strncmp(uri, scheme, sn)) return "bad_manifest_uri";
@@ -280,25 +287,25 @@ static const char *tag_target(event *ev)
 
 static event_kind record_fields(event *ev)
 {
-    ev->repository = get_string(ev->record, "repository");
+    ev->repository = record_string(ev, "repository");
     if (!valid(oci_is_repository, ev->repository)) return invalid(ev, "bad_repository");
     const char *at_field = "createdAt";
     if (!strcmp(ev->collection, ATCR_PREFIX "manifest")) {
         ev->record_kind = RECORD_MANIFEST;
-        ev->key = get_string(ev->record, "digest");
+        ev->key = record_string(ev, "digest");
         if (!valid(oci_is_digest, ev->key)) return invalid(ev, "bad_digest");
     } else if (!strcmp(ev->collection, ATCR_PREFIX "tag")) {
         ev->record_kind = RECORD_TAG;
-        ev->key = get_string(ev->record, "tag");
+        ev->key = record_string(ev, "tag");
         if (!valid(oci_is_tag, ev->key)) return invalid(ev, "bad_tag");
         const char *why = tag_target(ev);
         if (why) return invalid(ev, why);
     } else {
         ev->record_kind = RECORD_HOLD_STATS;
-        ev->key = get_string(ev->record, "did");
+        ev->key = record_string(ev, "did");
         at_field = "updatedAt";
     }
-    ev->at = get_string(ev->record, at_field);
+    ev->at = record_string(ev, at_field);
     ev->created_ms = event_datetime_ms(ev->at);
     if (ev->created_ms < 0) {
         ev->at = NULL;
@@ -314,10 +321,17 @@ static event_kind check_record(event *ev, const lexicon_set *lexicons)
     if (!valid(atp_is_rkey, ev->rkey)) return invalid(ev, "bad_rkey");
     if (!valid(atp_is_tid, ev->rev)) return invalid(ev, "bad_rev");
     if (!valid(atp_is_cid, ev->cid)) return invalid(ev, "bad_cid");
-    if (!json_is_object(ev->record)) return invalid(ev, "invalid_record");
     char why[160];
-    if (lexicon_validate_record(lexicons, ev->collection, ev->record, why, sizeof why) < 0)
-        return invalid(ev, "invalid_record");
+    int rc =
+        ev->doc
+            ? (json_doc_is(ev->doc, ev->value, JSON_DOC_OBJECT)
+                   ? lexicon_validate_value(lexicons, ev->collection, ev->doc, ev->value, why,
+                                            sizeof why)
+                   : -1)
+            : (json_is_object(ev->record)
+                   ? lexicon_validate_record(lexicons, ev->collection, ev->record, why, sizeof why)
+                   : -1);
+    if (rc < 0) return invalid(ev, "invalid_record");
     return record_fields(ev);
 }
 
@@ -326,6 +340,7 @@ event_kind event_from_record(event *ev, const char *did, const char *collection,
                              const lexicon_set *lexicons)
 {
     memset(ev, 0, sizeof *ev);
+    ev->value = JSON_DOC_NONE;
     ev->did = did;
     ev->collection = collection;
     ev->rkey = rkey;
@@ -339,12 +354,13 @@ event_kind event_from_record(event *ev, const char *did, const char *collection,
 }
 
 /* The commit's members sit in `commit` (v1 "commit", v2 the payload itself). */
-static event_kind parse_commit(event *ev, const json_t *commit, const lexicon_set *lexicons)
+static event_kind parse_commit(event *ev, json_ref commit, const lexicon_set *lexicons)
 {
-    const char *op = get_string(commit, "operation");
-    ev->collection = get_string(commit, "collection");
-    ev->rkey = get_string(commit, "rkey");
-    ev->rev = get_string(commit, "rev");
+    const json_doc *d = ev->doc;
+    const char *op = get_string(d, commit, "operation");
+    ev->collection = get_string(d, commit, "collection");
+    ev->rkey = get_string(d, commit, "rkey");
+    ev->rev = get_string(d, commit, "rev");
     if (!op || !ev->collection) return invalid(ev, "bad_commit");
     if (strncmp(ev->collection, ATCR_PREFIX, strlen(ATCR_PREFIX)) ||
         !lexicon_is_record_type(lexicons, ev->collection))
@@ -357,35 +373,44 @@ static event_kind parse_commit(event *ev, const json_t *commit, const lexicon_se
     }
     if (strcmp(op, "create") && strcmp(op, "update")) return invalid(ev, "bad_operation");
     ev->is_create = !strcmp(op, "create");
-    ev->cid = get_string(commit, "cid");
-    ev->record = json_object_get(commit, "record");
+    ev->cid = get_string(d, commit, "cid");
+    ev->value = json_doc_get(d, commit, "record");
     return check_record(ev, lexicons);
 }
 
 /* The upstream #account event (v1 "account", v2 payload.account). */
-static event_kind parse_account(event *ev, const json_t *acct)
+static event_kind parse_account(event *ev, json_ref acct)
 {
-    json_t *active = json_object_get(acct, "active");
-    if (!json_is_boolean(active)) return invalid(ev, "bad_account");
-    const char *status = get_string(acct, "status");
-    ev->purge = json_is_false(active) && status &&
-                (!strcmp(status, "deleted") || !strcmp(status, "takendown"));
+    const json_doc *d = ev->doc;
+    json_ref active = json_doc_get(d, acct, "active");
+    int inactive = json_doc_is(d, active, JSON_DOC_FALSE);
+    if (!inactive && !json_doc_is(d, active, JSON_DOC_TRUE)) return invalid(ev, "bad_account");
+    const char *status = get_string(d, acct, "status");
+    ev->purge = inactive && status && (!strcmp(status, "deleted") || !strcmp(status, "takendown"));
     return ev->kind = EVENT_ACCOUNT;
 }
 
 /* The event in `body`, of kind `kind`, once its position is known; with its record's span. */
-static event_kind parse_body(event *ev, const json_t *body, const char *kind, const json_t *commit,
+static event_kind parse_body(event *ev, json_ref body, const char *kind, json_ref commit,
                              const json_span *span, const lexicon_set *lexicons)
 {
-    ev->did = get_string(body, "did");
+    ev->did = get_string(ev->doc, body, "did");
     if (!valid(atp_is_did, ev->did)) return invalid(ev, "bad_did");
     if (!strcmp(kind, "commit")) {
-        if (parse_commit(ev, commit, lexicons) == EVENT_COMMIT && !ev->is_delete)
+        if (parse_commit(ev, commit, lexicons) == EVENT_COMMIT && !ev->is_delete) {
             record_span(ev, span);
+            /* The fold reads hold stats from a jansson value, and stores a record whose own
+             * bytes cannot be kept as jansson prints it (event.h). */
+            if (ev->record_kind == RECORD_HOLD_STATS || !ev->record_json) {
+                ev->record = json_doc_to_jansson(ev->doc, ev->value);
+                if (!ev->record) return invalid(ev, "out_of_memory");
+                ev->owns_record = 1;
+            }
+        }
         return ev->kind;
     }
     if (!strcmp(kind, "identity")) return ev->kind = EVENT_IDENTITY;
-    if (!strcmp(kind, "account")) return parse_account(ev, json_object_get(body, "account"));
+    if (!strcmp(kind, "account")) return parse_account(ev, json_doc_get(ev->doc, body, "account"));
     if (!strcmp(kind, "sync")) return ev->kind = EVENT_SYNC;
     return invalid(ev, "bad_kind");
 }
@@ -415,16 +440,18 @@ static event_kind parse_v1(event *ev, const char *data, size_t len, const lexico
 
     json_span span;
     /* json_loadb's rules, at several times its speed, and where the record sits */
-    ev->root = json_read_span(data, len, v1_record_path, &span);
-    if (!json_is_object(ev->root)) return invalid(ev, "bad_json");
-    json_t *c = json_object_get(ev->root, "cursor");
-    ev->seq = json_is_integer(c) && json_integer_value(c) > 0
-                  ? as_seq((uint64_t)json_integer_value(c))
+    json_doc *d = ev->doc;
+    if (json_doc_read(d, data, len, v1_record_path, &span) < 0 ||
+        !json_doc_is(d, 0, JSON_DOC_OBJECT))
+        return invalid(ev, "bad_json");
+    json_ref c = json_doc_get(d, 0, "cursor");
+    ev->seq = json_doc_is(d, c, JSON_DOC_INTEGER) && d->values[c].as.integer > 0
+                  ? as_seq((uint64_t)d->values[c].as.integer)
                   : 0;
-    const char *kind = get_string(ev->root, "kind");
+    const char *kind = get_string(d, 0, "kind");
     if (!kind) return invalid(ev, "bad_kind");
     if (!strcmp(kind, "sync")) return invalid(ev, "bad_kind"); /* v1 has no #sync */
-    return parse_body(ev, ev->root, kind, json_object_get(ev->root, "commit"), &span, lexicons);
+    return parse_body(ev, 0, kind, json_doc_get(d, 0, "commit"), &span, lexicons);
 }
 
 static event_kind parse_v2(event *ev, const char *data, size_t len, const lexicon_set *lexicons)
@@ -435,30 +462,32 @@ static event_kind parse_v2(event *ev, const char *data, size_t len, const lexico
         return ev->kind = EVENT_SKIP;
 
     json_span span;
-    ev->root = json_read_span(data, len, v2_record_path, &span);
-    if (!json_is_object(ev->root)) return invalid(ev, "bad_json");
-    const char *type = get_string(ev->root, "$type");
+    json_doc *d = ev->doc;
+    if (json_doc_read(d, data, len, v2_record_path, &span) < 0 ||
+        !json_doc_is(d, 0, JSON_DOC_OBJECT))
+        return invalid(ev, "bad_json");
+    const char *type = get_string(d, 0, "$type");
     if (type && !strcmp(type, "error")) {
-        ev->name = get_string(ev->root, "error");
-        ev->message = get_string(ev->root, "message");
+        ev->name = get_string(d, 0, "error");
+        ev->message = get_string(d, 0, "message");
         return ev->kind = ev->name ? EVENT_ERROR : invalid(ev, "bad_error");
     }
-    json_t *payload = json_object_get(ev->root, "payload");
-    const char *ptype = get_string(payload, "$type");
+    json_ref payload = json_doc_get(d, 0, "payload");
+    const char *ptype = get_string(d, payload, "$type");
     if (!type || strcmp(type, "message") || !ptype) {
         ev->unknown = 1;
         return ev->kind = EVENT_SKIP;
     }
-    json_t *seq = json_object_get(payload, "seq");
-    if (json_is_integer(seq) && json_integer_value(seq) > 0)
-        ev->seq = (uint64_t)json_integer_value(seq);
-    const char *t = get_string(payload, "time");
+    json_ref seq = json_doc_get(d, payload, "seq");
+    if (json_doc_is(d, seq, JSON_DOC_INTEGER) && d->values[seq].as.integer > 0)
+        ev->seq = (uint64_t)d->values[seq].as.integer;
+    const char *t = get_string(d, payload, "time");
     ev->time_us = t ? wire_time_us(t, strlen(t)) : 0;
     size_t plen = strlen(JETSTREAM_V2_TYPE);
     const char *kind = strncmp(ptype, JETSTREAM_V2_TYPE, plen) ? "" : ptype + plen;
     if (!strcmp(kind, "info")) {
-        ev->name = get_string(payload, "name");
-        ev->message = get_string(payload, "message");
+        ev->name = get_string(d, payload, "name");
+        ev->message = get_string(d, payload, "message");
         ev->seq = ev->time_us = 0; /* an advisory never moves the cursor */
         return ev->kind = ev->name ? EVENT_INFO : invalid(ev, "bad_info");
     }
@@ -472,16 +501,19 @@ static event_kind parse_v2(event *ev, const char *data, size_t len, const lexico
     return parse_body(ev, payload, kind, payload, &span, lexicons);
 }
 
-event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, size_t len,
-                       const lexicon_set *lexicons)
+event_kind event_parse(event *ev, json_doc *doc, jetstream_flavor flavor, const char *data,
+                       size_t len, const lexicon_set *lexicons)
 {
     memset(ev, 0, sizeof *ev);
+    ev->doc = doc;
+    ev->value = JSON_DOC_NONE;
     return flavor == JETSTREAM_V2 ? parse_v2(ev, data, len, lexicons)
                                   : parse_v1(ev, data, len, lexicons);
 }
 
 void event_clear(event *ev)
 {
-    json_decref(ev->root);
-    ev->root = NULL;
+    if (ev->owns_record) json_decref(ev->record);
+    ev->record = NULL;
+    ev->owns_record = 0;
 }

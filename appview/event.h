@@ -2,7 +2,7 @@
  *
  * event_parse decides with a byte scan, before any JSON parse, whether a message can concern
  * the index: commits of collections other than io.atcr.* are only read for their position
- * (seq and time). The rest is parsed with jansson and checked: syntax of DID, NSID, rkey,
+ * (seq and time). The rest is read into a json_doc and checked: syntax of DID, NSID, rkey,
  * TID, CID, and the record against its lexicon. A message that fails gets EVENT_INVALID and a
  * short reason suitable as a metric label.
  *
@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "appview/jetstream.h"
+#include "atproto/json_doc.h"
 #include "atproto/lexicon.h"
 
 typedef enum {
@@ -51,20 +52,25 @@ typedef struct {
     uint64_t time_us;           /* v1 time_us, v2 the payload's time; 0 when none */
     int unknown;                /* EVENT_SKIP: a $type or kind this appview does not know */
     const char *name, *message; /* EVENT_INFO and EVENT_ERROR (message may be NULL) */
-    json_t *root;               /* owned; the strings below point into it */
+    json_doc *doc; /* event_parse's: the caller's, which the strings below point into */
     const char *did;
     /* EVENT_COMMIT */
     int is_delete;
     int is_create; /* operation "create": the record did not exist before this commit */
     const char *collection, *rkey, *rev, *cid;
-    json_t *record; /* NULL for a delete */
+    json_ref value; /* the record in doc (JSON_DOC_NONE for a delete, or without a doc) */
+    /* The record as jansson values: the caller's, given to event_from_record; from event_parse
+     * (owned then) only for hold stats, which the fold reads from it, and for a record whose
+     * bytes record_json cannot give. NULL otherwise. */
+    json_t *record;
+    int owns_record;
     /* Create and update from event_parse: the record exactly as the message wrote it (not
      * NUL-terminated), pointing into the data given to event_parse, so valid only while that
-     * is. The bytes are valid JSON equal to record, but keep the writer's spacing and string
-     * escapes. NULL (and 0) when they cannot be used as they are, and the fold then serializes
-     * record itself: for a record from event_from_record, a record written with whitespace
-     * other than spaces (a raw newline, tab or carriage return), a "commit" or "record" member
-     * name spelled with escapes, or nesting deeper than 64 levels. */
+     * is. The bytes are valid JSON equal to the record read, but keep the writer's spacing and
+     * string escapes. NULL (and 0) when they cannot be used as they are, and the fold then
+     * serializes record itself: for a record from event_from_record, a record written with
+     * whitespace other than spaces (a raw newline, tab or carriage return), a "commit" or "record"
+     * member name spelled with escapes, or nesting deeper than 64 levels. */
     const char *record_json;
     size_t record_json_len;
     record_kind record_kind;
@@ -84,13 +90,15 @@ typedef struct {
     int purge; /* inactive with status deleted or takendown */
 } event;
 
-/* Fills ev from one message. Always returns ev->kind; call event_clear afterwards. */
-event_kind event_parse(event *ev, jetstream_flavor flavor, const char *data, size_t len,
-                       const lexicon_set *lexicons);
+/* Fills ev from one message, read into doc (the caller's, reused from one message to the next):
+ * ev's strings point into doc until its next read. Always returns ev->kind; call event_clear
+ * afterwards. */
+event_kind event_parse(event *ev, json_doc *doc, jetstream_flavor flavor, const char *data,
+                       size_t len, const lexicon_set *lexicons);
 void event_clear(event *ev);
 
 /* The same checks for a record that did not come from the firehose (a PDS listing): fills ev
- * (time_us 0, root NULL) pointing into the caller's strings and record, which must outlive it.
+ * (time_us 0, doc NULL) pointing into the caller's strings and record, which must outlive it.
  * Returns EVENT_COMMIT or EVENT_INVALID with a reason. */
 event_kind event_from_record(event *ev, const char *did, const char *collection, const char *rkey,
                              const char *rev, const char *cid, json_t *record,

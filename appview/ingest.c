@@ -50,6 +50,7 @@ struct ingest {
     writer *w;
     loader *ld;
     const lexicon_set *lexicons;
+    json_doc doc; /* each message is read into it: its arrays serve the next one */
     jetstream *js;
     jetstream_options js_opt;
     lease *lease;
@@ -455,7 +456,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
     (*in->events_total)++;
     in->last_message_ms = uv_now(in->loop);
     event ev;
-    event_kind kind = event_parse(&ev, flavor, data, len, in->lexicons);
+    event_kind kind = event_parse(&ev, &in->doc, flavor, data, len, in->lexicons);
     if (kind == EVENT_INFO || kind == EVENT_ERROR) {
         if (kind == EVENT_INFO) {
             on_info(in, &ev);
@@ -1030,6 +1031,7 @@ static void free_when_closed(uv_handle_t *h)
     if (h == (uv_handle_t *)&in->persist_timer) {
         for (int i = 0; i < 4; i++)
             free(in->cursor_found[i]);
+        json_doc_free(&in->doc);
         free_urls(in);
         free(in->prefix);
         free(in);

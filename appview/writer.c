@@ -416,7 +416,9 @@ static item *item_new(writer *w, const event *ev, writer_done_cb cb, void *ud)
     if (!it) return NULL;
     *it = (item){.from = from, .w = w, .cb = cb, .ud = ud, .outstanding = 1, .ev = *ev};
     char *at = it->text;
-    it->ev.root = NULL;
+    it->ev.doc = NULL;
+    it->ev.value = JSON_DOC_NONE;
+    it->ev.owns_record = 0;
     it->ev.reason = NULL;
     it->ev.did = copy_str(&at, ev->did);
     it->ev.collection = copy_str(&at, ev->collection);

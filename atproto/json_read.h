@@ -1,5 +1,6 @@
 /* A strict JSON parser that builds jansson values, several times faster than json_loadb: it
- * scans strings and numbers in place instead of a character at a time through a stream.
+ * reads the text into a json_doc (atproto/json_doc.h), which scans strings and numbers in
+ * place instead of a character at a time through a stream, and builds the values from that.
  *
  * It is the project's one acceptance rule for JSON that comes from outside: request bodies,
  * DID documents, PDS, hold and Docker Hub answers, firehose events, and what Valkey gives back.
@@ -16,17 +17,11 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "atproto/json_doc.h"
+
 /* The JSON object or array in data (len bytes), owned by the caller; NULL when it is not
  * valid JSON, or valid but not an object or an array. */
 json_t *json_read(const char *data, size_t len);
-
-/* Where a member's value sits in the input, as json_read_span found it while parsing. */
-typedef struct {
-    const char *start; /* NULL: no such member (or a name on the way written with escapes) */
-    size_t len;
-    int depth;          /* how deep arrays and objects nest inside it (a scalar: 0) */
-    int raw_whitespace; /* a tab, newline or carriage return appears between its tokens */
-} json_span;
 
 /* json_read, and the bytes of the value at path: the member names of nested objects from the
  * top, NULL-terminated (e.g. {"commit", "record", NULL}). Names are matched as written. */

@@ -64,6 +64,7 @@ struct type;
 
 struct prop {
     const char *name;
+    size_t name_len;
     struct type *type;
     bool required;
     bool nullable;
@@ -92,7 +93,7 @@ struct type {
     int const_bool; /* -1: none */
     struct type *items;
     struct prop *props;
-    size_t n_props;
+    size_t n_props, n_required;
     const char *ref; /* normalized "nsid" or "nsid#name" until resolved into target */
     struct type *target;
     struct str_list union_refs;
@@ -335,6 +336,7 @@ static bool compile_object(struct loader *L, const json_t *j, struct type *t, co
     {
         snprintf(sub, sizeof sub, "%s.%s", where, key);
         t->props[i].name = set_strndup(L->set, key, strlen(key));
+        t->props[i].name_len = strlen(key);
         t->props[i].type = compile(L, val, sub);
         if (!t->props[i].name || !t->props[i].type) return false;
         i++;
@@ -348,6 +350,7 @@ static bool compile_object(struct loader *L, const json_t *j, struct type *t, co
         bool found = false;
         for (i = 0; i < t->n_props; i++)
             if (strcmp(t->props[i].name, req.items[k]) == 0) t->props[i].required = found = true;
+        t->n_required += found;
         if (!found)
             return load_fail(L, where, "required field '%s' is not a property", req.items[k]),
                    false;
@@ -635,6 +638,7 @@ struct seg {
 };
 
 struct vctx {
+    const json_doc *d; /* the record's */
     struct seg segs[32];
     size_t depth; /* may exceed 32 on deep data; deeper segments are shown as "..." */
     char *err;
@@ -791,13 +795,13 @@ static bool format_ok(enum format f, const char *s, size_t n)
     return false;
 }
 
-static int check(struct vctx *c, const struct type *t, const json_t *v);
+static int check(struct vctx *c, const struct type *t, json_ref v);
 
-static int check_string(struct vctx *c, const struct type *t, const json_t *v)
+static int check_string(struct vctx *c, const struct type *t, json_ref v)
 {
-    if (!json_is_string(v)) return vfail(c, "must be a string");
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
+    size_t n;
+    const char *s = json_doc_string(c->d, v, &n);
+    if (!s) return vfail(c, "must be a string");
     if (t->max_len >= 0 && (long long)n > t->max_len)
         return vfail(c, "must not be longer than %lld bytes", t->max_len);
     if (t->min_len >= 0 && (long long)n < t->min_len)
@@ -818,14 +822,15 @@ static int check_string(struct vctx *c, const struct type *t, const json_t *v)
     return 0;
 }
 
-static int check_integer(struct vctx *c, const struct type *t, const json_t *v)
+static int check_integer(struct vctx *c, const struct type *t, json_ref v)
 {
     json_int_t x;
-    if (json_is_integer(v)) {
-        x = json_integer_value(v);
-    } else if (json_is_real(v) && fabs(json_real_value(v)) < 9007199254740992.0 &&
-               json_real_value(v) == floor(json_real_value(v))) {
-        x = (json_int_t)json_real_value(v); /* JSON does not tell 2.0 from 2, nor does JS */
+    if (json_doc_is(c->d, v, JSON_DOC_INTEGER)) {
+        x = (json_int_t)c->d->values[v].as.integer;
+    } else if (json_doc_is(c->d, v, JSON_DOC_REAL) &&
+               fabs(c->d->values[v].as.real) < 9007199254740992.0 &&
+               c->d->values[v].as.real == floor(c->d->values[v].as.real)) {
+        x = (json_int_t)c->d->values[v].as.real; /* JSON does not tell 2.0 from 2, nor does JS */
     } else {
         return vfail(c, "must be an integer");
     }
@@ -841,41 +846,43 @@ static int check_integer(struct vctx *c, const struct type *t, const json_t *v)
     return 0;
 }
 
-static bool is_cid_value(const json_t *v)
+static bool is_cid_value(const json_doc *d, json_ref v)
 {
-    return json_is_string(v) && atp_is_cid(json_string_value(v), json_string_length(v));
+    size_t n;
+    const char *s = json_doc_string(d, v, &n);
+    return s && atp_is_cid(s, n);
 }
 
 /* {"$type": "blob", "ref": {"$link": CID}, "mimeType": ..., "size": N}, or the legacy
  * {"cid": CID, "mimeType": ...} that old records still carry. */
-static int check_blob(struct vctx *c, const json_t *v)
+static int check_blob(struct vctx *c, json_ref v)
 {
-    if (!json_is_object(v)) return vfail(c, "must be a blob object");
-    const json_t *type = json_object_get(v, "$type");
-    const json_t *mime = json_object_get(v, "mimeType");
-    if (!type) {
-        if (!is_cid_value(json_object_get(v, "cid")) || !json_is_string(mime))
+    const json_doc *d = c->d;
+    if (!json_doc_is(d, v, JSON_DOC_OBJECT)) return vfail(c, "must be a blob object");
+    json_ref type = json_doc_get(d, v, "$type");
+    size_t mimelen = 0;
+    const char *mime = json_doc_string(d, json_doc_get(d, v, "mimeType"), &mimelen);
+    if (type == JSON_DOC_NONE) {
+        if (!is_cid_value(d, json_doc_get(d, v, "cid")) || !mime)
             return vfail(c, "must be a blob object");
         return 0;
     }
-    if (!json_is_string(type) || strcmp(json_string_value(type), "blob") != 0)
-        return vfail(c, "blob $type must be \"blob\"");
-    if (!is_cid_value(json_object_get(json_object_get(v, "ref"), "$link")))
+    const char *ty = json_doc_string(d, type, NULL);
+    if (!ty || strcmp(ty, "blob") != 0) return vfail(c, "blob $type must be \"blob\"");
+    if (!is_cid_value(d, json_doc_get(d, json_doc_get(d, v, "ref"), "$link")))
         return vfail(c, "blob ref must be {\"$link\": cid}");
-    if (!json_is_string(mime) || json_string_length(mime) == 0)
-        return vfail(c, "blob mimeType must be a non-empty string");
-    const json_t *size = json_object_get(v, "size");
-    if (!json_is_integer(size) || json_integer_value(size) < 0)
+    if (!mime || mimelen == 0) return vfail(c, "blob mimeType must be a non-empty string");
+    json_ref size = json_doc_get(d, v, "size");
+    if (!json_doc_is(d, size, JSON_DOC_INTEGER) || d->values[size].as.integer < 0)
         return vfail(c, "blob size must be a non-negative integer");
     return 0;
 }
 
-static int check_bytes(struct vctx *c, const struct type *t, const json_t *v)
+static int check_bytes(struct vctx *c, const struct type *t, json_ref v)
 {
-    const json_t *b = json_is_object(v) ? json_object_get(v, "$bytes") : NULL;
-    if (!json_is_string(b)) return vfail(c, "must be {\"$bytes\": base64}");
-    const char *s = json_string_value(b);
-    size_t n = json_string_length(b);
+    size_t n;
+    const char *s = json_doc_string(c->d, json_doc_get(c->d, v, "$bytes"), &n);
+    if (!s) return vfail(c, "must be {\"$bytes\": base64}");
     while (n && s[n - 1] == '=')
         n--;
     for (size_t i = 0; i < n; i++) {
@@ -892,51 +899,71 @@ static int check_bytes(struct vctx *c, const struct type *t, const json_t *v)
     return 0;
 }
 
-static int check_object(struct vctx *c, const struct type *t, const json_t *v)
+/* The property of t named by the len bytes at name, or NULL. */
+static const struct prop *prop_named(const struct type *t, const char *name, size_t len)
 {
-    if (!json_is_object(v)) return vfail(c, "must be an object");
-    for (size_t i = 0; i < t->n_props; i++) {
+    for (size_t i = 0; i < t->n_props; i++)
+        if (t->props[i].name_len == len && !memcmp(t->props[i].name, name, len))
+            return &t->props[i];
+    return NULL;
+}
+
+/* Each member against its property, then the required ones counted: a record holds few of
+ * its lexicon's optional properties, and looking each of those up to find it absent cost more
+ * than the checks. Members no property names are left as they are. */
+static int check_object(struct vctx *c, const struct type *t, json_ref v)
+{
+    const json_doc *d = c->d;
+    if (!json_doc_is(d, v, JSON_DOC_OBJECT)) return vfail(c, "must be an object");
+    size_t required = 0;
+    json_ref m = json_doc_first(v);
+    for (size_t i = 0, n = json_doc_size(d, v); i < n; i++, m = json_doc_after(d, m)) {
+        size_t len;
+        const char *name = json_doc_name(d, m, &len);
+        const struct prop *p = prop_named(t, name, len);
+        if (!p) continue;
+        required += p->required;
+        if (json_doc_is(d, m, JSON_DOC_NULL) && p->nullable) continue;
+        push_key(c, p->name);
+        int rc = check(c, p->type, m);
+        pop(c);
+        if (rc) return rc;
+    }
+    for (size_t i = 0; required < t->n_required && i < t->n_props; i++) {
         const struct prop *p = &t->props[i];
-        const json_t *f = json_object_get(v, p->name);
-        if (!f) {
-            if (!p->required) continue;
+        if (p->required && json_doc_getn(d, v, p->name, p->name_len) == JSON_DOC_NONE) {
             push_key(c, p->name);
             vfail(c, "required field missing");
             pop(c);
             return -1;
         }
-        if (json_is_null(f) && p->nullable) continue;
-        push_key(c, p->name);
-        int rc = check(c, p->type, f);
-        pop(c);
-        if (rc) return rc;
     }
     return 0;
 }
 
-static int check_array(struct vctx *c, const struct type *t, const json_t *v)
+static int check_array(struct vctx *c, const struct type *t, json_ref v)
 {
-    if (!json_is_array(v)) return vfail(c, "must be an array");
-    size_t n = json_array_size(v);
+    if (!json_doc_is(c->d, v, JSON_DOC_ARRAY)) return vfail(c, "must be an array");
+    size_t n = json_doc_size(c->d, v);
     if (t->max_len >= 0 && (long long)n > t->max_len)
         return vfail(c, "must not have more than %lld elements", t->max_len);
     if (t->min_len >= 0 && (long long)n < t->min_len)
         return vfail(c, "must not have fewer than %lld elements", t->min_len);
-    for (size_t i = 0; i < n; i++) {
+    json_ref e = json_doc_first(v);
+    for (size_t i = 0; i < n; i++, e = json_doc_after(c->d, e)) {
         push_index(c, i);
-        int rc = check(c, t->items, json_array_get(v, i));
+        int rc = check(c, t->items, e);
         pop(c);
         if (rc) return rc;
     }
     return 0;
 }
 
-static int check_union(struct vctx *c, const struct type *t, const json_t *v)
+static int check_union(struct vctx *c, const struct type *t, json_ref v)
 {
-    const json_t *ty = json_is_object(v) ? json_object_get(v, "$type") : NULL;
-    if (!json_is_string(ty)) return vfail(c, "must be an object with a \"$type\"");
-    const char *s = json_string_value(ty);
-    size_t n = json_string_length(ty);
+    size_t n;
+    const char *s = json_doc_string(c->d, json_doc_get(c->d, v, "$type"), &n);
+    if (!s) return vfail(c, "must be an object with a \"$type\"");
     if (n > 5 && memcmp(s + n - 5, "#main", 5) == 0) n -= 5;
     for (size_t i = 0; i < t->union_refs.n; i++)
         if (t->union_refs.lens[i] == n && memcmp(t->union_refs.items[i], s, n) == 0)
@@ -945,12 +972,14 @@ static int check_union(struct vctx *c, const struct type *t, const json_t *v)
     return 0;
 }
 
-static int check(struct vctx *c, const struct type *t, const json_t *v)
+static int check(struct vctx *c, const struct type *t, json_ref v)
 {
+    const json_doc *d = c->d;
     switch (t->kind) {
     case K_BOOLEAN:
-        if (!json_is_boolean(v)) return vfail(c, "must be a boolean");
-        if (t->const_bool >= 0 && json_is_true(v) != t->const_bool)
+        if (!json_doc_is(d, v, JSON_DOC_TRUE) && !json_doc_is(d, v, JSON_DOC_FALSE))
+            return vfail(c, "must be a boolean");
+        if (t->const_bool >= 0 && json_doc_is(d, v, JSON_DOC_TRUE) != t->const_bool)
             return vfail(c, "must be %s", t->const_bool ? "true" : "false");
         return 0;
     case K_INTEGER:
@@ -960,13 +989,13 @@ static int check(struct vctx *c, const struct type *t, const json_t *v)
     case K_BYTES:
         return check_bytes(c, t, v);
     case K_CID_LINK:
-        if (!json_is_object(v) || !is_cid_value(json_object_get(v, "$link")))
+        if (!is_cid_value(d, json_doc_get(d, v, "$link")))
             return vfail(c, "must be {\"$link\": cid}");
         return 0;
     case K_BLOB:
         return check_blob(c, v);
     case K_UNKNOWN:
-        return json_is_object(v) ? 0 : vfail(c, "must be an object");
+        return json_doc_is(d, v, JSON_DOC_OBJECT) ? 0 : vfail(c, "must be an object");
     case K_ARRAY:
         return check_array(c, t, v);
     case K_OBJECT:
@@ -984,22 +1013,38 @@ static int check(struct vctx *c, const struct type *t, const json_t *v)
     return vfail(c, "refers to a definition that cannot hold data");
 }
 
-int lexicon_validate_record(const lexicon_set *set, const char *nsid, const json_t *record,
-                            char *err, size_t errlen)
+int lexicon_validate_value(const lexicon_set *set, const char *nsid, const json_doc *d,
+                           json_ref record, char *err, size_t errlen)
 {
-    struct vctx c = {.err = err, .errlen = errlen};
+    struct vctx c = {.d = d, .err = err, .errlen = errlen};
     const struct type *t = find_def(set, nsid);
     if (!t || t->kind != K_RECORD) {
         if (err && errlen) snprintf(err, errlen, "%s: not a known record type", nsid);
         return -1;
     }
-    if (!json_is_object(record)) return vfail(&c, "must be an object");
-    const json_t *ty = json_object_get(record, "$type");
-    if (!json_is_string(ty)) return vfail(&c, "$type must be a string");
-    const char *s = json_string_value(ty);
-    size_t n = json_string_length(ty), want = strlen(nsid);
+    if (!json_doc_is(d, record, JSON_DOC_OBJECT)) return vfail(&c, "must be an object");
+    size_t n, want = strlen(nsid);
+    const char *s = json_doc_string(d, json_doc_get(d, record, "$type"), &n);
+    if (!s) return vfail(&c, "$type must be a string");
     if (!((n == want || (n == want + 5 && memcmp(s + want, "#main", 5) == 0)) &&
           memcmp(s, nsid, want) == 0))
         return vfail(&c, "$type must be %s", nsid);
     return check_object(&c, t->record, record);
+}
+
+int lexicon_validate_record(const lexicon_set *set, const char *nsid, const json_t *record,
+                            char *err, size_t errlen)
+{
+    json_doc d = {0};
+    json_ref v = JSON_DOC_NONE; /* a scalar: no doc holds it, and it is not an object */
+    if (json_is_object(record) || json_is_array(record)) {
+        if (json_doc_from_jansson(&d, record) < 0) {
+            if (err && errlen) snprintf(err, errlen, "record: out of memory");
+            return -1;
+        }
+        v = 0;
+    }
+    int rc = lexicon_validate_value(set, nsid, &d, v, err, errlen);
+    json_doc_free(&d);
+    return rc;
 }

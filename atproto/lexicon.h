@@ -21,6 +21,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "atproto/json_doc.h"
+
 typedef struct lexicon_set lexicon_set;
 
 /* Loads every *.json below dir (recursively). NULL on any unreadable or invalid document or
@@ -38,5 +40,9 @@ bool lexicon_is_record_type(const lexicon_set *set, const char *nsid);
  * -1 otherwise with a path-qualified reason in err, e.g. "layers[2].digest: must be a string". */
 int lexicon_validate_record(const lexicon_set *set, const char *nsid, const json_t *record,
                             char *err, size_t errlen);
+
+/* The same for the value record of doc d: what the ingester checks, with no jansson tree. */
+int lexicon_validate_value(const lexicon_set *set, const char *nsid, const json_doc *d,
+                           json_ref record, char *err, size_t errlen);
 
 #endif

@@ -30,12 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!msg) return 0;
     memcpy(msg, data + 1, size - 1);
     event ev;
-    event_kind k = event_parse(&ev, flavor, msg, size - 1, lexicons());
+    static json_doc doc; /* reused, as the ingester's is */
+    event_kind k = event_parse(&ev, &doc, flavor, msg, size - 1, lexicons());
     FUZZ_ASSERT(k == ev.kind);
     if (k == EVENT_INVALID) FUZZ_ASSERT(ev.reason && *ev.reason);
     if (k == EVENT_COMMIT) {
         FUZZ_ASSERT(ev.did && ev.collection && ev.rkey);
-        FUZZ_ASSERT(ev.is_delete || ev.record);
+        FUZZ_ASSERT(ev.is_delete || json_doc_is(&doc, ev.value, JSON_DOC_OBJECT));
+        FUZZ_ASSERT(ev.is_delete || ev.record_json || ev.record);
         /* the record's bytes, when given, lie inside the message */
         if (ev.record_json)
             FUZZ_ASSERT(ev.record_json >= msg &&

@@ -36,6 +36,7 @@ static struct {
     uv_timer_t unpause;
     jetstream *js;
     lexicon_set *lexicons;
+    json_doc doc;
     FILE *out;
     int quiet;
     uint64_t count, seen, pause_after, pause_ms, too_old;
@@ -55,7 +56,7 @@ static void on_message(void *ud, jetstream_flavor flavor, const char *data, size
     (void)ud;
     if (t.count && t.seen >= t.count) return;
     event ev;
-    if (event_parse(&ev, flavor, data, len, t.lexicons) == EVENT_ERROR) {
+    if (event_parse(&ev, &t.doc, flavor, data, len, t.lexicons) == EVENT_ERROR) {
         fprintf(stderr, "error frame: %s\n", ev.name);
         jetstream_retry_later(t.js, ev.name);
         event_clear(&ev);
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
         t.too_old);
     metrics_free_all();
     lexicon_free(t.lexicons);
+    json_doc_free(&t.doc);
     if (fclose(t.out) || closed) {
         fprintf(stderr, "jetstream_tail: %s\n", closed ? "handles left open" : "write failed");
         rc = 1;

@@ -11,13 +11,39 @@
 
 static int mismatches;
 
+/* Whether the doc read from data finds each member of want's objects by name (and each element
+ * of its arrays), with the values jansson has; and whether a doc made from want gives want back. */
+static int doc_holds(const json_t *want, const char *data, size_t len)
+{
+    json_doc d = {0}, from = {0};
+    int ok =
+        json_doc_read(&d, data, len, NULL, NULL) == 0 && json_doc_from_jansson(&from, want) == 0;
+    json_t *back = ok ? json_doc_to_jansson(&from, 0) : NULL;
+    ok = ok && json_equal(back, want) &&
+         json_doc_size(&d, 0) == json_object_size(want) + json_array_size(want);
+    json_ref m = json_doc_first(0);
+    for (size_t i = 0; ok && i < json_doc_size(&d, 0); i++, m = json_doc_after(&d, m)) {
+        size_t n;
+        const char *name = json_is_object(want) ? json_doc_name(&d, m, &n) : NULL;
+        json_t *v = json_doc_to_jansson(&d, m);
+        ok = json_equal(v, name ? json_object_get(want, name) : json_array_get(want, i)) &&
+             (!name || json_doc_get(&d, 0, name) == m);
+        json_decref(v);
+    }
+    json_decref(back);
+    json_doc_free(&d);
+    json_doc_free(&from);
+    return ok;
+}
+
 /* 1 when both parsers agree on data (and the values are equal when both accept). */
 static int agrees(const char *data, size_t len)
 {
     json_error_t err;
     json_t *want = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
     json_t *got = json_read(data, len);
-    int same = (!want && !got) || (want && got && json_equal(want, got));
+    int same =
+        (!want && !got) || (want && got && json_equal(want, got) && doc_holds(want, data, len));
     if (!same && mismatches++ < 5)
         fprintf(stderr, "  disagree on %.*s: jansson %s, json_read %s\n",
                 (int)(len > 200 ? 200 : len), data, want ? "accepts" : err.text,
@@ -89,6 +115,13 @@ static const char *const cases[] = {
     "[\"unterminated]",
     "{\"k\\u00e9y\":1}",
     "{\"a\":1,\"a\":2}",
+    "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,\"j\":10,\"k\":11,"
+    "\"l\":12,\"m\":13,\"n\":14,\"o\":15,\"p\":16,\"q\":17,\"r\":18,\"ab\":19,\"ba\":20}",
+    "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,\"j\":10,\"k\":11,"
+    "\"l\":12,\"m\":13,\"n\":14,\"o\":15,\"p\":16,\"q\":17,\"r\":18,\"ab\":19,\"ab\":20}",
+    "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,\"i\":9,\"j\":10,\"k\":11,"
+    "\"l\":12,\"m\":13,\"n\":14,\"o\":15,\"p\":16,\"q\":17,\"a\":18}",
+    "{\"x\":{\"a\":1,\"b\":{\"a\":2}},\"y\":[{\"a\":1},{\"a\":1}],\"a\":[]}",
     "{\"a\":1,\"\\u0061\":2}",
     "{\"x\":{\"a\":[1],\"a\":{\"b\":2}},\"y\":0}",
     "{\"\\u0000\":1}",
