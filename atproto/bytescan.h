@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "bytescan.h assumes a little-endian machine"
@@ -31,6 +34,21 @@ static inline size_t bytescan_plain_run(const unsigned char *s, size_t len, int 
 {
     const uint64_t highs = ascii_only ? 0x8080808080808080ull : 0;
     size_t i = 0;
+#if defined(__SSE2__)
+    /* Sixteen bytes at a time where the machine can (every x86-64): a third of the work. */
+    const __m128i space = _mm_set1_epi8(0x20), below = _mm_set1_epi8(0x1f);
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    for (; i + 16 <= len; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        /* signed, bytes from 0x80 are negative: below 0x20 too */
+        __m128i low =
+            ascii_only ? _mm_cmplt_epi8(x, space) : _mm_cmpeq_epi8(_mm_max_epu8(x, below), below);
+        __m128i hit =
+            _mm_or_si128(low, _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask) return i + (size_t)__builtin_ctz(mask);
+    }
+#endif
     uint64_t w;
     for (; i + 8 <= len; i += 8) {
         memcpy(&w, s + i, 8);

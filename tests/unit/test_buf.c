@@ -64,14 +64,15 @@ static void test_append_ll(void)
     }
 }
 
-/* The first byte that ends a plain run is found wherever it sits in an 8-byte word, and
- * whatever follows it (a borrow in the word-at-a-time test only runs towards later bytes). */
+/* The first byte that ends a plain run is found wherever it sits in a 16-byte block or an
+ * 8-byte word, and whatever follows it (a borrow in the word-at-a-time test only runs towards
+ * later bytes). */
 static void test_plain_ascii(void)
 {
     static const unsigned char stops[] = {'"', '\\', 0, 0x1f, 0x80, 0xc3, 0xff};
     static const unsigned char after[] = {'a', 0, '"', 0xff};
-    unsigned char s[40];
-    for (size_t len = 0; len <= 24; len++) {
+    unsigned char s[48];
+    for (size_t len = 0; len <= 40; len++) {
         memset(s, 'a', sizeof s);
         CHECK(bytescan_plain_run(s, len, 1) == len);
         for (size_t at = 0; at < len; at++)
@@ -81,6 +82,10 @@ static void test_plain_ascii(void)
                     s[at] = stops[i];
                     memset(s + at + 1, after[j], sizeof s - at - 1);
                     CHECK(bytescan_plain_run(s, len, 1) == at);
+                    /* Without ascii_only, bytes from 0x80 are plain. */
+                    int plain_after = after[j] == 'a' || after[j] >= 0x80;
+                    size_t want = stops[i] < 0x80 ? at : plain_after ? len : at + 1;
+                    CHECK(bytescan_plain_run(s, len, 0) == want);
                 }
     }
 }
