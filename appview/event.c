@@ -37,8 +37,9 @@ static int64_t eight_digits(const char *p)
     return (int64_t)w;
 }
 
-/* The unsigned integer at p (after any spaces), or 0; at most its first 19 digits. */
-static uint64_t uint_at(const char *p, const char *end)
+/* The unsigned integer at p (after any spaces), or 0; at most its first 19 digits. Sets
+ * *digits_end (when not NULL) past the digits read. */
+static uint64_t uint_at(const char *p, const char *end, const char **digits_end)
 {
     while (p < end && *p == ' ')
         p++;
@@ -54,6 +55,7 @@ static uint64_t uint_at(const char *p, const char *end)
         v = v * 10 + (uint64_t)(*p++ - '0');
         digits++;
     }
+    if (digits_end) *digits_end = p;
     return v;
 }
 
@@ -68,7 +70,7 @@ static const char *value_of(const char *data, size_t len, const char *key)
 static uint64_t scan_uint(const char *data, size_t len, const char *key)
 {
     const char *p = value_of(data, len, key);
-    return p ? uint_at(p, data + len) : 0;
+    return p ? uint_at(p, data + len, NULL) : 0;
 }
 
 /* p past lit when the bytes at p are lit, else NULL (also when p is NULL). */
@@ -90,21 +92,18 @@ static const char *string_end(const char *p, const char *end)
  * ("cursor" only from servers that have seqs). Then the keys the scan wants are checked where
  * they are, instead of memmem calls over the frame (a tenth of the ingester's time when nine
  * events in ten are not for it). The answer is the scan's own: each key found here is its
- * first occurrence in the frame, as no quote before it can start another one. Sets where
- * time_us's, cursor's (NULL when absent) and collection's values start; 0 for any other
- * layout, which the scan searches with memmem. */
-static int commit_layout(const char *data, size_t len, const char **time_us, const char **cursor,
+ * first occurrence in the frame, as no quote before it can start another one. Sets time_us,
+ * cursor (0 when absent) and where collection's value starts; 0 for any other layout, which
+ * the scan searches with memmem. */
+static int commit_layout(const char *data, size_t len, uint64_t *time_us, uint64_t *cursor,
                          const char **collection)
 {
     const char *end = data + len;
     const char *p = string_end(AFTER(data, end, "{\"did\":\""), end);
-    *time_us = p = AFTER(p, end, "\",\"time_us\":");
-    while (p && p < end && *p >= '0' && *p <= '9')
-        p++;
-    *cursor = AFTER(p, end, ",\"cursor\":");
-    if (*cursor)
-        for (p = *cursor; p < end && *p >= '0' && *p <= '9';)
-            p++;
+    p = AFTER(p, end, "\",\"time_us\":");
+    *time_us = p ? uint_at(p, end, &p) : 0;
+    const char *c = AFTER(p, end, ",\"cursor\":");
+    *cursor = c ? uint_at(c, end, &p) : 0;
     p = string_end(AFTER(p, end, ",\"kind\":\"commit\",\"commit\":{\"rev\":\""), end);
     p = string_end(AFTER(p, end, "\",\"operation\":\""), end);
     *collection = AFTER(p, end, "\",\"collection\":\"");
@@ -152,7 +151,7 @@ static int v2_ending(const char *data, size_t len, uint64_t *seq, uint64_t *time
     while (digits > data && digits[-1] >= '0' && digits[-1] <= '9')
         digits--;
     if (digits == d || digits - data < 7 || memcmp(digits - 7, ",\"seq\":", 7)) return 0;
-    *seq = uint_at(digits, d);
+    *seq = uint_at(digits, d, NULL);
     *time_us = wire_time_us(open + 1, (size_t)(data + len - 3 - open - 1));
     return *seq != 0;
 }
@@ -417,18 +416,19 @@ static event_kind parse_body(event *ev, json_ref body, const char *kind, json_re
 
 static event_kind parse_v1(event *ev, const char *data, size_t len, const lexicon_set *lexicons)
 {
-    const char *end = data + len, *time_us, *cursor, *collection;
+    const char *end = data + len, *collection;
+    uint64_t time_us, cursor;
     int is_commit = commit_layout(data, len, &time_us, &cursor, &collection);
     if (is_commit) {
-        ev->time_us = uint_at(time_us, end);
-        ev->seq = cursor ? as_seq(uint_at(cursor, end)) : 0;
+        ev->time_us = time_us;
+        ev->seq = as_seq(cursor);
     } else {
         ev->time_us = scan_uint(data, len, "\"time_us\":");
         /* A "cursor" inside a record must not pass for the event's: the top-level one comes
          * before the commit in any layout a server writes. */
         const char *c = value_of(data, len, "\"cursor\":");
         const char *commit = find(data, len, "\"commit\":");
-        ev->seq = c && (!commit || c < commit) ? as_seq(uint_at(c, end)) : 0;
+        ev->seq = c && (!commit || c < commit) ? as_seq(uint_at(c, end, NULL)) : 0;
         is_commit = find(data, len, "\"kind\":\"commit\"") != NULL;
         /* In Jetstream frames "collection" comes before "record", so the first occurrence is
          * the commit's own; if a record ever came first, the full parse below still checks
