@@ -321,15 +321,11 @@ static event_kind check_record(event *ev, const lexicon_set *lexicons)
     if (!valid(atp_is_tid, ev->rev)) return invalid(ev, "bad_rev");
     if (!valid(atp_is_cid, ev->cid)) return invalid(ev, "bad_cid");
     char why[160];
+    /* either refuses what is not an object, a missing record too */
     int rc =
         ev->doc
-            ? (json_doc_is(ev->doc, ev->value, JSON_DOC_OBJECT)
-                   ? lexicon_validate_value(lexicons, ev->collection, ev->doc, ev->value, why,
-                                            sizeof why)
-                   : -1)
-            : (json_is_object(ev->record)
-                   ? lexicon_validate_record(lexicons, ev->collection, ev->record, why, sizeof why)
-                   : -1);
+            ? lexicon_validate_value(lexicons, ev->collection, ev->doc, ev->value, why, sizeof why)
+            : lexicon_validate_record(lexicons, ev->collection, ev->record, why, sizeof why);
     if (rc < 0) return invalid(ev, "invalid_record");
     return record_fields(ev);
 }
@@ -445,9 +441,7 @@ static event_kind parse_v1(event *ev, const char *data, size_t len, const lexico
         !json_doc_is(d, 0, JSON_DOC_OBJECT))
         return invalid(ev, "bad_json");
     json_ref c = json_doc_get(d, 0, "cursor");
-    ev->seq = json_doc_is(d, c, JSON_DOC_INTEGER) && d->values[c].as.integer > 0
-                  ? as_seq((uint64_t)d->values[c].as.integer)
-                  : 0;
+    ev->seq = json_doc_integer(d, c) > 0 ? as_seq((uint64_t)json_doc_integer(d, c)) : 0;
     const char *kind = get_string(d, 0, "kind");
     if (!kind) return invalid(ev, "bad_kind");
     if (!strcmp(kind, "sync")) return invalid(ev, "bad_kind"); /* v1 has no #sync */
@@ -479,8 +473,7 @@ static event_kind parse_v2(event *ev, const char *data, size_t len, const lexico
         return ev->kind = EVENT_SKIP;
     }
     json_ref seq = json_doc_get(d, payload, "seq");
-    if (json_doc_is(d, seq, JSON_DOC_INTEGER) && d->values[seq].as.integer > 0)
-        ev->seq = (uint64_t)d->values[seq].as.integer;
+    if (json_doc_integer(d, seq) > 0) ev->seq = (uint64_t)json_doc_integer(d, seq);
     const char *t = get_string(d, payload, "time");
     ev->time_us = t ? wire_time_us(t, strlen(t)) : 0;
     size_t plen = strlen(JETSTREAM_V2_TYPE);

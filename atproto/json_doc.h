@@ -94,6 +94,18 @@ static inline const char *json_doc_string(const json_doc *d, json_ref v, size_t 
     return d->text + d->values[v].as.text;
 }
 
+/* An integer's value; 0 for anything else (a real too: check the type where that matters). */
+static inline long long json_doc_integer(const json_doc *d, json_ref v)
+{
+    return json_doc_is(d, v, JSON_DOC_INTEGER) ? d->values[v].as.integer : 0;
+}
+
+/* A real's value; 0 for anything else. */
+static inline double json_doc_real(const json_doc *d, json_ref v)
+{
+    return json_doc_is(d, v, JSON_DOC_REAL) ? d->values[v].as.real : 0;
+}
+
 /* An array's elements or an object's members; 0 for anything else. */
 static inline size_t json_doc_size(const json_doc *d, json_ref v)
 {

@@ -825,12 +825,12 @@ static int check_string(struct vctx *c, const struct type *t, json_ref v)
 static int check_integer(struct vctx *c, const struct type *t, json_ref v)
 {
     json_int_t x;
+    double real = json_doc_real(c->d, v);
     if (json_doc_is(c->d, v, JSON_DOC_INTEGER)) {
-        x = (json_int_t)c->d->values[v].as.integer;
-    } else if (json_doc_is(c->d, v, JSON_DOC_REAL) &&
-               fabs(c->d->values[v].as.real) < 9007199254740992.0 &&
-               c->d->values[v].as.real == floor(c->d->values[v].as.real)) {
-        x = (json_int_t)c->d->values[v].as.real; /* JSON does not tell 2.0 from 2, nor does JS */
+        x = (json_int_t)json_doc_integer(c->d, v);
+    } else if (json_doc_is(c->d, v, JSON_DOC_REAL) && fabs(real) < 9007199254740992.0 &&
+               real == floor(real)) {
+        x = (json_int_t)real; /* JSON does not tell 2.0 from 2, nor does JS */
     } else {
         return vfail(c, "must be an integer");
     }
@@ -873,7 +873,7 @@ static int check_blob(struct vctx *c, json_ref v)
         return vfail(c, "blob ref must be {\"$link\": cid}");
     if (!mime || mimelen == 0) return vfail(c, "blob mimeType must be a non-empty string");
     json_ref size = json_doc_get(d, v, "size");
-    if (!json_doc_is(d, size, JSON_DOC_INTEGER) || d->values[size].as.integer < 0)
+    if (!json_doc_is(d, size, JSON_DOC_INTEGER) || json_doc_integer(d, size) < 0)
         return vfail(c, "blob size must be a non-negative integer");
     return 0;
 }
