@@ -96,14 +96,17 @@ int buf_json_string(buf *b, const char *s, size_t len)
 
 char *buf_format_ull(char *out, unsigned long long v)
 {
-    char t[20], *p = t + sizeof t;
+    /* Counted first and written in place from the end: every RESP argument's length goes
+     * through here, and a copy from a scratch array was a memcpy call for one or two digits. */
+    size_t n = 1;
+    for (unsigned long long x = v; x >= 10; x /= 10)
+        n++;
+    char *end = out + n, *p = end;
     do {
         *--p = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    size_t n = (size_t)(t + sizeof t - p);
-    memcpy(out, p, n);
-    return out + n;
+    return end;
 }
 
 char *buf_format_ll(char *out, long long v)

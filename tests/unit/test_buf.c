@@ -48,6 +48,23 @@ static void test_json_string(void)
     CHECK(wrong == 0);
 }
 
+/* Every number of digits, on both sides of each power of ten. */
+static void test_format_ull(void)
+{
+    unsigned long long p = 1;
+    for (int digits = 1; digits <= 20; digits++) {
+        unsigned long long near[] = {p - 1, p, p + 1, p * 9 + (p - 1)};
+        for (size_t i = 0; i < sizeof near / sizeof *near; i++) {
+            if (digits == 20 && i == 3) near[i] = ~0ull;
+            char want[32], out[21];
+            snprintf(want, sizeof want, "%llu", near[i]);
+            char *end = buf_format_ull(out, near[i]);
+            CHECK((size_t)(end - out) == strlen(want) && !memcmp(out, want, strlen(want)));
+        }
+        if (digits < 20) p *= 10;
+    }
+}
+
 static void test_append_ll(void)
 {
     static const long long values[] = {
@@ -112,6 +129,7 @@ int main(void)
 {
     RUN(test_plain_ascii);
     RUN(test_json_string);
+    RUN(test_format_ull);
     RUN(test_append_ll);
     RUN(test_strjoin);
     CHECK_EXIT();
