@@ -18,6 +18,9 @@
 /* Objects with more members than this have their names checked for duplicates through a hash
  * table, fewer by comparing each pair. */
 #define PAIRWISE_MAX 16
+/* A doc keeps its arrays from one read to the next, up to this size each: one huge message
+ * must not pin its memory for good. */
+#define KEEP_BYTES (1u << 20)
 
 typedef struct {
     json_doc *d;
@@ -34,7 +37,7 @@ static int read_value(reader *r, int depth);
 
 static void skip_space(reader *r)
 {
-    if (r->p<r->end && * r->p> ' ') return; /* most tokens follow each other directly */
+    if (r->p == r->end || *r->p > ' ') return; /* most tokens follow each other directly */
     while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t')) {
         if (*r->p != ' ' && r->capture_depth) r->span->raw_whitespace = 1;
         r->p++;
@@ -449,6 +452,8 @@ int json_doc_read(json_doc *d, const char *data, size_t len, const char *const *
                 .end = (const unsigned char *)data + len,
                 .path = path,
                 .span = span};
+    if (d->values_cap * sizeof *d->values > KEEP_BYTES || d->text_cap > KEEP_BYTES)
+        json_doc_free(d);
     d->nvalues = d->ntext = 0;
     if (span) *span = (json_span){0};
     int rc = -1;

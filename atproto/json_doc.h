@@ -42,7 +42,8 @@ typedef struct {
     } as;
 } json_doc_value;
 
-/* Zero-initialise; json_doc_free frees. The arrays are kept from one read to the next. */
+/* Zero-initialise; json_doc_free frees. The arrays are kept from one read to the next (up to
+ * 1 MiB each: a larger one, left by a huge message, is freed when the next read starts). */
 typedef struct {
     json_doc_value *values;
     size_t nvalues, values_cap;

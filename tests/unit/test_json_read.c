@@ -201,6 +201,28 @@ static void test_depth_limit(void)
     }
 }
 
+/* A doc keeps its arrays for the next read, but not the ones a huge text left behind. */
+static void test_doc_memory_is_not_pinned(void)
+{
+    enum { N = 200000 };
+    char *big = malloc(2 * N + 1);
+    if (!big) abort();
+    big[0] = '[';
+    for (size_t i = 0; i < N; i++) {
+        big[1 + 2 * i] = '1';
+        big[2 + 2 * i] = i + 1 < N ? ',' : ']';
+    }
+    json_doc d = {0};
+    CHECK(json_doc_read(&d, big, 2 * N + 1, NULL, NULL) == 0 && json_doc_size(&d, 0) == N);
+    size_t big_cap = d.values_cap;
+    CHECK(json_doc_read(&d, "[1]", 3, NULL, NULL) == 0 && json_doc_size(&d, 0) == 1);
+    CHECK(big_cap > N && d.values_cap < 1024);
+    const json_doc_value *kept = d.values;
+    CHECK(json_doc_read(&d, "[2]", 3, NULL, NULL) == 0 && d.values == kept);
+    json_doc_free(&d);
+    free(big);
+}
+
 static char *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -282,6 +304,7 @@ int main(void)
     RUN(test_cases);
     RUN(test_nul_after_a_literal_is_refused);
     RUN(test_depth_limit);
+    RUN(test_doc_memory_is_not_pinned);
     RUN(test_fixtures_and_mutations);
     CHECK_EXIT();
 }
