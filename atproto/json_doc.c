@@ -352,6 +352,14 @@ static int has_duplicate(const json_doc *d, json_ref obj)
     return dup;
 }
 
+/* Member is obj's next one, named by the len bytes at text offset name. */
+static void add_member(json_doc *d, json_ref obj, json_ref member, long long name, size_t len)
+{
+    d->values[member].name = (uint32_t)name;
+    d->values[member].namelen = (uint32_t)len;
+    d->values[obj].len++;
+}
+
 static int read_object(reader *r, int depth)
 {
     json_doc *d = r->d;
@@ -382,9 +390,7 @@ static int read_object(reader *r, int depth)
         r->p++;
         json_ref member = (json_ref)d->nvalues;
         if ((step ? read_path_value(r, depth) : read_value(r, depth)) < 0) return -1;
-        d->values[member].name = (uint32_t)name;
-        d->values[member].namelen = (uint32_t)keylen;
-        d->values[obj].len++;
+        add_member(d, obj, member, name, keylen);
         int more = after_item(r, '}');
         if (more < 0) return -1;
         if (more == 0) break;
@@ -503,9 +509,7 @@ static json_ref copy_in(json_doc *d, const json_t *v, int depth)
             long long name = put_text(d, key, keylen);
             json_ref member = (json_ref)d->nvalues;
             if (name < 0 || copy_in(d, m, depth + 1) == JSON_DOC_NONE) return JSON_DOC_NONE;
-            d->values[member].name = (uint32_t)name;
-            d->values[member].namelen = (uint32_t)keylen;
-            d->values[ref].len++;
+            add_member(d, ref, member, name, keylen);
         }
         break;
     }

@@ -335,8 +335,8 @@ static bool compile_object(struct loader *L, const json_t *j, struct type *t, co
     json_object_foreach((json_t *)props, key, val)
     {
         snprintf(sub, sizeof sub, "%s.%s", where, key);
-        t->props[i].name = set_strndup(L->set, key, strlen(key));
         t->props[i].name_len = strlen(key);
+        t->props[i].name = set_strndup(L->set, key, t->props[i].name_len);
         t->props[i].type = compile(L, val, sub);
         if (!t->props[i].name || !t->props[i].type) return false;
         i++;
@@ -350,13 +350,14 @@ static bool compile_object(struct loader *L, const json_t *j, struct type *t, co
         bool found = false;
         for (i = 0; i < t->n_props; i++)
             if (strcmp(t->props[i].name, req.items[k]) == 0) t->props[i].required = found = true;
-        t->n_required += found;
         if (!found)
             return load_fail(L, where, "required field '%s' is not a property", req.items[k]),
                    false;
     }
-    for (i = 0; i < t->n_props; i++)
-        t->props[i].nullable = str_list_has(&nullable, t->props[i].name, strlen(t->props[i].name));
+    for (i = 0; i < t->n_props; i++) {
+        t->props[i].nullable = str_list_has(&nullable, t->props[i].name, t->props[i].name_len);
+        t->n_required += t->props[i].required; /* a name listed twice is one property */
+    }
     return true;
 }
 

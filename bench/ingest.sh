@@ -312,12 +312,14 @@ run_appview() { # replay_port path label -> prints k=v figures or "error=..."
 # run's figures: on this shared machine one run can be a third off the next.
 RUNS=${BENCH_RUNS:-5}
 # The CPU seconds are each the median of their own: one run's are as noisy as its rate.
+middle() { # lines led by a number -> the median line
+    sort -n | sed -n "$(((RUNS + 1) / 2))p"
+}
 median_of() { # runs (a line of k=v figures each) -> the median run's, plus runs_*=a/b/c and CPU
     median=$(printf '%s' "$1" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^records_per_s=/) {
-        split($i, kv, "="); print kv[2], $0 } }' | sort -n | sed -n "$(((RUNS + 1) / 2))p" | cut -d' ' -f2-)
+        split($i, kv, "="); print kv[2], $0 } }' | middle | cut -d' ' -f2-)
     each() { printf '%s' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { printf "%s%s", s, $2; s = "/" }'; }
-    mid() { printf '%s' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }' | sort -n |
-        sed -n "$(((RUNS + 1) / 2))p"; }
+    mid() { printf '%s' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }' | middle; }
     echo "$median runs_events=$(each events_per_s "$1") runs_records=$(each records_per_s "$1")" \
         "median_appview_cpu=$(mid appview_cpu "$1") median_valkey_cpu=$(mid valkey_cpu "$1")"
 }
@@ -368,7 +370,7 @@ run_pairs() { # binary_a port_a path_a label_a binary_b port_b path_b label_b
 }
 # The median of a list of ratios and the list: "0.97 (0.95/0.97/1.02)".
 pairs_summary() {
-    m=$(printf '%s\n' $1 | sort -n | sed -n "$(((RUNS + 1) / 2))p")
+    m=$(printf '%s\n' $1 | middle)
     echo "$m ($(printf '%s' "$1" | sed 's/^ //' | tr ' ' '/'))"
 }
 
