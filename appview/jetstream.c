@@ -1070,8 +1070,11 @@ static SSL_CTX *tls_context(void)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     /* the system store, or SSL_CERT_FILE / SSL_CERT_DIR when set (tests point them at theirs) */
     SSL_CTX_set_default_verify_paths(ctx);
+    /* Read-ahead in OpenSSL's own buffer of one record, not a larger one: before each record,
+     * OpenSSL 3.0 moves what is left of its buffer to the front (to align the payload), so a
+     * buffer of 256 KB moved about eight bytes for every byte of the stream (callgrind on the
+     * bench's stream: 4.7 G instructions of memmove, against 0.8 G with the default). */
     SSL_CTX_set_read_ahead(ctx, 1);
-    SSL_CTX_set_default_read_buffer_len(ctx, RX_BUFFER);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     static const unsigned char alpn[] = "\x08http/1.1";
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
