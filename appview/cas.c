@@ -43,7 +43,6 @@ typedef struct {
      * the DID: "score\0member\0" pairs */
     buf recent_adds;
     size_t nrecent_adds;
-    int recent_pending, recent_failed; /* add_recent's two commands */
     cas_done_cb cb;
     void *ud;
 } job;
@@ -482,45 +481,43 @@ static void plan_and_write(job *j)
     }
 }
 
-/* The ZADDs of the entries to P recent's index and to P recent: the job ends once both are
- * answered. */
+/* The entries' call: the job ends with its answer. */
 static void on_recent_added(const reply *r, void *ud)
 {
     job *j = ud;
-    if (!r || r->type == REPLY_ERROR) {
-        j->recent_failed = 1;
-        if (r)
-            log_warn("loader", "recent list addition refused for %s: %s", j->evs[0].ev.did, r->str);
-    }
-    if (--j->recent_pending == 0) job_end(j, !j->recent_failed, j->written);
+    int ok = r && r->type != REPLY_ERROR;
+    if (r && !ok)
+        log_warn("loader", "recent list addition refused for %s: %s", j->evs[0].ev.did, r->str);
+    job_end(j, ok, j->written);
 }
 
-/* The entries split_recent kept, in one ZADD to P recent's index and then one to P recent
+/* The entries split_recent kept: a ZADD to P recent's index, then one to P recent, as one call
+ * of cache/guarded.lua without guards, on P recent's slot. One call, so that no rebuild of the
+ * index (cache/trim_recent.lua, which another replica's ingester runs) falls between the two
  * (fold_recent_index_key's rule). 0 when sent (it ends the job), -1 when not. */
 static int add_recent(job *j)
 {
-    args a = {0}, index = {0};
-    int err = push_str(&a, "ZADD") | push_str(&a, j->c->recent) | push_str(&index, "ZADD") |
-              push_str(&index, j->c->recent_index);
-    const char *p = j->recent_adds.data;
-    for (size_t i = 0; !err && i < j->nrecent_adds; i++) {
-        size_t sn = strlen(p), mn = strlen(p + sn + 1);
-        err |= push(&a, p, sn) | push(&a, p + sn + 1, mn) | push(&index, "0", 1) |
-               push(&index, p + sn + 1, mn);
-        p += sn + mn + 2;
+    args call = {0};
+    char argc[24]; /* each ZADD's argument count */
+    snprintf(argc, sizeof argc, "%zu", 2 + 2 * j->nrecent_adds);
+    int err =
+        push_str(&call, j->c->recent) | push_str(&call, j->c->recent_index) | push_str(&call, "0");
+    for (int to_recent = 0; to_recent < 2; to_recent++) {
+        err |= push_str(&call, argc) | push_str(&call, "ZADD") |
+               push_str(&call, to_recent ? j->c->recent : j->c->recent_index);
+        const char *p = j->recent_adds.data;
+        for (size_t i = 0; !err && i < j->nrecent_adds; i++) {
+            size_t sn = strlen(p), mn = strlen(p + sn + 1);
+            err |= (to_recent ? push(&call, p, sn) : push(&call, "0", 1)) |
+                   push(&call, p + sn + 1, mn);
+            p += sn + mn + 2;
+        }
     }
-    j->recent_pending = 2;
-    j->recent_failed = 0;
-    int rc =
-        err ? -1 : cache_command(j->c->v, on_recent_added, j, index.argc, index.argv, index.lens);
-    if (rc == 0 && cache_command(j->c->v, on_recent_added, j, a.argc, a.argv, a.lens) < 0) {
-        j->recent_failed = 1;
-        j->recent_pending--; /* the index's answer ends the job */
-    }
-    free(a.argv);
-    free(a.lens);
-    free(index.argv);
-    free(index.lens);
+    int rc = err ? -1
+                 : cache_eval(j->c->v, j->c->script, on_recent_added, j, 2, call.argc, call.argv,
+                              call.lens);
+    free(call.argv);
+    free(call.lens);
     return rc;
 }
 

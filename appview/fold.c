@@ -19,7 +19,8 @@ struct fold {
     char gone_ttl[16];
     int script_purge, script_forget_recent, script_trim_recent, script_hold_stats;
     unsigned since_trim;
-    char *recent_key, *recent_index_key, *recent_index_old_key;
+    char *recent_key, *recent_index_key;
+    char *recent_index_old_key; /* kept by earlier versions: the next rebuild deletes it */
     uint64_t *purges_total;
     uint64_t *write_errors_total;
 };
@@ -274,10 +275,9 @@ int fold_apply(fold *f, const event *ev, fold_done_cb cb, void *ud)
         argv[8] = time_us;
         argv[9] = f->gone_ttl;
         rc = cache_eval(f->v, f->script_purge, on_purge, o, 7, 10, argv, NULL);
-        if (rc == 0 && cache_eval(f->v, f->script_forget_recent, on_followup, o, 3, 4,
-                                  (const char *[]){f->recent_key, f->recent_index_key,
-                                                   f->recent_index_old_key, ev->did},
-                                  NULL) == 0)
+        if (rc == 0 &&
+            cache_eval(f->v, f->script_forget_recent, on_followup, o, 2, 3,
+                       (const char *[]){f->recent_key, f->recent_index_key, ev->did}, NULL) == 0)
             o->outstanding++;
         else if (rc == 0)
             o->failed = 1;

@@ -42,12 +42,12 @@ int fold_recent_trim_due(fold *f);
 const char *fold_recent_key(const fold *f);
 /* P recent/by-did{P recent}, on P recent's slot: the members of P recent, each with score 0,
  * so that a DID's entries are found by ZRANGEBYLEX (a purge) rather than by a scan of 10,000.
- * The rule for whoever adds to P recent: the member is added here first, in one ordered stream
- * (one connection, or one script), so P recent never holds a member its index lacks. Removals
- * from P recent need not follow: the index may hold members P recent has lost, which a purge
- * removes in passing, and the trim rebuilds it from P recent once it holds more than
- * FOLD_RECENT_INDEX_MAX (keeping the one before as P recent/by-did-old{P recent}, which a purge
- * reads too, for additions another connection had in flight). */
+ * The rule for whoever adds to P recent: the member is added here first, and no rebuild of the
+ * index falls between the two additions, so P recent never holds a member its index lacks. The
+ * ingester, which alone trims, sends both additions and its trims on one connection; every other
+ * writer adds both in one script call. Removals from P recent need not follow: the index may
+ * hold members P recent has lost, which a purge removes in passing, and the trim rebuilds it
+ * from P recent once it holds more than FOLD_RECENT_INDEX_MAX. */
 #define FOLD_RECENT_INDEX_MAX (3 * FOLD_RECENT_KEEP)
 const char *fold_recent_index_key(const fold *f);
 /* Trims P recent to its newest FOLD_RECENT_KEEP entries, and rebuilds its index when due

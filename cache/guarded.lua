@@ -1,7 +1,8 @@
 -- Runs a planned write only if the fields it was planned from still hold what was read: compare
 -- and set, for a writer of the index that is not alone (the loader, beside the ingester). The
 -- fold's rules are not here: appview/plan.c decides what to write; this only checks and runs it.
--- KEYS: every key the commands write; KEYS[1] is P{D}/recs, which holds the guarded fields.
+-- KEYS: every key the commands write; KEYS[1] is P{D}/recs, which holds the guarded fields
+--       (with no guards, any key: the call only runs its commands, as one step).
 -- ARGV: 1 g, then g guards (field, expected): expected "" when the field must be absent, "=v"
 --       when its value must be v, else a rev that its value must start with ("<rev> ..."); then
 --       the commands, each as its argument count followed by its arguments.

@@ -42,6 +42,12 @@ def test_cold_reads_and_stats_on_the_cluster(h):
                   if m["did"] == did)
     assert mine == sorted([("myapp", digest(i), T0 % i) for i in (1, 2, 3)] +
                           [("tools", digest(9), T0 % 9)]), body
+    # Each is in P recent's index by DID too, where a purge finds them: the loader adds both in
+    # one call on P recent's slot.
+    recent, index = (set(cluster.command("ZRANGE", key, 0, -1).split("\n"))
+                     for key in (f"{PREFIX}recent", f"{PREFIX}recent/by-did{{{PREFIX}recent}}"))
+    assert len([m for m in recent if m.startswith(did + " ")]) == 4 and recent <= index, \
+        (recent, index)
 
     # Every key of the DID on one node (its slot); the recent list on its own.
     by_node = cluster.keys_by_node(f"{PREFIX}{{{did}}}*")

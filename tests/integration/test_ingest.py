@@ -18,7 +18,7 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 PREFIX = "atcr:"
 SCHEMA = "5"  # cache/SCHEMA.md's version: an index the appview ingests into as it is
 RECENT_INDEX = f"{PREFIX}recent/by-did{{{PREFIX}recent}}"  # P recent's members, by DID
-RECENT_INDEX_OLD = f"{PREFIX}recent/by-did-old{{{PREFIX}recent}}"  # the one before its rebuild
+RECENT_INDEX_OLD = f"{PREFIX}recent/by-did-old{{{PREFIX}recent}}"  # kept by earlier versions
 
 
 def start_replay(h, events, extra=(), name="replay"):
@@ -167,13 +167,11 @@ def snapshot(h, redis):
 
 
 def recent_indexed(h, redis):
-    """P recent's members, sorted, once checked to be in its index by DID or the one before
-    its last rebuild: an entry missing from both would outlive its account's purge. (What
-    else the index holds, members P recent lost, depends on where the writer's rounds ended.)"""
+    """P recent's members, sorted, once checked to be in its index by DID: an entry missing
+    from it would outlive its account's purge. (What else the index holds, members P recent
+    lost, depends on where the writer's rounds ended.)"""
     recent = sorted(filter(None, h.redis_raw(redis, "ZRANGE", PREFIX + "recent", 0, -1).split("\n")))
-    by_did = set()
-    for key in (RECENT_INDEX, RECENT_INDEX_OLD):
-        by_did |= set(h.redis_raw(redis, "ZRANGE", key, 0, -1).split("\n"))
+    by_did = set(h.redis_raw(redis, "ZRANGE", RECENT_INDEX, 0, -1).split("\n"))
     missing = sorted(set(recent) - by_did)
     assert not missing, f"entries of P recent missing from {RECENT_INDEX}: {missing[:5]}"
     return recent
@@ -304,14 +302,13 @@ def test_recent_entries_lost_in_a_crash_come_back_on_replay(h):
 
 def test_recent_index_rebuild_leaves_every_entry_to_its_purge(h):
     """cache/trim_recent.lua trims P recent without its index, and rebuilds the index from P
-    recent once it outgrows its bound; cache/forget_recent.lua finds a DID's entries in the
-    index and in the one before the rebuild. Run on a real server with a list of 3 and an
-    index bound of 5: an addition another connection had sent to the index but not yet to P
-    recent when the rebuild ran is still found by its DID's purge."""
+    recent once it outgrows its bound, deleting the index before the rebuild that earlier
+    versions kept; cache/forget_recent.lua finds a DID's entries in the index, those added
+    since the rebuild too. Run on a real server with a list of 3 and an index bound of 5."""
     redis = h.start_redis()
     scripts = {name: open(os.path.join(ROOT, "cache", f"{name}.lua")).read()
                for name in ("trim_recent", "forget_recent")}
-    recent, keys = PREFIX + "recent", (PREFIX + "recent", RECENT_INDEX, RECENT_INDEX_OLD)
+    recent = PREFIX + "recent"
 
     def add(did, n, score):
         member = f"{did} app sha256:{n:064x} 3lbbuqg2k{n:04d} 2025-01-13T10:15:{n:02d}Z"
@@ -320,7 +317,8 @@ def test_recent_index_rebuild_leaves_every_entry_to_its_purge(h):
         return member
 
     def trim():
-        return int(h.redis_raw(redis, "EVAL", scripts["trim_recent"], 3, *keys, 3, 5))
+        return int(h.redis_raw(redis, "EVAL", scripts["trim_recent"], 3, recent, RECENT_INDEX,
+                               RECENT_INDEX_OLD, 3, 5))
 
     def members(key):
         return sorted(filter(None, h.redis_raw(redis, "ZRANGE", key, 0, -1).split("\n")))
@@ -329,15 +327,17 @@ def test_recent_index_rebuild_leaves_every_entry_to_its_purge(h):
     first = [add(alice if n % 2 else bob, n, 1000 + n) for n in range(5)]
     assert trim() == 2 and members(recent) == sorted(first[2:])
     assert members(RECENT_INDEX) == sorted(first), "trimmed: the index keeps what it held"
-    late = f"{alice} app sha256:{99:064x} 3lbbuqg2k0099 2025-01-13T10:16:39Z"
-    h.redis_raw(redis, "ZADD", RECENT_INDEX, 0, late)  # in flight: P recent's ZADD comes later
-    assert trim() == 0
-    assert members(RECENT_INDEX) == sorted(first[2:]), "rebuilt from P recent"
-    assert late in members(RECENT_INDEX_OLD)
-    h.redis_raw(redis, "ZADD", recent, 2000, late)
-    removed = int(h.redis_raw(redis, "EVAL", scripts["forget_recent"], 3, *keys, alice))
-    assert removed == 2 and members(recent) == sorted([first[2], first[4]])
-    assert not [m for k in keys[1:] for m in members(k) if m.startswith(alice + " ")]
+    h.redis_raw(redis, "ZADD", RECENT_INDEX_OLD, 0, first[0])  # as an earlier version left it
+    sixth = add(alice, 5, 1005)
+    assert trim() == 1
+    assert members(RECENT_INDEX) == members(recent) == sorted([first[3], first[4], sixth]), \
+        "rebuilt from P recent"
+    assert int(h.redis_raw(redis, "EXISTS", RECENT_INDEX_OLD)) == 0
+    late = add(alice, 6, 1006)
+    removed = int(h.redis_raw(redis, "EVAL", scripts["forget_recent"], 2, recent, RECENT_INDEX,
+                              alice))
+    assert removed == 3 and members(recent) == [first[4]]
+    assert members(RECENT_INDEX) == [first[4]] and late not in members(recent)
 
 
 def test_identity_event_drops_the_cached_identity(h):
@@ -601,7 +601,7 @@ def dump(h, redis):
     recent_indexed checks instead."""
     recent_indexed(h, redis)
     lines = h.redis_raw(redis, "EVAL", DUMP, 0, PREFIX).split("\n")
-    skip = (PREFIX + "ingest-lease", PREFIX + "cursor:", RECENT_INDEX, RECENT_INDEX_OLD)
+    skip = (PREFIX + "ingest-lease", PREFIX + "cursor:", RECENT_INDEX)
     return dict(line.split(" ", 1) for line in lines if line and not line.startswith(skip))
 
 

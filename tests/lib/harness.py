@@ -435,11 +435,14 @@ class RedisCluster:
         if out.returncode != 0:
             raise RuntimeError(f"reshard: {out.stdout[-2000:]}{out.stderr}")
 
-    def get(self, key):
-        """GET through the cluster (redis-cli -c follows MOVED)."""
+    def command(self, *args):
+        """One command through the cluster (redis-cli -c follows MOVED): its answer's text."""
         out = subprocess.run(["redis-cli", "-c", "-p", str(self.primaries()[0].port), "--raw",
-                              "GET", key], capture_output=True, text=True, timeout=10)
+                              *map(str, args)], capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
+
+    def get(self, key):
+        return self.command("GET", key)
 
     def set(self, key, value):
         """SET through the cluster (redis-cli -c follows MOVED)."""
