@@ -449,6 +449,14 @@ static int read_value(reader *r, int depth)
     }
 }
 
+/* Empties d for its next contents, keeping its arrays up to KEEP_BYTES each. */
+static void restart(json_doc *d)
+{
+    if (d->values_cap * sizeof *d->values > KEEP_BYTES || d->text_cap > KEEP_BYTES)
+        json_doc_free(d);
+    d->nvalues = d->ntext = 0;
+}
+
 int json_doc_read(json_doc *d, const char *data, size_t len, const char *const *path,
                   json_span *span)
 {
@@ -458,9 +466,7 @@ int json_doc_read(json_doc *d, const char *data, size_t len, const char *const *
                 .end = (const unsigned char *)data + len,
                 .path = path,
                 .span = span};
-    if (d->values_cap * sizeof *d->values > KEEP_BYTES || d->text_cap > KEEP_BYTES)
-        json_doc_free(d);
-    d->nvalues = d->ntext = 0;
+    restart(d);
     if (span) *span = (json_span){0};
     int rc = -1;
     if (len <= MAX_TEXT) {
@@ -471,7 +477,7 @@ int json_doc_read(json_doc *d, const char *data, size_t len, const char *const *
     if (rc == 0 && r.p != r.end) rc = -1;
     buf_free(&r.scratch);
     if (rc < 0) {
-        d->nvalues = d->ntext = 0;
+        restart(d);
         if (span) *span = (json_span){0};
     }
     return rc;
@@ -543,10 +549,10 @@ static json_ref copy_in(json_doc *d, const json_t *v, int depth)
 
 int json_doc_from_jansson(json_doc *d, const json_t *v)
 {
-    d->nvalues = d->ntext = 0;
+    restart(d);
     if (!json_is_object(v) && !json_is_array(v)) return -1;
     if (copy_in(d, v, 0) == JSON_DOC_NONE) {
-        d->nvalues = d->ntext = 0;
+        restart(d);
         return -1;
     }
     return 0;

@@ -43,7 +43,8 @@ typedef struct {
 } json_doc_value;
 
 /* Zero-initialise; json_doc_free frees. The arrays are kept from one read to the next (up to
- * 1 MiB each: a larger one, left by a huge message, is freed when the next read starts). */
+ * 1 MiB each: a larger one, left by a huge message, is freed when the next read or copy
+ * starts). */
 typedef struct {
     json_doc_value *values;
     size_t nvalues, values_cap;
